@@ -1,0 +1,148 @@
+//! Command-line arguments (these names are a contract scripts rely on) and dispatch.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use pactum_memory::{Constellation, Durability, OpenOptions};
+
+use crate::failure::Failure;
+use crate::{constellation_cmd, home, transcript_cmd};
+
+fn long_version() -> &'static str {
+    static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{}\nconstellation schema: {}\ntranscript format: {}",
+            env!("CARGO_PKG_VERSION"),
+            pactum_memory::SCHEMA_VERSION,
+            pactum_transcripts::FORMAT
+        )
+    });
+    TEXT.as_str()
+}
+
+/// Pactum: negotiate, settle and keep verifiable records, from your editor or the command line.
+#[derive(Debug, Parser)]
+#[command(name = "pactum", version, long_version = long_version(), propagate_version = true)]
+#[command(after_help = "Exit codes: 0 ok/valid, 1 tampered or invalid, 2 usage or I/O error. Logs: RUST_LOG=debug.")]
+pub struct Cli {
+    /// Constellation to use: a name (stored under $PACTUM_HOME/constellations/<name>.db) or a
+    /// path to a .db file. Created on first use.
+    #[arg(long, global = true, env = "PACTUM_CONSTELLATION", value_name = "NAME|PATH")]
+    constellation: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List, show, verify, export and import hash-linked transcripts.
+    #[command(subcommand)]
+    Transcript(TranscriptCommand),
+    /// Inspect or back up the constellation file.
+    #[command(subcommand)]
+    Constellation(ConstellationCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TranscriptCommand {
+    /// List the transcripts in the constellation.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a transcript's events.
+    Show {
+        /// Transcript (stream) id.
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify a stored transcript or a .jsonl file (exit 0 valid, 1 tampered or invalid).
+    Verify {
+        /// A transcript id, or a file (anything containing '/' or ending in .jsonl, or an existing file).
+        target: String,
+        /// Trusted public keys for a file, as a JSON object {"<key id>": "<base64url key>"};
+        /// without it, a file is checked against the keys in its own header.
+        #[arg(long, value_name = "FILE")]
+        keys: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export a transcript as a pactum-transcript/1 JSON Lines file.
+    Export {
+        id: String,
+        /// Write to FILE instead of stdout (written whole, then renamed into place).
+        #[arg(long, short, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Import a pactum-transcript/1 file; it is verified before anything is stored.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConstellationCommand {
+    /// Path, schema version, sizes and counts.
+    Info {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy the constellation to DEST with SQLite's online backup API.
+    Backup {
+        dest: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Cli {
+    /// Whether the chosen command asked for JSON output (errors are then also JSON).
+    pub fn json_output(&self) -> bool {
+        match &self.command {
+            Command::Transcript(
+                TranscriptCommand::List { json }
+                | TranscriptCommand::Show { json, .. }
+                | TranscriptCommand::Verify { json, .. }
+                | TranscriptCommand::Import { json, .. },
+            ) => *json,
+            Command::Transcript(TranscriptCommand::Export { .. }) => false,
+            Command::Constellation(ConstellationCommand::Info { json } | ConstellationCommand::Backup { json, .. }) => {
+                *json
+            }
+        }
+    }
+}
+
+/// What commands need from the environment: the constellation, opened on demand.
+#[derive(Debug)]
+pub struct Context {
+    constellation: Option<String>,
+}
+
+impl Context {
+    /// Opens (creating on first use) the selected constellation.
+    pub fn open(&self) -> Result<Arc<Constellation>, Failure> {
+        let path = home::resolve(self.constellation.as_deref())?;
+        let durability = match std::env::var("PACTUM_DURABILITY") {
+            Err(_) => Durability::default(),
+            Ok(value) => Durability::parse(&value).ok_or_else(|| {
+                Failure::usage("BAD_DURABILITY", format!("PACTUM_DURABILITY={value:?}: expected process or power-loss"))
+            })?,
+        };
+        Ok(Arc::new(Constellation::open_with(&path, OpenOptions { durability })?))
+    }
+}
+
+/// Runs the parsed command; returns the exit code.
+pub fn run(cli: Cli) -> Result<u8, Failure> {
+    let context = Context { constellation: cli.constellation };
+    match cli.command {
+        Command::Transcript(command) => transcript_cmd::run(&context, command),
+        Command::Constellation(command) => constellation_cmd::run(&context, command),
+    }
+}

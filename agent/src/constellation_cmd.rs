@@ -1,0 +1,94 @@
+//! `pactum constellation info|backup`.
+
+use serde_json::json;
+
+use crate::cli::{ConstellationCommand, Context};
+use crate::clock::format_ms;
+use crate::failure::{EXIT_OK, Failure};
+
+pub fn run(context: &Context, command: ConstellationCommand) -> Result<u8, Failure> {
+    let db = context.open()?;
+    match command {
+        ConstellationCommand::Info { json } => {
+            let info = db.info()?;
+            if json {
+                let document = json!({
+                    "path": info.path,
+                    "constellation_id": info.constellation_id,
+                    "schema_version": info.schema_version,
+                    "created_at_ms": info.created_at_ms,
+                    "durability": format!("{:?}", info.durability).to_lowercase(),
+                    "synchronous": info.durability.pragma_value(),
+                    "page_size": info.page_size,
+                    "page_count": info.page_count,
+                    "freelist_pages": info.freelist_pages,
+                    "file_bytes": info.file_bytes,
+                    "wal_bytes": info.wal_bytes,
+                    "counts": {
+                        "transcripts": info.streams,
+                        "events": info.events,
+                        "checkpoints": info.checkpoints,
+                        "signing_keys": info.signing_keys,
+                    },
+                });
+                print_json(&document);
+            } else {
+                let lines = [
+                    format!("path            {}", info.path.display()),
+                    format!("id              {}", info.constellation_id),
+                    format!("created         {}", format_ms(info.created_at_ms)),
+                    format!("schema version  {}", info.schema_version),
+                    format!(
+                        "durability      {} (synchronous={})",
+                        match info.durability {
+                            pactum_memory::Durability::Process => "survives process crash",
+                            pactum_memory::Durability::PowerLoss => "survives power loss",
+                        },
+                        info.durability.pragma_value()
+                    ),
+                    format!(
+                        "size            {} bytes file + {} bytes WAL ({} pages of {} bytes, {} free)",
+                        info.file_bytes, info.wal_bytes, info.page_count, info.page_size, info.freelist_pages
+                    ),
+                    format!("transcripts     {}", info.streams),
+                    format!("events          {}", info.events),
+                    format!("checkpoints     {}", info.checkpoints),
+                    format!("signing keys    {}", info.signing_keys),
+                ];
+                print_lines(&lines);
+            }
+        }
+        ConstellationCommand::Backup { dest, json } => {
+            let report = db.backup(&dest)?;
+            if json {
+                print_json(&json!({ "path": report.path, "bytes": report.bytes }));
+            } else {
+                print_lines(&[format!("backed up {} to {} ({} bytes)", db.path().display(), report.path.display(), report.bytes)]);
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// Pretty JSON document on stdout.
+pub fn print_json(document: &serde_json::Value) {
+    let text = serde_json::to_string_pretty(document).unwrap_or_else(|_| document.to_string());
+    write_stdout(&format!("{text}\n"));
+}
+
+/// Lines of human output on stdout.
+pub fn print_lines(lines: &[String]) {
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    write_stdout(&text);
+}
+
+/// Writes to stdout. A reader that went away (`| head`) is not an error worth a panic.
+pub fn write_stdout(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+}

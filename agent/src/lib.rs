@@ -1,0 +1,43 @@
+//! The `pactum` program: command-line interface (and, later, the ACP server).
+//!
+//! This is the only crate that prints. Human output goes to stdout, `--json` output is one JSON
+//! document on stdout, errors are one line `error[CODE]: message` on stderr, and logs go through
+//! `tracing` to stderr (`RUST_LOG`). Exit codes: 0 success or valid, 1 tampered or invalid
+//! content, 2 usage or I/O error.
+
+mod cli;
+mod clock;
+mod constellation_cmd;
+mod failure;
+mod home;
+mod transcript_cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+pub use failure::{EXIT_INVALID, EXIT_OK, EXIT_USAGE};
+
+/// Runs the program with the process's arguments and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // clap prints help and version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+        }
+    };
+    init_logging();
+    let json = cli.json_output();
+    match cli::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => failure.report(json),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

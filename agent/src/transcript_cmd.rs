@@ -1,0 +1,266 @@
+//! `pactum transcript list|show|verify|export|import`.
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use pactum_runtime::{ImportOutcome, StreamSummary};
+use pactum_transcripts::jsonl::{self, KeySource};
+use pactum_transcripts::{Event, KeyId, KeyRing, VerifyReport};
+use serde_json::{Value, json};
+
+use crate::cli::{Context, TranscriptCommand};
+use crate::clock::{SystemClock, format_ms};
+use crate::constellation_cmd::{print_json, print_lines};
+use crate::failure::{EXIT_INVALID, EXIT_OK, Failure};
+
+/// Largest `--keys` file: a key ring is a few dozen keys.
+const KEYS_FILE_BYTES_MAX: u64 = 1024 * 1024;
+
+pub fn run(context: &Context, command: TranscriptCommand) -> Result<u8, Failure> {
+    match command {
+        TranscriptCommand::List { json } => list(context, json),
+        TranscriptCommand::Show { id, json } => show(context, &id, json),
+        TranscriptCommand::Verify { target, keys, json } => {
+            if is_file_target(&target) {
+                verify_file(Path::new(&target), keys.as_deref(), json)
+            } else {
+                if keys.is_some() {
+                    return Err(Failure::usage(
+                        "USAGE",
+                        "--keys applies to files; a stored transcript is verified with the constellation's keys",
+                    ));
+                }
+                verify_stored(context, &target, json)
+            }
+        }
+        TranscriptCommand::Export { id, out } => export(context, &id, out),
+        TranscriptCommand::Import { file, json } => import(context, &file, json),
+    }
+}
+
+/// A verify target is a file if it looks like a path or names an existing file; otherwise an id.
+/// (Transcript ids cannot contain '/', so `./name` always means a file.)
+fn is_file_target(target: &str) -> bool {
+    target.contains('/') || target.ends_with(".jsonl") || Path::new(target).is_file()
+}
+
+fn summary_json(summary: &StreamSummary) -> Value {
+    json!({
+        "id": summary.stream.as_str(),
+        "origin": summary.origin.as_str(),
+        "created_at_ms": summary.created_at_ms,
+        "events": summary.event_count,
+        "head_hash": summary.head_hash.map(|h| h.to_hex()),
+        "head_at_ms": summary.head_at_ms,
+    })
+}
+
+fn list(context: &Context, json: bool) -> Result<u8, Failure> {
+    let db = context.open()?;
+    let streams = pactum_runtime::list_streams(&db)?;
+    if json {
+        print_json(&Value::Array(streams.iter().map(summary_json).collect()));
+        return Ok(EXIT_OK);
+    }
+    if streams.is_empty() {
+        print_lines(&[format!("no transcripts in {}", db.path().display())]);
+        return Ok(EXIT_OK);
+    }
+    let width = streams.iter().map(|s| s.stream.as_str().len()).max().unwrap_or(2).max(2);
+    let mut lines = vec![format!("{:<width$}  {:<8}  {:>6}  {:<24}  HEAD", "ID", "ORIGIN", "EVENTS", "CREATED")];
+    for summary in &streams {
+        lines.push(format!(
+            "{:<width$}  {:<8}  {:>6}  {:<24}  {}",
+            summary.stream.as_str(),
+            summary.origin.as_str(),
+            summary.event_count,
+            format_ms(summary.created_at_ms),
+            summary.head_hash.map_or_else(|| "-".to_owned(), |h| h.to_hex()[..16].to_owned()),
+        ));
+    }
+    print_lines(&lines);
+    Ok(EXIT_OK)
+}
+
+fn show(context: &Context, id: &str, json: bool) -> Result<u8, Failure> {
+    let db = context.open()?;
+    let (summary, events) = pactum_runtime::stream_events(&db, id)?;
+    if json {
+        let mut document = summary_json(&summary);
+        document["event_list"] = Value::Array(events.iter().map(Event::to_json).collect());
+        print_json(&document);
+        return Ok(EXIT_OK);
+    }
+    let mut lines = vec![
+        format!(
+            "transcript {} ({}, {} events, created {})",
+            summary.stream,
+            summary.origin.as_str(),
+            summary.event_count,
+            format_ms(summary.created_at_ms)
+        ),
+        format!("head {}", summary.head_hash.map_or_else(|| "(empty)".to_owned(), |h| h.to_hex())),
+    ];
+    for event in &events {
+        let signed = event.signer.as_ref().map_or_else(String::new, |s| format!("  signed by {s}"));
+        lines.push(String::new());
+        lines.push(format!("#{:<4} {}  {}{}", event.seq, format_ms(event.at_ms), event.kind, signed));
+        lines.push(format!("      {}", event.body));
+        lines.push(format!("      hash {}", event.hash));
+    }
+    print_lines(&lines);
+    Ok(EXIT_OK)
+}
+
+fn report_json(report: &VerifyReport, source: &str, key_source: &str) -> Value {
+    json!({
+        "valid": report.is_valid(),
+        "stream": report.stream.as_str(),
+        "source": source,
+        "key_source": key_source,
+        "events_verified": report.events_verified,
+        "signatures_verified": report.signatures_verified,
+        "head_hash": report.head_hash.map(|h| h.to_hex()),
+        "break": report.first_break.as_ref().map(|b| json!({
+            "seq": b.seq,
+            "reason": b.reason.code(),
+            "description": b.reason.describe(),
+            "expected": b.expected,
+            "found": b.found,
+        })),
+    })
+}
+
+fn print_report(report: &VerifyReport, what: &str, key_note: &str, json: bool, source: &str, key_source: &str) -> u8 {
+    if json {
+        print_json(&report_json(report, source, key_source));
+    } else {
+        match &report.first_break {
+            None => print_lines(&[format!(
+                "{what}: VALID: {} events, {} signatures verified ({key_note}), head {}",
+                report.events_verified,
+                report.signatures_verified,
+                report.head_hash.map_or_else(|| "(empty)".to_owned(), |h| h.to_hex()),
+            )]),
+            Some(broken) => print_lines(&[
+                format!("{what}: TAMPERED at seq {}: {} ({})", broken.seq, broken.reason.code(), broken.reason.describe()),
+                format!("  expected: {}", broken.expected),
+                format!("  found:    {}", broken.found),
+                format!("  {} events before it verified", report.events_verified),
+            ]),
+        }
+    }
+    if report.is_valid() { EXIT_OK } else { EXIT_INVALID }
+}
+
+fn verify_stored(context: &Context, id: &str, json: bool) -> Result<u8, Failure> {
+    let db = context.open()?;
+    let report = pactum_runtime::verify_stream(&db, id)?;
+    Ok(print_report(&report, &format!("transcript {id}"), "constellation keys", json, "constellation", "constellation"))
+}
+
+fn verify_file(path: &Path, keys: Option<&Path>, json: bool) -> Result<u8, Failure> {
+    let trusted = keys.map(read_key_file).transpose()?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| Failure::usage("IO_ERROR", format!("{}: cannot open: {e}", path.display())))?;
+    let verification = jsonl::verify_file(BufReader::new(file), trusted.as_ref()).map_err(|error| {
+        let exit_code = error.code();
+        let failure = Failure::invalid(exit_code, format!("{}: {error}", path.display()));
+        if exit_code == "IO_ERROR" { Failure { exit: crate::failure::EXIT_USAGE, ..failure } } else { failure }
+    })?;
+    let (key_note, key_source) = match verification.key_source {
+        KeySource::Embedded => ("keys from the file header", "embedded"),
+        KeySource::Trusted => ("trusted keys", "trusted"),
+    };
+    Ok(print_report(&verification.report, &path.display().to_string(), key_note, json, "file", key_source))
+}
+
+/// Reads `{"<key id>": "<base64url public key>"}`.
+fn read_key_file(path: &Path) -> Result<KeyRing, Failure> {
+    let bad = |message: String| Failure::usage("KEYS_FILE_INVALID", format!("{}: {message}", path.display()));
+    let size = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?.len();
+    if size > KEYS_FILE_BYTES_MAX {
+        return Err(bad(format!("{size} bytes; the limit is {KEYS_FILE_BYTES_MAX}")));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let value = pactum_transcripts::canonical::parse_strict(&text).map_err(|e| bad(e.to_string()))?;
+    let Value::Object(entries) = value else {
+        return Err(bad("expected a JSON object of key id -> base64url public key".into()));
+    };
+    let mut ring = KeyRing::new();
+    for (key_id, key) in entries {
+        let key_id = KeyId::new(key_id).map_err(|e| bad(e.to_string()))?;
+        let Value::String(text) = key else { return Err(bad(format!("{key_id}: expected a base64url string"))) };
+        ring.insert_base64url(key_id, &text).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(ring)
+}
+
+fn export(context: &Context, id: &str, out: Option<PathBuf>) -> Result<u8, Failure> {
+    let db = context.open()?;
+    let summary = match &out {
+        None => {
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            pactum_runtime::export_stream(&db, id, &mut lock)?
+        }
+        Some(path) => {
+            // Written under a temporary name and renamed, so FILE is never half-written.
+            let partial = partial_path(path);
+            let result = std::fs::File::create(&partial)
+                .map_err(|e| Failure::usage("IO_ERROR", format!("{}: cannot create: {e}", partial.display())))
+                .and_then(|mut file| {
+                    let summary = pactum_runtime::export_stream(&db, id, &mut file)?;
+                    file.sync_all().map_err(|e| Failure::usage("IO_ERROR", format!("{}: {e}", partial.display())))?;
+                    Ok(summary)
+                })
+                .and_then(|summary| {
+                    std::fs::rename(&partial, path)
+                        .map_err(|e| Failure::usage("IO_ERROR", format!("{}: cannot write: {e}", path.display())))?;
+                    Ok(summary)
+                });
+            if result.is_err() {
+                let _ = std::fs::remove_file(&partial);
+            }
+            let summary = result?;
+            tracing::info!(path = %path.display(), events = summary.events, "transcript exported");
+            summary
+        }
+    };
+    match summary.report.first_break {
+        None => Ok(EXIT_OK),
+        Some(broken) => Err(Failure::invalid(
+            "TRANSCRIPT_TAMPERED",
+            format!("exported {} events, but transcript {} does not verify: {broken}", summary.events, summary.stream),
+        )),
+    }
+}
+
+fn partial_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "transcript".into());
+    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
+fn import(context: &Context, file: &Path, json: bool) -> Result<u8, Failure> {
+    if !file.is_file() {
+        return Err(Failure::usage("IO_ERROR", format!("{}: no such file", file.display())));
+    }
+    let db = context.open()?;
+    let outcome = pactum_runtime::import_file(&db, file, &SystemClock).map_err(|error| {
+        let mut failure = Failure::from(error);
+        failure.message = format!("{}: {}", file.display(), failure.message);
+        failure
+    })?;
+    let (status, stream, events) = match &outcome {
+        ImportOutcome::Imported { stream, events, .. } => ("imported", stream, *events),
+        ImportOutcome::AlreadyPresent { stream, events } => ("already_present", stream, *events),
+    };
+    if json {
+        print_json(&json!({ "status": status, "id": stream.as_str(), "events": events }));
+    } else if let ImportOutcome::Imported { signed, .. } = outcome {
+        print_lines(&[format!("imported transcript {stream}: {events} events ({signed} signed) verified and stored")]);
+    } else {
+        print_lines(&[format!("transcript {stream} is already present with the same {events} events; nothing changed")]);
+    }
+    Ok(EXIT_OK)
+}

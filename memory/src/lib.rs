@@ -1,0 +1,23 @@
+//! The constellation store: all durable state of one constellation in one SQLite file.
+//!
+//! - [`Constellation::open`]: identifies the file (SQLite header, `application_id`), refuses
+//!   foreign and newer-schema files before touching them, sets WAL, foreign keys, the busy
+//!   timeout and the `synchronous` level, and runs versioned migrations (`user_version`).
+//! - Transcript rows ([`EventRow`]): append-only (enforced by triggers), link-checked on write
+//!   and on read-back. The hashing recipe lives in the transcripts crate; this crate does not
+//!   depend on it.
+//! - [`Constellation::info`] and [`Constellation::backup`] (SQLite online backup API).
+//!
+//! Versioned agent memory (Loro documents) joins this crate later. Nothing here reads the clock:
+//! callers pass timestamps.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+mod error;
+mod events;
+mod schema;
+mod store;
+
+pub use error::StoreError;
+pub use events::{CheckpointRow, EventRow, StreamOrigin, StreamRecord};
+pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub use store::{BUSY_TIMEOUT_MS, BackupReport, Constellation, Durability, Info, OpenOptions};

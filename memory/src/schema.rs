@@ -1,0 +1,80 @@
+//! The constellation schema and its migrations. `PRAGMA user_version` holds the number of
+//! migrations applied; `PRAGMA application_id` marks the file as Pactum's.
+
+/// "PCT1" in ASCII: identifies a Pactum constellation file (SQLite header offset 68).
+pub const APPLICATION_ID: u32 = 0x5043_5431;
+
+/// Migration `i` (0-based) brings the schema from version `i` to `i + 1`. Never edit a
+/// migration that has shipped; append a new one.
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+/// The schema version this build writes and the newest it can open.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+const MIGRATION_1: &str = r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+INSERT INTO meta (key, value) VALUES
+    ('constellation_id', lower(hex(randomblob(16)))),
+    ('created_at_ms', CAST(CAST(unixepoch('subsec') * 1000 AS INTEGER) AS TEXT));
+
+-- One row per transcript stream; head_* mirror the last event and are updated in the same
+-- transaction as every append, so they anchor verification (a deleted tail is detected).
+CREATE TABLE transcript_streams (
+    stream_id     TEXT PRIMARY KEY,
+    origin        TEXT NOT NULL CHECK (origin IN ('local', 'imported')),
+    genesis       BLOB NOT NULL CHECK (length(genesis) = 32),
+    created_at_ms INTEGER NOT NULL CHECK (created_at_ms >= 0),
+    event_count   INTEGER NOT NULL DEFAULT 0 CHECK (event_count >= 0),
+    head_hash     BLOB CHECK (head_hash IS NULL OR length(head_hash) = 32),
+    head_at_ms    INTEGER
+) STRICT;
+
+CREATE TABLE transcript_events (
+    stream_id TEXT NOT NULL REFERENCES transcript_streams (stream_id),
+    seq       INTEGER NOT NULL CHECK (seq >= 0),
+    kind      TEXT NOT NULL,
+    body      TEXT NOT NULL,
+    at_ms     INTEGER NOT NULL CHECK (at_ms >= 0),
+    prev      BLOB NOT NULL CHECK (length(prev) = 32),
+    hash      BLOB NOT NULL CHECK (length(hash) = 32),
+    signer    TEXT,
+    sig       BLOB CHECK (sig IS NULL OR length(sig) = 64),
+    PRIMARY KEY (stream_id, seq)
+) STRICT, WITHOUT ROWID;
+
+-- History is append-only: no statement may change or remove an event.
+CREATE TRIGGER transcript_events_no_update BEFORE UPDATE ON transcript_events
+BEGIN SELECT RAISE(ABORT, 'transcript events are append-only'); END;
+CREATE TRIGGER transcript_events_no_delete BEFORE DELETE ON transcript_events
+BEGIN SELECT RAISE(ABORT, 'transcript events are append-only'); END;
+
+CREATE TABLE transcript_checkpoints (
+    checkpoint_id INTEGER PRIMARY KEY,
+    stream_id     TEXT NOT NULL REFERENCES transcript_streams (stream_id),
+    seq           INTEGER NOT NULL CHECK (seq >= 0),
+    event_hash    BLOB NOT NULL CHECK (length(event_hash) = 32),
+    state_hash    BLOB NOT NULL CHECK (length(state_hash) = 32),
+    state         TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL CHECK (created_at_ms >= 0),
+    FOREIGN KEY (stream_id, seq) REFERENCES transcript_events (stream_id, seq)
+) STRICT;
+CREATE INDEX transcript_checkpoints_by_stream ON transcript_checkpoints (stream_id, checkpoint_id);
+CREATE TRIGGER transcript_checkpoints_no_update BEFORE UPDATE ON transcript_checkpoints
+BEGIN SELECT RAISE(ABORT, 'checkpoints are immutable'); END;
+
+-- Public keys that signatures in this constellation are verified against. A key id, once
+-- bound, keeps its key: re-binding would silently change what old signatures prove.
+CREATE TABLE signing_keys (
+    key_id        TEXT PRIMARY KEY,
+    public_key    BLOB NOT NULL CHECK (length(public_key) = 32),
+    origin        TEXT NOT NULL CHECK (origin IN ('local', 'imported')),
+    created_at_ms INTEGER NOT NULL CHECK (created_at_ms >= 0)
+) STRICT;
+CREATE TRIGGER signing_keys_no_update BEFORE UPDATE OF key_id, public_key ON signing_keys
+BEGIN SELECT RAISE(ABORT, 'a key id keeps its public key'); END;
+CREATE TRIGGER signing_keys_no_delete BEFORE DELETE ON signing_keys
+BEGIN SELECT RAISE(ABORT, 'signing keys are kept for verification'); END;
+"#;

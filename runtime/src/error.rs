@@ -1,0 +1,48 @@
+//! Runtime errors with stable codes (specs/error-codes.toml).
+
+use pactum_memory::StoreError;
+use pactum_transcripts::jsonl::FileError;
+use pactum_transcripts::{Break, KeyError, TranscriptError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Transcript(#[from] TranscriptError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A transcript offered for import does not verify; nothing was stored.
+    #[error("transcript {stream} does not verify: {broken}")]
+    Tampered { stream: String, broken: Break },
+    /// A stream already exists with different content.
+    #[error("a different transcript with id {0} already exists in this constellation")]
+    ImportConflict(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A file larger than the operation accepts.
+    #[error("file is {size} bytes; the limit is {limit}")]
+    TooLarge { size: u64, limit: u64 },
+}
+
+impl RuntimeError {
+    /// The stable code printed with the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Store(error) => error.code(),
+            Self::Transcript(TranscriptError::Store(pactum_transcripts::StoreError::Conflict { .. })) => "STORE_CONFLICT",
+            Self::Transcript(TranscriptError::Store(pactum_transcripts::StoreError::Corrupt { .. })) => "STORE_CORRUPT",
+            Self::Transcript(TranscriptError::Broken { .. }) => "TRANSCRIPT_TAMPERED",
+            Self::Transcript(_) => "TRANSCRIPT_ERROR",
+            Self::File(error) => error.code(),
+            Self::Key(KeyError::Conflict(_)) => "KEY_CONFLICT",
+            Self::Key(_) => "KEY_INVALID",
+            Self::Tampered { .. } => "TRANSCRIPT_TAMPERED",
+            Self::ImportConflict(_) => "IMPORT_CONFLICT",
+            Self::Io(_) => "IO_ERROR",
+            Self::TooLarge { .. } => "FILE_TOO_LARGE",
+        }
+    }
+}

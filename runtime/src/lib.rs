@@ -1,0 +1,18 @@
+//! Pactum's runtime. For now it joins the two storage-level crates: transcripts (how events are
+//! hashed, signed and verified) and the constellation store (where they live), and offers the
+//! transcript operations the CLI and, later, negotiation sessions use.
+//!
+//! The runtime core never reads the OS clock or randomness: a [`Clock`] is passed in.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+mod error;
+mod event_store;
+mod transcripts;
+
+pub use error::RuntimeError;
+pub use event_store::ConstellationEventStore;
+pub use pactum_transcripts::{Clock, ManualClock};
+pub use transcripts::{
+    ExportSummary, IMPORT_BYTES_MAX, ImportOutcome, StreamSummary, export_stream, import_file, key_ring, list_streams, stream_events,
+    verify_stream,
+};

@@ -1,0 +1,194 @@
+//! Signing identities: key ids, Ed25519 signers, and the key ring a verifier trusts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+
+use crate::event::{Digest, FormatError, check_key_id};
+
+/// Names the key that signed an event, such as `agent:buyer#1`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct KeyId(String);
+
+impl KeyId {
+    pub fn new(text: impl Into<String>) -> Result<Self, FormatError> {
+        let text = text.into();
+        check_key_id(&text)?;
+        Ok(Self(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// A 64-byte Ed25519 signature, shown as unpadded base64url.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SignatureBytes([u8; 64]);
+
+impl SignatureBytes {
+    pub const fn from_bytes(bytes: [u8; 64]) -> Self {
+        Self(bytes)
+    }
+
+    pub const fn as_bytes(&self) -> &[u8; 64] {
+        &self.0
+    }
+
+    /// Strict base64url: no padding, no `+` or `/`, canonical trailing bits, exactly 64 bytes.
+    pub fn from_base64url(text: &str) -> Result<Self, FormatError> {
+        let bytes = decode_base64url(text, "sig")?;
+        let array: [u8; 64] =
+            bytes.try_into().map_err(|_| FormatError::new("sig", "must decode to 64 bytes"))?;
+        Ok(Self(array))
+    }
+
+    pub fn to_base64url(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+}
+
+impl fmt::Debug for SignatureBytes {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "SignatureBytes({})", self.to_base64url())
+    }
+}
+
+pub(crate) fn decode_base64url(text: &str, field: &str) -> Result<Vec<u8>, FormatError> {
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|error| FormatError::new(field, format!("not strict unpadded base64url ({error})")))
+}
+
+/// Something that signs event digests under a key id. Implemented by [`Ed25519Signer`]; the
+/// runtime may implement it over keys held elsewhere.
+pub trait EventSigner {
+    fn key_id(&self) -> &KeyId;
+    fn sign_digest(&self, digest: &Digest) -> SignatureBytes;
+}
+
+/// An Ed25519 private key with its key id. `Debug` never shows the private key.
+pub struct Ed25519Signer {
+    key_id: KeyId,
+    signing_key: SigningKey,
+}
+
+impl Ed25519Signer {
+    pub fn new(key_id: KeyId, signing_key: SigningKey) -> Self {
+        Self { key_id, signing_key }
+    }
+
+    /// A signer from a 32-byte secret seed.
+    pub fn from_seed(key_id: KeyId, seed: &[u8; 32]) -> Self {
+        Self::new(key_id, SigningKey::from_bytes(seed))
+    }
+
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.signing_key.verifying_key()
+    }
+}
+
+impl fmt::Debug for Ed25519Signer {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Ed25519Signer")
+            .field("key_id", &self.key_id)
+            .field("public_key", &URL_SAFE_NO_PAD.encode(self.verifying_key().as_bytes()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventSigner for Ed25519Signer {
+    fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    /// Signs the 32 raw bytes of the event digest (already domain-separated by its tag).
+    fn sign_digest(&self, digest: &Digest) -> SignatureBytes {
+        SignatureBytes(self.signing_key.sign(digest.as_bytes()).to_bytes())
+    }
+}
+
+/// Why a public key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("public key for {0}: {1}")]
+    Malformed(KeyId, String),
+    #[error("public key for {0} is a small-order (weak) point")]
+    Weak(KeyId),
+    #[error("key id {0} is already bound to a different public key")]
+    Conflict(KeyId),
+}
+
+/// The public keys a verifier accepts signatures from, by key id.
+#[derive(Clone, Default, Debug, PartialEq, Eq)]
+pub struct KeyRing {
+    keys: BTreeMap<KeyId, VerifyingKey>,
+}
+
+impl KeyRing {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a key; refuses weak keys and a second, different key under the same id.
+    pub fn insert(&mut self, key_id: KeyId, key: VerifyingKey) -> Result<(), KeyError> {
+        if key.is_weak() {
+            return Err(KeyError::Weak(key_id));
+        }
+        match self.keys.get(&key_id) {
+            Some(existing) if existing != &key => Err(KeyError::Conflict(key_id)),
+            _ => {
+                self.keys.insert(key_id, key);
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds a key given as 32 raw bytes.
+    pub fn insert_bytes(&mut self, key_id: KeyId, bytes: &[u8]) -> Result<(), KeyError> {
+        let array: &[u8; 32] = bytes
+            .try_into()
+            .map_err(|_| KeyError::Malformed(key_id.clone(), format!("expected 32 bytes, got {}", bytes.len())))?;
+        let key = VerifyingKey::from_bytes(array)
+            .map_err(|_| KeyError::Malformed(key_id.clone(), "not a valid Ed25519 point".into()))?;
+        self.insert(key_id, key)
+    }
+
+    /// Adds a key given as unpadded base64url (the form used in file headers).
+    pub fn insert_base64url(&mut self, key_id: KeyId, text: &str) -> Result<(), KeyError> {
+        let bytes = decode_base64url(text, "key")
+            .map_err(|error| KeyError::Malformed(key_id.clone(), error.problem))?;
+        self.insert_bytes(key_id, &bytes)
+    }
+
+    pub fn get(&self, key_id: &KeyId) -> Option<&VerifyingKey> {
+        self.keys.get(key_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&KeyId, &VerifyingKey)> {
+        self.keys.iter()
+    }
+}
+
+/// Unpadded base64url of a public key, as written in file headers.
+pub fn public_key_to_base64url(key: &VerifyingKey) -> String {
+    URL_SAFE_NO_PAD.encode(key.as_bytes())
+}

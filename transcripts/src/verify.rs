@@ -1,0 +1,374 @@
+//! Verification: finds the first broken link of a stream and says which and why.
+//!
+//! Checks, in this order for each event at position `i` (the first failure wins):
+//! 1. `STREAM_MISMATCH`: the event names another stream.
+//! 2. `SEQ_MISMATCH`: `seq != i` (reordered, deleted or inserted events).
+//! 3. `PREV_MISMATCH`: `prev` is not the previous event's hash (the genesis value for `i = 0`).
+//! 4. `BODY_INVALID`: the body has no canonical form, so no hash can be computed.
+//! 5. `HASH_MISMATCH`: `hash` differs from the recomputed digest.
+//! 6. `TIME_REGRESSION`: `at_ms` is earlier than the previous event's.
+//! 7. `SIGNATURE_MISSING` / `SIGNER_MISSING`: a signer without signature or the reverse.
+//! 8. `SIGNER_UNKNOWN`: the key id is not in the trusted key ring.
+//! 9. `SIGNATURE_INVALID`: Ed25519 verification of the digest fails.
+//!
+//! After the last event, against an anchor (the head recorded by the store or the file header):
+//! `TRUNCATED` if fewer events arrived than the anchor counts, `HEAD_MISMATCH` if more arrived or the
+//! last hash differs. Signatures are checked in batches (Ed25519 batch verification); a failed batch
+//! is re-checked one by one so the first bad event is named exactly.
+
+use std::fmt;
+
+use ed25519_dalek::{Signature, VerifyingKey};
+
+use crate::event::{Digest, Event, StreamId};
+use crate::keys::KeyRing;
+use crate::limits::SIGNATURE_BATCH_SIZE;
+
+/// Stable reason codes of a broken link (listed in specs/transcript-v1.toml).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum BreakReason {
+    StreamMismatch,
+    SeqMismatch,
+    PrevMismatch,
+    BodyInvalid,
+    HashMismatch,
+    TimeRegression,
+    SignatureMissing,
+    SignerMissing,
+    SignerUnknown,
+    SignatureInvalid,
+    Truncated,
+    HeadMismatch,
+}
+
+impl BreakReason {
+    pub const ALL: [BreakReason; 12] = [
+        Self::StreamMismatch,
+        Self::SeqMismatch,
+        Self::PrevMismatch,
+        Self::BodyInvalid,
+        Self::HashMismatch,
+        Self::TimeRegression,
+        Self::SignatureMissing,
+        Self::SignerMissing,
+        Self::SignerUnknown,
+        Self::SignatureInvalid,
+        Self::Truncated,
+        Self::HeadMismatch,
+    ];
+
+    /// The stable code printed by `pactum transcript verify` and used in JSON output.
+    pub const fn code(self) -> &'static str {
+        match self {
+            Self::StreamMismatch => "STREAM_MISMATCH",
+            Self::SeqMismatch => "SEQ_MISMATCH",
+            Self::PrevMismatch => "PREV_MISMATCH",
+            Self::BodyInvalid => "BODY_INVALID",
+            Self::HashMismatch => "HASH_MISMATCH",
+            Self::TimeRegression => "TIME_REGRESSION",
+            Self::SignatureMissing => "SIGNATURE_MISSING",
+            Self::SignerMissing => "SIGNER_MISSING",
+            Self::SignerUnknown => "SIGNER_UNKNOWN",
+            Self::SignatureInvalid => "SIGNATURE_INVALID",
+            Self::Truncated => "TRUNCATED",
+            Self::HeadMismatch => "HEAD_MISMATCH",
+        }
+    }
+
+    /// A short plain-words explanation.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::StreamMismatch => "event belongs to another stream",
+            Self::SeqMismatch => "event is out of sequence (reordered, deleted or inserted)",
+            Self::PrevMismatch => "prev does not match the hash of the previous event",
+            Self::BodyInvalid => "body has no canonical JSON form",
+            Self::HashMismatch => "hash does not match the event's content",
+            Self::TimeRegression => "timestamp is earlier than the previous event's",
+            Self::SignatureMissing => "event names a signer but carries no signature",
+            Self::SignerMissing => "event carries a signature but names no signer",
+            Self::SignerUnknown => "signer's key is not trusted",
+            Self::SignatureInvalid => "signature does not verify",
+            Self::Truncated => "stream ends before its recorded head",
+            Self::HeadMismatch => "stream does not end at its recorded head",
+        }
+    }
+}
+
+impl fmt::Display for BreakReason {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.code())
+    }
+}
+
+/// The first broken link: where, why, and what was expected against what was found.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Break {
+    pub seq: u64,
+    pub reason: BreakReason,
+    pub expected: String,
+    pub found: String,
+}
+
+impl fmt::Display for Break {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "seq {}: {} ({}): expected {}, found {}",
+            self.seq,
+            self.reason.code(),
+            self.reason.describe(),
+            self.expected,
+            self.found
+        )
+    }
+}
+
+/// What the verifier compares the end of the stream against.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Anchor {
+    pub event_count: u64,
+    /// Hash of the last event; `None` for an empty stream.
+    pub head_hash: Option<Digest>,
+}
+
+/// The outcome of verifying one stream.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct VerifyReport {
+    pub stream: StreamId,
+    /// Events that passed every check before the first break (all of them when valid).
+    pub events_verified: u64,
+    pub signatures_verified: u64,
+    /// Hash of the last verified event.
+    pub head_hash: Option<Digest>,
+    pub first_break: Option<Break>,
+}
+
+impl VerifyReport {
+    pub fn is_valid(&self) -> bool {
+        self.first_break.is_none()
+    }
+}
+
+struct PendingSignature {
+    seq: u64,
+    digest: Digest,
+    signature: Signature,
+    key: VerifyingKey,
+}
+
+/// Verifies a stream event by event with bounded memory; feed it with [`Verifier::push`] and
+/// finish with [`Verifier::finish`].
+pub struct Verifier<'k> {
+    stream: StreamId,
+    keys: &'k KeyRing,
+    next_seq: u64,
+    prev_hash: Digest,
+    prev_at_ms: u64,
+    pending: Vec<PendingSignature>,
+    start_seq: u64,
+    signatures_verified: u64,
+    head_hash: Option<Digest>,
+    first_break: Option<Break>,
+}
+
+impl fmt::Debug for Verifier<'_> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Verifier")
+            .field("stream", &self.stream)
+            .field("next_seq", &self.next_seq)
+            .field("first_break", &self.first_break)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'k> Verifier<'k> {
+    /// A verifier for a whole stream, starting at event 0.
+    pub fn new(stream: StreamId, keys: &'k KeyRing) -> Self {
+        let genesis = stream.genesis();
+        Self {
+            stream,
+            keys,
+            next_seq: 0,
+            prev_hash: genesis,
+            prev_at_ms: 0,
+            pending: Vec::with_capacity(SIGNATURE_BATCH_SIZE),
+            start_seq: 0,
+            signatures_verified: 0,
+            head_hash: None,
+            first_break: None,
+        }
+    }
+
+    /// A verifier that continues after an already trusted event (for replay from a checkpoint).
+    pub fn resume_after(stream: StreamId, keys: &'k KeyRing, trusted: &Event) -> Self {
+        let mut verifier = Self::new(stream, keys);
+        verifier.next_seq = trusted.seq + 1;
+        verifier.start_seq = trusted.seq + 1;
+        verifier.prev_hash = trusted.hash;
+        verifier.prev_at_ms = trusted.at_ms;
+        verifier.head_hash = Some(trusted.hash);
+        verifier
+    }
+
+    /// The first break found so far.
+    pub fn first_break(&self) -> Option<&Break> {
+        self.first_break.as_ref()
+    }
+
+    /// Checks one event. Returns `false` once the stream is known to be broken; later events
+    /// are then ignored. A signature failure may only surface at the next batch boundary, so
+    /// call [`Verifier::flush`] before trusting an event's signature individually.
+    pub fn push(&mut self, event: &Event) -> bool {
+        if self.first_break.is_some() {
+            return false;
+        }
+        let index = self.next_seq;
+        if let Err(broken) = self.check_links(index, event) {
+            // Signatures of earlier events come first in stream order.
+            self.flush();
+            if self.first_break.is_none() {
+                self.first_break = Some(broken);
+            }
+            return false;
+        }
+        self.next_seq += 1;
+        self.prev_hash = event.hash;
+        self.prev_at_ms = event.at_ms;
+        self.head_hash = Some(event.hash);
+        if self.pending.len() >= SIGNATURE_BATCH_SIZE {
+            self.flush();
+        }
+        self.first_break.is_none()
+    }
+
+    fn check_links(&mut self, index: u64, event: &Event) -> Result<(), Break> {
+        let broken = |reason, expected: String, found: String| Break { seq: index, reason, expected, found };
+        if event.stream != self.stream {
+            return Err(broken(BreakReason::StreamMismatch, self.stream.to_string(), event.stream.to_string()));
+        }
+        if event.seq != index {
+            return Err(broken(BreakReason::SeqMismatch, index.to_string(), event.seq.to_string()));
+        }
+        if event.prev != self.prev_hash {
+            return Err(broken(BreakReason::PrevMismatch, self.prev_hash.to_hex(), event.prev.to_hex()));
+        }
+        let computed = event
+            .compute_hash()
+            .map_err(|error| broken(BreakReason::BodyInvalid, "a canonical JSON body".into(), error.to_string()))?;
+        if computed != event.hash {
+            return Err(broken(BreakReason::HashMismatch, computed.to_hex(), event.hash.to_hex()));
+        }
+        if event.at_ms < self.prev_at_ms {
+            return Err(broken(
+                BreakReason::TimeRegression,
+                format!("at_ms >= {}", self.prev_at_ms),
+                event.at_ms.to_string(),
+            ));
+        }
+        match (&event.signer, &event.sig) {
+            (None, None) => Ok(()),
+            (Some(signer), None) => {
+                Err(broken(BreakReason::SignatureMissing, format!("a signature by {signer}"), "none".into()))
+            }
+            (None, Some(_)) => Err(broken(BreakReason::SignerMissing, "a signer key id".into(), "none".into())),
+            (Some(signer), Some(sig)) => {
+                let key = self.keys.get(signer).ok_or_else(|| {
+                    broken(BreakReason::SignerUnknown, "a trusted key id".into(), signer.to_string())
+                })?;
+                self.pending.push(PendingSignature {
+                    seq: index,
+                    digest: event.hash,
+                    signature: Signature::from_bytes(sig.as_bytes()),
+                    key: *key,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Verifies the signatures collected so far; records the first invalid one as the break.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let messages: Vec<&[u8]> = pending.iter().map(|p| p.digest.as_bytes().as_slice()).collect();
+        let signatures: Vec<Signature> = pending.iter().map(|p| p.signature).collect();
+        let keys: Vec<VerifyingKey> = pending.iter().map(|p| p.key).collect();
+        let batch_ok = ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok();
+        let first_bad = if batch_ok {
+            None
+        } else {
+            pending.iter().find(|p| p.key.verify_strict(p.digest.as_bytes(), &p.signature).is_err())
+        };
+        match first_bad {
+            None => self.signatures_verified += pending.len() as u64,
+            Some(bad) => {
+                self.signatures_verified += pending.iter().take_while(|p| p.seq < bad.seq).count() as u64;
+                self.first_break = Some(Break {
+                    seq: bad.seq,
+                    reason: BreakReason::SignatureInvalid,
+                    expected: "a valid Ed25519 signature over the event hash".into(),
+                    found: "an invalid signature".into(),
+                });
+            }
+        }
+    }
+
+    /// Ends verification, comparing the end of the stream with `anchor` when one is given.
+    pub fn finish(mut self, anchor: Option<Anchor>) -> VerifyReport {
+        self.flush();
+        if let (None, Some(anchor)) = (&self.first_break, anchor) {
+            let count = self.next_seq;
+            if count < anchor.event_count {
+                self.first_break = Some(Break {
+                    seq: count,
+                    reason: BreakReason::Truncated,
+                    expected: format!("{} events ending at {}", anchor.event_count, hash_text(anchor.head_hash)),
+                    found: format!("{count} events ending at {}", hash_text(self.head_hash)),
+                });
+            } else if count > anchor.event_count || self.head_hash != anchor.head_hash {
+                self.first_break = Some(Break {
+                    seq: count.saturating_sub(1),
+                    reason: BreakReason::HeadMismatch,
+                    expected: format!("{} events ending at {}", anchor.event_count, hash_text(anchor.head_hash)),
+                    found: format!("{count} events ending at {}", hash_text(self.head_hash)),
+                });
+            }
+        }
+        let events_verified = match &self.first_break {
+            Some(broken) if !matches!(broken.reason, BreakReason::Truncated | BreakReason::HeadMismatch) => {
+                broken.seq - self.start_seq
+            }
+            _ => self.next_seq - self.start_seq,
+        };
+        VerifyReport {
+            stream: self.stream,
+            events_verified,
+            signatures_verified: self.signatures_verified,
+            head_hash: if self.first_break.is_none() { self.head_hash } else { None },
+            first_break: self.first_break,
+        }
+    }
+}
+
+fn hash_text(hash: Option<Digest>) -> String {
+    hash.map_or_else(|| "(no event)".to_owned(), |h| h.to_hex())
+}
+
+/// Verifies a complete list of events of `stream`.
+pub fn verify_events<'e>(
+    stream: &StreamId,
+    events: impl IntoIterator<Item = &'e Event>,
+    keys: &KeyRing,
+    anchor: Option<Anchor>,
+) -> VerifyReport {
+    let mut verifier = Verifier::new(stream.clone(), keys);
+    for event in events {
+        if !verifier.push(event) {
+            break;
+        }
+    }
+    verifier.finish(anchor)
+}
