@@ -63,7 +63,12 @@ pub fn run(context: &Context, command: ConstellationCommand) -> Result<u8, Failu
             if json {
                 print_json(&json!({ "path": report.path, "bytes": report.bytes }));
             } else {
-                print_lines(&[format!("backed up {} to {} ({} bytes)", db.path().display(), report.path.display(), report.bytes)]);
+                print_lines(&[format!(
+                    "backed up {} to {} ({} bytes)",
+                    db.path().display(),
+                    report.path.display(),
+                    report.bytes
+                )]);
             }
         }
     }

@@ -143,7 +143,12 @@ fn print_report(report: &VerifyReport, what: &str, key_note: &str, json: bool, s
                 report.head_hash.map_or_else(|| "(empty)".to_owned(), |h| h.to_hex()),
             )]),
             Some(broken) => print_lines(&[
-                format!("{what}: TAMPERED at seq {}: {} ({})", broken.seq, broken.reason.code(), broken.reason.describe()),
+                format!(
+                    "{what}: TAMPERED at seq {}: {} ({})",
+                    broken.seq,
+                    broken.reason.code(),
+                    broken.reason.describe()
+                ),
                 format!("  expected: {}", broken.expected),
                 format!("  found:    {}", broken.found),
                 format!("  {} events before it verified", report.events_verified),
@@ -260,7 +265,9 @@ fn import(context: &Context, file: &Path, json: bool) -> Result<u8, Failure> {
     } else if let ImportOutcome::Imported { signed, .. } = outcome {
         print_lines(&[format!("imported transcript {stream}: {events} events ({signed} signed) verified and stored")]);
     } else {
-        print_lines(&[format!("transcript {stream} is already present with the same {events} events; nothing changed")]);
+        print_lines(&[format!(
+            "transcript {stream} is already present with the same {events} events; nothing changed"
+        )]);
     }
     Ok(EXIT_OK)
 }

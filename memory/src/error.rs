@@ -51,13 +51,13 @@ impl StoreError {
                 Self::Busy { path: path.to_owned() }
             }
             Some(rusqlite::ErrorCode::NotADatabase) => Self::NotSqlite { path: path.to_owned() },
-            Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::PermissionDenied) => {
-                Self::Io {
-                    path: path.to_owned(),
-                    what: "cannot open for writing",
-                    source: std::io::Error::other(source.to_string()),
-                }
-            }
+            Some(
+                rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::PermissionDenied,
+            ) => Self::Io {
+                path: path.to_owned(),
+                what: "cannot open for writing",
+                source: std::io::Error::other(source.to_string()),
+            },
             _ => Self::Sqlite { path: path.to_owned(), source },
         }
     }

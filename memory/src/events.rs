@@ -83,7 +83,9 @@ fn from_sql_u64(value: i64) -> Result<u64, rusqlite::Error> {
 
 fn blob32(row: &rusqlite::Row<'_>, index: usize) -> Result<[u8; 32], rusqlite::Error> {
     let bytes: Vec<u8> = row.get(index)?;
-    bytes.try_into().map_err(|_| rusqlite::Error::InvalidColumnType(index, "blob32".into(), rusqlite::types::Type::Blob))
+    bytes
+        .try_into()
+        .map_err(|_| rusqlite::Error::InvalidColumnType(index, "blob32".into(), rusqlite::types::Type::Blob))
 }
 
 const STREAM_COLUMNS: &str = "stream_id, origin, genesis, created_at_ms, event_count, head_hash, head_at_ms";
@@ -115,9 +117,11 @@ fn stream_from_row(row: &rusqlite::Row<'_>) -> Result<(StreamRecord, String), ru
 
 fn read_stream(tx: &Transaction<'_>, stream_id: &str) -> Result<Option<StreamRecord>, StoreError> {
     let found = tx
-        .query_row(&format!("SELECT {STREAM_COLUMNS} FROM transcript_streams WHERE stream_id = ?1"), [stream_id], |row| {
-            stream_from_row(row)
-        })
+        .query_row(
+            &format!("SELECT {STREAM_COLUMNS} FROM transcript_streams WHERE stream_id = ?1"),
+            [stream_id],
+            |row| stream_from_row(row),
+        )
         .optional()
         .map_err(sql_error)?;
     match found {
@@ -137,9 +141,11 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> Result<EventRow, rusqlite::Error> 
     let sig: Option<Vec<u8>> = row.get(7)?;
     let sig = match sig {
         None => None,
-        Some(bytes) => {
-            Some(bytes.try_into().map_err(|_| rusqlite::Error::InvalidColumnType(7, "sig".into(), rusqlite::types::Type::Blob))?)
-        }
+        Some(bytes) => Some(
+            bytes
+                .try_into()
+                .map_err(|_| rusqlite::Error::InvalidColumnType(7, "sig".into(), rusqlite::types::Type::Blob))?,
+        ),
     };
     Ok(EventRow {
         seq: from_sql_u64(row.get(0)?)?,
@@ -238,7 +244,9 @@ impl Constellation {
                 )
                 .map_err(sql_error)?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = statement.query_map(params![stream_id, to_sql_u64(from_seq)?, limit], event_from_row).map_err(sql_error)?;
+            let rows = statement
+                .query_map(params![stream_id, to_sql_u64(from_seq)?, limit], event_from_row)
+                .map_err(sql_error)?;
             let mut events = Vec::new();
             let mut expected_seq = from_seq;
             for row in rows {
@@ -246,7 +254,11 @@ impl Constellation {
                 let linked = expected_prev.is_none_or(|prev| prev == row.prev);
                 if row.seq != expected_seq || !linked {
                     return Err(StoreError::Corrupt {
-                        detail: format!("stream {stream_id}: stored event {} does not link to event {}", row.seq, expected_seq.wrapping_sub(1)),
+                        detail: format!(
+                            "stream {stream_id}: stored event {} does not link to event {}",
+                            row.seq,
+                            expected_seq.wrapping_sub(1)
+                        ),
                     });
                 }
                 expected_prev = Some(row.hash);
@@ -267,6 +279,29 @@ impl Constellation {
                 });
             }
             Ok(events)
+        })
+        .map_err(|e| self.with_path(e))
+    }
+
+    /// Up to `limit` events with `seq >= from_seq`, exactly as stored, without the read-back
+    /// checks of [`Constellation::read_events`]. For auditing (verify, export), where the
+    /// verifier must see tampered rows to say precisely which link is broken and why.
+    pub fn read_events_raw(&self, stream_id: &str, from_seq: u64, limit: usize) -> Result<Vec<EventRow>, StoreError> {
+        self.read(|tx| {
+            if read_stream(tx, stream_id)?.is_none() {
+                return Err(StoreError::StreamNotFound(stream_id.to_owned()));
+            }
+            let mut statement = tx
+                .prepare_cached(
+                    "SELECT seq, kind, body, at_ms, prev, hash, signer, sig FROM transcript_events
+                     WHERE stream_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+                )
+                .map_err(sql_error)?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = statement
+                .query_map(params![stream_id, to_sql_u64(from_seq)?, limit], event_from_row)
+                .map_err(sql_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(sql_error)
         })
         .map_err(|e| self.with_path(e))
     }
@@ -331,7 +366,8 @@ impl Constellation {
     /// Every signing key: (key id, public key).
     pub fn signing_keys(&self) -> Result<Vec<(String, [u8; 32])>, StoreError> {
         self.read(|tx| {
-            let mut statement = tx.prepare("SELECT key_id, public_key FROM signing_keys ORDER BY key_id").map_err(sql_error)?;
+            let mut statement =
+                tx.prepare("SELECT key_id, public_key FROM signing_keys ORDER BY key_id").map_err(sql_error)?;
             let rows = statement.query_map([], |row| Ok((row.get(0)?, blob32(row, 1)?))).map_err(sql_error)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(sql_error)
         })
@@ -372,7 +408,9 @@ impl Constellation {
     /// Fills in this constellation's path on errors raised inside transactions.
     fn with_path(&self, error: StoreError) -> StoreError {
         match error {
-            StoreError::Sqlite { path, source } if path.as_os_str().is_empty() => StoreError::sqlite(self.path(), source),
+            StoreError::Sqlite { path, source } if path.as_os_str().is_empty() => {
+                StoreError::sqlite(self.path(), source)
+            }
             other => other,
         }
     }

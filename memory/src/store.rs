@@ -94,7 +94,9 @@ fn read_header(path: &Path) -> Result<Option<HeaderFields>, StoreError> {
     if filled < header.len() || &header[..16] != SQLITE_MAGIC {
         return Err(StoreError::NotSqlite { path: path.to_owned() });
     }
-    let field = |offset: usize| u32::from_be_bytes([header[offset], header[offset + 1], header[offset + 2], header[offset + 3]]);
+    let field = |offset: usize| {
+        u32::from_be_bytes([header[offset], header[offset + 1], header[offset + 2], header[offset + 3]])
+    };
     Ok(Some(HeaderFields { user_version: field(60), application_id: field(68) }))
 }
 
@@ -130,14 +132,15 @@ impl Constellation {
             }
             Err(error) => return Err(StoreError::io(path, "cannot access", error)),
         };
-        if let Some(header) = &existing {
+        // The header is decisive only when it carries identification. A freshly created
+        // constellation still open elsewhere has its application id and version in the WAL, not
+        // yet in the main file, so a blank header defers to the pragmas read after opening.
+        if let Some(header) = existing.as_ref().filter(|h| h.application_id != 0 || h.user_version != 0) {
             check_identity(path, header.application_id, header.user_version)?;
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection = Connection::open_with_flags(path, flags).map_err(|e| StoreError::sqlite(path, e))?;
-        connection
-            .busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))
-            .map_err(|e| StoreError::sqlite(path, e))?;
+        connection.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(|e| StoreError::sqlite(path, e))?;
         let store = Self { path: path.to_owned(), durability: options.durability, connection: Mutex::new(connection) };
         store.configure_and_migrate(existing.is_some())?;
         tracing::debug!(path = %path.display(), durability = ?options.durability, "constellation opened");
@@ -150,14 +153,14 @@ impl Constellation {
         let sql = |e| StoreError::sqlite(path, e);
         if existed {
             // The header may lag behind the WAL; the pragmas are authoritative.
-            let application_id: u32 = connection.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql)?;
+            let application_id: u32 =
+                connection.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql)?;
             let user_version: u32 = connection.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql)?;
             check_identity(path, application_id, user_version)?;
         }
         let mode: String = connection.pragma_query_value(None, "journal_mode", |r| r.get(0)).map_err(sql)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            let mode: String =
-                connection.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(sql)?;
+            let mode: String = connection.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(sql)?;
             if !mode.eq_ignore_ascii_case("wal") {
                 return Err(StoreError::Corrupt { detail: format!("cannot enable WAL (journal_mode is {mode})") });
             }
@@ -170,9 +173,8 @@ impl Constellation {
         let current: u32 = transaction.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql)?;
         let application_id: u32 = transaction.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql)?;
         if current == 0 && application_id == 0 {
-            let tables: i64 = transaction
-                .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
-                .map_err(sql)?;
+            let tables: i64 =
+                transaction.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(sql)?;
             if tables > 0 {
                 return Err(StoreError::NotConstellation { path: path.clone(), application_id });
             }
@@ -285,7 +287,11 @@ impl Constellation {
         }
         let parent = destination.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         if !parent.is_dir() {
-            return Err(StoreError::io(parent, "backup directory does not exist", std::io::Error::other("not a directory")));
+            return Err(StoreError::io(
+                parent,
+                "backup directory does not exist",
+                std::io::Error::other("not a directory"),
+            ));
         }
         let file_name = destination.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let partial = parent.join(format!(".{file_name}.partial-{}", std::process::id()));

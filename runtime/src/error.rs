@@ -32,7 +32,9 @@ impl RuntimeError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Store(error) => error.code(),
-            Self::Transcript(TranscriptError::Store(pactum_transcripts::StoreError::Conflict { .. })) => "STORE_CONFLICT",
+            Self::Transcript(TranscriptError::Store(pactum_transcripts::StoreError::Conflict { .. })) => {
+                "STORE_CONFLICT"
+            }
             Self::Transcript(TranscriptError::Store(pactum_transcripts::StoreError::Corrupt { .. })) => "STORE_CORRUPT",
             Self::Transcript(TranscriptError::Broken { .. }) => "TRANSCRIPT_TAMPERED",
             Self::Transcript(_) => "TRANSCRIPT_ERROR",

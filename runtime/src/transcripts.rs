@@ -8,16 +8,14 @@ use std::sync::Arc;
 use pactum_memory::{Constellation, StoreError, StreamOrigin, StreamRecord};
 use pactum_transcripts::jsonl::{self, FileHeader};
 use pactum_transcripts::limits::READ_PAGE_EVENTS;
-use pactum_transcripts::{
-    Anchor, Clock, Digest, Event, EventStore, KeyId, KeyRing, StreamId, Verifier, VerifyReport,
-};
+use pactum_transcripts::{Anchor, Clock, Digest, Event, KeyId, KeyRing, StreamId, Verifier, VerifyReport};
 
 use crate::error::RuntimeError;
 
 /// Largest transcript file `import` accepts. Imports are checked whole before anything is
 /// written, so the file is held in memory; 256 MiB is far beyond any negotiation transcript.
 pub const IMPORT_BYTES_MAX: u64 = 256 * 1024 * 1024;
-use crate::event_store::{ConstellationEventStore, to_row};
+use crate::event_store::{from_row, to_row};
 
 /// A stream as `pactum transcript list` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,20 +68,23 @@ pub fn key_ring(db: &Constellation) -> Result<KeyRing, RuntimeError> {
     Ok(ring)
 }
 
-/// Visits a stream's events page by page.
+/// Visits a stream's events page by page, as stored (see [`Constellation::read_events_raw`]):
+/// the callers audit what is there, so tampered rows reach the verifier instead of an error.
 fn for_each_event(
-    store: &ConstellationEventStore,
+    db: &Constellation,
     stream: &StreamId,
     mut visit: impl FnMut(&Event) -> Result<(), RuntimeError>,
 ) -> Result<(), RuntimeError> {
     let mut next = 0;
     loop {
-        let page = store.read(stream, next, READ_PAGE_EVENTS).map_err(pactum_transcripts::TranscriptError::from)?;
-        for event in &page {
-            visit(event)?;
-            next = event.seq + 1;
+        let page = db.read_events_raw(stream.as_str(), next, READ_PAGE_EVENTS)?;
+        let page_len = page.len();
+        for row in page {
+            next = row.seq + 1;
+            let event = from_row(stream, row).map_err(pactum_transcripts::TranscriptError::from)?;
+            visit(&event)?;
         }
-        if page.len() < READ_PAGE_EVENTS {
+        if page_len < READ_PAGE_EVENTS {
             return Ok(());
         }
     }
@@ -92,9 +93,8 @@ fn for_each_event(
 /// A stream's summary and all its events (for `pactum transcript show`).
 pub fn stream_events(db: &Arc<Constellation>, stream_id: &str) -> Result<(StreamSummary, Vec<Event>), RuntimeError> {
     let summary = summary(db, stream_id)?;
-    let store = ConstellationEventStore::new(Arc::clone(db));
     let mut events = Vec::new();
-    for_each_event(&store, &summary.stream, |event| {
+    for_each_event(db, &summary.stream, |event| {
         events.push(event.clone());
         Ok(())
     })?;
@@ -105,9 +105,8 @@ pub fn stream_events(db: &Arc<Constellation>, stream_id: &str) -> Result<(Stream
 pub fn verify_stream(db: &Arc<Constellation>, stream_id: &str) -> Result<VerifyReport, RuntimeError> {
     let summary = summary(db, stream_id)?;
     let keys = key_ring(db)?;
-    let store = ConstellationEventStore::new(Arc::clone(db));
     let mut verifier = Verifier::new(summary.stream.clone(), &keys);
-    for_each_event(&store, &summary.stream, |event| {
+    for_each_event(db, &summary.stream, |event| {
         verifier.push(event);
         Ok(())
     })?;
@@ -127,12 +126,15 @@ pub struct ExportSummary {
 /// Writes a stream as a `pactum-transcript/1` file, with the public keys of its signers in the
 /// header. The file is written whatever the stream's state (an auditor may want a broken one);
 /// the returned report says whether it verifies.
-pub fn export_stream(db: &Arc<Constellation>, stream_id: &str, out: &mut dyn Write) -> Result<ExportSummary, RuntimeError> {
+pub fn export_stream(
+    db: &Arc<Constellation>,
+    stream_id: &str,
+    out: &mut dyn Write,
+) -> Result<ExportSummary, RuntimeError> {
     let summary = summary(db, stream_id)?;
-    let store = ConstellationEventStore::new(Arc::clone(db));
     let all_keys = key_ring(db)?;
     let mut signers = BTreeSet::new();
-    for_each_event(&store, &summary.stream, |event| {
+    for_each_event(db, &summary.stream, |event| {
         if let Some(signer) = &event.signer {
             signers.insert(signer.clone());
         }
@@ -151,30 +153,16 @@ pub fn export_stream(db: &Arc<Constellation>, stream_id: &str, out: &mut dyn Wri
         keys: keys.clone(),
     };
     let mut buffered = std::io::BufWriter::new(out);
+    jsonl::write_file(&mut buffered, &header, [])?;
     let mut verifier = Verifier::new(summary.stream.clone(), &keys);
     let mut events = 0;
-    let mut first_page = true;
-    let mut next = 0;
-    // The header and events are written page by page so memory stays flat for long streams.
-    loop {
-        let page = store.read(&summary.stream, next, READ_PAGE_EVENTS).map_err(pactum_transcripts::TranscriptError::from)?;
-        if first_page {
-            jsonl::write_file(&mut buffered, &header, &page)?;
-            first_page = false;
-        } else {
-            for event in &page {
-                write_event_line(&mut buffered, event)?;
-            }
-        }
-        for event in &page {
-            verifier.push(event);
-            events += 1;
-            next = event.seq + 1;
-        }
-        if page.len() < READ_PAGE_EVENTS {
-            break;
-        }
-    }
+    // Events are written as they are read, so memory stays flat for long streams.
+    for_each_event(db, &summary.stream, |event| {
+        write_event_line(&mut buffered, event)?;
+        verifier.push(event);
+        events += 1;
+        Ok(())
+    })?;
     buffered.flush()?;
     let report = verifier.finish(Some(summary.anchor()));
     tracing::debug!(stream = %summary.stream, events, valid = report.is_valid(), "exported transcript");
@@ -227,7 +215,8 @@ pub fn import_file(db: &Arc<Constellation>, path: &Path, clock: &dyn Clock) -> R
             Err(RuntimeError::ImportConflict(header.stream.to_string()))
         };
     }
-    let rows = events.iter().map(to_row).collect::<Result<Vec<_>, _>>().map_err(pactum_transcripts::TranscriptError::from)?;
+    let rows =
+        events.iter().map(to_row).collect::<Result<Vec<_>, _>>().map_err(pactum_transcripts::TranscriptError::from)?;
     let keys: Vec<(String, [u8; 32])> =
         header.keys.iter().map(|(id, key)| (id.as_str().to_owned(), key.to_bytes())).collect();
     let created_at_ms = events.first().map_or_else(|| clock.now_ms(), |e| e.at_ms);

@@ -1,0 +1,313 @@
+//! The constellation store as a file on disk: identification, refusal without modification,
+//! migrations, append rules, read-back checks and backup.
+
+use std::path::{Path, PathBuf};
+
+use pactum_memory::{
+    APPLICATION_ID, Constellation, Durability, EventRow, OpenOptions, SCHEMA_VERSION, StoreError, StreamOrigin,
+};
+
+fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// Every file in `dir` with its bytes, to prove a refused open changed nothing.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|entry| {
+            let path = entry.expect("entry").path();
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            (path, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn row(seq: u64, prev: [u8; 32]) -> EventRow {
+    let mut hash = [0_u8; 32];
+    hash[..8].copy_from_slice(&seq.to_be_bytes());
+    hash[31] = 0xAA;
+    EventRow {
+        seq,
+        kind: "test.event".into(),
+        body: format!("{{\"n\":{seq}}}"),
+        at_ms: 1_000 + seq,
+        prev,
+        hash,
+        signer: None,
+        sig: None,
+    }
+}
+
+const GENESIS: [u8; 32] = [7; 32];
+
+/// A stream of `count` linked rows.
+fn rows(count: u64) -> Vec<EventRow> {
+    let mut prev = GENESIS;
+    (0..count)
+        .map(|seq| {
+            let event = row(seq, prev);
+            prev = event.hash;
+            event
+        })
+        .collect()
+}
+
+fn open_with_stream(path: &Path, count: u64) -> Constellation {
+    let db = Constellation::open(path).expect("open");
+    db.ensure_stream("s1", StreamOrigin::Local, GENESIS, 1_000).expect("stream");
+    db.append_events("s1", &rows(count)).expect("append");
+    db
+}
+
+#[test]
+fn creates_file_and_directories_on_first_use() {
+    let dir = temp();
+    let path = dir.path().join("nested/deeper/c.db");
+    let db = Constellation::open(&path).expect("open");
+    let info = db.info().expect("info");
+    assert_eq!(info.schema_version, SCHEMA_VERSION);
+    assert_eq!(info.streams, 0);
+    assert_eq!(info.durability, Durability::Process);
+    assert_eq!(info.constellation_id.len(), 32);
+    drop(db);
+    // The header identifies the file as Pactum's.
+    let bytes = std::fs::read(&path).expect("read");
+    assert_eq!(&bytes[68..72], &APPLICATION_ID.to_be_bytes());
+    // Reopening keeps the identity.
+    let again = Constellation::open(&path).expect("reopen");
+    assert_eq!(again.info().expect("info").constellation_id, info.constellation_id);
+}
+
+#[test]
+fn an_empty_file_becomes_a_constellation() {
+    let dir = temp();
+    let path = dir.path().join("empty.db");
+    std::fs::write(&path, b"").expect("write");
+    let db = Constellation::open(&path).expect("open");
+    assert_eq!(db.info().expect("info").schema_version, SCHEMA_VERSION);
+}
+
+#[test]
+fn refuses_a_file_that_is_not_sqlite_and_leaves_it_untouched() {
+    let dir = temp();
+    let path = dir.path().join("notes.db");
+    std::fs::write(&path, "these are my notes, not a database\n".repeat(10)).expect("write");
+    let before = snapshot(dir.path());
+    let error = Constellation::open(&path).expect_err("must refuse");
+    assert!(matches!(error, StoreError::NotSqlite { .. }), "{error:?}");
+    assert_eq!(error.code(), "STORE_NOT_CONSTELLATION");
+    assert!(error.to_string().contains("not an SQLite database"), "{error}");
+    assert_eq!(snapshot(dir.path()), before, "no file may be created or changed");
+}
+
+#[test]
+fn refuses_a_short_file_and_a_directory() {
+    let dir = temp();
+    let short = dir.path().join("short.db");
+    std::fs::write(&short, b"SQLite format 3\0").expect("write");
+    assert!(matches!(Constellation::open(&short), Err(StoreError::NotSqlite { .. })));
+    let error = Constellation::open(dir.path()).expect_err("a directory");
+    assert_eq!(error.code(), "IO_ERROR");
+}
+
+#[test]
+fn refuses_another_applications_sqlite_database_and_leaves_it_untouched() {
+    let dir = temp();
+    let path = dir.path().join("other.db");
+    {
+        let other = rusqlite::Connection::open(&path).expect("sqlite");
+        other.execute_batch("CREATE TABLE contacts (name TEXT); INSERT INTO contacts VALUES ('ada');").expect("sql");
+    }
+    let before = snapshot(dir.path());
+    let error = Constellation::open(&path).expect_err("must refuse");
+    assert!(matches!(error, StoreError::NotConstellation { application_id: 0, .. }), "{error:?}");
+    assert!(error.to_string().contains("another application"), "{error}");
+    assert_eq!(snapshot(dir.path()), before);
+}
+
+#[test]
+fn refuses_a_newer_schema_and_leaves_it_untouched() {
+    let dir = temp();
+    let path = dir.path().join("future.db");
+    drop(open_with_stream(&path, 3));
+    {
+        let raw = rusqlite::Connection::open(&path).expect("sqlite");
+        raw.pragma_update(None, "user_version", SCHEMA_VERSION + 41).expect("pragma");
+    }
+    let before = snapshot(dir.path());
+    let error = Constellation::open(&path).expect_err("must refuse");
+    match &error {
+        StoreError::SchemaTooNew { found, supported, .. } => {
+            assert_eq!((*found, *supported), (SCHEMA_VERSION + 41, SCHEMA_VERSION));
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    assert_eq!(error.code(), "STORE_SCHEMA_TOO_NEW");
+    assert!(error.to_string().contains("upgrade Pactum"), "{error}");
+    assert_eq!(snapshot(dir.path()), before);
+}
+
+#[test]
+fn appends_must_extend_the_head_and_nothing_is_half_written() {
+    let dir = temp();
+    let db = open_with_stream(&dir.path().join("c.db"), 3);
+    let head = db.stream("s1").expect("stream").expect("exists");
+    assert_eq!(head.event_count, 3);
+
+    // Wrong seq.
+    let mut wrong_seq = row(5, head.head_hash.expect("head"));
+    wrong_seq.seq = 5;
+    assert!(matches!(db.append_events("s1", &[wrong_seq]), Err(StoreError::Conflict { seq: 5, .. })));
+    // Wrong prev.
+    assert!(matches!(db.append_events("s1", &[row(3, [9; 32])]), Err(StoreError::Conflict { seq: 3, .. })));
+    // A batch whose second row breaks the chain writes none of its rows.
+    let first = row(3, head.head_hash.expect("head"));
+    let broken_second = row(4, [1; 32]);
+    assert!(db.append_events("s1", &[first.clone(), broken_second]).is_err());
+    assert_eq!(db.stream("s1").expect("stream").expect("exists").event_count, 3);
+    assert_eq!(db.read_events("s1", 0, 100).expect("read").len(), 3);
+    // The correct continuation is accepted.
+    db.append_events("s1", &[first]).expect("append");
+    assert_eq!(db.stream("s1").expect("stream").expect("exists").event_count, 4);
+}
+
+#[test]
+fn appends_to_an_unknown_stream_are_refused() {
+    let dir = temp();
+    let db = Constellation::open(dir.path().join("c.db")).expect("open");
+    let error = db.append_events("ghost", &[row(0, GENESIS)]).expect_err("unknown");
+    assert_eq!(error.code(), "TRANSCRIPT_NOT_FOUND");
+}
+
+#[test]
+fn a_second_handle_with_a_stale_head_gets_a_conflict() {
+    let dir = temp();
+    let path = dir.path().join("c.db");
+    let first = open_with_stream(&path, 2);
+    let second = Constellation::open(&path).expect("second handle");
+    let head = second.stream("s1").expect("stream").expect("exists").head_hash.expect("head");
+    first.append_events("s1", &[row(2, head)]).expect("first appends");
+    let error = second.append_events("s1", &[row(2, head)]).expect_err("stale");
+    assert!(matches!(error, StoreError::Conflict { .. }), "{error:?}");
+    assert_eq!(first.read_events("s1", 0, 10).expect("read").len(), 3);
+}
+
+#[test]
+fn events_are_append_only() {
+    let dir = temp();
+    let path = dir.path().join("c.db");
+    drop(open_with_stream(&path, 3));
+    let raw = rusqlite::Connection::open(&path).expect("sqlite");
+    let update = raw.execute("UPDATE transcript_events SET body = '{}' WHERE seq = 1", []);
+    assert!(update.expect_err("update refused").to_string().contains("append-only"));
+    let delete = raw.execute("DELETE FROM transcript_events WHERE seq = 2", []);
+    assert!(delete.expect_err("delete refused").to_string().contains("append-only"));
+}
+
+#[test]
+fn read_back_detects_links_broken_behind_the_stores_back() {
+    let dir = temp();
+    let path = dir.path().join("c.db");
+    drop(open_with_stream(&path, 5));
+    {
+        let raw = rusqlite::Connection::open(&path).expect("sqlite");
+        raw.execute_batch(
+            "DROP TRIGGER transcript_events_no_update;
+             UPDATE transcript_events SET prev = zeroblob(32) WHERE seq = 3;",
+        )
+        .expect("tamper");
+    }
+    let db = Constellation::open(&path).expect("open");
+    let error = db.read_events("s1", 0, 100).expect_err("corrupt");
+    assert_eq!(error.code(), "STORE_CORRUPT");
+    assert!(error.to_string().contains("event 3"), "{error}");
+    // A page starting after the break is still checked against the row before it.
+    assert!(db.read_events("s1", 3, 100).is_err());
+    assert!(db.read_events("s1", 0, 3).is_ok(), "rows before the break read fine");
+}
+
+#[test]
+fn read_back_detects_a_deleted_tail() {
+    let dir = temp();
+    let path = dir.path().join("c.db");
+    drop(open_with_stream(&path, 5));
+    {
+        let raw = rusqlite::Connection::open(&path).expect("sqlite");
+        raw.execute_batch(
+            "DROP TRIGGER transcript_events_no_delete;
+             DELETE FROM transcript_events WHERE seq = 4;",
+        )
+        .expect("tamper");
+    }
+    let db = Constellation::open(&path).expect("open");
+    let error = db.read_events("s1", 0, 100).expect_err("corrupt");
+    assert!(error.to_string().contains("records 5 events but only 4"), "{error}");
+}
+
+#[test]
+fn signing_keys_cannot_be_rebound() {
+    let dir = temp();
+    let db = Constellation::open(dir.path().join("c.db")).expect("open");
+    db.put_signing_key("agent:a#1", [1; 32], StreamOrigin::Local, 5).expect("bind");
+    db.put_signing_key("agent:a#1", [1; 32], StreamOrigin::Local, 6).expect("same key again is fine");
+    let error = db.put_signing_key("agent:a#1", [2; 32], StreamOrigin::Local, 7).expect_err("rebind");
+    assert_eq!(error.code(), "KEY_CONFLICT");
+    assert_eq!(db.signing_keys().expect("keys"), vec![("agent:a#1".to_owned(), [1; 32])]);
+}
+
+#[test]
+fn import_is_all_or_nothing() {
+    let dir = temp();
+    let db = Constellation::open(dir.path().join("c.db")).expect("open");
+    let mut bad = rows(4);
+    bad[2].prev = [0; 32];
+    let keys = vec![("agent:x#1".to_owned(), [3; 32])];
+    assert!(db.import_stream("imp", GENESIS, 1, &keys, &bad).is_err());
+    assert!(db.stream("imp").expect("query").is_none(), "no stream row left behind");
+    assert!(db.signing_keys().expect("keys").is_empty(), "no key left behind");
+    db.import_stream("imp", GENESIS, 1, &keys, &rows(4)).expect("import");
+    let record = db.stream("imp").expect("query").expect("exists");
+    assert_eq!((record.origin, record.event_count), (StreamOrigin::Imported, 4));
+    assert!(db.import_stream("imp", GENESIS, 1, &keys, &rows(4)).is_err(), "ids are unique");
+}
+
+#[test]
+fn backup_copies_a_consistent_constellation_and_never_overwrites() {
+    let dir = temp();
+    let db = open_with_stream(&dir.path().join("c.db"), 50);
+    let destination = dir.path().join("backups/b.db");
+    std::fs::create_dir_all(destination.parent().expect("parent")).expect("mkdir");
+    let report = db.backup(&destination).expect("backup");
+    assert!(report.bytes > 0);
+    let copy = Constellation::open(&destination).expect("open copy");
+    assert_eq!(copy.read_events("s1", 0, 100).expect("read"), db.read_events("s1", 0, 100).expect("read"));
+    assert_eq!(copy.info().expect("info").constellation_id, db.info().expect("info").constellation_id);
+    // No temporary files remain next to the backup.
+    let names: Vec<_> = std::fs::read_dir(destination.parent().expect("parent"))
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.'))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+
+    let before = std::fs::read(&destination).expect("read");
+    let error = db.backup(&destination).expect_err("exists");
+    assert_eq!(error.code(), "DESTINATION_EXISTS");
+    assert_eq!(std::fs::read(&destination).expect("read"), before);
+    let error = db.backup(dir.path().join("missing-dir/b.db")).expect_err("no dir");
+    assert_eq!(error.code(), "IO_ERROR");
+}
+
+#[test]
+fn durability_levels_map_to_synchronous() {
+    let dir = temp();
+    let path = dir.path().join("c.db");
+    let db = Constellation::open_with(&path, OpenOptions { durability: Durability::PowerLoss }).expect("open");
+    assert_eq!(db.info().expect("info").durability, Durability::PowerLoss);
+    assert_eq!(Durability::parse("power-loss"), Some(Durability::PowerLoss));
+    assert_eq!(Durability::parse("process"), Some(Durability::Process));
+    assert_eq!(Durability::parse("fast"), None);
+}

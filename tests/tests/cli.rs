@@ -1,0 +1,488 @@
+//! The `pactum` command line as a user or script meets it: each test runs the real program in a
+//! private data home and checks exit codes, stdout and the one-line errors on stderr.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pactum_tests::{SAMPLE_STREAM, write_sample_transcript};
+use serde_json::Value;
+
+/// A private `PACTUM_HOME` with the program's environment controlled.
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pactum-under-test"));
+        command
+            .env("PACTUM_HOME", self.path().join("home"))
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("PACTUM_CONSTELLATION")
+            .env_remove("PACTUM_DURABILITY")
+            .env_remove("RUST_LOG")
+            .current_dir(self.path());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run pactum")
+    }
+
+    fn default_db(&self) -> PathBuf {
+        self.path().join("home/constellations/default.db")
+    }
+
+    /// The shipped sample transcript, copied into this home.
+    fn sample_file(&self) -> PathBuf {
+        let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/sample-transcript.jsonl");
+        let copy = self.path().join("sample.jsonl");
+        std::fs::copy(source, &copy).expect("copy sample");
+        copy
+    }
+
+    fn write_file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        path
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("stdout is UTF-8")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).expect("stderr is UTF-8")
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(output)))
+}
+
+/// The program failed with `exit`, printing exactly one line `error[CODE]: ...` and no panic.
+#[track_caller]
+fn assert_fails(output: &Output, exit: i32, code: &str) -> String {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(exit), "stderr: {err}\nstdout: {}", stdout(output));
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line of error, got: {err}");
+    assert!(lines[0].starts_with(&format!("error[{code}]: ")), "expected {code}, got: {err}");
+    lines[0].to_owned()
+}
+
+#[track_caller]
+fn assert_ok(output: &Output) {
+    assert_eq!(output.status.code(), Some(0), "stderr: {}\nstdout: {}", stderr(output), stdout(output));
+}
+
+/// Replaces the Nth (0-based) event line's body text `from` with `to`, leaving hashes alone.
+fn edit_event_line(file: &str, event_index: usize, from: &str, to: &str) -> String {
+    let mut lines: Vec<String> = file.lines().map(str::to_owned).collect();
+    let line = &mut lines[event_index + 1];
+    assert!(line.contains(from), "line {event_index} lacks {from}: {line}");
+    *line = line.replacen(from, to, 1);
+    lines.join("\n") + "\n"
+}
+
+#[test]
+fn help_and_version() {
+    let home = Home::new();
+    let help = home.run(&["--help"]);
+    assert_ok(&help);
+    for word in ["transcript", "constellation", "--constellation", "Exit codes"] {
+        assert!(stdout(&help).contains(word), "{word} missing from help");
+    }
+    let short = home.run(&["-V"]);
+    assert_ok(&short);
+    assert_eq!(stdout(&short), format!("pactum {}\n", env!("CARGO_PKG_VERSION")));
+    let long = home.run(&["--version"]);
+    assert_ok(&long);
+    assert_eq!(
+        stdout(&long),
+        format!(
+            "pactum {}\nconstellation schema: {}\ntranscript format: pactum-transcript/1\n",
+            env!("CARGO_PKG_VERSION"),
+            pactum_memory::SCHEMA_VERSION
+        )
+    );
+    // Neither creates a constellation.
+    assert!(!home.path().join("home").exists());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let home = Home::new();
+    let output = home.run(&["transcript", "frobnicate"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("unrecognized subcommand"), "{}", stderr(&output));
+    let output = home.run(&["--constellation", "bad name", "transcript", "list"]);
+    assert_fails(&output, 2, "BAD_CONSTELLATION_NAME");
+}
+
+#[test]
+fn the_default_constellation_is_created_on_first_use() {
+    let home = Home::new();
+    let output = home.run(&["constellation", "info", "--json"]);
+    assert_ok(&output);
+    let info = json(&output);
+    assert_eq!(info["path"], home.default_db().display().to_string());
+    assert_eq!(info["schema_version"], pactum_memory::SCHEMA_VERSION);
+    assert_eq!(info["synchronous"], "NORMAL");
+    assert_eq!(info["counts"]["transcripts"], 0);
+    assert!(home.default_db().is_file());
+}
+
+#[test]
+fn constellation_names_and_paths_resolve() {
+    let home = Home::new();
+    assert_ok(&home.run(&["--constellation", "team-a", "transcript", "list"]));
+    assert!(home.path().join("home/constellations/team-a.db").is_file());
+
+    let explicit = home.path().join("elsewhere/mine.db");
+    let arg = explicit.display().to_string();
+    assert_ok(&home.run(&["--constellation", &arg, "transcript", "list"]));
+    assert!(explicit.is_file());
+
+    // The environment variable works like the flag.
+    let output =
+        home.command().env("PACTUM_CONSTELLATION", "team-b").args(["transcript", "list"]).output().expect("run");
+    assert_ok(&output);
+    assert!(home.path().join("home/constellations/team-b.db").is_file());
+
+    // Without PACTUM_HOME: XDG_DATA_HOME, then HOME.
+    let xdg = home.path().join("xdg");
+    let output = home
+        .command()
+        .env_remove("PACTUM_HOME")
+        .env("XDG_DATA_HOME", &xdg)
+        .args(["transcript", "list"])
+        .output()
+        .expect("run");
+    assert_ok(&output);
+    assert!(xdg.join("pactum/constellations/default.db").is_file());
+    let user_home = home.path().join("user");
+    let output = home
+        .command()
+        .env_remove("PACTUM_HOME")
+        .env("HOME", &user_home)
+        .args(["transcript", "list"])
+        .output()
+        .expect("run");
+    assert_ok(&output);
+    assert!(user_home.join(".local/share/pactum/constellations/default.db").is_file());
+}
+
+#[test]
+fn import_list_show_verify_export_round_trip() {
+    let home = Home::new();
+    let sample = home.sample_file();
+    let sample_arg = sample.display().to_string();
+
+    let output = home.run(&["transcript", "import", &sample_arg, "--json"]);
+    assert_ok(&output);
+    assert_eq!(json(&output), serde_json::json!({"status": "imported", "id": SAMPLE_STREAM, "events": 7}));
+
+    let output = home.run(&["transcript", "list", "--json"]);
+    assert_ok(&output);
+    let list = json(&output);
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    assert_eq!(list[0]["id"], SAMPLE_STREAM);
+    assert_eq!(list[0]["origin"], "imported");
+    assert_eq!(list[0]["events"], 7);
+
+    let output = home.run(&["transcript", "verify", SAMPLE_STREAM, "--json"]);
+    assert_ok(&output);
+    let report = json(&output);
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["events_verified"], 7);
+    assert_eq!(report["signatures_verified"], 5);
+    assert_eq!(report["break"], Value::Null);
+
+    let output = home.run(&["transcript", "show", SAMPLE_STREAM, "--json"]);
+    assert_ok(&output);
+    assert_eq!(json(&output)["event_list"].as_array().map(Vec::len), Some(7));
+
+    // Export to stdout and to a file reproduces the imported bytes exactly.
+    let output = home.run(&["transcript", "export", SAMPLE_STREAM]);
+    assert_ok(&output);
+    let original = std::fs::read(&sample).expect("read sample");
+    assert_eq!(output.stdout, original);
+    let out_file = home.path().join("out/exported.jsonl");
+    std::fs::create_dir_all(out_file.parent().expect("parent")).expect("mkdir");
+    let out_arg = out_file.display().to_string();
+    assert_ok(&home.run(&["transcript", "export", SAMPLE_STREAM, "--out", &out_arg]));
+    assert_eq!(std::fs::read(&out_file).expect("read export"), original);
+
+    // Importing the same transcript again changes nothing.
+    let output = home.run(&["transcript", "import", &sample_arg, "--json"]);
+    assert_ok(&output);
+    assert_eq!(json(&output)["status"], "already_present");
+}
+
+#[test]
+fn human_output_of_show_and_verify() {
+    let home = Home::new();
+    let sample = home.sample_file();
+    assert_ok(&home.run(&["transcript", "import", &sample.display().to_string()]));
+    let show = home.run(&["transcript", "show", SAMPLE_STREAM]);
+    assert_ok(&show);
+    insta::assert_snapshot!("show_sample", stdout(&show));
+    let verify = home.run(&["transcript", "verify", SAMPLE_STREAM]);
+    assert_ok(&verify);
+    insta::assert_snapshot!("verify_sample", stdout(&verify));
+    let list = home.run(&["transcript", "list"]);
+    assert_ok(&list);
+    insta::assert_snapshot!("list_sample", stdout(&list));
+}
+
+#[test]
+fn verify_a_file_without_any_database() {
+    let home = Home::new();
+    let sample = home.sample_file();
+    let output = home.run(&["transcript", "verify", &sample.display().to_string(), "--json"]);
+    assert_ok(&output);
+    let report = json(&output);
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["source"], "file");
+    assert_eq!(report["key_source"], "embedded");
+    assert!(!home.path().join("home").exists(), "verifying a file must not create a constellation");
+}
+
+#[test]
+fn a_price_edited_in_a_file_is_caught_at_its_seq() {
+    let home = Home::new();
+    let original = std::fs::read_to_string(home.sample_file()).expect("read");
+    // Event 4 is the provider's counter at 5 cents; make it 3.
+    let tampered = edit_event_line(&original, 4, "\"amount_minor\":5", "\"amount_minor\":3");
+    let path = home.write_file("tampered.jsonl", tampered.as_bytes());
+    let output = home.run(&["transcript", "verify", &path.display().to_string(), "--json"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let report = json(&output);
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["break"]["seq"], 4);
+    assert_eq!(report["break"]["reason"], "HASH_MISMATCH");
+    assert_eq!(report["events_verified"], 4);
+
+    let human = home.run(&["transcript", "verify", &path.display().to_string()]);
+    assert_eq!(human.status.code(), Some(1));
+    assert!(stdout(&human).contains("TAMPERED at seq 4: HASH_MISMATCH"), "{}", stdout(&human));
+
+    // Importing it is refused and stores nothing.
+    let output = home.run(&["transcript", "import", &path.display().to_string()]);
+    let line = assert_fails(&output, 1, "TRANSCRIPT_TAMPERED");
+    assert!(line.contains("seq 4"), "{line}");
+    let list = home.run(&["transcript", "list", "--json"]);
+    assert_eq!(json(&list), serde_json::json!([]));
+}
+
+#[test]
+fn a_file_cut_at_a_line_boundary_is_truncated() {
+    let home = Home::new();
+    let original = std::fs::read_to_string(home.sample_file()).expect("read");
+    let kept: Vec<&str> = original.lines().take(5).collect();
+    let path = home.write_file("cut.jsonl", (kept.join("\n") + "\n").as_bytes());
+    let output = home.run(&["transcript", "verify", &path.display().to_string(), "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let report = json(&output);
+    assert_eq!(report["break"]["reason"], "TRUNCATED");
+    assert_eq!(report["break"]["seq"], 4);
+}
+
+#[test]
+fn malformed_files_get_one_line_errors() {
+    let home = Home::new();
+    let original = std::fs::read(home.sample_file()).expect("read");
+    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        ("mid-line.jsonl", original[..original.len() - 40].to_vec(), "FILE_MALFORMED", "line 8"),
+        ("garbage.jsonl", b"\x00\x01binary\xff\xfe garbage\n".to_vec(), "FILE_MALFORMED", "line 1"),
+        ("empty.jsonl", Vec::new(), "FILE_EMPTY", "line 1"),
+        (
+            "future.jsonl",
+            b"{\"event_count\":0,\"format\":\"pactum-transcript/9\",\"head_hash\":null,\"keys\":{},\"stream\":\"x\"}\n"
+                .to_vec(),
+            "FORMAT_UNSUPPORTED",
+            "pactum-transcript/9",
+        ),
+        (
+            "pretty.jsonl",
+            String::from_utf8_lossy(&original).replacen("\"format\":", "\"format\": ", 1).into_bytes(),
+            "FILE_MALFORMED",
+            "canonical",
+        ),
+    ];
+    for (name, bytes, code, needle) in cases {
+        let path = home.write_file(name, &bytes);
+        let arg = path.display().to_string();
+        let line = assert_fails(&home.run(&["transcript", "verify", &arg]), 1, code);
+        assert!(line.contains(needle), "{name}: {line}");
+        assert_fails(&home.run(&["transcript", "import", &arg]), 1, code);
+        let json_output = home.run(&["transcript", "verify", &arg, "--json"]);
+        assert_eq!(json(&json_output)["error"]["code"], code, "{name}");
+    }
+    let list = home.run(&["transcript", "list", "--json"]);
+    assert_eq!(json(&list), serde_json::json!([]), "nothing was imported");
+}
+
+#[test]
+fn verify_with_trusted_keys() {
+    let home = Home::new();
+    let sample = home.sample_file();
+    let sample_arg = sample.display().to_string();
+    // Trusting only the buyer: the provider's signatures come from an unknown signer.
+    let header: Value =
+        serde_json::from_str(std::fs::read_to_string(&sample).expect("read").lines().next().expect("header"))
+            .expect("json");
+    let buyer_key = header["keys"]["agent:buyer#1"].as_str().expect("key").to_owned();
+    let keys = home.write_file("keys.json", serde_json::json!({ "agent:buyer#1": buyer_key }).to_string().as_bytes());
+    let output = home.run(&["transcript", "verify", &sample_arg, "--keys", &keys.display().to_string(), "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let report = json(&output);
+    assert_eq!(report["key_source"], "trusted");
+    assert_eq!(report["break"]["reason"], "SIGNER_UNKNOWN");
+    assert_eq!(report["break"]["seq"], 2);
+
+    let all = home.write_file("all.json", header["keys"].to_string().as_bytes());
+    assert_ok(&home.run(&["transcript", "verify", &sample_arg, "--keys", &all.display().to_string()]));
+
+    let bad = home.write_file("bad.json", b"{\"agent:x#1\": \"not base64!\"}");
+    assert_fails(
+        &home.run(&["transcript", "verify", &sample_arg, "--keys", &bad.display().to_string()]),
+        2,
+        "KEYS_FILE_INVALID",
+    );
+}
+
+#[test]
+fn tampering_inside_the_constellation_is_reported_with_seq_and_reason() {
+    let home = Home::new();
+    let db_path = home.path().join("c.db");
+    drop(write_sample_transcript(&db_path));
+    {
+        let raw = rusqlite_connection(&db_path);
+        raw.execute_batch(
+            "DROP TRIGGER transcript_events_no_update;
+             UPDATE transcript_events SET body = replace(body, '\"amount_minor\":4', '\"amount_minor\":2') WHERE seq = 3;",
+        )
+        .expect("tamper");
+    }
+    let db_arg = db_path.display().to_string();
+    let output = home.run(&["--constellation", &db_arg, "transcript", "verify", SAMPLE_STREAM, "--json"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let report = json(&output);
+    assert_eq!(report["break"]["seq"], 3);
+    assert_eq!(report["break"]["reason"], "HASH_MISMATCH");
+
+    // A link broken behind the store's back is named too, not just "corrupt".
+    {
+        let raw = rusqlite_connection(&db_path);
+        raw.execute("UPDATE transcript_events SET prev = zeroblob(32) WHERE seq = 1", []).expect("tamper");
+    }
+    let output = home.run(&["--constellation", &db_arg, "transcript", "verify", SAMPLE_STREAM, "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(json(&output)["break"]["reason"], "PREV_MISMATCH");
+    assert_eq!(json(&output)["break"]["seq"], 1);
+
+    // Export still writes what is there, for the auditor, but says it does not verify.
+    let output = home.run(&["--constellation", &db_arg, "transcript", "export", SAMPLE_STREAM]);
+    assert_fails(&output, 1, "TRANSCRIPT_TAMPERED");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 8);
+}
+
+/// Direct SQLite access, to tamper behind Pactum's back.
+fn rusqlite_connection(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).expect("sqlite")
+}
+
+#[test]
+fn unknown_ids_exit_2() {
+    let home = Home::new();
+    for args in [
+        &["transcript", "show", "no-such-id"][..],
+        &["transcript", "verify", "no-such-id"],
+        &["transcript", "export", "no-such-id"],
+    ] {
+        let line = assert_fails(&home.run(args), 2, "TRANSCRIPT_NOT_FOUND");
+        assert!(line.contains("no-such-id"), "{line}");
+    }
+    let output = home.run(&["transcript", "import", "missing.jsonl"]);
+    assert_fails(&output, 2, "IO_ERROR");
+}
+
+#[test]
+fn a_file_that_is_not_a_constellation_is_refused_and_untouched() {
+    let home = Home::new();
+    let path = home.write_file("notes.db", b"my notes\n");
+    let arg = path.display().to_string();
+    let line = assert_fails(&home.run(&["--constellation", &arg, "transcript", "list"]), 2, "STORE_NOT_CONSTELLATION");
+    assert!(line.contains("not an SQLite database"), "{line}");
+    assert_eq!(std::fs::read(&path).expect("read"), b"my notes\n");
+    let siblings: Vec<_> =
+        std::fs::read_dir(home.path()).expect("dir").map(|e| e.expect("entry").file_name()).collect();
+    assert!(!siblings.iter().any(|n| n.to_string_lossy().starts_with("notes.db-")), "{siblings:?}");
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_untouched() {
+    let home = Home::new();
+    let path = home.path().join("future.db");
+    drop(pactum_memory::Constellation::open(&path).expect("create"));
+    rusqlite_connection(&path).pragma_update(None, "user_version", 99).expect("pragma");
+    let before = std::fs::read(&path).expect("read");
+    let arg = path.display().to_string();
+    let line = assert_fails(&home.run(&["--constellation", &arg, "constellation", "info"]), 2, "STORE_SCHEMA_TOO_NEW");
+    assert!(line.contains("schema version 99"), "{line}");
+    assert_eq!(std::fs::read(&path).expect("read"), before);
+}
+
+#[test]
+fn an_unwritable_location_is_a_clear_error() {
+    let home = Home::new();
+    // A regular file where a directory should be: no process, root included, can create under it.
+    let blocker = home.write_file("blocker", b"x");
+    let arg = blocker.join("sub/c.db").display().to_string();
+    let line = assert_fails(&home.run(&["--constellation", &arg, "transcript", "list"]), 2, "IO_ERROR");
+    assert!(line.contains("blocker"), "{line}");
+    // PACTUM_HOME under a file, too.
+    let output =
+        home.command().env("PACTUM_HOME", blocker.join("home")).args(["transcript", "list"]).output().expect("run");
+    assert_fails(&output, 2, "IO_ERROR");
+    assert_eq!(std::fs::read(&blocker).expect("read"), b"x");
+}
+
+#[test]
+fn backup_from_the_command_line() {
+    let home = Home::new();
+    let db_path = home.path().join("c.db");
+    drop(write_sample_transcript(&db_path));
+    let db_arg = db_path.display().to_string();
+    let dest = home.path().join("backup.db");
+    let dest_arg = dest.display().to_string();
+    let output = home.run(&["--constellation", &db_arg, "constellation", "backup", &dest_arg, "--json"]);
+    assert_ok(&output);
+    assert!(json(&output)["bytes"].as_u64().unwrap_or(0) > 0);
+    let output = home.run(&["--constellation", &dest_arg, "transcript", "verify", SAMPLE_STREAM]);
+    assert_ok(&output);
+    assert_fails(
+        &home.run(&["--constellation", &db_arg, "constellation", "backup", &dest_arg]),
+        2,
+        "DESTINATION_EXISTS",
+    );
+}
+
+#[test]
+fn errors_are_json_too_when_asked() {
+    let home = Home::new();
+    let output = home.run(&["transcript", "show", "nope", "--json"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(json(&output)["error"]["code"], "TRANSCRIPT_NOT_FOUND");
+}
