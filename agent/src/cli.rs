@@ -131,7 +131,7 @@ impl Context {
         let durability = match std::env::var("PACTUM_DURABILITY") {
             Err(_) => Durability::default(),
             Ok(value) => Durability::parse(&value).ok_or_else(|| {
-                Failure::usage("BAD_DURABILITY", format!("PACTUM_DURABILITY={value:?}: expected process or power-loss"))
+                Failure::new("BAD_DURABILITY", format!("PACTUM_DURABILITY={value:?}: expected process or power-loss"))
             })?,
         };
         Ok(Arc::new(Constellation::open_with(&path, OpenOptions { durability })?))

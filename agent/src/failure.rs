@@ -1,6 +1,11 @@
 //! Failures as the user sees them: a stable code, one line of explanation, an exit code.
+//!
+//! Codes and their exit codes are defined in specs/error-codes.toml, embedded at build time: the
+//! exit code of a failure is looked up there, never decided at the call site.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
+use std::sync::LazyLock;
 
 use pactum_memory::StoreError;
 use pactum_runtime::RuntimeError;
@@ -11,21 +16,40 @@ pub const EXIT_INVALID: u8 = 1;
 /// Usage or I/O error: bad arguments, missing files, unknown ids, refused constellations.
 pub const EXIT_USAGE: u8 = 2;
 
+const ERROR_CODES_SPEC: &str = include_str!("../../specs/error-codes.toml");
+
+/// Exit code of every error code, from the spec.
+static EXIT_CODES: LazyLock<HashMap<String, u8>> = LazyLock::new(|| parse_exit_codes(ERROR_CODES_SPEC));
+
+fn parse_exit_codes(spec: &str) -> HashMap<String, u8> {
+    let table: toml::Table = spec.parse().unwrap_or_default();
+    let entries = table.get("error").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+    entries
+        .iter()
+        .filter_map(|entry| {
+            let code = entry.get("code")?.as_str()?.to_owned();
+            let exit = u8::try_from(entry.get("exit")?.as_integer()?).ok()?;
+            Some((code, exit))
+        })
+        .collect()
+}
+
+/// The exit code for `code`; a code missing from the spec (a bug the spec test catches) is a
+/// usage error rather than a crash.
+pub fn exit_code_of(code: &str) -> u8 {
+    EXIT_CODES.get(code).copied().unwrap_or(EXIT_USAGE)
+}
+
 /// A command that could not do its job.
 #[derive(Debug)]
 pub struct Failure {
     pub code: &'static str,
     pub message: String,
-    pub exit: u8,
 }
 
 impl Failure {
-    pub fn usage(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), exit: EXIT_USAGE }
-    }
-
-    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), exit: EXIT_INVALID }
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
     }
 
     /// Prints the error (one line on stderr; also a JSON object on stdout for `--json`).
@@ -39,32 +63,31 @@ impl Failure {
             let document = serde_json::json!({ "error": { "code": self.code, "message": message } });
             crate::constellation_cmd::write_stdout(&format!("{document}\n"));
         }
-        ExitCode::from(self.exit)
+        ExitCode::from(exit_code_of(self.code))
     }
 }
 
 impl From<StoreError> for Failure {
     fn from(error: StoreError) -> Self {
-        let exit = match error {
-            StoreError::Corrupt { .. } => EXIT_INVALID,
-            _ => EXIT_USAGE,
-        };
-        Self { code: error.code(), message: error.to_string(), exit }
+        Self::new(error.code(), error.to_string())
     }
 }
 
 impl From<RuntimeError> for Failure {
     fn from(error: RuntimeError) -> Self {
-        let exit = match &error {
-            RuntimeError::Store(StoreError::Corrupt { .. })
-            | RuntimeError::Tampered { .. }
-            | RuntimeError::Key(_)
-            | RuntimeError::Transcript(_) => EXIT_INVALID,
-            RuntimeError::File(file) if !matches!(file.kind, pactum_transcripts::jsonl::FileErrorKind::Io(_)) => {
-                EXIT_INVALID
-            }
-            _ => EXIT_USAGE,
-        };
-        Self { code: error.code(), message: error.to_string(), exit }
+        Self::new(error.code(), error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_spec_parses() {
+        assert_eq!(exit_code_of("TRANSCRIPT_TAMPERED"), EXIT_INVALID);
+        assert_eq!(exit_code_of("TRANSCRIPT_NOT_FOUND"), EXIT_USAGE);
+        assert!(EXIT_CODES.len() >= 20, "{} codes", EXIT_CODES.len());
+        assert!(EXIT_CODES.values().all(|exit| [EXIT_INVALID, EXIT_USAGE].contains(exit)));
     }
 }

@@ -22,7 +22,7 @@ pub fn data_home() -> Result<PathBuf, Failure> {
     if let Some(home) = non_empty("HOME") {
         return Ok(home.join(".local").join("share").join("pactum"));
     }
-    Err(Failure::usage(
+    Err(Failure::new(
         "NO_DATA_HOME",
         "cannot find a place for constellations: set PACTUM_HOME (or XDG_DATA_HOME or HOME), or pass --constellation <path>",
     ))
@@ -40,7 +40,7 @@ pub fn resolve(value: Option<&str>) -> Result<PathBuf, Failure> {
         && !value.starts_with('.')
         && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if !valid {
-        return Err(Failure::usage(
+        return Err(Failure::new(
             "BAD_CONSTELLATION_NAME",
             format!(
                 "{value:?} is not a constellation name (1-{NAME_BYTES_MAX} letters, digits, '-', '_', '.'; use a path with '/' for a file)"

@@ -25,7 +25,7 @@ pub fn run(context: &Context, command: TranscriptCommand) -> Result<u8, Failure>
                 verify_file(Path::new(&target), keys.as_deref(), json)
             } else {
                 if keys.is_some() {
-                    return Err(Failure::usage(
+                    return Err(Failure::new(
                         "USAGE",
                         "--keys applies to files; a stored transcript is verified with the constellation's keys",
                     ));
@@ -167,12 +167,9 @@ fn verify_stored(context: &Context, id: &str, json: bool) -> Result<u8, Failure>
 fn verify_file(path: &Path, keys: Option<&Path>, json: bool) -> Result<u8, Failure> {
     let trusted = keys.map(read_key_file).transpose()?;
     let file = std::fs::File::open(path)
-        .map_err(|e| Failure::usage("IO_ERROR", format!("{}: cannot open: {e}", path.display())))?;
-    let verification = jsonl::verify_file(BufReader::new(file), trusted.as_ref()).map_err(|error| {
-        let exit_code = error.code();
-        let failure = Failure::invalid(exit_code, format!("{}: {error}", path.display()));
-        if exit_code == "IO_ERROR" { Failure { exit: crate::failure::EXIT_USAGE, ..failure } } else { failure }
-    })?;
+        .map_err(|e| Failure::new("IO_ERROR", format!("{}: cannot open: {e}", path.display())))?;
+    let verification = jsonl::verify_file(BufReader::new(file), trusted.as_ref())
+        .map_err(|error| Failure::new(error.code(), format!("{}: {error}", path.display())))?;
     let (key_note, key_source) = match verification.key_source {
         KeySource::Embedded => ("keys from the file header", "embedded"),
         KeySource::Trusted => ("trusted keys", "trusted"),
@@ -182,7 +179,7 @@ fn verify_file(path: &Path, keys: Option<&Path>, json: bool) -> Result<u8, Failu
 
 /// Reads `{"<key id>": "<base64url public key>"}`.
 fn read_key_file(path: &Path) -> Result<KeyRing, Failure> {
-    let bad = |message: String| Failure::usage("KEYS_FILE_INVALID", format!("{}: {message}", path.display()));
+    let bad = |message: String| Failure::new("KEYS_FILE_INVALID", format!("{}: {message}", path.display()));
     let size = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?.len();
     if size > KEYS_FILE_BYTES_MAX {
         return Err(bad(format!("{size} bytes; the limit is {KEYS_FILE_BYTES_MAX}")));
@@ -213,15 +210,15 @@ fn export(context: &Context, id: &str, out: Option<PathBuf>) -> Result<u8, Failu
             // Written under a temporary name and renamed, so FILE is never half-written.
             let partial = partial_path(path);
             let result = std::fs::File::create(&partial)
-                .map_err(|e| Failure::usage("IO_ERROR", format!("{}: cannot create: {e}", partial.display())))
+                .map_err(|e| Failure::new("IO_ERROR", format!("{}: cannot create: {e}", partial.display())))
                 .and_then(|mut file| {
                     let summary = pactum_runtime::export_stream(&db, id, &mut file)?;
-                    file.sync_all().map_err(|e| Failure::usage("IO_ERROR", format!("{}: {e}", partial.display())))?;
+                    file.sync_all().map_err(|e| Failure::new("IO_ERROR", format!("{}: {e}", partial.display())))?;
                     Ok(summary)
                 })
                 .and_then(|summary| {
                     std::fs::rename(&partial, path)
-                        .map_err(|e| Failure::usage("IO_ERROR", format!("{}: cannot write: {e}", path.display())))?;
+                        .map_err(|e| Failure::new("IO_ERROR", format!("{}: cannot write: {e}", path.display())))?;
                     Ok(summary)
                 });
             if result.is_err() {
@@ -234,7 +231,7 @@ fn export(context: &Context, id: &str, out: Option<PathBuf>) -> Result<u8, Failu
     };
     match summary.report.first_break {
         None => Ok(EXIT_OK),
-        Some(broken) => Err(Failure::invalid(
+        Some(broken) => Err(Failure::new(
             "TRANSCRIPT_TAMPERED",
             format!("exported {} events, but transcript {} does not verify: {broken}", summary.events, summary.stream),
         )),
@@ -248,7 +245,7 @@ fn partial_path(path: &Path) -> PathBuf {
 
 fn import(context: &Context, file: &Path, json: bool) -> Result<u8, Failure> {
     if !file.is_file() {
-        return Err(Failure::usage("IO_ERROR", format!("{}: no such file", file.display())));
+        return Err(Failure::new("IO_ERROR", format!("{}: no such file", file.display())));
     }
     let db = context.open()?;
     let outcome = pactum_runtime::import_file(&db, file, &SystemClock).map_err(|error| {

@@ -39,3 +39,31 @@ fn sample_transcript_verifies_without_a_database() {
     assert!(verification.report.is_valid(), "{:?}", verification.report);
     assert_eq!(verification.header.keys.len(), 2);
 }
+
+#[test]
+fn an_independent_implementation_of_the_documented_recipe_accepts_the_sample() {
+    // docs/verify_transcript_hashes.py follows docs/TRANSCRIPT-FORMAT.md with Python's standard
+    // library only; if the recipe in the docs and the code drift apart, this fails.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = std::process::Command::new("python3")
+        .arg(root.join("docs/verify_transcript_hashes.py"))
+        .arg(golden_path())
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("7 events, chain and hashes OK"), "{stdout}");
+
+    // And it rejects a tampered copy.
+    let dir = tempfile::tempdir().expect("dir");
+    let tampered = dir.path().join("t.jsonl");
+    let text = std::fs::read_to_string(golden_path()).expect("read");
+    std::fs::write(&tampered, text.replacen("\"amount_minor\":7", "\"amount_minor\":6", 1)).expect("write");
+    let output = std::process::Command::new("python3")
+        .arg(root.join("docs/verify_transcript_hashes.py"))
+        .arg(&tampered)
+        .output()
+        .expect("python3 runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("hash mismatch at 2"));
+}

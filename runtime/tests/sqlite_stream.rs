@@ -1,0 +1,199 @@
+//! TranscriptStream over the constellation: durable appends, checkpoints that survive a reopen,
+//! replay from a checkpoint equal to replay from the start, and import's refusals.
+
+use std::sync::Arc;
+
+use pactum_memory::{Constellation, StreamOrigin};
+use pactum_runtime::{ConstellationEventStore, ImportOutcome, RuntimeError};
+use pactum_transcripts::{
+    Ed25519Signer, Event, EventKind, EventSigner, KeyId, KeyRing, ManualClock, NewEvent, ReduceError, Reducer,
+    StreamId, TranscriptError, TranscriptStream,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Sums `amount` over `deposit` events and counts events: a fold with a checkable result.
+struct Balance;
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Default, Clone)]
+struct BalanceState {
+    events: u64,
+    total: u64,
+}
+
+impl Reducer for Balance {
+    type State = BalanceState;
+
+    fn initial_state(&self) -> BalanceState {
+        BalanceState::default()
+    }
+
+    fn apply(&self, state: &mut BalanceState, event: &Event) -> Result<(), ReduceError> {
+        state.events += 1;
+        if event.kind.as_str() == "deposit" {
+            let amount = event.body["amount"].as_u64().ok_or_else(|| ReduceError::new(event, "amount missing"))?;
+            state.total += amount;
+        }
+        Ok(())
+    }
+}
+
+fn open(path: &std::path::Path, clock: Arc<ManualClock>) -> TranscriptStream<ConstellationEventStore> {
+    let db = Arc::new(Constellation::open(path).expect("open"));
+    TranscriptStream::open(ConstellationEventStore::new(db), StreamId::new("ledger-1").expect("id"), clock)
+        .expect("stream")
+}
+
+fn deposit(amount: u64) -> (EventKind, serde_json::Value) {
+    (EventKind::new("deposit").expect("kind"), json!({ "amount": amount, "memo": "x".repeat(200) }))
+}
+
+#[test]
+fn checkpoints_survive_reopen_and_replay_agrees() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("c.db");
+    let clock = Arc::new(ManualClock::new(1_000));
+    let keys = KeyRing::new();
+    let checkpoint = {
+        let stream = open(&path, clock.clone());
+        for amount in 1..=10 {
+            let (kind, body) = deposit(amount);
+            stream.append(kind, body, None).expect("append");
+            clock.advance(5);
+        }
+        stream.create_checkpoint(&Balance, &keys).expect("checkpoint").expect("non-empty")
+    };
+    // A new process: everything comes back from the file.
+    let stream = open(&path, clock.clone());
+    let at_checkpoint: BalanceState = stream.get_state_at_checkpoint(checkpoint).expect("state");
+    assert_eq!(at_checkpoint, BalanceState { events: 10, total: 55 });
+    let batch: Vec<NewEvent<'_>> = (11..=20)
+        .map(|amount| {
+            let (kind, body) = deposit(amount);
+            NewEvent { kind, body, signer: None }
+        })
+        .collect();
+    stream.append_batch(batch).expect("batch");
+    let from_start = stream.replay(None, &Balance, &keys).expect("replay");
+    let from_checkpoint = stream.replay(Some(checkpoint), &Balance, &keys).expect("replay");
+    assert_eq!(from_start.state, BalanceState { events: 20, total: 210 });
+    assert_eq!(from_checkpoint.state, from_start.state);
+    assert_eq!(from_checkpoint.events_applied, 10);
+    assert_eq!(from_start.head_seq, Some(19));
+    // A second checkpoint starts from the first one.
+    let second = stream.create_checkpoint(&Balance, &keys).expect("checkpoint").expect("non-empty");
+    assert!(second > checkpoint);
+    let state: BalanceState = stream.get_state_at_checkpoint(second).expect("state");
+    assert_eq!(state, from_start.state);
+    assert!(stream.verify(&keys).expect("verify").is_valid());
+}
+
+#[test]
+fn a_tampered_checkpoint_state_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("c.db");
+    let clock = Arc::new(ManualClock::new(1_000));
+    let stream = open(&path, clock);
+    let (kind, body) = deposit(7);
+    stream.append(kind, body, None).expect("append");
+    let id = stream.create_checkpoint(&Balance, &KeyRing::new()).expect("checkpoint").expect("non-empty");
+    let raw = rusqlite::Connection::open(&path).expect("sqlite");
+    raw.execute_batch(
+        "DROP TRIGGER transcript_checkpoints_no_update;
+         UPDATE transcript_checkpoints SET state = '{\"events\":1,\"total\":7000}';",
+    )
+    .expect("tamper");
+    let error = stream.get_state_at_checkpoint::<BalanceState>(id).expect_err("tampered");
+    assert!(matches!(error, TranscriptError::CheckpointInvalid { .. }), "{error:?}");
+    let error = stream.replay(Some(id), &Balance, &KeyRing::new()).expect_err("tampered");
+    assert!(matches!(error, TranscriptError::CheckpointInvalid { .. }), "{error:?}");
+}
+
+#[test]
+fn signed_events_verify_against_registered_keys() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("c.db");
+    let signer = Ed25519Signer::from_seed(KeyId::new("agent:a#1").expect("id"), &[5; 32]);
+    let db = Arc::new(Constellation::open(&path).expect("open"));
+    db.put_signing_key("agent:a#1", signer.verifying_key().to_bytes(), StreamOrigin::Local, 1).expect("key");
+    let stream = TranscriptStream::open(
+        ConstellationEventStore::new(Arc::clone(&db)),
+        StreamId::new("signed").expect("id"),
+        Arc::new(ManualClock::new(1)),
+    )
+    .expect("stream");
+    for amount in 0..5 {
+        let (kind, body) = deposit(amount);
+        stream.append(kind, body, Some(&signer as &dyn EventSigner)).expect("append");
+    }
+    let report = pactum_runtime::verify_stream(&db, "signed").expect("verify");
+    assert!(report.is_valid(), "{report:?}");
+    assert_eq!(report.signatures_verified, 5);
+}
+
+fn exported_sample(dir: &std::path::Path) -> std::path::PathBuf {
+    let clock = Arc::new(ManualClock::new(1_000));
+    let stream = open(&dir.join("source.db"), clock);
+    for amount in 1..=3 {
+        let (kind, body) = deposit(amount);
+        stream.append(kind, body, None).expect("append");
+    }
+    let db = Arc::new(Constellation::open(dir.join("source.db")).expect("open"));
+    let file = dir.join("ledger.jsonl");
+    let mut out = std::fs::File::create(&file).expect("create");
+    pactum_runtime::export_stream(&db, "ledger-1", &mut out).expect("export");
+    file
+}
+
+#[test]
+fn import_refuses_a_different_stream_under_a_taken_id() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = exported_sample(dir.path());
+    let target = Arc::new(Constellation::open(dir.path().join("target.db")).expect("open"));
+    let clock = ManualClock::new(5);
+    let outcome = pactum_runtime::import_file(&target, &file, &clock).expect("import");
+    assert!(matches!(outcome, ImportOutcome::Imported { events: 3, .. }), "{outcome:?}");
+    let outcome = pactum_runtime::import_file(&target, &file, &clock).expect("again");
+    assert!(matches!(outcome, ImportOutcome::AlreadyPresent { events: 3, .. }), "{outcome:?}");
+
+    // Another constellation's stream with the same id but other content.
+    let other_dir = tempfile::tempdir().expect("dir");
+    let clock2 = Arc::new(ManualClock::new(9_000));
+    let stream = open(&other_dir.path().join("source.db"), clock2);
+    let (kind, body) = deposit(99);
+    stream.append(kind, body, None).expect("append");
+    let other_db = Arc::new(Constellation::open(other_dir.path().join("source.db")).expect("open"));
+    let other_file = other_dir.path().join("other.jsonl");
+    pactum_runtime::export_stream(&other_db, "ledger-1", &mut std::fs::File::create(&other_file).expect("create"))
+        .expect("export");
+    let error = pactum_runtime::import_file(&target, &other_file, &clock).expect_err("conflict");
+    assert!(matches!(error, RuntimeError::ImportConflict(_)), "{error:?}");
+    assert_eq!(error.code(), "IMPORT_CONFLICT");
+}
+
+#[test]
+fn import_refuses_to_rebind_a_local_key_id() {
+    let dir = tempfile::tempdir().expect("dir");
+    let source = Arc::new(Constellation::open(dir.path().join("source.db")).expect("open"));
+    let foreign = Ed25519Signer::from_seed(KeyId::new("agent:buyer#1").expect("id"), &[66; 32]);
+    source.put_signing_key("agent:buyer#1", foreign.verifying_key().to_bytes(), StreamOrigin::Local, 1).expect("key");
+    let stream = TranscriptStream::open(
+        ConstellationEventStore::new(Arc::clone(&source)),
+        StreamId::new("impostor").expect("id"),
+        Arc::new(ManualClock::new(1)),
+    )
+    .expect("stream");
+    let (kind, body) = deposit(1);
+    stream.append(kind, body, Some(&foreign as &dyn EventSigner)).expect("append");
+    let file = dir.path().join("impostor.jsonl");
+    pactum_runtime::export_stream(&source, "impostor", &mut std::fs::File::create(&file).expect("create"))
+        .expect("export");
+
+    // The target knows agent:buyer#1 under a different key: the file must not rebind it.
+    let real = Ed25519Signer::from_seed(KeyId::new("agent:buyer#1").expect("id"), &[11; 32]);
+    let target = Arc::new(Constellation::open(dir.path().join("target.db")).expect("open"));
+    target.put_signing_key("agent:buyer#1", real.verifying_key().to_bytes(), StreamOrigin::Local, 1).expect("key");
+    let error = pactum_runtime::import_file(&target, &file, &ManualClock::new(5)).expect_err("rebind");
+    assert_eq!(error.code(), "KEY_CONFLICT");
+    assert!(pactum_runtime::list_streams(&target).expect("list").is_empty());
+}
