@@ -105,9 +105,7 @@ fn write_number(number: &Number, out: &mut String) -> Result<(), CanonicalError>
         out.push_str(&signed.to_string());
         return Ok(());
     }
-    let float = number
-        .as_f64()
-        .ok_or_else(|| CanonicalError::NonFiniteNumber(number.to_string()))?;
+    let float = number.as_f64().ok_or_else(|| CanonicalError::NonFiniteNumber(number.to_string()))?;
     write_double(float, out)
 }
 
@@ -177,9 +175,7 @@ pub enum StrictJsonError {
 /// Invalid UTF-8 and lone surrogate escapes are rejected by serde_json itself.
 pub fn parse_strict(text: &str) -> Result<Value, StrictJsonError> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let value = StrictValue
-        .deserialize(&mut deserializer)
-        .map_err(|error| classify(&error))?;
+    let value = StrictValue.deserialize(&mut deserializer).map_err(|error| classify(&error))?;
     deserializer.end().map_err(|error| classify(&error))?;
     Ok(value)
 }
@@ -246,9 +242,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<Value, E> {
-        Number::from_f64(value)
-            .map(Value::Number)
-            .ok_or_else(|| E::custom("number is not finite"))
+        Number::from_f64(value).map(Value::Number).ok_or_else(|| E::custom("number is not finite"))
     }
 
     fn visit_str<E: de::Error>(self, value: &str) -> Result<Value, E> {
@@ -399,14 +393,8 @@ mod tests {
 
     #[test]
     fn strict_parser_rejects_what_ijson_forbids() {
-        assert_eq!(
-            parse_strict(r#"{"a":1,"a":2}"#),
-            Err(StrictJsonError::DuplicateMember("a".into()))
-        );
-        assert_eq!(
-            parse_strict(r#"{"x":{"b":true,"b":true}}"#),
-            Err(StrictJsonError::DuplicateMember("b".into()))
-        );
+        assert_eq!(parse_strict(r#"{"a":1,"a":2}"#), Err(StrictJsonError::DuplicateMember("a".into())));
+        assert_eq!(parse_strict(r#"{"x":{"b":true,"b":true}}"#), Err(StrictJsonError::DuplicateMember("b".into())));
         assert_eq!(
             parse_strict("9007199254740992"),
             Err(StrictJsonError::IntegerOutOfRange("9007199254740992".into()))
@@ -427,10 +415,7 @@ mod tests {
     #[test]
     fn canonicalization_refuses_inexact_integers_built_in_code() {
         let value = serde_json::json!({ "amount": 9_007_199_254_740_993_u64 });
-        assert_eq!(
-            to_canonical_string(&value),
-            Err(CanonicalError::IntegerOutOfRange("9007199254740993".into()))
-        );
+        assert_eq!(to_canonical_string(&value), Err(CanonicalError::IntegerOutOfRange("9007199254740993".into())));
         let value = serde_json::json!([i64::MIN]);
         assert!(to_canonical_string(&value).is_err());
     }

@@ -253,16 +253,9 @@ impl Event {
             return Err(SealError::BodyTooLarge { size: body_size, limit: EVENT_BODY_BYTES_MAX });
         }
         let signer_id = signer.map(|s| s.key_id().clone());
-        let hash = UnsealedEvent {
-            stream: &stream,
-            seq,
-            kind: &kind,
-            body: &body,
-            at_ms,
-            prev,
-            signer: signer_id.as_ref(),
-        }
-        .digest()?;
+        let hash =
+            UnsealedEvent { stream: &stream, seq, kind: &kind, body: &body, at_ms, prev, signer: signer_id.as_ref() }
+                .digest()?;
         let sig = signer.map(|s| s.sign_digest(&hash));
         Ok(Self { stream, seq, kind, body, at_ms, prev, signer: signer_id, hash, sig })
     }
@@ -316,8 +309,10 @@ impl Event {
         let kind = EventKind::new(take_string(take("kind"), "kind")?)?;
         let at_ms = take_u64(take("at_ms"), "at_ms")?;
         let body = take("body").ok_or_else(|| FormatError::new("body", "missing"))?;
-        let prev: Digest = take_string(take("prev"), "prev")?.parse().map_err(|e: FormatError| FormatError::new("prev", e.problem))?;
-        let hash: Digest = take_string(take("hash"), "hash")?.parse().map_err(|e: FormatError| FormatError::new("hash", e.problem))?;
+        let prev: Digest =
+            take_string(take("prev"), "prev")?.parse().map_err(|e: FormatError| FormatError::new("prev", e.problem))?;
+        let hash: Digest =
+            take_string(take("hash"), "hash")?.parse().map_err(|e: FormatError| FormatError::new("hash", e.problem))?;
         let signer = match take("signer") {
             None => None,
             Some(value) => Some(KeyId::new(take_string(Some(value), "signer")?)?),

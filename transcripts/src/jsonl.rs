@@ -52,24 +52,31 @@ impl FileHeader {
         match object.remove("format") {
             Some(Value::String(format)) if format == FORMAT => {}
             Some(Value::String(format)) => return Err(FileErrorKind::UnsupportedFormat(format)),
-            _ => return Err(FileErrorKind::Format(FormatError::new("format", "missing; this is not a Pactum transcript"))),
+            _ => {
+                return Err(FileErrorKind::Format(FormatError::new(
+                    "format",
+                    "missing; this is not a Pactum transcript",
+                )));
+            }
         }
         let stream = match object.remove("stream") {
             Some(Value::String(text)) => StreamId::new(text).map_err(FileErrorKind::Format)?,
             _ => return Err(FileErrorKind::Format(FormatError::new("stream", "must be a string"))),
         };
-        let event_count = object
-            .remove("event_count")
-            .and_then(|v| v.as_u64())
-            .filter(|n| *n <= STREAM_EVENTS_MAX)
-            .ok_or_else(|| {
-                FileErrorKind::Format(FormatError::new("event_count", format!("must be an integer from 0 to {STREAM_EVENTS_MAX}")))
-            })?;
+        let event_count =
+            object.remove("event_count").and_then(|v| v.as_u64()).filter(|n| *n <= STREAM_EVENTS_MAX).ok_or_else(
+                || {
+                    FileErrorKind::Format(FormatError::new(
+                        "event_count",
+                        format!("must be an integer from 0 to {STREAM_EVENTS_MAX}"),
+                    ))
+                },
+            )?;
         let head_hash = match object.remove("head_hash") {
             Some(Value::Null) => None,
-            Some(Value::String(text)) => Some(text.parse::<Digest>().map_err(|e| {
-                FileErrorKind::Format(FormatError::new("head_hash", e.problem))
-            })?),
+            Some(Value::String(text)) => Some(
+                text.parse::<Digest>().map_err(|e| FileErrorKind::Format(FormatError::new("head_hash", e.problem)))?,
+            ),
             _ => return Err(FileErrorKind::Format(FormatError::new("head_hash", "must be a hex digest or null"))),
         };
         let mut keys = KeyRing::new();
@@ -78,7 +85,10 @@ impl FileHeader {
                 for (key_id, key) in entries {
                     let key_id = KeyId::new(key_id).map_err(FileErrorKind::Format)?;
                     let Value::String(text) = key else {
-                        return Err(FileErrorKind::Format(FormatError::new("keys", "values must be base64url strings")));
+                        return Err(FileErrorKind::Format(FormatError::new(
+                            "keys",
+                            "values must be base64url strings",
+                        )));
                     };
                     keys.insert_base64url(key_id, &text).map_err(FileErrorKind::Key)?;
                 }

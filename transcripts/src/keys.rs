@@ -47,8 +47,7 @@ impl SignatureBytes {
     /// Strict base64url: no padding, no `+` or `/`, canonical trailing bits, exactly 64 bytes.
     pub fn from_base64url(text: &str) -> Result<Self, FormatError> {
         let bytes = decode_base64url(text, "sig")?;
-        let array: [u8; 64] =
-            bytes.try_into().map_err(|_| FormatError::new("sig", "must decode to 64 bytes"))?;
+        let array: [u8; 64] = bytes.try_into().map_err(|_| FormatError::new("sig", "must decode to 64 bytes"))?;
         Ok(Self(array))
     }
 
@@ -166,8 +165,8 @@ impl KeyRing {
 
     /// Adds a key given as unpadded base64url (the form used in file headers).
     pub fn insert_base64url(&mut self, key_id: KeyId, text: &str) -> Result<(), KeyError> {
-        let bytes = decode_base64url(text, "key")
-            .map_err(|error| KeyError::Malformed(key_id.clone(), error.problem))?;
+        let bytes =
+            decode_base64url(text, "key").map_err(|error| KeyError::Malformed(key_id.clone(), error.problem))?;
         self.insert_bytes(key_id, &bytes)
     }
 

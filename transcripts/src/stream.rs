@@ -287,7 +287,12 @@ impl<S: EventStore> TranscriptStream<S> {
                     });
                 }
                 let state = deserialize_state::<R::State>(id, checkpoint.state)?;
-                (state, Verifier::resume_after(self.stream.clone(), keys, &anchor_event), checkpoint.seq + 1, Some(checkpoint.seq))
+                (
+                    state,
+                    Verifier::resume_after(self.stream.clone(), keys, &anchor_event),
+                    checkpoint.seq + 1,
+                    Some(checkpoint.seq),
+                )
             }
         };
         let mut events_applied = 0;
@@ -366,8 +371,10 @@ impl<S: EventStore> TranscriptStream<S> {
 }
 
 fn deserialize_state<T: DeserializeOwned>(id: CheckpointId, state: Value) -> Result<T, TranscriptError> {
-    serde_json::from_value(state)
-        .map_err(|error| TranscriptError::CheckpointInvalid { id, detail: format!("state does not deserialize: {error}") })
+    serde_json::from_value(state).map_err(|error| TranscriptError::CheckpointInvalid {
+        id,
+        detail: format!("state does not deserialize: {error}"),
+    })
 }
 
 /// An in-memory [`EventStore`] for tests, simulations and file verification. It enforces the
@@ -408,12 +415,11 @@ impl EventStore for MemoryStore {
     }
 
     fn head(&self, stream: &StreamId) -> Result<Option<Head>, StoreError> {
-        Ok(self
-            .lock()
-            .streams
-            .get(stream)
-            .and_then(|events| events.last())
-            .map(|event| Head { seq: event.seq, hash: event.hash, at_ms: event.at_ms }))
+        Ok(self.lock().streams.get(stream).and_then(|events| events.last()).map(|event| Head {
+            seq: event.seq,
+            hash: event.hash,
+            at_ms: event.at_ms,
+        }))
     }
 
     fn append(&self, stream: &StreamId, events: &[Event]) -> Result<(), StoreError> {

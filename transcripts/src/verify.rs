@@ -273,9 +273,10 @@ impl<'k> Verifier<'k> {
             }
             (None, Some(_)) => Err(broken(BreakReason::SignerMissing, "a signer key id".into(), "none".into())),
             (Some(signer), Some(sig)) => {
-                let key = self.keys.get(signer).ok_or_else(|| {
-                    broken(BreakReason::SignerUnknown, "a trusted key id".into(), signer.to_string())
-                })?;
+                let key = self
+                    .keys
+                    .get(signer)
+                    .ok_or_else(|| broken(BreakReason::SignerUnknown, "a trusted key id".into(), signer.to_string()))?;
                 self.pending.push(PendingSignature {
                     seq: index,
                     digest: event.hash,
