@@ -120,7 +120,7 @@ fn read_stream(tx: &Transaction<'_>, stream_id: &str) -> Result<Option<StreamRec
         .query_row(
             &format!("SELECT {STREAM_COLUMNS} FROM transcript_streams WHERE stream_id = ?1"),
             [stream_id],
-            |row| stream_from_row(row),
+            stream_from_row,
         )
         .optional()
         .map_err(sql_error)?;

@@ -153,12 +153,12 @@ pub fn export_stream(
         keys: keys.clone(),
     };
     let mut buffered = std::io::BufWriter::new(out);
-    jsonl::write_file(&mut buffered, &header, [])?;
+    jsonl::write_header(&mut buffered, &header)?;
     let mut verifier = Verifier::new(summary.stream.clone(), &keys);
     let mut events = 0;
     // Events are written as they are read, so memory stays flat for long streams.
     for_each_event(db, &summary.stream, |event| {
-        write_event_line(&mut buffered, event)?;
+        jsonl::write_event(&mut buffered, event)?;
         verifier.push(event);
         events += 1;
         Ok(())
@@ -167,12 +167,6 @@ pub fn export_stream(
     let report = verifier.finish(Some(summary.anchor()));
     tracing::debug!(stream = %summary.stream, events, valid = report.is_valid(), "exported transcript");
     Ok(ExportSummary { stream: summary.stream, events, head_hash: summary.head_hash, report })
-}
-
-fn write_event_line(out: &mut impl Write, event: &Event) -> std::io::Result<()> {
-    let line = pactum_transcripts::canonical::to_canonical_string(&event.to_json()).map_err(std::io::Error::other)?;
-    out.write_all(line.as_bytes())?;
-    out.write_all(b"\n")
 }
 
 /// What an import did.

@@ -163,11 +163,21 @@ pub fn write_file<'e>(
     header: &FileHeader,
     events: impl IntoIterator<Item = &'e Event>,
 ) -> std::io::Result<()> {
-    write_line(out, &header.to_json())?;
+    write_header(out, header)?;
     for event in events {
-        write_line(out, &event.to_json())?;
+        write_event(out, event)?;
     }
     out.flush()
+}
+
+/// Writes the header line (for writers that stream events after it with [`write_event`]).
+pub fn write_header(out: &mut impl Write, header: &FileHeader) -> std::io::Result<()> {
+    write_line(out, &header.to_json())
+}
+
+/// Writes one event line.
+pub fn write_event(out: &mut impl Write, event: &Event) -> std::io::Result<()> {
+    write_line(out, &event.to_json())
 }
 
 fn write_line(out: &mut impl Write, value: &Value) -> std::io::Result<()> {
