@@ -229,13 +229,20 @@ impl Constellation {
             let mut expected_prev = if from_seq == 0 {
                 Some(stream.genesis)
             } else {
-                tx.query_row(
-                    "SELECT hash FROM transcript_events WHERE stream_id = ?1 AND seq = ?2",
-                    params![stream_id, to_sql_u64(from_seq - 1)?],
-                    |row| blob32(row, 0),
-                )
-                .optional()
-                .map_err(sql_error)?
+                let before = tx
+                    .query_row(
+                        "SELECT hash FROM transcript_events WHERE stream_id = ?1 AND seq = ?2",
+                        params![stream_id, to_sql_u64(from_seq - 1)?],
+                        |row| blob32(row, 0),
+                    )
+                    .optional()
+                    .map_err(sql_error)?;
+                if before.is_none() && from_seq <= stream.event_count {
+                    return Err(StoreError::Corrupt {
+                        detail: format!("stream {stream_id}: stored event {} is missing", from_seq - 1),
+                    });
+                }
+                before
             };
             let mut statement = tx
                 .prepare_cached(

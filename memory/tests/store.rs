@@ -248,6 +248,24 @@ fn read_back_detects_a_deleted_tail() {
 }
 
 #[test]
+fn read_back_detects_a_missing_predecessor_of_a_page() {
+    let dir = temp();
+    let path = dir.path().join("c.db");
+    drop(open_with_stream(&path, 5));
+    {
+        let raw = rusqlite::Connection::open(&path).expect("sqlite");
+        raw.execute_batch(
+            "DROP TRIGGER transcript_events_no_delete;
+             DELETE FROM transcript_events WHERE seq = 2;",
+        )
+        .expect("tamper");
+    }
+    let db = Constellation::open(&path).expect("open");
+    let error = db.read_events("s1", 3, 100).expect_err("corrupt");
+    assert!(error.to_string().contains("stored event 2 is missing"), "{error}");
+}
+
+#[test]
 fn signing_keys_cannot_be_rebound() {
     let dir = temp();
     let db = Constellation::open(dir.path().join("c.db")).expect("open");
