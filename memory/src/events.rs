@@ -116,14 +116,14 @@ fn stream_from_row(row: &rusqlite::Row<'_>) -> Result<(StreamRecord, String), ru
 }
 
 fn read_stream(tx: &Transaction<'_>, stream_id: &str) -> Result<Option<StreamRecord>, StoreError> {
-    let found = tx
-        .query_row(
-            &format!("SELECT {STREAM_COLUMNS} FROM transcript_streams WHERE stream_id = ?1"),
-            [stream_id],
-            stream_from_row,
+    // Runs on every append and read: a cached statement, not re-prepared each time.
+    let mut statement = tx
+        .prepare_cached(
+            "SELECT stream_id, origin, genesis, created_at_ms, event_count, head_hash, head_at_ms
+             FROM transcript_streams WHERE stream_id = ?1",
         )
-        .optional()
         .map_err(sql_error)?;
+    let found = statement.query_row([stream_id], stream_from_row).optional().map_err(sql_error)?;
     match found {
         None => Ok(None),
         Some((mut record, origin)) => {
@@ -464,10 +464,11 @@ fn append_rows(tx: &Transaction<'_>, stream_id: &str, rows: &[EventRow]) -> Resu
     }
     let last = rows.last().map(|row| (row.hash, row.at_ms));
     if let Some((hash, at_ms)) = last {
-        tx.execute(
+        let (count, at_ms) = (to_sql_u64(expected_seq)?, to_sql_u64(at_ms)?);
+        tx.prepare_cached(
             "UPDATE transcript_streams SET event_count = ?2, head_hash = ?3, head_at_ms = ?4 WHERE stream_id = ?1",
-            params![stream_id, to_sql_u64(expected_seq)?, hash.as_slice(), to_sql_u64(at_ms)?],
         )
+        .and_then(|mut update| update.execute(params![stream_id, count, hash.as_slice(), at_ms]))
         .map_err(sql_error)?;
     }
     Ok(())

@@ -62,13 +62,36 @@ pub fn write_canonical(value: &Value, out: &mut String) -> Result<(), CanonicalE
 }
 
 fn write_object(members: &Map<String, Value>, out: &mut String) -> Result<(), CanonicalError> {
-    let mut entries: Vec<(&String, &Value)> = members.iter().collect();
-    // serde_json's map iterates in UTF-8 byte order (or insertion order if some crate in the build
-    // enables `preserve_order`). Byte order equals UTF-16 order unless a name holds characters at
-    // or above U+E000, so the sort is usually a no-op check.
-    if !entries.is_sorted_by(|a, b| compare_utf16(a.0, b.0) != Ordering::Greater) {
-        entries.sort_by(|a, b| compare_utf16(a.0, b.0));
+    // Fast path: serde_json's map iterates in UTF-8 byte order, which equals UTF-16 order when no
+    // name holds a character at or above U+E000 (UTF-8 lead byte 0xEE or more). Members are
+    // written in map order while that holds; if a name could sort differently, or the map is not
+    // in byte order (some crate in the build enabled serde_json's `preserve_order`), the object is
+    // rewritten from scratch in UTF-16 order.
+    let start = out.len();
+    out.push('{');
+    let mut previous: Option<&str> = None;
+    let mut in_utf16_order = true;
+    for (name, member) in members {
+        let needs_utf16_sort = name.bytes().any(|byte| byte >= 0xEE);
+        if needs_utf16_sort || previous.is_some_and(|p| p.as_bytes() >= name.as_bytes()) {
+            in_utf16_order = false;
+            break;
+        }
+        if previous.is_some() {
+            out.push(',');
+        }
+        write_string(name, out);
+        out.push(':');
+        write_canonical(member, out)?;
+        previous = Some(name);
     }
+    if in_utf16_order {
+        out.push('}');
+        return Ok(());
+    }
+    out.truncate(start);
+    let mut entries: Vec<(&String, &Value)> = members.iter().collect();
+    entries.sort_by(|a, b| compare_utf16(a.0, b.0));
     out.push('{');
     for (index, (name, member)) in entries.into_iter().enumerate() {
         if index > 0 {
@@ -95,14 +118,14 @@ fn write_number(number: &Number, out: &mut String) -> Result<(), CanonicalError>
         if unsigned > SAFE_INTEGER_MAX {
             return Err(CanonicalError::IntegerOutOfRange(unsigned.to_string()));
         }
-        out.push_str(&unsigned.to_string());
+        write_integer(unsigned, out);
         return Ok(());
     }
     if let Some(signed) = number.as_i64() {
         if signed.unsigned_abs() > SAFE_INTEGER_MAX {
             return Err(CanonicalError::IntegerOutOfRange(signed.to_string()));
         }
-        out.push_str(&signed.to_string());
+        write_integer(signed, out);
         return Ok(());
     }
     let float = number.as_f64().ok_or_else(|| CanonicalError::NonFiniteNumber(number.to_string()))?;
@@ -123,26 +146,38 @@ pub fn write_double(float: f64, out: &mut String) -> Result<(), CanonicalError> 
     Ok(())
 }
 
-fn write_string(text: &str, out: &mut String) {
+/// Bytes that must be escaped in a JSON string: `"`, `\\` and the C0 controls.
+const NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = true;
+        byte += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
+/// Writes `text` as a JSON string, escaping only what RFC 8785 requires.
+pub fn write_string(text: &str, out: &mut String) {
     out.push('"');
     let bytes = text.as_bytes();
     let mut run_start = 0;
     for (index, &byte) in bytes.iter().enumerate() {
-        let escape: Option<&str> = match byte {
-            b'"' => Some("\\\""),
-            b'\\' => Some("\\\\"),
-            0x08 => Some("\\b"),
-            0x09 => Some("\\t"),
-            0x0A => Some("\\n"),
-            0x0C => Some("\\f"),
-            0x0D => Some("\\r"),
-            0x00..=0x1F => None,
-            _ => continue,
-        };
+        if !NEEDS_ESCAPE[usize::from(byte)] {
+            continue;
+        }
         out.push_str(&text[run_start..index]);
-        match escape {
-            Some(sequence) => out.push_str(sequence),
-            None => {
+        match byte {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x08 => out.push_str("\\b"),
+            0x09 => out.push_str("\\t"),
+            0x0A => out.push_str("\\n"),
+            0x0C => out.push_str("\\f"),
+            0x0D => out.push_str("\\r"),
+            _ => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 out.push_str("\\u00");
                 out.push(char::from(HEX[usize::from(byte >> 4)]));
@@ -153,6 +188,13 @@ fn write_string(text: &str, out: &mut String) {
     }
     out.push_str(&text[run_start..]);
     out.push('"');
+}
+
+/// Writes an integer without allocating.
+pub fn write_integer(value: impl std::fmt::Display, out: &mut String) {
+    use std::fmt::Write as _;
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{value}");
 }
 
 /// Why outside bytes are not acceptable JSON for Pactum (I-JSON, RFC 7493, plus serde_json's
@@ -272,11 +314,14 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let mut members = Map::new();
         while let Some(name) = access.next_key::<String>()? {
-            if members.contains_key(&name) {
-                return Err(de::Error::custom(format_args!("{DUPLICATE_PREFIX}{name}")));
+            match members.entry(name) {
+                serde_json::map::Entry::Occupied(entry) => {
+                    return Err(de::Error::custom(format_args!("{DUPLICATE_PREFIX}{}", entry.key())));
+                }
+                serde_json::map::Entry::Vacant(entry) => {
+                    entry.insert(access.next_value_seed(StrictValue)?);
+                }
             }
-            let member = access.next_value_seed(StrictValue)?;
-            members.insert(name, member);
         }
         Ok(Value::Object(members))
     }

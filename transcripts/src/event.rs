@@ -200,25 +200,40 @@ impl UnsealedEvent<'_> {
     /// Canonical JSON of every hashed field: `at_ms, body, kind, prev, seq, signer?, stream`
     /// (the names are ASCII, so this is also their UTF-16 order).
     pub fn canonical_content(&self) -> Result<String, CanonicalError> {
-        let mut out = String::with_capacity(256);
-        out.push_str("{\"at_ms\":");
-        out.push_str(&self.at_ms.to_string());
-        out.push_str(",\"body\":");
-        canonical::write_canonical(self.body, &mut out)?;
-        out.push_str(",\"kind\":");
-        canonical::write_canonical(&Value::String(self.kind.as_str().to_owned()), &mut out)?;
-        out.push_str(",\"prev\":\"");
-        out.push_str(&self.prev.to_hex());
-        out.push_str("\",\"seq\":");
-        out.push_str(&self.seq.to_string());
-        if let Some(signer) = self.signer {
-            out.push_str(",\"signer\":\"");
-            out.push_str(signer.as_str());
-            out.push('"');
+        self.content_with_body(None)
+    }
+
+    /// The canonical content, with the body's canonical text supplied when the caller already
+    /// has it (sealing canonicalizes the body once, for its size check and its hash).
+    fn content_with_body(&self, canonical_body: Option<&str>) -> Result<String, CanonicalError> {
+        // Integers beyond 2^53 - 1 have no exact JSON form: refuse them here as in bodies, so a
+        // stream never holds an event that verifies but cannot be written to a file.
+        for integer in [self.at_ms, self.seq] {
+            if integer > canonical::SAFE_INTEGER_MAX {
+                return Err(CanonicalError::IntegerOutOfRange(integer.to_string()));
+            }
         }
-        out.push_str(",\"stream\":\"");
-        out.push_str(self.stream.as_str());
-        out.push_str("\"}");
+        let mut out = String::with_capacity(256 + canonical_body.map_or(256, str::len));
+        out.push_str("{\"at_ms\":");
+        canonical::write_integer(self.at_ms, &mut out);
+        out.push_str(",\"body\":");
+        match canonical_body {
+            Some(text) => out.push_str(text),
+            None => canonical::write_canonical(self.body, &mut out)?,
+        }
+        out.push_str(",\"kind\":");
+        canonical::write_string(self.kind.as_str(), &mut out);
+        out.push_str(",\"prev\":\"");
+        write_hex(self.prev.as_bytes(), &mut out);
+        out.push_str("\",\"seq\":");
+        canonical::write_integer(self.seq, &mut out);
+        if let Some(signer) = self.signer {
+            out.push_str(",\"signer\":");
+            canonical::write_string(signer.as_str(), &mut out);
+        }
+        out.push_str(",\"stream\":");
+        canonical::write_string(self.stream.as_str(), &mut out);
+        out.push('}');
         Ok(out)
     }
 
@@ -228,10 +243,19 @@ impl UnsealedEvent<'_> {
     }
 }
 
+/// Appends lowercase hex without allocating.
+fn write_hex(bytes: &[u8], out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0F)]));
+    }
+}
+
 /// Why an event could not be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SealError {
-    #[error("event body has no canonical form: {0}")]
+    #[error("event has no canonical form: {0}")]
     Canonical(#[from] CanonicalError),
     #[error("event body is {size} bytes in canonical form; the limit is {limit}")]
     BodyTooLarge { size: usize, limit: usize },
@@ -248,14 +272,15 @@ impl Event {
         prev: Digest,
         signer: Option<&dyn EventSigner>,
     ) -> Result<Self, SealError> {
-        let body_size = canonical::to_canonical_string(&body)?.len();
-        if body_size > EVENT_BODY_BYTES_MAX {
-            return Err(SealError::BodyTooLarge { size: body_size, limit: EVENT_BODY_BYTES_MAX });
+        let canonical_body = canonical::to_canonical_string(&body)?;
+        if canonical_body.len() > EVENT_BODY_BYTES_MAX {
+            return Err(SealError::BodyTooLarge { size: canonical_body.len(), limit: EVENT_BODY_BYTES_MAX });
         }
         let signer_id = signer.map(|s| s.key_id().clone());
-        let hash =
-            UnsealedEvent { stream: &stream, seq, kind: &kind, body: &body, at_ms, prev, signer: signer_id.as_ref() }
-                .digest()?;
+        let unsealed =
+            UnsealedEvent { stream: &stream, seq, kind: &kind, body: &body, at_ms, prev, signer: signer_id.as_ref() };
+        let content = unsealed.content_with_body(Some(&canonical_body))?;
+        let hash = Digest::tagged(EVENT_HASH_TAG, content.as_bytes());
         let sig = signer.map(|s| s.sign_digest(&hash));
         Ok(Self { stream, seq, kind, body, at_ms, prev, signer: signer_id, hash, sig })
     }

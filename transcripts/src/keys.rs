@@ -117,12 +117,20 @@ impl EventSigner for Ed25519Signer {
     }
 }
 
+/// Whether `bytes` is the canonical encoding of a curve point that is not of small order: what
+/// Pactum requires of public keys and of the `R` half of signatures, so that one key or
+/// signature has exactly one encoding and no low-order component can make verdicts differ.
+pub(crate) fn is_strict_point(bytes: &[u8; 32]) -> bool {
+    let compressed = curve25519_dalek::edwards::CompressedEdwardsY(*bytes);
+    compressed.decompress().is_some_and(|point| point.compress() == compressed && !point.is_small_order())
+}
+
 /// Why a public key was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     #[error("public key for {0}: {1}")]
     Malformed(KeyId, String),
-    #[error("public key for {0} is a small-order (weak) point")]
+    #[error("public key for {0} is a small-order (weak) point or not canonically encoded")]
     Weak(KeyId),
     #[error("key id {0} is already bound to a different public key")]
     Conflict(KeyId),
@@ -139,9 +147,9 @@ impl KeyRing {
         Self::default()
     }
 
-    /// Adds a key; refuses weak keys and a second, different key under the same id.
+    /// Adds a key; refuses weak or non-canonical keys and a second, different key under the same id.
     pub fn insert(&mut self, key_id: KeyId, key: VerifyingKey) -> Result<(), KeyError> {
-        if key.is_weak() {
+        if key.is_weak() || !is_strict_point(key.as_bytes()) {
             return Err(KeyError::Weak(key_id));
         }
         match self.keys.get(&key_id) {

@@ -4,7 +4,8 @@
 //! 1. `STREAM_MISMATCH`: the event names another stream.
 //! 2. `SEQ_MISMATCH`: `seq != i` (reordered, deleted or inserted events).
 //! 3. `PREV_MISMATCH`: `prev` is not the previous event's hash (the genesis value for `i = 0`).
-//! 4. `BODY_INVALID`: the body has no canonical form, so no hash can be computed.
+//! 4. `BODY_INVALID`: the event has no canonical form (an integer beyond 2^53 - 1 in the body,
+//!    `at_ms` or `seq`), so no hash can be computed.
 //! 5. `HASH_MISMATCH`: `hash` differs from the recomputed digest.
 //! 6. `TIME_REGRESSION`: `at_ms` is earlier than the previous event's.
 //! 7. `SIGNATURE_MISSING` / `SIGNER_MISSING`: a signer without signature or the reverse.
@@ -13,15 +14,24 @@
 //!
 //! After the last event, against an anchor (the head recorded by the store or the file header):
 //! `TRUNCATED` if fewer events arrived than the anchor counts, `HEAD_MISMATCH` if more arrived or the
-//! last hash differs. Signatures are checked in batches (Ed25519 batch verification); a failed batch
+//! last hash differs.
+//!
+//! Signature validity is one predicate, whether checked alone or in a batch: the key and `R` are
+//! canonical encodings of points that are not of small order, `S < L`, and the cofactored
+//! equation `[8][S]B = [8]R + [8][k]A` holds (ZIP-215, implemented by `ed25519-zebra`). The
+//! cofactored equation is what makes batch and single verification agree, so a verdict never
+//! depends on which other events share a batch (it would with the cofactorless equation, for
+//! signatures crafted with torsion components). Signatures are checked in batches; a failed batch
 //! is re-checked one by one so the first bad event is named exactly.
 
 use std::fmt;
 
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_zebra::{Signature, VerificationKey, VerificationKeyBytes};
+use rand_core::SeedableRng as _;
+use sha2::{Digest as _, Sha256};
 
 use crate::event::{Digest, Event, StreamId};
-use crate::keys::KeyRing;
+use crate::keys::{KeyRing, is_strict_point};
 use crate::limits::SIGNATURE_BATCH_SIZE;
 
 /// Stable reason codes of a broken link (listed in specs/transcript-v1.toml).
@@ -81,7 +91,7 @@ impl BreakReason {
             Self::StreamMismatch => "event belongs to another stream",
             Self::SeqMismatch => "event is out of sequence (reordered, deleted or inserted)",
             Self::PrevMismatch => "prev does not match the hash of the previous event",
-            Self::BodyInvalid => "body has no canonical JSON form",
+            Self::BodyInvalid => "event has no canonical JSON form",
             Self::HashMismatch => "hash does not match the event's content",
             Self::TimeRegression => "timestamp is earlier than the previous event's",
             Self::SignatureMissing => "event names a signer but carries no signature",
@@ -153,7 +163,12 @@ struct PendingSignature {
     seq: u64,
     digest: Digest,
     signature: Signature,
-    key: VerifyingKey,
+    key: VerificationKeyBytes,
+}
+
+/// Single verification under the same predicate as the batch.
+fn verify_one(key: VerificationKeyBytes, signature: &Signature, digest: &Digest) -> bool {
+    VerificationKey::try_from(key).and_then(|key| key.verify(signature, digest.as_bytes())).is_ok()
 }
 
 /// Verifies a stream event by event with bounded memory; feed it with [`Verifier::push`] and
@@ -255,7 +270,7 @@ impl<'k> Verifier<'k> {
         }
         let computed = event
             .compute_hash()
-            .map_err(|error| broken(BreakReason::BodyInvalid, "a canonical JSON body".into(), error.to_string()))?;
+            .map_err(|error| broken(BreakReason::BodyInvalid, "a canonical JSON event".into(), error.to_string()))?;
         if computed != event.hash {
             return Err(broken(BreakReason::HashMismatch, computed.to_hex(), event.hash.to_hex()));
         }
@@ -277,11 +292,20 @@ impl<'k> Verifier<'k> {
                     .keys
                     .get(signer)
                     .ok_or_else(|| broken(BreakReason::SignerUnknown, "a trusted key id".into(), signer.to_string()))?;
+                let mut r_bytes = [0_u8; 32];
+                r_bytes.copy_from_slice(&sig.as_bytes()[..32]);
+                if !is_strict_point(&r_bytes) {
+                    return Err(broken(
+                        BreakReason::SignatureInvalid,
+                        "a signature whose R is a canonical point of large order".into(),
+                        "a non-canonical or small-order R".into(),
+                    ));
+                }
                 self.pending.push(PendingSignature {
                     seq: index,
                     digest: event.hash,
                     signature: Signature::from_bytes(sig.as_bytes()),
-                    key: *key,
+                    key: VerificationKeyBytes::from(key.to_bytes()),
                 });
                 Ok(())
             }
@@ -294,15 +318,19 @@ impl<'k> Verifier<'k> {
             return;
         }
         let pending = std::mem::take(&mut self.pending);
-        let messages: Vec<&[u8]> = pending.iter().map(|p| p.digest.as_bytes().as_slice()).collect();
-        let signatures: Vec<Signature> = pending.iter().map(|p| p.signature).collect();
-        let keys: Vec<VerifyingKey> = pending.iter().map(|p| p.key).collect();
-        let batch_ok = ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok();
-        let first_bad = if batch_ok {
-            None
-        } else {
-            pending.iter().find(|p| p.key.verify_strict(p.digest.as_bytes(), &p.signature).is_err())
-        };
+        let mut batch = ed25519_zebra::batch::Verifier::new();
+        // The batch's random weights come from its own contents, so verification is
+        // deterministic (and the cofactored equation makes the verdict independent of them).
+        let mut seed_hasher = Sha256::new();
+        for item in &pending {
+            batch.queue((item.key, item.signature, item.digest.as_bytes()));
+            seed_hasher.update(item.digest.as_bytes());
+            seed_hasher.update(item.signature.to_bytes());
+        }
+        let rng = rand_chacha::ChaCha20Rng::from_seed(seed_hasher.finalize().into());
+        let batch_ok = batch.verify(rng).is_ok();
+        let first_bad =
+            if batch_ok { None } else { pending.iter().find(|p| !verify_one(p.key, &p.signature, &p.digest)) };
         match first_bad {
             None => self.signatures_verified += pending.len() as u64,
             Some(bad) => {
