@@ -62,38 +62,35 @@ pub fn write_canonical(value: &Value, out: &mut String) -> Result<(), CanonicalE
 }
 
 fn write_object(members: &Map<String, Value>, out: &mut String) -> Result<(), CanonicalError> {
-    // Fast path: serde_json's map iterates in UTF-8 byte order, which equals UTF-16 order when no
-    // name holds a character at or above U+E000 (UTF-8 lead byte 0xEE or more). Members are
-    // written in map order while that holds; if a name could sort differently, or the map is not
-    // in byte order (some crate in the build enabled serde_json's `preserve_order`), the object is
-    // rewritten from scratch in UTF-16 order.
-    let start = out.len();
-    out.push('{');
+    // serde_json's map iterates in UTF-8 byte order, which equals UTF-16 order when no name holds
+    // a character at or above U+E000 (UTF-8 lead byte 0xEE or more). One pass over the names
+    // decides whether map order can be written as is; otherwise (such a name, or a map not in
+    // byte order because some crate enabled serde_json's `preserve_order`) the members are
+    // sorted by UTF-16 code units first.
     let mut previous: Option<&str> = None;
-    let mut in_utf16_order = true;
-    for (name, member) in members {
-        let needs_utf16_sort = name.bytes().any(|byte| byte >= 0xEE);
-        if needs_utf16_sort || previous.is_some_and(|p| p.as_bytes() >= name.as_bytes()) {
-            in_utf16_order = false;
-            break;
-        }
-        if previous.is_some() {
-            out.push(',');
-        }
-        write_string(name, out);
-        out.push(':');
-        write_canonical(member, out)?;
+    let map_order_is_canonical = members.keys().all(|name| {
+        let in_order =
+            !name.bytes().any(|byte| byte >= 0xEE) && previous.is_none_or(|p| p.as_bytes() < name.as_bytes());
         previous = Some(name);
-    }
-    if in_utf16_order {
-        out.push('}');
-        return Ok(());
-    }
-    out.truncate(start);
-    let mut entries: Vec<(&String, &Value)> = members.iter().collect();
-    entries.sort_by(|a, b| compare_utf16(a.0, b.0));
+        in_order
+    });
     out.push('{');
-    for (index, (name, member)) in entries.into_iter().enumerate() {
+    if map_order_is_canonical {
+        write_members(members.iter(), out)?;
+    } else {
+        let mut entries: Vec<(&String, &Value)> = members.iter().collect();
+        entries.sort_by(|a, b| compare_utf16(a.0, b.0));
+        write_members(entries.into_iter(), out)?;
+    }
+    out.push('}');
+    Ok(())
+}
+
+fn write_members<'v>(
+    members: impl Iterator<Item = (&'v String, &'v Value)>,
+    out: &mut String,
+) -> Result<(), CanonicalError> {
+    for (index, (name, member)) in members.enumerate() {
         if index > 0 {
             out.push(',');
         }
@@ -101,7 +98,6 @@ fn write_object(members: &Map<String, Value>, out: &mut String) -> Result<(), Ca
         out.push(':');
         write_canonical(member, out)?;
     }
-    out.push('}');
     Ok(())
 }
 
