@@ -244,20 +244,10 @@ impl Constellation {
                 }
                 before
             };
-            let mut statement = tx
-                .prepare_cached(
-                    "SELECT seq, kind, body, at_ms, prev, hash, signer, sig FROM transcript_events
-                     WHERE stream_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
-                )
-                .map_err(sql_error)?;
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = statement
-                .query_map(params![stream_id, to_sql_u64(from_seq)?, limit], event_from_row)
-                .map_err(sql_error)?;
-            let mut events = Vec::new();
+            let rows = select_rows(tx, stream_id, from_seq, limit)?;
+            let row_count = rows.len();
             let mut expected_seq = from_seq;
-            for row in rows {
-                let row = row.map_err(sql_error)?;
+            for row in &rows {
                 let linked = expected_prev.is_none_or(|prev| prev == row.prev);
                 if row.seq != expected_seq || !linked {
                     return Err(StoreError::Corrupt {
@@ -275,9 +265,8 @@ impl Constellation {
                         detail: format!("stream {stream_id}: last event does not match the recorded head"),
                     });
                 }
-                events.push(row);
             }
-            if events.len() < limit as usize && from_seq < stream.event_count && expected_seq != stream.event_count {
+            if row_count < limit && from_seq < stream.event_count && expected_seq != stream.event_count {
                 return Err(StoreError::Corrupt {
                     detail: format!(
                         "stream {stream_id}: records {} events but only {expected_seq} are stored",
@@ -285,7 +274,7 @@ impl Constellation {
                     ),
                 });
             }
-            Ok(events)
+            Ok(rows)
         })
         .map_err(|e| self.with_path(e))
     }
@@ -298,17 +287,7 @@ impl Constellation {
             if read_stream(tx, stream_id)?.is_none() {
                 return Err(StoreError::StreamNotFound(stream_id.to_owned()));
             }
-            let mut statement = tx
-                .prepare_cached(
-                    "SELECT seq, kind, body, at_ms, prev, hash, signer, sig FROM transcript_events
-                     WHERE stream_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
-                )
-                .map_err(sql_error)?;
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = statement
-                .query_map(params![stream_id, to_sql_u64(from_seq)?, limit], event_from_row)
-                .map_err(sql_error)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(sql_error)
+            select_rows(tx, stream_id, from_seq, limit)
         })
         .map_err(|e| self.with_path(e))
     }
@@ -421,6 +400,25 @@ impl Constellation {
             other => other,
         }
     }
+}
+
+/// Up to `limit` stored rows of a stream with `seq >= from_seq`, in order, unchecked.
+fn select_rows(
+    tx: &Transaction<'_>,
+    stream_id: &str,
+    from_seq: u64,
+    limit: usize,
+) -> Result<Vec<EventRow>, StoreError> {
+    let mut statement = tx
+        .prepare_cached(
+            "SELECT seq, kind, body, at_ms, prev, hash, signer, sig FROM transcript_events
+             WHERE stream_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+        )
+        .map_err(sql_error)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows =
+        statement.query_map(params![stream_id, to_sql_u64(from_seq)?, limit], event_from_row).map_err(sql_error)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(sql_error)
 }
 
 fn append_rows(tx: &Transaction<'_>, stream_id: &str, rows: &[EventRow]) -> Result<(), StoreError> {
