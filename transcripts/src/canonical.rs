@@ -133,13 +133,30 @@ pub fn write_double(float: f64, out: &mut String) -> Result<(), CanonicalError> 
     if !float.is_finite() {
         return Err(CanonicalError::NonFiniteNumber(float.to_string()));
     }
-    if float == 0.0 {
-        out.push('0');
-        return Ok(());
+    if prints_as_unsafe_integer(float) {
+        return Err(CanonicalError::IntegerOutOfRange(format!("{float:.0}")));
     }
-    let mut buffer = ryu_js::Buffer::new();
-    out.push_str(buffer.format_finite(float));
+    out.push_str(&format_ecmascript(float));
     Ok(())
+}
+
+/// A finite double as ECMAScript's `Number.prototype.toString` prints it (-0 prints as `0`).
+/// [`write_double`] adds Pactum's range rule on top.
+pub fn format_ecmascript(float: f64) -> String {
+    if float == 0.0 {
+        return "0".to_owned();
+    }
+    ryu_js::Buffer::new().format_finite(float).to_owned()
+}
+
+/// ECMAScript prints a whole number below 10^21 as plain digits. From 2^53 up, those digits are an
+/// integer that I-JSON (and [`parse_strict`]) refuses, so such a double has no canonical form that
+/// reads back: `1e19` would be written as `10000000000000000000` and then be unreadable.
+fn prints_as_unsafe_integer(float: f64) -> bool {
+    const SAFE_INTEGER_MAX_F64: f64 = SAFE_INTEGER_MAX as f64;
+    const DIGITS_LIMIT: f64 = 1e21;
+    let magnitude = float.abs();
+    magnitude > SAFE_INTEGER_MAX_F64 && magnitude < DIGITS_LIMIT && float.fract() == 0.0
 }
 
 /// Bytes that must be escaped in a JSON string: `"`, `\\` and the C0 controls.
@@ -280,6 +297,11 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<Value, E> {
+        // Integer text too wide for 64 bits arrives here as a double, as does `1e19`: both are
+        // integers beyond the exact range once canonical, and refused like wide integer text.
+        if prints_as_unsafe_integer(value) {
+            return Err(E::custom(format_args!("{RANGE_PREFIX}{value:.0}")));
+        }
         Number::from_f64(value).map(Value::Number).ok_or_else(|| E::custom("number is not finite"))
     }
 
@@ -334,9 +356,16 @@ mod tests {
     }
 
     fn check_double(bits: u64, expected: &str) {
+        assert_eq!(format_ecmascript(f64::from_bits(bits)), expected, "bits {bits:016x}");
+        // Whole numbers printed as digits beyond 2^53 - 1 have no canonical form in Pactum.
+        let unsafe_integer =
+            expected.len() >= 16 && expected.trim_start_matches('-').bytes().all(|b| b.is_ascii_digit());
         let mut out = String::new();
-        write_double(f64::from_bits(bits), &mut out).expect("finite");
-        assert_eq!(out, expected, "bits {bits:016x}");
+        match write_double(f64::from_bits(bits), &mut out) {
+            Ok(()) => assert_eq!(out, expected),
+            Err(CanonicalError::IntegerOutOfRange(_)) => assert!(unsafe_integer, "{expected} refused"),
+            Err(other) => panic!("{expected}: {other}"),
+        }
     }
 
     #[test]
@@ -406,7 +435,6 @@ mod tests {
         check("-0", "0");
         check("-0.0", "0");
         check("1e21", "1e+21");
-        check("1e20", "100000000000000000000");
         check("5e-324", "5e-324");
         check("1.0", "1");
         check("0.1", "0.1");
@@ -451,6 +479,26 @@ mod tests {
                 parse_strict(bad)
             );
         }
+    }
+
+    #[test]
+    fn whole_doubles_that_would_print_as_unsafe_integers_are_refused_both_ways() {
+        // Regression: 1e19 was written as 10000000000000000000, which the strict parser then
+        // refused, making an acknowledged event unreadable.
+        for text in ["1e19", "-1e19", "9007199254740993.0", "100000000000000000000", "18446744073709551616"] {
+            assert!(
+                matches!(parse_strict(text), Err(StrictJsonError::IntegerOutOfRange(_))),
+                "{text}: {:?}",
+                parse_strict(text)
+            );
+        }
+        let value = serde_json::json!({ "score": 1e19 });
+        assert!(matches!(to_canonical_string(&value), Err(CanonicalError::IntegerOutOfRange(_))));
+        // 2^53 itself is exact and 1e21 prints in exponent form: both round-trip.
+        assert!(parse_strict("9007199254740992.0").is_err(), "2^53 prints as an out-of-range integer");
+        check("9007199254740991.0", "9007199254740991");
+        check("1e21", "1e+21");
+        check("1.5e300", "1.5e+300");
     }
 
     #[test]
