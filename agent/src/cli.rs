@@ -125,16 +125,30 @@ pub struct Context {
 }
 
 impl Context {
-    /// Opens (creating on first use) the selected constellation.
+    /// Opens the selected constellation, creating it on first use.
     pub fn open(&self) -> Result<Arc<Constellation>, Failure> {
         let path = home::resolve(self.constellation.as_deref())?;
-        let durability = match std::env::var("PACTUM_DURABILITY") {
-            Err(_) => Durability::default(),
-            Ok(value) => Durability::parse(&value).ok_or_else(|| {
-                Failure::new("BAD_DURABILITY", format!("PACTUM_DURABILITY={value:?}: expected process or power-loss"))
-            })?,
-        };
-        Ok(Arc::new(Constellation::open_with(&path, OpenOptions { durability })?))
+        Ok(Arc::new(Constellation::open_with(&path, OpenOptions { durability: durability()?, create: true })?))
+    }
+
+    /// Opens the selected constellation if it exists. Commands that only read use this, so a
+    /// typo or a query on a fresh machine never creates a file. `Err` carries the path for messages.
+    pub fn open_existing(&self) -> Result<Result<Arc<Constellation>, PathBuf>, Failure> {
+        let path = home::resolve(self.constellation.as_deref())?;
+        match Constellation::open_with(&path, OpenOptions { durability: durability()?, create: false }) {
+            Ok(db) => Ok(Ok(Arc::new(db))),
+            Err(pactum_memory::StoreError::NotFound { path }) => Ok(Err(path)),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+fn durability() -> Result<Durability, Failure> {
+    match std::env::var("PACTUM_DURABILITY") {
+        Err(_) => Ok(Durability::default()),
+        Ok(value) => Durability::parse(&value).ok_or_else(|| {
+            Failure::new("BAD_DURABILITY", format!("PACTUM_DURABILITY={value:?}: expected process or power-loss"))
+        }),
     }
 }
 

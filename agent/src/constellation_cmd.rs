@@ -7,7 +7,14 @@ use crate::clock::format_ms;
 use crate::failure::{EXIT_OK, Failure};
 
 pub fn run(context: &Context, command: ConstellationCommand) -> Result<u8, Failure> {
-    let db = context.open()?;
+    // `info` creates the constellation on first use (it is how a new user meets it); backing up
+    // something that does not exist is an error.
+    let db = match &command {
+        ConstellationCommand::Info { .. } => context.open()?,
+        ConstellationCommand::Backup { .. } => context.open_existing()?.map_err(|path| {
+            Failure::new("CONSTELLATION_NOT_FOUND", format!("no constellation at {}", path.display()))
+        })?,
+    };
     match command {
         ConstellationCommand::Info { json } => {
             let info = db.info()?;

@@ -55,8 +55,29 @@ fn summary_json(summary: &StreamSummary) -> Value {
     })
 }
 
+/// Opens the constellation for a command about transcript `id`; a missing constellation means
+/// the transcript is not found (and nothing is created).
+fn open_for(context: &Context, id: &str) -> Result<std::sync::Arc<pactum_memory::Constellation>, Failure> {
+    context.open_existing()?.map_err(|path| {
+        Failure::new(
+            "TRANSCRIPT_NOT_FOUND",
+            format!("no transcript with id {id:?}: there is no constellation at {} yet", path.display()),
+        )
+    })
+}
+
 fn list(context: &Context, json: bool) -> Result<u8, Failure> {
-    let db = context.open()?;
+    let db = match context.open_existing()? {
+        Ok(db) => db,
+        Err(path) => {
+            if json {
+                print_json(&Value::Array(Vec::new()));
+            } else {
+                print_lines(&[format!("no transcripts: there is no constellation at {} yet", path.display())]);
+            }
+            return Ok(EXIT_OK);
+        }
+    };
     let streams = pactum_runtime::list_streams(&db)?;
     if json {
         print_json(&Value::Array(streams.iter().map(summary_json).collect()));
@@ -83,7 +104,7 @@ fn list(context: &Context, json: bool) -> Result<u8, Failure> {
 }
 
 fn show(context: &Context, id: &str, json: bool) -> Result<u8, Failure> {
-    let db = context.open()?;
+    let db = open_for(context, id)?;
     let (summary, events) = pactum_runtime::stream_events(&db, id)?;
     if json {
         let mut document = summary_json(&summary);
@@ -159,7 +180,7 @@ fn print_report(report: &VerifyReport, what: &str, key_note: &str, json: bool, s
 }
 
 fn verify_stored(context: &Context, id: &str, json: bool) -> Result<u8, Failure> {
-    let db = context.open()?;
+    let db = open_for(context, id)?;
     let report = pactum_runtime::verify_stream(&db, id)?;
     Ok(print_report(&report, &format!("transcript {id}"), "constellation keys", json, "constellation", "constellation"))
 }
@@ -199,7 +220,7 @@ fn read_key_file(path: &Path) -> Result<KeyRing, Failure> {
 }
 
 fn export(context: &Context, id: &str, out: Option<PathBuf>) -> Result<u8, Failure> {
-    let db = context.open()?;
+    let db = open_for(context, id)?;
     let summary = match &out {
         None => {
             let stdout = std::io::stdout();

@@ -26,6 +26,9 @@ pub enum StoreError {
     /// Stored data breaks an invariant when read back.
     #[error("constellation data is corrupt: {detail}")]
     Corrupt { detail: String },
+    /// No constellation file at this path (and the caller asked not to create one).
+    #[error("no constellation at {}", path.display())]
+    NotFound { path: PathBuf },
     /// No stream with this id.
     #[error("no transcript with id {0:?} in this constellation")]
     StreamNotFound(String),
@@ -72,6 +75,7 @@ impl StoreError {
             Self::Sqlite { .. } => "STORE_SQLITE",
             Self::Corrupt { .. } => "STORE_CORRUPT",
             Self::StreamNotFound(_) => "TRANSCRIPT_NOT_FOUND",
+            Self::NotFound { .. } => "CONSTELLATION_NOT_FOUND",
             Self::Conflict { .. } => "STORE_CONFLICT",
             Self::KeyConflict(_) => "KEY_CONFLICT",
             Self::DestinationExists { .. } => "DESTINATION_EXISTS",

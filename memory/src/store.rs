@@ -14,8 +14,8 @@ use crate::schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
 /// How long a writer waits for another process's write transaction before giving up. Pactum's
 /// transactions are short (one negotiation step); a wait this long means something is stuck.
 pub const BUSY_TIMEOUT_MS: u64 = 5_000;
-/// Pages copied per step of an online backup; small steps let other writers interleave.
-const BACKUP_STEP_PAGES: i32 = 1024;
+/// `sqlite3_backup_step` page count meaning "all remaining pages".
+const BACKUP_ALL_PAGES: i32 = -1;
 
 /// What survives a commit (SQLite `synchronous` under WAL).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -49,9 +49,18 @@ impl Durability {
 }
 
 /// Options for [`Constellation::open_with`].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct OpenOptions {
     pub durability: Durability,
+    /// Create the file (and its directory) if it does not exist; otherwise a missing file is
+    /// [`StoreError::NotFound`]. Commands that only read pass `false`.
+    pub create: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self { durability: Durability::default(), create: true }
+    }
 }
 
 /// One constellation: all durable state of a group of agents, in one SQLite file.
@@ -110,6 +119,61 @@ fn check_identity(path: &Path, application_id: u32, user_version: u32) -> Result
     Ok(())
 }
 
+/// Pause between attempts to switch a new file to WAL while another process holds its lock.
+const WAL_SWITCH_RETRY_MS: u64 = 10;
+
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(error.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+fn wal_path(path: &Path) -> PathBuf {
+    PathBuf::from(format!("{}-wal", path.display()))
+}
+
+/// Decides about an existing SQLite file whose header carries no identification, without
+/// modifying it. It is opened read-only: `immutable` (no locks, no recovery) when there is no
+/// write-ahead log, plainly when there is one so that its content counts (a read-only connection
+/// never checkpoints or deletes the log). A file with tables and no Pactum application id is
+/// another application's database and is refused. One without tables is an empty database or a
+/// constellation whose creation was interrupted, and is initialised by the normal open.
+fn probe_blank_database(path: &Path) -> Result<(), StoreError> {
+    let wal_has_content = fs::metadata(wal_path(path)).is_ok_and(|m| m.len() > 0);
+    let probe = if wal_has_content {
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+    } else {
+        let uri = format!("file:{}?immutable=1", percent_encode_path(path));
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        Connection::open_with_flags(&uri, flags)
+    }
+    .map_err(|e| StoreError::sqlite(path, e))?;
+    let sql = |e| StoreError::sqlite(path, e);
+    let application_id: u32 = probe.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql)?;
+    let user_version: u32 = probe.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql)?;
+    if application_id != 0 || user_version != 0 {
+        return check_identity(path, application_id, user_version);
+    }
+    let tables: i64 = probe.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(sql)?;
+    if tables > 0 {
+        return Err(StoreError::NotConstellation { path: path.to_owned(), application_id });
+    }
+    Ok(())
+}
+
+/// A path as the path part of an SQLite `file:` URI: everything but unreserved bytes and `/`
+/// percent-encoded.
+fn percent_encode_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut encoded = String::new();
+    for &byte in path.as_os_str().as_bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'/' | b'-' | b'_' | b'.' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
 impl Constellation {
     /// Opens the constellation at `path`, creating it (and its directory) if it does not exist.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
@@ -119,11 +183,19 @@ impl Constellation {
     pub fn open_with(path: impl AsRef<Path>, options: OpenOptions) -> Result<Self, StoreError> {
         let path = path.as_ref();
         let existing = match fs::metadata(path) {
-            Ok(metadata) if metadata.is_dir() => {
-                return Err(StoreError::io(path, "is a directory", std::io::Error::other("expected a file")));
+            Ok(metadata) if !metadata.is_file() => {
+                // A directory, FIFO or device: refused before anything reads it (a FIFO would block).
+                return Err(StoreError::io(path, "is not a regular file", std::io::Error::other("expected a file")));
+            }
+            // An empty main file whose content is all in a write-ahead log is not empty.
+            Ok(metadata) if metadata.len() == 0 && fs::metadata(wal_path(path)).is_ok_and(|m| m.len() > 0) => {
+                Some(HeaderFields { user_version: 0, application_id: 0 })
             }
             Ok(_) => read_header(path)?,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                if !options.create {
+                    return Err(StoreError::NotFound { path: path.to_owned() });
+                }
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     fs::create_dir_all(parent)
                         .map_err(|source| StoreError::io(parent, "cannot create directory", source))?;
@@ -132,39 +204,86 @@ impl Constellation {
             }
             Err(error) => return Err(StoreError::io(path, "cannot access", error)),
         };
-        // The header is decisive only when it carries identification. A freshly created
-        // constellation still open elsewhere has its application id and version in the WAL, not
-        // yet in the main file, so a blank header defers to the pragmas read after opening.
-        if let Some(header) = existing.as_ref().filter(|h| h.application_id != 0 || h.user_version != 0) {
-            check_identity(path, header.application_id, header.user_version)?;
+        match &existing {
+            // Identification in the header decides without SQLite touching the file.
+            Some(header) if header.application_id != 0 || header.user_version != 0 => {
+                check_identity(path, header.application_id, header.user_version)?;
+            }
+            // A blank header: an empty SQLite file, a Pactum constellation whose creation was
+            // interrupted or is still only in another process's WAL, or another application's
+            // database (most leave both fields 0). Look without writing before deciding.
+            Some(_) => probe_blank_database(path)?,
+            None => {}
         }
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if existing.is_none() {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
         let connection = Connection::open_with_flags(path, flags).map_err(|e| StoreError::sqlite(path, e))?;
         connection.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(|e| StoreError::sqlite(path, e))?;
+        let read_only = connection.is_readonly(rusqlite::MAIN_DB).map_err(|e| StoreError::sqlite(path, e))?;
         let store = Self { path: path.to_owned(), durability: options.durability, connection: Mutex::new(connection) };
-        store.configure_and_migrate(existing.is_some())?;
-        tracing::debug!(path = %path.display(), durability = ?options.durability, "constellation opened");
+        if read_only {
+            // A write-protected file (an evidence copy, say) can be read but not migrated.
+            store.check_read_only()?;
+        } else {
+            store.configure_and_migrate()?;
+        }
+        tracing::debug!(path = %path.display(), durability = ?options.durability, read_only, "constellation opened");
         Ok(store)
     }
 
-    fn configure_and_migrate(&self, existed: bool) -> Result<(), StoreError> {
+    fn check_read_only(&self) -> Result<(), StoreError> {
+        let connection = self.lock();
+        let sql = |e| StoreError::sqlite(&self.path, e);
+        let application_id: u32 = connection.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql)?;
+        let user_version: u32 = connection.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql)?;
+        check_identity(&self.path, application_id, user_version)?;
+        if user_version < SCHEMA_VERSION {
+            return Err(StoreError::io(
+                &self.path,
+                "is write-protected and needs a schema upgrade",
+                std::io::Error::other(format!("schema {user_version}, this build writes {SCHEMA_VERSION}")),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Switches to WAL, waiting while another process holds the lock the switch needs (several
+    /// processes opening a new constellation at once).
+    fn enable_wal(&self, connection: &Connection) -> Result<(), StoreError> {
+        let sql = |e| StoreError::sqlite(&self.path, e);
+        let mode: String = connection.pragma_query_value(None, "journal_mode", |r| r.get(0)).map_err(sql)?;
+        if mode.eq_ignore_ascii_case("wal") {
+            return Ok(());
+        }
+        let deadline = std::time::Instant::now() + Duration::from_millis(BUSY_TIMEOUT_MS);
+        loop {
+            match connection.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
+                Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+                Ok(mode) => {
+                    return Err(StoreError::Corrupt { detail: format!("cannot enable WAL (journal_mode is {mode})") });
+                }
+                Err(error) if is_busy(&error) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(WAL_SWITCH_RETRY_MS));
+                }
+                Err(error) => return Err(sql(error)),
+            }
+        }
+    }
+
+    fn configure_and_migrate(&self) -> Result<(), StoreError> {
         let mut connection = self.lock();
         let path = &self.path;
         let sql = |e| StoreError::sqlite(path, e);
-        if existed {
-            // The header may lag behind the WAL; the pragmas are authoritative.
-            let application_id: u32 =
-                connection.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql)?;
-            let user_version: u32 = connection.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql)?;
+        // The header may lag behind the WAL; the pragmas are authoritative. A blank pair is
+        // decided inside the write transaction below (initialise if there are no tables).
+        let application_id: u32 = connection.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql)?;
+        let user_version: u32 = connection.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql)?;
+        if application_id != 0 || user_version != 0 {
             check_identity(path, application_id, user_version)?;
         }
-        let mode: String = connection.pragma_query_value(None, "journal_mode", |r| r.get(0)).map_err(sql)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            let mode: String = connection.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(sql)?;
-            if !mode.eq_ignore_ascii_case("wal") {
-                return Err(StoreError::Corrupt { detail: format!("cannot enable WAL (journal_mode is {mode})") });
-            }
-        }
+        self.enable_wal(&connection)?;
         connection.pragma_update(None, "synchronous", self.durability.pragma_value()).map_err(sql)?;
         connection.pragma_update(None, "foreign_keys", "ON").map_err(sql)?;
 
@@ -319,8 +438,10 @@ impl Constellation {
             let source = self.lock();
             let mut target = Connection::open(partial).map_err(sql)?;
             let backup = rusqlite::backup::Backup::new(&source, &mut target).map_err(sql)?;
+            // All pages in one step: one read snapshot, which in WAL mode does not block writers.
+            // (Small steps restart whenever another connection commits and may never finish.)
             loop {
-                match backup.step(BACKUP_STEP_PAGES).map_err(sql)? {
+                match backup.step(BACKUP_ALL_PAGES).map_err(sql)? {
                     rusqlite::backup::StepResult::Done => break,
                     rusqlite::backup::StepResult::More => continue,
                     rusqlite::backup::StepResult::Busy | rusqlite::backup::StepResult::Locked => {

@@ -326,9 +326,108 @@ fn backup_copies_a_consistent_constellation_and_never_overwrites() {
 fn durability_levels_map_to_synchronous() {
     let dir = temp();
     let path = dir.path().join("c.db");
-    let db = Constellation::open_with(&path, OpenOptions { durability: Durability::PowerLoss }).expect("open");
+    let db =
+        Constellation::open_with(&path, OpenOptions { durability: Durability::PowerLoss, ..OpenOptions::default() })
+            .expect("open");
     assert_eq!(db.info().expect("info").durability, Durability::PowerLoss);
     assert_eq!(Durability::parse("power-loss"), Some(Durability::PowerLoss));
     assert_eq!(Durability::parse("process"), Some(Durability::Process));
     assert_eq!(Durability::parse("fast"), None);
+}
+
+#[test]
+fn a_creation_interrupted_after_the_wal_switch_is_completed_on_the_next_open() {
+    // Regression (review): a kill between `journal_mode=WAL` (which writes the header page) and
+    // the migration's commit left a blank file that was refused as another application's forever.
+    let dir = temp();
+    let path = dir.path().join("c.db");
+    {
+        let raw = rusqlite::Connection::open(&path).expect("sqlite");
+        let mode: String = raw.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).expect("wal");
+        assert_eq!(mode, "wal");
+    }
+    assert!(std::fs::metadata(&path).expect("file").len() > 0);
+    let db = Constellation::open(&path).expect("the interrupted creation completes");
+    assert_eq!(db.info().expect("info").schema_version, SCHEMA_VERSION);
+}
+
+#[test]
+fn another_applications_wal_database_with_a_live_log_is_refused_untouched() {
+    // Regression (review): the database was opened read-write before being refused, and closing
+    // that connection checkpointed the other application's log into its file.
+    let dir = temp();
+    let path = dir.path().join("app.db");
+    let owner = rusqlite::Connection::open(&path).expect("sqlite");
+    owner
+        .execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
+             CREATE TABLE notes (text TEXT); INSERT INTO notes VALUES ('kept in the log');",
+        )
+        .expect("sql");
+    let before = snapshot(dir.path());
+    assert!(before.iter().any(|(p, bytes)| p.to_string_lossy().ends_with("-wal") && !bytes.is_empty()));
+    let error = Constellation::open(&path).expect_err("must refuse");
+    assert_eq!(error.code(), "STORE_NOT_CONSTELLATION", "{error}");
+    let after = snapshot(dir.path());
+    // The shared-memory index may be rewritten by any reader; the database and its log may not.
+    let durable = |files: &[(PathBuf, Vec<u8>)]| -> Vec<(PathBuf, Vec<u8>)> {
+        files.iter().filter(|(p, _)| !p.to_string_lossy().ends_with("-shm")).cloned().collect()
+    };
+    assert_eq!(durable(&after), durable(&before));
+    drop(owner);
+}
+
+#[test]
+fn another_applications_database_with_a_hot_journal_is_refused_untouched() {
+    let dir = temp();
+    let path = dir.path().join("hot.db");
+    {
+        let raw = rusqlite::Connection::open(&path).expect("sqlite");
+        raw.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);").expect("sql");
+    }
+    // A leftover rollback journal, as after a crash mid-transaction (any content: SQLite would
+    // try to roll it back on a read-write open).
+    std::fs::write(dir.path().join("hot.db-journal"), vec![0xd9; 512]).expect("journal");
+    let before = snapshot(dir.path());
+    assert!(Constellation::open(&path).is_err());
+    assert_eq!(snapshot(dir.path()), before);
+}
+
+#[test]
+fn a_fifo_is_refused_without_blocking() {
+    let dir = temp();
+    let path = dir.path().join("pipe.db");
+    let status = std::process::Command::new("mkfifo").arg(&path).status().expect("mkfifo");
+    assert!(status.success());
+    let error = Constellation::open(&path).expect_err("not a regular file");
+    assert!(error.to_string().contains("not a regular file"), "{error}");
+}
+
+#[test]
+fn without_create_a_missing_constellation_is_not_found_and_not_created() {
+    let dir = temp();
+    let path = dir.path().join("sub/missing.db");
+    let options = OpenOptions { create: false, ..OpenOptions::default() };
+    let error = Constellation::open_with(&path, options).expect_err("missing");
+    assert_eq!(error.code(), "CONSTELLATION_NOT_FOUND");
+    assert!(!dir.path().join("sub").exists());
+}
+
+#[test]
+fn concurrent_first_opens_all_succeed() {
+    // Regression (review): processes opening a new constellation at once got
+    // STORE_NOT_CONSTELLATION or STORE_BUSY. Threads with their own connections race the same way.
+    for round in 0..5 {
+        let dir = temp();
+        let path = dir.path().join(format!("race-{round}.db"));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || Constellation::open(&path).map(|db| db.info().map(|i| i.constellation_id)))
+            })
+            .collect();
+        let ids: Vec<String> =
+            handles.into_iter().map(|h| h.join().expect("thread").expect("open").expect("info")).collect();
+        assert!(ids.windows(2).all(|w| w[0] == w[1]), "one constellation, one id: {ids:?}");
+    }
 }

@@ -571,7 +571,10 @@ fn durability_name(durability: Durability) -> &'static str {
 /// Only the appends are timed: not opening the file, not generating the bodies.
 fn append_run(durability: Durability, count: usize, batch: usize) -> (f64, Duration) {
     let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(Constellation::open_with(dir.path().join("bench.pactum"), OpenOptions { durability }).unwrap());
+    let db = Arc::new(
+        Constellation::open_with(dir.path().join("bench.pactum"), OpenOptions { durability, ..OpenOptions::default() })
+            .unwrap(),
+    );
     assert_eq!(db.durability(), durability);
     let clock = Arc::new(ManualClock::new(START_MS));
     let stream_id = StreamId::new("bench-append").unwrap();

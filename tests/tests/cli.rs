@@ -145,17 +145,17 @@ fn the_default_constellation_is_created_on_first_use() {
 #[test]
 fn constellation_names_and_paths_resolve() {
     let home = Home::new();
-    assert_ok(&home.run(&["--constellation", "team-a", "transcript", "list"]));
+    assert_ok(&home.run(&["--constellation", "team-a", "constellation", "info"]));
     assert!(home.path().join("home/constellations/team-a.db").is_file());
 
     let explicit = home.path().join("elsewhere/mine.db");
     let arg = explicit.display().to_string();
-    assert_ok(&home.run(&["--constellation", &arg, "transcript", "list"]));
+    assert_ok(&home.run(&["--constellation", &arg, "constellation", "info"]));
     assert!(explicit.is_file());
 
     // The environment variable works like the flag.
     let output =
-        home.command().env("PACTUM_CONSTELLATION", "team-b").args(["transcript", "list"]).output().expect("run");
+        home.command().env("PACTUM_CONSTELLATION", "team-b").args(["constellation", "info"]).output().expect("run");
     assert_ok(&output);
     assert!(home.path().join("home/constellations/team-b.db").is_file());
 
@@ -165,7 +165,7 @@ fn constellation_names_and_paths_resolve() {
         .command()
         .env_remove("PACTUM_HOME")
         .env("XDG_DATA_HOME", &xdg)
-        .args(["transcript", "list"])
+        .args(["constellation", "info"])
         .output()
         .expect("run");
     assert_ok(&output);
@@ -175,7 +175,7 @@ fn constellation_names_and_paths_resolve() {
         .command()
         .env_remove("PACTUM_HOME")
         .env("HOME", &user_home)
-        .args(["transcript", "list"])
+        .args(["constellation", "info"])
         .output()
         .expect("run");
     assert_ok(&output);
@@ -404,8 +404,22 @@ fn rusqlite_connection(path: &Path) -> rusqlite::Connection {
 }
 
 #[test]
+fn commands_that_only_read_never_create_a_constellation() {
+    let home = Home::new();
+    let output = home.run(&["transcript", "list", "--json"]);
+    assert_ok(&output);
+    assert_eq!(json(&output), serde_json::json!([]));
+    let line = assert_fails(&home.run(&["transcript", "verify", "no-such-id"]), 2, "TRANSCRIPT_NOT_FOUND");
+    assert!(line.contains("no constellation"), "{line}");
+    assert_fails(&home.run(&["--constellation", "typo", "transcript", "show", "x"]), 2, "TRANSCRIPT_NOT_FOUND");
+    assert_fails(&home.run(&["constellation", "backup", "b.db"]), 2, "CONSTELLATION_NOT_FOUND");
+    assert!(!home.path().join("home").exists(), "nothing was created");
+}
+
+#[test]
 fn unknown_ids_exit_2() {
     let home = Home::new();
+    assert_ok(&home.run(&["constellation", "info"]));
     for args in [
         &["transcript", "show", "no-such-id"][..],
         &["transcript", "verify", "no-such-id"],
