@@ -67,6 +67,14 @@ pub enum TranscriptCommand {
         /// without it, a file is checked against the keys in its own header.
         #[arg(long, value_name = "FILE")]
         keys: Option<PathBuf>,
+        /// Require every event to be signed by a trusted key (with --keys, this proves who wrote
+        /// every event: unsigned events could otherwise replace signed ones).
+        #[arg(long)]
+        require_signed: bool,
+        /// The head hash you obtained independently; the transcript must end exactly there
+        /// (detects a rewritten or shortened file whose header was rewritten too).
+        #[arg(long, value_name = "HASH")]
+        head: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -76,6 +84,9 @@ pub enum TranscriptCommand {
         /// Write to FILE instead of stdout (written whole, then renamed into place).
         #[arg(long, short, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Replace FILE if it exists.
+        #[arg(long, requires = "out")]
+        force: bool,
     },
     /// Import a pactum-transcript/1 file; it is verified before anything is stored.
     Import {

@@ -54,7 +54,21 @@ impl Failure {
 
     /// Prints the error (one line on stderr; also a JSON object on stdout for `--json`).
     pub fn report(self, json: bool) -> ExitCode {
-        let message = self.message.replace('\n', " ");
+        // One line, and no control characters: a message may quote a hostile file, whose escape
+        // sequences must not reach the terminal.
+        let message: String = self
+            .message
+            .chars()
+            .map(|c| {
+                if c == '\n' {
+                    " ".to_owned()
+                } else if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
         #[allow(clippy::print_stderr)]
         {
             eprintln!("error[{}]: {}", self.code, message);

@@ -3,9 +3,9 @@
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use pactum_runtime::{ImportOutcome, StreamSummary};
+use pactum_runtime::{ImportOutcome, StreamSummary, VerifyOptions};
 use pactum_transcripts::jsonl::{self, KeySource};
-use pactum_transcripts::{Event, KeyId, KeyRing, VerifyReport};
+use pactum_transcripts::{Digest, Event, KeyId, KeyRing, VerifyReport};
 use serde_json::{Value, json};
 
 use crate::cli::{Context, TranscriptCommand};
@@ -20,20 +20,28 @@ pub fn run(context: &Context, command: TranscriptCommand) -> Result<u8, Failure>
     match command {
         TranscriptCommand::List { json } => list(context, json),
         TranscriptCommand::Show { id, json } => show(context, &id, json),
-        TranscriptCommand::Verify { target, keys, json } => {
+        TranscriptCommand::Verify { target, keys, require_signed, head, json } => {
+            let expected_head = head
+                .map(|text| {
+                    text.parse::<Digest>().map_err(|_| {
+                        Failure::new("USAGE", format!("--head {text:?}: expected 64 lowercase hex digits"))
+                    })
+                })
+                .transpose()?;
+            let options = VerifyOptions { require_signed, expected_head };
             if is_file_target(&target) {
-                verify_file(Path::new(&target), keys.as_deref(), json)
+                verify_file(Path::new(&target), keys.as_deref(), options, json)
             } else {
                 if keys.is_some() {
                     return Err(Failure::new(
                         "USAGE",
-                        "--keys applies to files; a stored transcript is verified with the constellation's keys",
+                        "--keys applies to files; a stored transcript is verified with the keys it is stored with",
                     ));
                 }
-                verify_stored(context, &target, json)
+                verify_stored(context, &target, options, json)
             }
         }
-        TranscriptCommand::Export { id, out } => export(context, &id, out),
+        TranscriptCommand::Export { id, out, force } => export(context, &id, out, force),
         TranscriptCommand::Import { file, json } => import(context, &file, json),
     }
 }
@@ -141,6 +149,7 @@ fn report_json(report: &VerifyReport, source: &str, key_source: &str) -> Value {
         "key_source": key_source,
         "events_verified": report.events_verified,
         "signatures_verified": report.signatures_verified,
+        "unsigned_events": report.unsigned_events,
         "head_hash": report.head_hash.map(|h| h.to_hex()),
         "break": report.first_break.as_ref().map(|b| json!({
             "seq": b.seq,
@@ -158,9 +167,14 @@ fn print_report(report: &VerifyReport, what: &str, key_note: &str, json: bool, s
     } else {
         match &report.first_break {
             None => print_lines(&[format!(
-                "{what}: VALID: {} events, {} signatures verified ({key_note}), head {}",
+                "{what}: VALID: {} events, {} signatures verified ({key_note}){}, head {}",
                 report.events_verified,
                 report.signatures_verified,
+                if report.unsigned_events > 0 {
+                    format!(", {} unsigned", report.unsigned_events)
+                } else {
+                    String::new()
+                },
                 report.head_hash.map_or_else(|| "(empty)".to_owned(), |h| h.to_hex()),
             )]),
             Some(broken) => print_lines(&[
@@ -179,17 +193,26 @@ fn print_report(report: &VerifyReport, what: &str, key_note: &str, json: bool, s
     if report.is_valid() { EXIT_OK } else { EXIT_INVALID }
 }
 
-fn verify_stored(context: &Context, id: &str, json: bool) -> Result<u8, Failure> {
+fn verify_stored(context: &Context, id: &str, options: VerifyOptions, json: bool) -> Result<u8, Failure> {
     let db = open_for(context, id)?;
-    let report = pactum_runtime::verify_stream(&db, id)?;
-    Ok(print_report(&report, &format!("transcript {id}"), "constellation keys", json, "constellation", "constellation"))
+    let verification = pactum_runtime::verify_stream_with(&db, id, options)?;
+    let (key_note, key_source) = match verification.key_source {
+        pactum_runtime::KeySource::Constellation => ("constellation keys", "constellation"),
+        pactum_runtime::KeySource::Imported => ("keys that came with the imported file", "imported"),
+    };
+    Ok(print_report(&verification.report, &format!("transcript {id}"), key_note, json, "constellation", key_source))
 }
 
-fn verify_file(path: &Path, keys: Option<&Path>, json: bool) -> Result<u8, Failure> {
+fn verify_file(path: &Path, keys: Option<&Path>, options: VerifyOptions, json: bool) -> Result<u8, Failure> {
     let trusted = keys.map(read_key_file).transpose()?;
     let file = std::fs::File::open(path)
         .map_err(|e| Failure::new("IO_ERROR", format!("{}: cannot open: {e}", path.display())))?;
-    let verification = jsonl::verify_file(BufReader::new(file), trusted.as_ref())
+    let file_options = jsonl::FileVerifyOptions {
+        trusted: trusted.as_ref(),
+        require_signed: options.require_signed,
+        expected_head: options.expected_head,
+    };
+    let verification = jsonl::verify_file_with(BufReader::new(file), file_options)
         .map_err(|error| Failure::new(error.code(), format!("{}: {error}", path.display())))?;
     let (key_note, key_source) = match verification.key_source {
         KeySource::Embedded => ("keys from the file header", "embedded"),
@@ -201,11 +224,15 @@ fn verify_file(path: &Path, keys: Option<&Path>, json: bool) -> Result<u8, Failu
 /// Reads `{"<key id>": "<base64url public key>"}`.
 fn read_key_file(path: &Path) -> Result<KeyRing, Failure> {
     let bad = |message: String| Failure::new("KEYS_FILE_INVALID", format!("{}: {message}", path.display()));
-    let size = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?.len();
-    if size > KEYS_FILE_BYTES_MAX {
-        return Err(bad(format!("{size} bytes; the limit is {KEYS_FILE_BYTES_MAX}")));
+    // Read through a bound: the size in the metadata says nothing for /dev/zero or a pipe.
+    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, KEYS_FILE_BYTES_MAX + 1), &mut bytes)
+        .map_err(|e| bad(e.to_string()))?;
+    if bytes.len() as u64 > KEYS_FILE_BYTES_MAX {
+        return Err(bad(format!("larger than the limit of {KEYS_FILE_BYTES_MAX} bytes")));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8".into()))?;
     let value = pactum_transcripts::canonical::parse_strict(&text).map_err(|e| bad(e.to_string()))?;
     let Value::Object(entries) = value else {
         return Err(bad("expected a JSON object of key id -> base64url public key".into()));
@@ -219,8 +246,19 @@ fn read_key_file(path: &Path) -> Result<KeyRing, Failure> {
     Ok(ring)
 }
 
-fn export(context: &Context, id: &str, out: Option<PathBuf>) -> Result<u8, Failure> {
+fn export(context: &Context, id: &str, out: Option<PathBuf>, force: bool) -> Result<u8, Failure> {
     let db = open_for(context, id)?;
+    if let Some(path) = &out {
+        if is_same_file(path, db.path()) {
+            return Err(Failure::new("USAGE", format!("{}: that is the constellation itself", path.display())));
+        }
+        if path.exists() && !force {
+            return Err(Failure::new(
+                "DESTINATION_EXISTS",
+                format!("{} already exists; pass --force to replace it", path.display()),
+            ));
+        }
+    }
     let summary = match &out {
         None => {
             let stdout = std::io::stdout();
@@ -256,6 +294,13 @@ fn export(context: &Context, id: &str, out: Option<PathBuf>) -> Result<u8, Failu
             "TRANSCRIPT_TAMPERED",
             format!("exported {} events, but transcript {} does not verify: {broken}", summary.events, summary.stream),
         )),
+    }
+}
+
+fn is_same_file(left: &Path, right: &Path) -> bool {
+    match (std::fs::canonicalize(left), std::fs::canonicalize(right)) {
+        (Ok(left), Ok(right)) => left == right,
+        _ => false,
     }
 }
 

@@ -360,16 +360,29 @@ impl Constellation {
         .map_err(|e| self.with_path(e))
     }
 
-    /// Imports a whole stream with its keys in one transaction: either all of it lands or none.
-    /// Refuses if the stream id is already taken.
+    /// The public keys that came with an imported stream (empty for local streams).
+    pub fn stream_keys(&self, stream_id: &str) -> Result<Vec<(String, [u8; 32])>, StoreError> {
+        self.read(|tx| {
+            let mut statement = tx
+                .prepare("SELECT key_id, public_key FROM stream_keys WHERE stream_id = ?1 ORDER BY key_id")
+                .map_err(sql_error)?;
+            let rows = statement.query_map([stream_id], |row| Ok((row.get(0)?, blob32(row, 1)?))).map_err(sql_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(sql_error)
+        })
+        .map_err(|e| self.with_path(e))
+    }
+
+    /// Imports a whole stream in one transaction: either all of it lands or none. `keys` are
+    /// stored for this stream only. `next_row` yields the rows in order (`Ok(None)` at the end);
+    /// an `Err` from it aborts the import. Refuses if the stream id is already taken.
     pub fn import_stream(
         &self,
         stream_id: &str,
         genesis: [u8; 32],
         created_at_ms: u64,
         keys: &[(String, [u8; 32])],
-        rows: &[EventRow],
-    ) -> Result<(), StoreError> {
+        next_row: &mut dyn FnMut() -> Result<Option<EventRow>, String>,
+    ) -> Result<u64, StoreError> {
         self.write(|tx| {
             if read_stream(tx, stream_id)?.is_some() {
                 return Err(StoreError::Conflict {
@@ -378,15 +391,35 @@ impl Constellation {
                     detail: "a transcript with this id already exists".into(),
                 });
             }
-            for (key_id, public_key) in keys {
-                put_key(tx, key_id, *public_key, StreamOrigin::Imported, created_at_ms)?;
-            }
             tx.execute(
                 "INSERT INTO transcript_streams (stream_id, origin, genesis, created_at_ms) VALUES (?1, 'imported', ?2, ?3)",
                 params![stream_id, genesis.as_slice(), to_sql_u64(created_at_ms)?],
             )
             .map_err(sql_error)?;
-            append_rows(tx, stream_id, rows)
+            for (key_id, public_key) in keys {
+                tx.execute(
+                    "INSERT INTO stream_keys (stream_id, key_id, public_key) VALUES (?1, ?2, ?3)",
+                    params![stream_id, key_id, public_key.as_slice()],
+                )
+                .map_err(sql_error)?;
+            }
+            // Rows go in a page at a time through the link-checked path, all in this transaction.
+            const IMPORT_PAGE_ROWS: usize = 1024;
+            let mut imported = 0;
+            let mut page = Vec::with_capacity(IMPORT_PAGE_ROWS);
+            loop {
+                let row = next_row().map_err(|detail| StoreError::Corrupt { detail })?;
+                let done = row.is_none();
+                page.extend(row);
+                if page.len() == IMPORT_PAGE_ROWS || (done && !page.is_empty()) {
+                    append_rows(tx, stream_id, &page)?;
+                    imported += page.len() as u64;
+                    page.clear();
+                }
+                if done {
+                    return Ok(imported);
+                }
+            }
         })
         .map_err(|e| self.with_path(e))
     }

@@ -65,8 +65,22 @@ CREATE INDEX transcript_checkpoints_by_stream ON transcript_checkpoints (stream_
 CREATE TRIGGER transcript_checkpoints_no_update BEFORE UPDATE ON transcript_checkpoints
 BEGIN SELECT RAISE(ABORT, 'checkpoints are immutable'); END;
 
--- Public keys that signatures in this constellation are verified against. A key id, once
--- bound, keeps its key: re-binding would silently change what old signatures prove.
+-- Public keys that came with an imported transcript. They verify that transcript only: a file's
+-- claims about its own signers never become trust for the rest of the constellation.
+CREATE TABLE stream_keys (
+    stream_id  TEXT NOT NULL REFERENCES transcript_streams (stream_id),
+    key_id     TEXT NOT NULL,
+    public_key BLOB NOT NULL CHECK (length(public_key) = 32),
+    PRIMARY KEY (stream_id, key_id)
+) STRICT, WITHOUT ROWID;
+CREATE TRIGGER stream_keys_no_update BEFORE UPDATE ON stream_keys
+BEGIN SELECT RAISE(ABORT, 'stream keys are immutable'); END;
+CREATE TRIGGER stream_keys_no_delete BEFORE DELETE ON stream_keys
+BEGIN SELECT RAISE(ABORT, 'stream keys are immutable'); END;
+
+-- The constellation's own public keys: signatures in its local transcripts are verified
+-- against them. A key id, once bound, keeps its key: re-binding would silently change what old
+-- signatures prove.
 CREATE TABLE signing_keys (
     key_id        TEXT PRIMARY KEY,
     public_key    BLOB NOT NULL CHECK (length(public_key) = 32),

@@ -109,6 +109,17 @@ fn read_header(path: &Path) -> Result<Option<HeaderFields>, StoreError> {
     Ok(Some(HeaderFields { user_version: field(60), application_id: field(68) }))
 }
 
+/// Reads (application_id, user_version) in one statement, so both come from one snapshot.
+/// (Two separate pragma reads can straddle another process's commit and return a pair that never
+/// existed, such as a version without an application id.)
+fn read_identity(connection: &Connection) -> Result<(u32, u32), rusqlite::Error> {
+    connection.query_row(
+        "SELECT (SELECT application_id FROM pragma_application_id), (SELECT user_version FROM pragma_user_version)",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+}
+
 fn check_identity(path: &Path, application_id: u32, user_version: u32) -> Result<(), StoreError> {
     if application_id != APPLICATION_ID {
         return Err(StoreError::NotConstellation { path: path.to_owned(), application_id });
@@ -138,21 +149,38 @@ fn wal_path(path: &Path) -> PathBuf {
 /// constellation whose creation was interrupted, and is initialised by the normal open.
 fn probe_blank_database(path: &Path) -> Result<(), StoreError> {
     let wal_has_content = fs::metadata(wal_path(path)).is_ok_and(|m| m.len() > 0);
-    let probe = if wal_has_content {
-        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-    } else {
+    if !wal_has_content {
+        // Immutable reads take no locks, so they can see another process's checkpoint half
+        // written: a "foreign" verdict is confirmed below through a locking read-only open.
         let uri = format!("file:{}?immutable=1", percent_encode_path(path));
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        Connection::open_with_flags(&uri, flags)
+        let immutable = Connection::open_with_flags(&uri, flags).map_err(|e| StoreError::sqlite(path, e))?;
+        if probe_identity(path, &immutable).is_ok() {
+            return Ok(());
+        }
     }
-    .map_err(|e| StoreError::sqlite(path, e))?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let locking = Connection::open_with_flags(path, flags).map_err(|e| StoreError::sqlite(path, e))?;
+    locking.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(|e| StoreError::sqlite(path, e))?;
+    // A read-only connection cannot roll back a hot journal or checkpoint a log: if the file
+    // needs that, it errors, and the file is refused untouched.
+    probe_identity(path, &locking).map_err(|error| match error {
+        StoreError::Sqlite { .. } | StoreError::Busy { .. } | StoreError::Io { .. } => {
+            StoreError::NotConstellation { path: path.to_owned(), application_id: 0 }
+        }
+        other => other,
+    })
+}
+
+/// Reads identification through `connection`: Ok for a Pactum constellation or a database with
+/// no tables; refused otherwise.
+fn probe_identity(path: &Path, connection: &Connection) -> Result<(), StoreError> {
     let sql = |e| StoreError::sqlite(path, e);
-    let application_id: u32 = probe.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql)?;
-    let user_version: u32 = probe.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql)?;
+    let (application_id, user_version) = read_identity(connection).map_err(sql)?;
     if application_id != 0 || user_version != 0 {
         return check_identity(path, application_id, user_version);
     }
-    let tables: i64 = probe.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(sql)?;
+    let tables: i64 = connection.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(sql)?;
     if tables > 0 {
         return Err(StoreError::NotConstellation { path: path.to_owned(), application_id });
     }
@@ -236,8 +264,7 @@ impl Constellation {
     fn check_read_only(&self) -> Result<(), StoreError> {
         let connection = self.lock();
         let sql = |e| StoreError::sqlite(&self.path, e);
-        let application_id: u32 = connection.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql)?;
-        let user_version: u32 = connection.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql)?;
+        let (application_id, user_version) = read_identity(&connection).map_err(sql)?;
         check_identity(&self.path, application_id, user_version)?;
         if user_version < SCHEMA_VERSION {
             return Err(StoreError::io(
@@ -278,10 +305,25 @@ impl Constellation {
         let sql = |e| StoreError::sqlite(path, e);
         // The header may lag behind the WAL; the pragmas are authoritative. A blank pair is
         // decided inside the write transaction below (initialise if there are no tables).
-        let application_id: u32 = connection.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql)?;
-        let user_version: u32 = connection.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql)?;
+        let (application_id, user_version) = read_identity(&connection).map_err(sql)?;
         if application_id != 0 || user_version != 0 {
             check_identity(path, application_id, user_version)?;
+        } else {
+            // Claim a blank file before anything else. In rollback-journal mode (a new file) this
+            // writes the application id straight into the main file's header, so from now on any
+            // other process identifies the file from its header alone, even while this one is
+            // still migrating in its write-ahead log.
+            let claim = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
+            let claimed: u32 = claim.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql)?;
+            if claimed == 0 {
+                let tables: i64 =
+                    claim.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(sql)?;
+                if tables > 0 {
+                    return Err(StoreError::NotConstellation { path: path.clone(), application_id: 0 });
+                }
+                claim.pragma_update(None, "application_id", APPLICATION_ID).map_err(sql)?;
+            }
+            claim.commit().map_err(sql)?;
         }
         self.enable_wal(&connection)?;
         connection.pragma_update(None, "synchronous", self.durability.pragma_value()).map_err(sql)?;

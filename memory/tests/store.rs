@@ -283,16 +283,30 @@ fn signing_keys_cannot_be_rebound() {
 fn import_is_all_or_nothing() {
     let dir = temp();
     let db = Constellation::open(dir.path().join("c.db")).expect("open");
+    let keys = vec![("agent:x#1".to_owned(), [3; 32])];
+    let import = |rows: Vec<EventRow>, fail_after: Option<usize>| {
+        let mut rows = rows.into_iter().enumerate();
+        db.import_stream("imp", GENESIS, 1, &keys, &mut || match rows.next() {
+            Some((index, _)) if Some(index) == fail_after => Err("the source went bad".to_owned()),
+            Some((_, row)) => Ok(Some(row)),
+            None => Ok(None),
+        })
+    };
+    // A row that does not link, and a source that fails midway (after more than a page of
+    // rows), both leave nothing behind: no stream, no event, no key.
     let mut bad = rows(4);
     bad[2].prev = [0; 32];
-    let keys = vec![("agent:x#1".to_owned(), [3; 32])];
-    assert!(db.import_stream("imp", GENESIS, 1, &keys, &bad).is_err());
+    assert!(import(bad, None).is_err());
+    assert!(import(rows(3000), Some(2500)).is_err());
     assert!(db.stream("imp").expect("query").is_none(), "no stream row left behind");
-    assert!(db.signing_keys().expect("keys").is_empty(), "no key left behind");
-    db.import_stream("imp", GENESIS, 1, &keys, &rows(4)).expect("import");
+    assert!(db.stream_keys("imp").expect("keys").is_empty(), "no key left behind");
+    assert_eq!(import(rows(3000), None).expect("import"), 3000);
     let record = db.stream("imp").expect("query").expect("exists");
-    assert_eq!((record.origin, record.event_count), (StreamOrigin::Imported, 4));
-    assert!(db.import_stream("imp", GENESIS, 1, &keys, &rows(4)).is_err(), "ids are unique");
+    assert_eq!((record.origin, record.event_count), (StreamOrigin::Imported, 3000));
+    // Imported keys belong to the stream, never to the constellation's own trust.
+    assert_eq!(db.stream_keys("imp").expect("keys"), keys);
+    assert!(db.signing_keys().expect("keys").is_empty());
+    assert!(import(rows(4), None).is_err(), "ids are unique");
 }
 
 #[test]

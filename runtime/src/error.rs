@@ -17,14 +17,14 @@ pub enum RuntimeError {
     /// A transcript offered for import does not verify; nothing was stored.
     #[error("transcript {stream} does not verify: {broken}")]
     Tampered { stream: String, broken: Break },
+    /// The file changed between verification and storage; nothing was stored.
+    #[error("transcript {0}: the file changed while it was being imported; nothing was stored")]
+    ImportChanged(String),
     /// A stream already exists with different content.
     #[error("a different transcript with id {0} already exists in this constellation")]
     ImportConflict(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    /// A file larger than the operation accepts.
-    #[error("file is {size} bytes; the limit is {limit}")]
-    TooLarge { size: u64, limit: u64 },
 }
 
 impl RuntimeError {
@@ -43,8 +43,8 @@ impl RuntimeError {
             Self::Key(_) => "KEY_INVALID",
             Self::Tampered { .. } => "TRANSCRIPT_TAMPERED",
             Self::ImportConflict(_) => "IMPORT_CONFLICT",
+            Self::ImportChanged(_) => "IMPORT_CHANGED",
             Self::Io(_) => "IO_ERROR",
-            Self::TooLarge { .. } => "FILE_TOO_LARGE",
         }
     }
 }

@@ -13,6 +13,6 @@ pub use error::RuntimeError;
 pub use event_store::ConstellationEventStore;
 pub use pactum_transcripts::{Clock, ManualClock};
 pub use transcripts::{
-    ExportSummary, IMPORT_BYTES_MAX, ImportOutcome, StreamSummary, export_stream, import_file, key_ring, list_streams,
-    stream_events, verify_stream,
+    ExportSummary, ImportOutcome, KeySource, StoredVerification, StreamSummary, VerifyOptions, export_stream,
+    import_file, key_ring, list_streams, stream_events, stream_key_ring, verify_stream, verify_stream_with,
 };

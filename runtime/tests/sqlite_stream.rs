@@ -172,11 +172,17 @@ fn import_refuses_a_different_stream_under_a_taken_id() {
 }
 
 #[test]
-fn import_refuses_to_rebind_a_local_key_id() {
+fn imported_keys_verify_only_their_own_transcript() {
+    // Regression (review): imported header keys became trusted for the whole constellation (a file
+    // signed by an impostor under a local key id verified as if locally signed), and a file listing
+    // many unused key ids could squat them and block local ones.
     let dir = tempfile::tempdir().expect("dir");
     let source = Arc::new(Constellation::open(dir.path().join("source.db")).expect("open"));
-    let foreign = Ed25519Signer::from_seed(KeyId::new("agent:buyer#1").expect("id"), &[66; 32]);
-    source.put_signing_key("agent:buyer#1", foreign.verifying_key().to_bytes(), StreamOrigin::Local, 1).expect("key");
+    let impostor = Ed25519Signer::from_seed(KeyId::new("agent:buyer#1").expect("id"), &[66; 32]);
+    source.put_signing_key("agent:buyer#1", impostor.verifying_key().to_bytes(), StreamOrigin::Local, 1).expect("key");
+    // An unused key in the header too.
+    let unused = Ed25519Signer::from_seed(KeyId::new("agent:squat#1").expect("id"), &[67; 32]);
+    source.put_signing_key("agent:squat#1", unused.verifying_key().to_bytes(), StreamOrigin::Local, 1).expect("key");
     let stream = TranscriptStream::open(
         ConstellationEventStore::new(Arc::clone(&source)),
         StreamId::new("impostor").expect("id"),
@@ -184,16 +190,27 @@ fn import_refuses_to_rebind_a_local_key_id() {
     )
     .expect("stream");
     let (kind, body) = deposit(1);
-    stream.append(kind, body, Some(&foreign as &dyn EventSigner)).expect("append");
+    stream.append(kind, body, Some(&impostor as &dyn EventSigner)).expect("append");
     let file = dir.path().join("impostor.jsonl");
     pactum_runtime::export_stream(&source, "impostor", &mut std::fs::File::create(&file).expect("create"))
         .expect("export");
 
-    // The target knows agent:buyer#1 under a different key: the file must not rebind it.
-    let real = Ed25519Signer::from_seed(KeyId::new("agent:buyer#1").expect("id"), &[11; 32]);
+    // The target has its own agent:buyer#1.
     let target = Arc::new(Constellation::open(dir.path().join("target.db")).expect("open"));
+    let real = Ed25519Signer::from_seed(KeyId::new("agent:buyer#1").expect("id"), &[11; 32]);
     target.put_signing_key("agent:buyer#1", real.verifying_key().to_bytes(), StreamOrigin::Local, 1).expect("key");
-    let error = pactum_runtime::import_file(&target, &file, &ManualClock::new(5)).expect_err("rebind");
-    assert_eq!(error.code(), "KEY_CONFLICT");
-    assert!(pactum_runtime::list_streams(&target).expect("list").is_empty());
+    pactum_runtime::import_file(&target, &file, &ManualClock::new(5)).expect("import");
+
+    // The import verifies against the keys it came with, and says so.
+    let verification = pactum_runtime::verify_stream_with(&target, "impostor", Default::default()).expect("verify");
+    assert!(verification.report.is_valid());
+    assert_eq!(verification.key_source, pactum_runtime::KeySource::Imported);
+    // The constellation's own trust is unchanged: one key, the real one; the unused header key
+    // was not stored at all.
+    assert_eq!(pactum_runtime::key_ring(&target).expect("ring").len(), 1);
+    assert_eq!(target.stream_keys("impostor").expect("keys").len(), 1);
+    let local = Ed25519Signer::from_seed(KeyId::new("agent:squat#1").expect("id"), &[68; 32]);
+    target
+        .put_signing_key("agent:squat#1", local.verifying_key().to_bytes(), StreamOrigin::Local, 2)
+        .expect("the id was not squatted");
 }

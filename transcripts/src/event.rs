@@ -200,12 +200,13 @@ impl UnsealedEvent<'_> {
     /// Canonical JSON of every hashed field: `at_ms, body, kind, prev, seq, signer?, stream`
     /// (the names are ASCII, so this is also their UTF-16 order).
     pub fn canonical_content(&self) -> Result<String, CanonicalError> {
-        self.content_with_body(None)
+        Ok(self.content_with_body(None)?.0)
     }
 
     /// The canonical content, with the body's canonical text supplied when the caller already
     /// has it (sealing canonicalizes the body once, for its size check and its hash).
-    fn content_with_body(&self, canonical_body: Option<&str>) -> Result<String, CanonicalError> {
+    /// Returns the content and the length of the body's canonical form within it.
+    fn content_with_body(&self, canonical_body: Option<&str>) -> Result<(String, usize), CanonicalError> {
         // Integers beyond 2^53 - 1 have no exact JSON form: refuse them here as in bodies, so a
         // stream never holds an event that verifies but cannot be written to a file.
         for integer in [self.at_ms, self.seq] {
@@ -217,10 +218,12 @@ impl UnsealedEvent<'_> {
         out.push_str("{\"at_ms\":");
         canonical::write_integer(self.at_ms, &mut out);
         out.push_str(",\"body\":");
+        let body_start = out.len();
         match canonical_body {
             Some(text) => out.push_str(text),
             None => canonical::write_canonical(self.body, &mut out)?,
         }
+        let body_len = out.len() - body_start;
         out.push_str(",\"kind\":");
         canonical::write_string(self.kind.as_str(), &mut out);
         out.push_str(",\"prev\":\"");
@@ -234,12 +237,18 @@ impl UnsealedEvent<'_> {
         out.push_str(",\"stream\":");
         canonical::write_string(self.stream.as_str(), &mut out);
         out.push('}');
-        Ok(out)
+        Ok((out, body_len))
     }
 
     /// `hash` = SHA-256(EVENT_HASH_TAG ‖ canonical content).
     pub fn digest(&self) -> Result<Digest, CanonicalError> {
-        Ok(Digest::tagged(EVENT_HASH_TAG, self.canonical_content()?.as_bytes()))
+        Ok(self.digest_and_body_len()?.0)
+    }
+
+    /// The hash and the size of the body's canonical form (one pass, for the verifier's limit).
+    pub fn digest_and_body_len(&self) -> Result<(Digest, usize), CanonicalError> {
+        let (content, body_len) = self.content_with_body(None)?;
+        Ok((Digest::tagged(EVENT_HASH_TAG, content.as_bytes()), body_len))
     }
 }
 
@@ -279,7 +288,7 @@ impl Event {
         let signer_id = signer.map(|s| s.key_id().clone());
         let unsealed =
             UnsealedEvent { stream: &stream, seq, kind: &kind, body: &body, at_ms, prev, signer: signer_id.as_ref() };
-        let content = unsealed.content_with_body(Some(&canonical_body))?;
+        let (content, _) = unsealed.content_with_body(Some(&canonical_body))?;
         let hash = Digest::tagged(EVENT_HASH_TAG, content.as_bytes());
         let sig = signer.map(|s| s.sign_digest(&hash));
         Ok(Self { stream, seq, kind, body, at_ms, prev, signer: signer_id, hash, sig })
@@ -301,6 +310,11 @@ impl Event {
     /// Recomputes the hash from the fields (what the event *should* carry as `hash`).
     pub fn compute_hash(&self) -> Result<Digest, CanonicalError> {
         self.unsealed().digest()
+    }
+
+    /// The recomputed hash and the size of the body's canonical form.
+    pub fn hash_and_body_len(&self) -> Result<(Digest, usize), CanonicalError> {
+        self.unsealed().digest_and_body_len()
     }
 
     /// The wire form: a JSON object with `hash` and, when signed, `signer` and `sig`.

@@ -266,19 +266,55 @@ pub struct FileVerification {
     pub key_source: KeySource,
 }
 
+/// What file verification should demand beyond a sound chain.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FileVerifyOptions<'k> {
+    /// Verify signatures against these keys instead of the header's.
+    pub trusted: Option<&'k KeyRing>,
+    /// Every event must be signed.
+    pub require_signed: bool,
+    /// A head hash obtained independently: the file must end exactly there.
+    pub expected_head: Option<Digest>,
+}
+
 /// Verifies a transcript file with the keys of its header, or with `trusted` keys if given.
 /// Malformed lines are errors; a well-formed file with a broken chain is a report with a break.
 pub fn verify_file(input: impl BufRead, trusted: Option<&KeyRing>) -> Result<FileVerification, FileError> {
+    verify_file_with(input, FileVerifyOptions { trusted, ..FileVerifyOptions::default() })
+}
+
+/// [`verify_file`] with options.
+pub fn verify_file_with(input: impl BufRead, options: FileVerifyOptions<'_>) -> Result<FileVerification, FileError> {
     let (mut reader, header) = FileReader::open(input)?;
-    let (keys, key_source) = match trusted {
+    let (keys, key_source) = match options.trusted {
         Some(keys) => (keys, KeySource::Trusted),
         None => (&header.keys, KeySource::Embedded),
     };
-    let mut verifier = Verifier::new(header.stream.clone(), keys);
-    while let Some(event) = reader.next_event()? {
-        verifier.push(&event);
+    let verifier = Verifier::new(header.stream.clone(), keys);
+    let mut verifier = if options.require_signed { verifier.require_signed() } else { verifier };
+    // The first break is the answer: what follows it (even a malformed line) cannot hide it.
+    loop {
+        match reader.next_event() {
+            Ok(Some(event)) => {
+                if !verifier.push(&event) {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(error) => {
+                verifier.flush();
+                if verifier.first_break().is_some() {
+                    break;
+                }
+                return Err(error);
+            }
+        }
     }
-    let report = verifier.finish(Some(header.anchor()));
+    let anchor = match options.expected_head {
+        Some(head) => Anchor { event_count: header.event_count, head_hash: Some(head) },
+        None => header.anchor(),
+    };
+    let report = verifier.finish(Some(anchor));
     Ok(FileVerification { header, report, key_source })
 }
 

@@ -227,20 +227,33 @@ impl<S: EventStore> TranscriptStream<S> {
     pub fn for_each_event(
         &self,
         from_seq: u64,
+        visit: impl FnMut(Event) -> Result<(), TranscriptError>,
+    ) -> Result<(), TranscriptError> {
+        self.for_each_until(from_seq, u64::MAX, visit)
+    }
+
+    /// Visits events `from_seq..end_seq`, page by page. Reads are bounded by a head read first,
+    /// so events appended meanwhile by another writer are not mistaken for a mismatched head.
+    fn for_each_until(
+        &self,
+        from_seq: u64,
+        end_seq: u64,
         mut visit: impl FnMut(Event) -> Result<(), TranscriptError>,
     ) -> Result<(), TranscriptError> {
         let mut next = from_seq;
-        loop {
-            let page = self.store.read(&self.stream, next, READ_PAGE_EVENTS)?;
+        while next < end_seq {
+            let want = usize::try_from(end_seq - next).map_or(READ_PAGE_EVENTS, |n| n.min(READ_PAGE_EVENTS));
+            let page = self.store.read(&self.stream, next, want)?;
             let page_len = page.len();
             for event in page {
                 next = event.seq + 1;
                 visit(event)?;
             }
-            if page_len < READ_PAGE_EVENTS {
-                return Ok(());
+            if page_len < want {
+                break;
             }
         }
+        Ok(())
     }
 
     /// All events from `from_seq` on.
@@ -257,7 +270,7 @@ impl<S: EventStore> TranscriptStream<S> {
     pub fn verify(&self, keys: &KeyRing) -> Result<VerifyReport, TranscriptError> {
         let anchor = Head::anchor(self.store.head(&self.stream)?);
         let mut verifier = Verifier::new(self.stream.clone(), keys);
-        self.for_each_event(0, |event| {
+        self.for_each_until(0, anchor.event_count, |event| {
             verifier.push(&event);
             Ok(())
         })?;
@@ -296,11 +309,15 @@ impl<S: EventStore> TranscriptStream<S> {
             }
         };
         let mut events_applied = 0;
+        // The head is read first and the replay stops there: events appended meanwhile by another
+        // writer belong to a later replay.
+        let anchor = Head::anchor(self.store.head(&self.stream)?);
         // Verification of signatures is batched, so events are folded a page at a time after
         // the page has been verified completely.
         let mut next = start_seq;
-        loop {
-            let page = self.store.read(&self.stream, next, READ_PAGE_EVENTS)?;
+        while next < anchor.event_count {
+            let want = usize::try_from(anchor.event_count - next).map_or(READ_PAGE_EVENTS, |n| n.min(READ_PAGE_EVENTS));
+            let page = self.store.read(&self.stream, next, want)?;
             for event in &page {
                 verifier.push(event);
             }
@@ -314,11 +331,11 @@ impl<S: EventStore> TranscriptStream<S> {
                 events_applied += 1;
                 next = event.seq + 1;
             }
-            if page.len() < READ_PAGE_EVENTS {
+            if page.len() < want {
                 break;
             }
         }
-        let report = verifier.finish(Some(Head::anchor(self.store.head(&self.stream)?)));
+        let report = verifier.finish(Some(anchor));
         if let Some(broken) = report.first_break {
             return Err(TranscriptError::Broken { stream: self.stream.clone(), broken });
         }

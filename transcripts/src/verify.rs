@@ -6,6 +6,8 @@
 //! 3. `PREV_MISMATCH`: `prev` is not the previous event's hash (the genesis value for `i = 0`).
 //! 4. `BODY_INVALID`: the event has no canonical form (an integer beyond 2^53 - 1 in the body,
 //!    `at_ms` or `seq`), so no hash can be computed.
+//!    `EVENT_MALFORMED` (auditing a store): a stored row whose fields do not parse, or whose body
+//!    is not stored in canonical form.
 //! 5. `HASH_MISMATCH`: `hash` differs from the recomputed digest.
 //! 6. `TIME_REGRESSION`: `at_ms` is earlier than the previous event's.
 //! 7. `SIGNATURE_MISSING` / `SIGNER_MISSING`: a signer without signature or the reverse.
@@ -32,7 +34,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::event::{Digest, Event, StreamId};
 use crate::keys::{KeyRing, is_strict_point};
-use crate::limits::SIGNATURE_BATCH_SIZE;
+use crate::limits::{EVENT_BODY_BYTES_MAX, SIGNATURE_BATCH_SIZE};
 
 /// Stable reason codes of a broken link (listed in specs/transcript-v1.toml).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -41,6 +43,7 @@ pub enum BreakReason {
     SeqMismatch,
     PrevMismatch,
     BodyInvalid,
+    EventMalformed,
     HashMismatch,
     TimeRegression,
     SignatureMissing,
@@ -52,11 +55,12 @@ pub enum BreakReason {
 }
 
 impl BreakReason {
-    pub const ALL: [BreakReason; 12] = [
+    pub const ALL: [BreakReason; 13] = [
         Self::StreamMismatch,
         Self::SeqMismatch,
         Self::PrevMismatch,
         Self::BodyInvalid,
+        Self::EventMalformed,
         Self::HashMismatch,
         Self::TimeRegression,
         Self::SignatureMissing,
@@ -74,6 +78,7 @@ impl BreakReason {
             Self::SeqMismatch => "SEQ_MISMATCH",
             Self::PrevMismatch => "PREV_MISMATCH",
             Self::BodyInvalid => "BODY_INVALID",
+            Self::EventMalformed => "EVENT_MALFORMED",
             Self::HashMismatch => "HASH_MISMATCH",
             Self::TimeRegression => "TIME_REGRESSION",
             Self::SignatureMissing => "SIGNATURE_MISSING",
@@ -92,6 +97,7 @@ impl BreakReason {
             Self::SeqMismatch => "event is out of sequence (reordered, deleted or inserted)",
             Self::PrevMismatch => "prev does not match the hash of the previous event",
             Self::BodyInvalid => "event has no canonical JSON form",
+            Self::EventMalformed => "stored event fields are malformed or not in canonical form",
             Self::HashMismatch => "hash does not match the event's content",
             Self::TimeRegression => "timestamp is earlier than the previous event's",
             Self::SignatureMissing => "event names a signer but carries no signature",
@@ -148,6 +154,8 @@ pub struct VerifyReport {
     /// Events that passed every check before the first break (all of them when valid).
     pub events_verified: u64,
     pub signatures_verified: u64,
+    /// Verified events that carry no signature.
+    pub unsigned_events: u64,
     /// Hash of the last verified event.
     pub head_hash: Option<Digest>,
     pub first_break: Option<Break>,
@@ -182,6 +190,8 @@ pub struct Verifier<'k> {
     pending: Vec<PendingSignature>,
     start_seq: u64,
     signatures_verified: u64,
+    unsigned_events: u64,
+    require_signed: bool,
     head_hash: Option<Digest>,
     first_break: Option<Break>,
 }
@@ -210,9 +220,19 @@ impl<'k> Verifier<'k> {
             pending: Vec::with_capacity(SIGNATURE_BATCH_SIZE),
             start_seq: 0,
             signatures_verified: 0,
+            unsigned_events: 0,
+            require_signed: false,
             head_hash: None,
             first_break: None,
         }
+    }
+
+    /// Requires every event to be signed (by a key in the ring): an unsigned event is then
+    /// `SIGNATURE_MISSING`. With trusted keys, this is what proves authorship of every event; without
+    /// it, an attacker can replace signed events by unsigned ones and recompute the hashes.
+    pub fn require_signed(mut self) -> Self {
+        self.require_signed = true;
+        self
     }
 
     /// A verifier that continues after an already trusted event (for replay from a checkpoint).
@@ -268,9 +288,16 @@ impl<'k> Verifier<'k> {
         if event.prev != self.prev_hash {
             return Err(broken(BreakReason::PrevMismatch, self.prev_hash.to_hex(), event.prev.to_hex()));
         }
-        let computed = event
-            .compute_hash()
+        let (computed, body_bytes) = event
+            .hash_and_body_len()
             .map_err(|error| broken(BreakReason::BodyInvalid, "a canonical JSON event".into(), error.to_string()))?;
+        if body_bytes > EVENT_BODY_BYTES_MAX {
+            return Err(broken(
+                BreakReason::BodyInvalid,
+                format!("a body of at most {EVENT_BODY_BYTES_MAX} bytes"),
+                format!("{body_bytes} bytes"),
+            ));
+        }
         if computed != event.hash {
             return Err(broken(BreakReason::HashMismatch, computed.to_hex(), event.hash.to_hex()));
         }
@@ -282,7 +309,15 @@ impl<'k> Verifier<'k> {
             ));
         }
         match (&event.signer, &event.sig) {
-            (None, None) => Ok(()),
+            (None, None) if self.require_signed => Err(broken(
+                BreakReason::SignatureMissing,
+                "a signature (signatures are required)".into(),
+                "none".into(),
+            )),
+            (None, None) => {
+                self.unsigned_events += 1;
+                Ok(())
+            }
             (Some(signer), None) => {
                 Err(broken(BreakReason::SignatureMissing, format!("a signature by {signer}"), "none".into()))
             }
@@ -312,6 +347,15 @@ impl<'k> Verifier<'k> {
         }
     }
 
+    /// Records a break found outside the verifier (a stored row that cannot be read as an event)
+    /// at the next position, after checking the signatures that come before it.
+    pub fn fail_next(&mut self, reason: BreakReason, expected: String, found: String) {
+        self.flush();
+        if self.first_break.is_none() {
+            self.first_break = Some(Break { seq: self.next_seq, reason, expected, found });
+        }
+    }
+
     /// Verifies the signatures collected so far; records the first invalid one as the break.
     pub fn flush(&mut self) {
         if self.pending.is_empty() {
@@ -324,6 +368,7 @@ impl<'k> Verifier<'k> {
         let mut seed_hasher = Sha256::new();
         for item in &pending {
             batch.queue((item.key, item.signature, item.digest.as_bytes()));
+            seed_hasher.update(item.key.as_ref());
             seed_hasher.update(item.digest.as_bytes());
             seed_hasher.update(item.signature.to_bytes());
         }
@@ -357,7 +402,15 @@ impl<'k> Verifier<'k> {
                     expected: format!("{} events ending at {}", anchor.event_count, hash_text(anchor.head_hash)),
                     found: format!("{count} events ending at {}", hash_text(self.head_hash)),
                 });
-            } else if count > anchor.event_count || self.head_hash != anchor.head_hash {
+            } else if count > anchor.event_count {
+                // Reported at the first event beyond the recorded head.
+                self.first_break = Some(Break {
+                    seq: anchor.event_count,
+                    reason: BreakReason::HeadMismatch,
+                    expected: format!("{} events ending at {}", anchor.event_count, hash_text(anchor.head_hash)),
+                    found: format!("{count} events ending at {}", hash_text(self.head_hash)),
+                });
+            } else if self.head_hash != anchor.head_hash {
                 self.first_break = Some(Break {
                     seq: count.saturating_sub(1),
                     reason: BreakReason::HeadMismatch,
@@ -366,16 +419,20 @@ impl<'k> Verifier<'k> {
                 });
             }
         }
+        // Events before the break passed every check of their own; with an anchor mismatch,
+        // those up to the recorded head did.
         let events_verified = match &self.first_break {
-            Some(broken) if !matches!(broken.reason, BreakReason::Truncated | BreakReason::HeadMismatch) => {
-                broken.seq - self.start_seq
+            Some(broken) if broken.reason == BreakReason::HeadMismatch => {
+                broken.seq.min(self.next_seq).saturating_sub(self.start_seq)
             }
+            Some(broken) if broken.reason != BreakReason::Truncated => broken.seq.saturating_sub(self.start_seq),
             _ => self.next_seq - self.start_seq,
         };
         VerifyReport {
             stream: self.stream,
             events_verified,
             signatures_verified: self.signatures_verified,
+            unsigned_events: self.unsigned_events,
             head_hash: if self.first_break.is_none() { self.head_hash } else { None },
             first_break: self.first_break,
         }
