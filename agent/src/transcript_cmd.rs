@@ -186,7 +186,7 @@ fn print_report(report: &VerifyReport, what: &str, key_note: &str, json: bool, s
                 ),
                 format!("  expected: {}", broken.expected),
                 format!("  found:    {}", broken.found),
-                format!("  {} events before it verified", report.events_verified),
+                format!("  {} events passed their own checks", report.events_verified),
             ]),
         }
     }

@@ -8,8 +8,9 @@
 //!   depend on it.
 //! - [`Constellation::info`] and [`Constellation::backup`] (SQLite online backup API).
 //!
-//! Versioned agent memory (Loro documents) joins this crate later. Nothing here reads the clock:
-//! callers pass timestamps.
+//! Versioned agent memory (Loro documents) joins this crate later. Callers pass every timestamp
+//! stored with data; the only clock and randomness read here are SQLite's, once, for the
+//! constellation's creation time and random id in `meta`.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod error;

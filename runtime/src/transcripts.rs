@@ -102,7 +102,7 @@ pub fn stream_key_ring(db: &Constellation, summary: &StreamSummary) -> Result<(K
 
 /// A stored row as the auditor sees it: an event, or why the row cannot be one.
 enum Audited {
-    Event(Event),
+    Event(Box<Event>),
     Malformed { reason: BreakReason, detail: String },
 }
 
@@ -132,7 +132,7 @@ fn audit_row(stream: &StreamId, row: EventRow) -> Audited {
         })
     })();
     match event {
-        Ok(event) => Audited::Event(event),
+        Ok(event) => Audited::Event(Box::new(event)),
         Err(detail) => malformed(detail),
     }
 }
@@ -262,7 +262,9 @@ pub fn export_stream(
     let (all_keys, _) = stream_key_ring(db, &summary)?;
     let mut signers = BTreeSet::new();
     for_each_stored(db, &summary.stream, summary.event_count, |item| {
-        if let Audited::Event(Event { signer: Some(signer), .. }) = item {
+        if let Audited::Event(event) = item
+            && let Some(signer) = event.signer
+        {
             signers.insert(signer);
         }
         Ok(true)

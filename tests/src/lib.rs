@@ -46,7 +46,7 @@ pub fn write_sample_transcript(path: &Path) -> Arc<Constellation> {
     .expect("open stream");
     let usd = |amount_minor: u64| json!({ "amount_minor": amount_minor, "currency": "USD" });
     let steps: Vec<(u64, &str, serde_json::Value, Option<&dyn EventSigner>)> = vec![
-        (0, "session.created", json!({ "buyer": "agent:buyer", "note": "sample transcript" }), None),
+        (0, "session.created", json!({ "buyer": "agent:buyer", "note": "sample transcript" }), Some(&buyer)),
         (
             3,
             "intent.declared",
@@ -57,7 +57,7 @@ pub fn write_sample_transcript(path: &Path) -> Arc<Constellation> {
         (12, "round.counter", json!({ "round": 2, "price": usd(4) }), Some(&buyer)),
         (38, "round.counter", json!({ "round": 3, "price": usd(5) }), Some(&provider)),
         (9, "round.accept", json!({ "round": 4, "price": usd(5) }), Some(&buyer)),
-        (2, "session.completed", json!({ "outcome": "accepted", "price": usd(5) }), None),
+        (2, "session.completed", json!({ "outcome": "accepted", "price": usd(5) }), Some(&buyer)),
     ];
     for (delay_ms, kind, body, by) in steps {
         clock.advance(delay_ms);

@@ -205,7 +205,7 @@ fn import_list_show_verify_export_round_trip() {
     let report = json(&output);
     assert_eq!(report["valid"], true);
     assert_eq!(report["events_verified"], 7);
-    assert_eq!(report["signatures_verified"], 5);
+    assert_eq!(report["signatures_verified"], 7);
     assert_eq!(report["break"], Value::Null);
 
     let output = home.run(&["transcript", "show", SAMPLE_STREAM, "--json"]);
@@ -360,6 +360,94 @@ fn verify_with_trusted_keys() {
         2,
         "KEYS_FILE_INVALID",
     );
+}
+
+/// The review's forgery: keep events 0-2, replace 3-6 by unsigned events with new prices, and
+/// recompute every hash and the header, so the file is self-consistent.
+fn forge(original: &str) -> (String, String) {
+    use pactum_transcripts::Event;
+    let mut lines = original.lines();
+    let mut header: Value = serde_json::from_str(lines.next().expect("header")).expect("json");
+    let original_head = header["head_hash"].as_str().expect("head").to_owned();
+    let mut events: Vec<Event> =
+        lines.map(|line| Event::from_json(serde_json::from_str(line).expect("json")).expect("event")).collect();
+    for index in 3..events.len() {
+        let old = events[index].clone();
+        let prev = events[index - 1].hash;
+        let mut body = old.body.clone();
+        if body.get("price").is_some() {
+            body["price"]["amount_minor"] = Value::from(1);
+        }
+        events[index] = Event::seal(old.stream, old.seq, old.kind, body, old.at_ms, prev, None).expect("seal");
+    }
+    header["head_hash"] = Value::from(events.last().expect("events").hash.to_hex());
+    let mut out = pactum_transcripts::canonical::to_canonical_string(&header).expect("canonical") + "\n";
+    for event in &events {
+        out += &(pactum_transcripts::canonical::to_canonical_string(&event.to_json()).expect("canonical") + "\n");
+    }
+    (out, original_head)
+}
+
+#[test]
+fn require_signed_and_an_independent_head_catch_a_self_consistent_forgery() {
+    let home = Home::new();
+    let sample = home.sample_file();
+    let original = std::fs::read_to_string(&sample).expect("read");
+    let header: Value = serde_json::from_str(original.lines().next().expect("header")).expect("json");
+    let keys = home.write_file("trusted.json", header["keys"].to_string().as_bytes());
+    let keys_arg = keys.display().to_string();
+    let (forged, original_head) = forge(&original);
+    let forged_path = home.write_file("forged.jsonl", forged.as_bytes()).display().to_string();
+
+    // With trusted keys alone, the forgery is self-consistent: it verifies, but says how many
+    // events nobody signed.
+    let output = home.run(&["transcript", "verify", &forged_path, "--keys", &keys_arg, "--json"]);
+    assert_ok(&output);
+    assert_eq!(json(&output)["unsigned_events"], 4);
+    // Requiring signatures catches it at the first unsigned event; the untouched sample passes.
+    let output = home.run(&["transcript", "verify", &forged_path, "--keys", &keys_arg, "--require-signed", "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(json(&output)["break"]["reason"], "SIGNATURE_MISSING");
+    assert_eq!(json(&output)["break"]["seq"], 3);
+    let sample_arg = sample.display().to_string();
+    assert_ok(&home.run(&["transcript", "verify", &sample_arg, "--keys", &keys_arg, "--require-signed"]));
+    // An independently obtained head catches it too, even without keys.
+    let output = home.run(&["transcript", "verify", &forged_path, "--head", &original_head, "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(json(&output)["break"]["reason"], "HEAD_MISMATCH");
+    assert_ok(&home.run(&["transcript", "verify", &sample_arg, "--head", &original_head]));
+    assert_fails(&home.run(&["transcript", "verify", &sample_arg, "--head", "nothex"]), 2, "USAGE");
+}
+
+#[test]
+fn export_does_not_overwrite_without_force_and_never_the_constellation() {
+    let home = Home::new();
+    let db_path = home.path().join("c.db");
+    drop(write_sample_transcript(&db_path));
+    let db_arg = db_path.display().to_string();
+    let existing = home.write_file("existing.jsonl", b"keep me\n");
+    let existing_arg = existing.display().to_string();
+    let base = ["--constellation", db_arg.as_str(), "transcript", "export", SAMPLE_STREAM, "--out"];
+    let with = |extra: &[&str]| -> Vec<String> { base.iter().chain(extra).map(|s| s.to_string()).collect() };
+    let run = |args: Vec<String>| home.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_fails(&run(with(&[&existing_arg])), 2, "DESTINATION_EXISTS");
+    assert_eq!(std::fs::read(&existing).expect("read"), b"keep me\n");
+    assert_ok(&run(with(&[&existing_arg, "--force"])));
+    assert!(std::fs::read_to_string(&existing).expect("read").starts_with("{\"event_count\":7"));
+    assert_fails(&run(with(&[&db_arg, "--force"])), 2, "USAGE");
+    assert!(pactum_memory::Constellation::open(&db_path).is_ok(), "the constellation is intact");
+}
+
+#[test]
+fn control_characters_from_a_file_never_reach_the_terminal() {
+    let home = Home::new();
+    let original = std::fs::read_to_string(home.sample_file()).expect("read");
+    // An unknown field whose name carries an escape sequence.
+    let hostile = original.replacen("{\"at_ms\"", "{\"\\u001b[2Kx\":1,\"at_ms\"", 1);
+    let path = home.write_file("hostile.jsonl", hostile.as_bytes());
+    let output = home.run(&["transcript", "verify", &path.display().to_string()]);
+    let line = assert_fails(&output, 1, "FILE_MALFORMED");
+    assert!(!line.contains('\u{1b}'), "{line:?}");
 }
 
 #[test]

@@ -16,7 +16,7 @@ fn sample_transcript_bytes_are_stable() {
     let mut exported = Vec::new();
     let summary = pactum_runtime::export_stream(&db, SAMPLE_STREAM, &mut exported).expect("export");
     assert!(summary.report.is_valid(), "{:?}", summary.report);
-    assert_eq!((summary.events, summary.report.signatures_verified), (7, 5));
+    assert_eq!((summary.events, summary.report.signatures_verified), (7, 7));
 
     let path = golden_path();
     if std::env::var_os("PACTUM_UPDATE_GOLDEN").is_some() {

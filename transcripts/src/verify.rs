@@ -419,13 +419,12 @@ impl<'k> Verifier<'k> {
                 });
             }
         }
-        // Events before the break passed every check of their own; with an anchor mismatch,
-        // those up to the recorded head did.
+        // Events that passed every check of their own: those before the break, or all of them
+        // when the break is at the anchor (the stream ends elsewhere than recorded).
         let events_verified = match &self.first_break {
-            Some(broken) if broken.reason == BreakReason::HeadMismatch => {
-                broken.seq.min(self.next_seq).saturating_sub(self.start_seq)
+            Some(broken) if !matches!(broken.reason, BreakReason::Truncated | BreakReason::HeadMismatch) => {
+                broken.seq.saturating_sub(self.start_seq)
             }
-            Some(broken) if broken.reason != BreakReason::Truncated => broken.seq.saturating_sub(self.start_seq),
             _ => self.next_seq - self.start_seq,
         };
         VerifyReport {
