@@ -480,10 +480,38 @@ fn tampering_inside_the_constellation_is_reported_with_seq_and_reason() {
     assert_eq!(json(&output)["break"]["reason"], "PREV_MISMATCH");
     assert_eq!(json(&output)["break"]["seq"], 1);
 
+    // An equivalent rewrite of a stored body (7 -> 7.0) is a change to the record, and a body that
+    // no longer parses is named at its seq rather than aborting the audit.
+    {
+        let raw = rusqlite_connection(&db_path);
+        raw.execute(
+            "UPDATE transcript_events SET prev = (SELECT hash FROM transcript_events WHERE seq = 0) WHERE seq = 1",
+            [],
+        )
+        .expect("restore link");
+        raw.execute(
+            "UPDATE transcript_events SET body = replace(body, '\"amount_minor\":7', '\"amount_minor\":7.0') WHERE seq = 2",
+            [],
+        )
+        .expect("tamper");
+    }
+    let output = home.run(&["--constellation", &db_arg, "transcript", "verify", SAMPLE_STREAM, "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(json(&output)["break"]["reason"], "EVENT_MALFORMED", "{}", stdout(&output));
+    assert_eq!(json(&output)["break"]["seq"], 2);
+    {
+        let raw = rusqlite_connection(&db_path);
+        raw.execute("UPDATE transcript_events SET body = '{not json' WHERE seq = 2", []).expect("tamper");
+    }
+    let output = home.run(&["--constellation", &db_arg, "transcript", "verify", SAMPLE_STREAM, "--json"]);
+    assert_eq!(json(&output)["break"]["reason"], "EVENT_MALFORMED");
+    assert_eq!(json(&output)["break"]["seq"], 2);
+
     // Export still writes what is there, for the auditor, but says it does not verify.
     let output = home.run(&["--constellation", &db_arg, "transcript", "export", SAMPLE_STREAM]);
     assert_fails(&output, 1, "TRANSCRIPT_TAMPERED");
-    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 8);
+    // The header and the events before the unreadable one.
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 3);
 }
 
 /// Direct SQLite access, to tamper behind Pactum's back.
