@@ -7,10 +7,14 @@
 
 mod error;
 mod event_store;
+mod failure;
+mod money;
 mod transcripts;
 
 pub use error::RuntimeError;
 pub use event_store::ConstellationEventStore;
+pub use failure::{FailureCode, FaultDomain, Stage, Terminality};
+pub use money::{AMOUNT_MINOR_MAX, Currency, Money, MoneyError};
 pub use pactum_transcripts::{Clock, ManualClock};
 pub use transcripts::{
     ExportSummary, ImportOutcome, KeySource, StoredVerification, StreamSummary, VerifyOptions, export_stream,
