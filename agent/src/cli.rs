@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use pactum_memory::{Constellation, Durability, OpenOptions};
 
 use crate::failure::Failure;
-use crate::{constellation_cmd, home, transcript_cmd};
+use crate::{constellation_cmd, home, providers_cmd, transcript_cmd};
 
 fn long_version() -> &'static str {
     static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -31,6 +31,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "PACTUM_CONSTELLATION", value_name = "NAME|PATH")]
     constellation: Option<String>,
 
+    /// Provider directory file (pactum-directory/1 TOML) to use instead of the built-in one.
+    #[arg(long, global = true, env = "PACTUM_DIRECTORY", value_name = "FILE")]
+    directory: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -43,6 +47,18 @@ enum Command {
     /// Inspect or back up the constellation file.
     #[command(subcommand)]
     Constellation(ConstellationCommand),
+    /// The simulated providers negotiations can use.
+    #[command(subcommand)]
+    Providers(ProvidersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProvidersCommand {
+    /// List the providers in the directory (the built-in one, or --directory FILE).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +141,7 @@ impl Cli {
             Command::Constellation(ConstellationCommand::Info { json } | ConstellationCommand::Backup { json, .. }) => {
                 *json
             }
+            Command::Providers(ProvidersCommand::List { json }) => *json,
         }
     }
 }
@@ -133,9 +150,19 @@ impl Cli {
 #[derive(Debug)]
 pub struct Context {
     constellation: Option<String>,
+    directory: Option<PathBuf>,
 }
 
 impl Context {
+    /// The provider directory: `--directory FILE`, else the built-in one.
+    pub fn directory(&self) -> Result<pactum_runtime::Directory, Failure> {
+        let directory = match &self.directory {
+            Some(path) => pactum_runtime::Directory::load(path),
+            None => pactum_runtime::Directory::builtin(),
+        };
+        directory.map_err(|error| Failure::new(error.code(), error.to_string()))
+    }
+
     /// Opens the selected constellation, creating it on first use.
     pub fn open(&self) -> Result<Arc<Constellation>, Failure> {
         let path = home::resolve(self.constellation.as_deref())?;
@@ -165,9 +192,10 @@ fn durability() -> Result<Durability, Failure> {
 
 /// Runs the parsed command; returns the exit code.
 pub fn run(cli: Cli) -> Result<u8, Failure> {
-    let context = Context { constellation: cli.constellation };
+    let context = Context { constellation: cli.constellation, directory: cli.directory };
     match cli.command {
         Command::Transcript(command) => transcript_cmd::run(&context, command),
         Command::Constellation(command) => constellation_cmd::run(&context, command),
+        Command::Providers(command) => providers_cmd::run(&context, command),
     }
 }

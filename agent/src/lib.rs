@@ -10,6 +10,7 @@ mod clock;
 mod constellation_cmd;
 mod failure;
 mod home;
+mod providers_cmd;
 mod transcript_cmd;
 
 use std::process::ExitCode;

@@ -5,12 +5,17 @@
 //! The runtime core never reads the OS clock or randomness: a [`Clock`] is passed in.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod directory;
 mod error;
 mod event_store;
 mod failure;
 mod money;
 mod transcripts;
 
+pub use directory::{
+    Concession, DEFAULT_DIRECTORY, DIRECTORY_FORMAT, Directory, DirectoryError, FailureRates, IntentType,
+    PROVIDERS_MAX, ProviderSpec,
+};
 pub use error::RuntimeError;
 pub use event_store::ConstellationEventStore;
 pub use failure::{FailureCode, FaultDomain, Stage, Terminality};

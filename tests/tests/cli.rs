@@ -616,3 +616,47 @@ fn errors_are_json_too_when_asked() {
     assert_eq!(output.status.code(), Some(2));
     assert_eq!(json(&output)["error"]["code"], "TRANSCRIPT_NOT_FOUND");
 }
+
+#[test]
+fn providers_list_shows_the_builtin_directory() {
+    let home = Home::new();
+    let output = home.run(&["providers", "list"]);
+    assert_ok(&output);
+    insta::assert_snapshot!("providers_list", stdout(&output));
+    let output = home.run(&["providers", "list", "--json"]);
+    assert_ok(&output);
+    let providers = json(&output);
+    assert_eq!(providers.as_array().map(Vec::len), Some(5));
+    assert_eq!(providers[0]["id"], "nimbus-weather");
+    assert_eq!(providers[0]["reference_price"], serde_json::json!({"amount_minor": 6, "currency": "USD"}));
+    assert!(!home.path().join("home").exists(), "listing providers touches no constellation");
+}
+
+#[test]
+fn a_custom_directory_is_used_and_a_bad_one_refused() {
+    let home = Home::new();
+    let custom = home.write_file(
+        "mine.toml",
+        b"format = \"pactum-directory/1\"\n[[provider]]\nid = \"solo\"\nname = \"Solo\"\nintent_types = [\"maps.tiles\"]\n\
+          reference_price = { amount = \"500\", currency = \"JPY\" }\nfloor_percent = 90\nconcession = \"eager\"\n\
+          concession_percent = 3\nlatency_ms = { base = 5, jitter = 0 }\n\
+          failures = { timeout_percent = 0, refusal_percent = 0, unreachable_percent = 0 }\n",
+    );
+    let custom_arg = custom.display().to_string();
+    let output = home.run(&["--directory", &custom_arg, "providers", "list", "--json"]);
+    assert_ok(&output);
+    assert_eq!(json(&output)[0]["id"], "solo");
+    let output =
+        home.command().env("PACTUM_DIRECTORY", &custom).args(["providers", "list", "--json"]).output().expect("run");
+    assert_eq!(json(&output)[0]["reference_price"]["currency"], "JPY");
+
+    let bad = home.write_file("bad.toml", b"format = \"pactum-directory/1\"\n[[provider]]\nid = \"x\"\n");
+    let line = assert_fails(
+        &home.run(&["--directory", &bad.display().to_string(), "providers", "list"]),
+        2,
+        "DIRECTORY_INVALID",
+    );
+    assert!(line.contains("line 2") && line.contains("missing field `name`"), "{line}");
+    let line = assert_fails(&home.run(&["--directory", "no-such.toml", "providers", "list"]), 2, "DIRECTORY_INVALID");
+    assert!(line.contains("cannot open"), "{line}");
+}

@@ -35,18 +35,39 @@ fn codes_after(text: &str, marker: &str, found: &mut BTreeSet<String>) {
     }
 }
 
+/// Every `.rs` file under `dir`, recursively.
+fn sources(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("source dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            sources(&path, found);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+}
+
 fn emitted_codes() -> BTreeSet<String> {
     let mut found = BTreeSet::new();
-    // Where error codes are defined: the `code()` methods of error types and Failure::new calls.
-    let code_methods = ["memory/src/error.rs", "runtime/src/error.rs", "transcripts/src/jsonl.rs"];
-    for file in code_methods {
-        let text = std::fs::read_to_string(root().join(file)).expect(file);
-        codes_after(&text, "=> ", &mut found);
+    let mut files = Vec::new();
+    for crate_dir in ["agent", "runtime", "memory", "transcripts"] {
+        sources(&root().join(crate_dir).join("src"), &mut files);
     }
-    for entry in std::fs::read_dir(root().join("agent/src")).expect("agent/src") {
-        let path = entry.expect("entry").path();
-        let text = std::fs::read_to_string(&path).expect("source");
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("source");
+        // Error types map variants to codes in `fn code(&self) -> &'static str`.
+        for (start, _) in text.match_indices("fn code(&self) -> &'static str {") {
+            let body = &text[start..];
+            let end = body.find("\n    }\n").unwrap_or(body.len());
+            codes_after(&body[..end], "=> ", &mut found);
+            codes_after(&body[..end], "str {", &mut found);
+        }
+        // The program's own failures.
         codes_after(&text, "Failure::new(", &mut found);
+    }
+    // Transcript break reasons are report codes, not error codes (specs/transcript-v1.toml).
+    for reason in pactum_transcripts::BreakReason::ALL {
+        found.remove(reason.code());
     }
     found
 }
