@@ -50,6 +50,18 @@ enum Command {
     /// The simulated providers negotiations can use.
     #[command(subcommand)]
     Providers(ProvidersCommand),
+    /// The agents of the constellation and their public keys.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// List agents: id, role, name, key id and public key (never the secret key).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,7 +153,9 @@ impl Cli {
             Command::Constellation(ConstellationCommand::Info { json } | ConstellationCommand::Backup { json, .. }) => {
                 *json
             }
-            Command::Providers(ProvidersCommand::List { json }) => *json,
+            Command::Providers(ProvidersCommand::List { json }) | Command::Agents(AgentsCommand::List { json }) => {
+                *json
+            }
         }
     }
 }
@@ -197,5 +211,6 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Transcript(command) => transcript_cmd::run(&context, command),
         Command::Constellation(command) => constellation_cmd::run(&context, command),
         Command::Providers(command) => providers_cmd::run(&context, command),
+        Command::Agents(AgentsCommand::List { json }) => providers_cmd::list_agents(&context, json),
     }
 }

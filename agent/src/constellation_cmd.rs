@@ -36,6 +36,7 @@ pub fn run(context: &Context, command: ConstellationCommand) -> Result<u8, Failu
                         "events": info.events,
                         "checkpoints": info.checkpoints,
                         "signing_keys": info.signing_keys,
+                        "agents": info.agents,
                     },
                 });
                 print_json(&document);
@@ -61,6 +62,7 @@ pub fn run(context: &Context, command: ConstellationCommand) -> Result<u8, Failu
                     format!("events          {}", info.events),
                     format!("checkpoints     {}", info.checkpoints),
                     format!("signing keys    {}", info.signing_keys),
+                    format!("agents          {}", info.agents),
                 ];
                 print_lines(&lines);
             }

@@ -1,4 +1,4 @@
-//! `pactum providers list`.
+//! `pactum providers list` and `pactum agents list`: who negotiations involve.
 
 use serde_json::{Value, json};
 
@@ -69,6 +69,53 @@ pub fn run(context: &Context, command: ProvidersCommand) -> Result<u8, Failure> 
     };
     let mut lines = vec![line(&headers.map(str::to_owned))];
     lines.extend(rows.iter().map(|row| line(row)));
+    print_lines(&lines);
+    Ok(EXIT_OK)
+}
+
+/// Lists the constellation's agents with their public identity. The secret key is never read
+/// out for this.
+pub fn list_agents(context: &Context, json: bool) -> Result<u8, Failure> {
+    let agents = match context.open_existing()? {
+        Ok(db) => db.agents()?,
+        Err(_) => Vec::new(),
+    };
+    let public_key = |key: &[u8; 32]| {
+        pactum_transcripts::VerifyingKey::from_bytes(key)
+            .map_or_else(|_| "(invalid key)".to_owned(), |key| pactum_transcripts::public_key_to_base64url(&key))
+    };
+    if json {
+        let list: Vec<Value> = agents
+            .iter()
+            .map(|a| {
+                json!({
+                    "id": a.agent_id,
+                    "name": a.display_name,
+                    "role": a.role.as_str(),
+                    "key_id": a.key_id,
+                    "public_key": public_key(&a.public_key),
+                    "created_at_ms": a.created_at_ms,
+                })
+            })
+            .collect();
+        print_json(&Value::Array(list));
+        return Ok(EXIT_OK);
+    }
+    if agents.is_empty() {
+        print_lines(&["no agents yet (the default buyer is created by the first negotiation)".to_owned()]);
+        return Ok(EXIT_OK);
+    }
+    let mut lines = vec![format!("{:<20} {:<9} {:<22} {:<28} PUBLIC KEY", "ID", "ROLE", "NAME", "KEY ID")];
+    for a in &agents {
+        lines.push(format!(
+            "{:<20} {:<9} {:<22} {:<28} {}",
+            a.agent_id,
+            a.role.as_str(),
+            a.display_name,
+            a.key_id,
+            public_key(&a.public_key)
+        ));
+    }
     print_lines(&lines);
     Ok(EXIT_OK)
 }

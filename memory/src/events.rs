@@ -425,7 +425,7 @@ impl Constellation {
     }
 
     /// Fills in this constellation's path on errors raised inside transactions.
-    fn with_path(&self, error: StoreError) -> StoreError {
+    pub(crate) fn with_path(&self, error: StoreError) -> StoreError {
         match error {
             StoreError::Sqlite { path, source } if path.as_os_str().is_empty() => {
                 StoreError::sqlite(self.path(), source)

@@ -13,11 +13,13 @@
 //! constellation's creation time and random id in `meta`.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod agents;
 mod error;
 mod events;
 mod schema;
 mod store;
 
+pub use agents::{AgentRecord, AgentRole, SecretSeed};
 pub use error::StoreError;
 pub use events::{CheckpointRow, EventRow, StreamOrigin, StreamRecord};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};

@@ -6,7 +6,7 @@ pub const APPLICATION_ID: u32 = 0x5043_5431;
 
 /// Migration `i` (0-based) brings the schema from version `i` to `i + 1`. Never edit a
 /// migration that has shipped; append a new one.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 /// The schema version this build writes and the newest it can open.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -91,4 +91,19 @@ CREATE TRIGGER signing_keys_no_update BEFORE UPDATE OF key_id, public_key ON sig
 BEGIN SELECT RAISE(ABORT, 'a key id keeps its public key'); END;
 CREATE TRIGGER signing_keys_no_delete BEFORE DELETE ON signing_keys
 BEGIN SELECT RAISE(ABORT, 'signing keys are kept for verification'); END;
+"#;
+
+/// Agents and their identities. The secret key stays in the constellation file; nothing reads it
+/// back except to sign (see `memory::agents`).
+const MIGRATION_2: &str = r#"
+CREATE TABLE agents (
+    agent_id      TEXT PRIMARY KEY,
+    display_name  TEXT NOT NULL,
+    role          TEXT NOT NULL CHECK (role IN ('buyer', 'provider')),
+    key_id        TEXT NOT NULL REFERENCES signing_keys (key_id),
+    secret_key    BLOB NOT NULL CHECK (length(secret_key) = 32),
+    created_at_ms INTEGER NOT NULL CHECK (created_at_ms >= 0)
+) STRICT;
+CREATE TRIGGER agents_no_delete BEFORE DELETE ON agents
+BEGIN SELECT RAISE(ABORT, 'agents are kept: transcripts refer to them'); END;
 "#;

@@ -433,6 +433,7 @@ impl Constellation {
                 events: count("transcript_events")?,
                 checkpoints: count("transcript_checkpoints")?,
                 signing_keys: count("signing_keys")?,
+                agents: count("agents")?,
             })
         })
     }
@@ -525,6 +526,7 @@ pub struct Info {
     pub events: u64,
     pub checkpoints: u64,
     pub signing_keys: u64,
+    pub agents: u64,
 }
 
 /// A finished backup.

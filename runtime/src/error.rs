@@ -20,6 +20,9 @@ pub enum RuntimeError {
     /// The file changed between verification and storage; nothing was stored.
     #[error("transcript {0}: the file changed while it was being imported; nothing was stored")]
     ImportChanged(String),
+    /// An agent id that is not 1-64 lowercase letters, digits or '-'.
+    #[error("{0:?} is not an agent id (1-64 lowercase letters, digits or '-')")]
+    InvalidAgentId(String),
     /// A stream already exists with different content.
     #[error("a different transcript with id {0} already exists in this constellation")]
     ImportConflict(String),
@@ -44,6 +47,7 @@ impl RuntimeError {
             Self::Tampered { .. } => "TRANSCRIPT_TAMPERED",
             Self::ImportConflict(_) => "IMPORT_CONFLICT",
             Self::ImportChanged(_) => "IMPORT_CHANGED",
+            Self::InvalidAgentId(_) => "AGENT_ID_INVALID",
             Self::Io(_) => "IO_ERROR",
         }
     }

@@ -9,6 +9,7 @@ mod directory;
 mod error;
 mod event_store;
 mod failure;
+mod identities;
 mod money;
 mod transcripts;
 
@@ -19,6 +20,7 @@ pub use directory::{
 pub use error::RuntimeError;
 pub use event_store::ConstellationEventStore;
 pub use failure::{FailureCode, FaultDomain, Stage, Terminality};
+pub use identities::{DEFAULT_BUYER_ID, check_agent_id, ensure_agent, ensure_default_buyer, key_id_for, signer_for};
 pub use money::{AMOUNT_MINOR_MAX, Currency, Money, MoneyError};
 pub use pactum_transcripts::{Clock, ManualClock};
 pub use transcripts::{

@@ -660,3 +660,30 @@ fn a_custom_directory_is_used_and_a_bad_one_refused() {
     let line = assert_fails(&home.run(&["--directory", "no-such.toml", "providers", "list"]), 2, "DIRECTORY_INVALID");
     assert!(line.contains("cannot open"), "{line}");
 }
+
+#[test]
+fn agents_list_shows_public_identities_only() {
+    let home = Home::new();
+    let output = home.run(&["agents", "list", "--json"]);
+    assert_ok(&output);
+    assert_eq!(json(&output), serde_json::json!([]));
+    assert!(!home.path().join("home").exists(), "listing agents creates nothing");
+
+    let db_path = home.path().join("c.db");
+    let db = std::sync::Arc::new(pactum_memory::Constellation::open(&db_path).expect("open"));
+    let buyer = pactum_runtime::ensure_default_buyer(&db, [0x5A; 32], 1).expect("buyer");
+    drop(db);
+    let db_arg = db_path.display().to_string();
+    let output = home.run(&["--constellation", &db_arg, "agents", "list", "--json"]);
+    assert_ok(&output);
+    let agents = json(&output);
+    assert_eq!(agents[0]["id"], "buyer");
+    assert_eq!(agents[0]["key_id"], "agent:buyer#1");
+    let text = stdout(&output) + &stdout(&home.run(&["--constellation", &db_arg, "agents", "list"]));
+    // The secret seed (0x5A repeated) appears in no encoding.
+    let secret_b64 = "WlpaWlpa";
+    assert!(!text.contains(secret_b64) && !text.to_lowercase().contains("5a5a5a"), "{text}");
+    assert!(text.contains(&pactum_transcripts::public_key_to_base64url(
+        &pactum_transcripts::VerifyingKey::from_bytes(&buyer.public_key).expect("key")
+    )));
+}

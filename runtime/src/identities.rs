@@ -1,0 +1,84 @@
+//! Agents and their identities: ids, key ids, and the signer an agent signs its messages with.
+//! Key material comes from the caller (the program draws it from the operating system; tests and
+//! simulations pass seeds), so this module never reads randomness itself.
+
+use std::sync::Arc;
+
+use pactum_memory::{AgentRecord, AgentRole, Constellation, SecretSeed};
+use pactum_transcripts::{Ed25519Signer, KeyId};
+
+use crate::error::RuntimeError;
+
+/// The buyer agent every constellation gets on first use.
+pub const DEFAULT_BUYER_ID: &str = "buyer";
+/// Longest agent id.
+const AGENT_ID_BYTES_MAX: usize = 64;
+
+/// Checks an agent id: 1-64 lowercase letters, digits or '-'.
+pub fn check_agent_id(agent_id: &str) -> Result<(), RuntimeError> {
+    let valid = !agent_id.is_empty()
+        && agent_id.len() <= AGENT_ID_BYTES_MAX
+        && agent_id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid { Ok(()) } else { Err(RuntimeError::InvalidAgentId(agent_id.to_owned())) }
+}
+
+/// The key id of an agent's `generation`-th key: `agent:<id>#<generation>`.
+pub fn key_id_for(agent_id: &str, generation: u32) -> String {
+    format!("agent:{agent_id}#{generation}")
+}
+
+/// The Ed25519 signer of an agent's current key.
+pub fn signer_for(agent: &AgentRecord) -> Result<Ed25519Signer, RuntimeError> {
+    let key_id = KeyId::new(agent.key_id.clone())
+        .map_err(|e| pactum_memory::StoreError::Corrupt { detail: format!("agent {}: {e}", agent.agent_id) })?;
+    let signer = Ed25519Signer::from_seed(key_id, agent.secret_key.expose());
+    if signer.verifying_key().to_bytes() != agent.public_key {
+        return Err(pactum_memory::StoreError::Corrupt {
+            detail: format!("agent {}: stored secret key does not match its public key", agent.agent_id),
+        }
+        .into());
+    }
+    Ok(signer)
+}
+
+/// Returns the agent `agent_id`, creating it with a key from `seed` if it does not exist yet.
+/// Idempotent: an existing agent keeps its identity and `seed` is discarded.
+pub fn ensure_agent(
+    db: &Arc<Constellation>,
+    agent_id: &str,
+    display_name: &str,
+    role: AgentRole,
+    seed: [u8; 32],
+    created_at_ms: u64,
+) -> Result<AgentRecord, RuntimeError> {
+    check_agent_id(agent_id)?;
+    if let Some(existing) = db.agent(agent_id)? {
+        return Ok(existing);
+    }
+    let key_id = key_id_for(agent_id, 1);
+    let public_key = Ed25519Signer::from_seed(
+        KeyId::new(key_id.clone()).map_err(|_| RuntimeError::InvalidAgentId(agent_id.to_owned()))?,
+        &seed,
+    )
+    .verifying_key()
+    .to_bytes();
+    let record = AgentRecord {
+        agent_id: agent_id.to_owned(),
+        display_name: display_name.to_owned(),
+        role,
+        key_id,
+        public_key,
+        secret_key: SecretSeed::new(seed),
+        created_at_ms,
+    };
+    Ok(db.ensure_agent(record)?)
+}
+
+/// The default buyer, created on first use with a key from `seed`.
+pub fn ensure_default_buyer(
+    db: &Arc<Constellation>,
+    seed: [u8; 32],
+    created_at_ms: u64,
+) -> Result<AgentRecord, RuntimeError> {
+    ensure_agent(db, DEFAULT_BUYER_ID, "Buyer", AgentRole::Buyer, seed, created_at_ms)
+}
