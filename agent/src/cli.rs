@@ -53,6 +53,11 @@ enum Command {
     /// The agents of the constellation and their public keys.
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// Every ledger account and its balance, with the total of each currency (always zero).
+    Balance {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,9 +158,9 @@ impl Cli {
             Command::Constellation(ConstellationCommand::Info { json } | ConstellationCommand::Backup { json, .. }) => {
                 *json
             }
-            Command::Providers(ProvidersCommand::List { json }) | Command::Agents(AgentsCommand::List { json }) => {
-                *json
-            }
+            Command::Providers(ProvidersCommand::List { json })
+            | Command::Agents(AgentsCommand::List { json })
+            | Command::Balance { json } => *json,
         }
     }
 }
@@ -212,5 +217,6 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Constellation(command) => constellation_cmd::run(&context, command),
         Command::Providers(command) => providers_cmd::run(&context, command),
         Command::Agents(AgentsCommand::List { json }) => providers_cmd::list_agents(&context, json),
+        Command::Balance { json } => providers_cmd::balance(&context, json),
     }
 }

@@ -1,4 +1,5 @@
-//! `pactum providers list` and `pactum agents list`: who negotiations involve.
+//! `pactum providers list`, `pactum agents list` and `pactum balance`: who negotiations involve
+//! and where the money is.
 
 use serde_json::{Value, json};
 
@@ -114,6 +115,72 @@ pub fn list_agents(context: &Context, json: bool) -> Result<u8, Failure> {
             a.display_name,
             a.key_id,
             public_key(&a.public_key)
+        ));
+    }
+    print_lines(&lines);
+    Ok(EXIT_OK)
+}
+
+/// An amount in minor units shown in major units of its currency (`-1000` USD is `-10.00 USD`).
+fn format_amount(balance_minor: i64, currency: &str) -> String {
+    match pactum_runtime::Currency::parse(currency) {
+        Ok(parsed) => {
+            let magnitude = pactum_runtime::Money::from_minor(balance_minor.unsigned_abs(), parsed)
+                .map_or_else(|_| balance_minor.unsigned_abs().to_string(), |m| m.major_text());
+            format!("{}{magnitude} {currency}", if balance_minor < 0 { "-" } else { "" })
+        }
+        Err(_) => format!("{balance_minor} (minor units) {currency}"),
+    }
+}
+
+/// Lists every ledger account with its balance, and each currency's total (zero in a sound
+/// double-entry ledger; the external account holds minus what was funded).
+pub fn balance(context: &Context, json: bool) -> Result<u8, Failure> {
+    let (accounts, check) = match context.open_existing()? {
+        Ok(db) => (db.accounts()?, Some(db.check_ledger()?)),
+        Err(_) => (Vec::new(), None),
+    };
+    let totals = check.as_ref().map(|c| c.sums_by_currency.clone()).unwrap_or_default();
+    if json {
+        let list: Vec<Value> = accounts
+            .iter()
+            .map(|a| {
+                json!({
+                    "account": a.account_id,
+                    "kind": a.kind.as_str(),
+                    "currency": a.currency,
+                    "balance_minor": a.balance_minor,
+                    "balance": format_amount(a.balance_minor, &a.currency),
+                })
+            })
+            .collect();
+        let totals: Vec<Value> =
+            totals.iter().map(|(currency, sum)| json!({ "currency": currency, "sum_minor": sum })).collect();
+        print_json(
+            &json!({ "accounts": list, "totals": totals, "sound": check.as_ref().is_none_or(|c| c.is_sound()) }),
+        );
+        return Ok(EXIT_OK);
+    }
+    if accounts.is_empty() {
+        print_lines(&["no ledger accounts yet".to_owned()]);
+        return Ok(EXIT_OK);
+    }
+    let width = accounts.iter().map(|a| a.account_id.len()).max().unwrap_or(7).max(7);
+    let mut lines = vec![format!("{:<width$}  {:<8}  {:>16}", "ACCOUNT", "KIND", "BALANCE")];
+    for a in &accounts {
+        lines.push(format!(
+            "{:<width$}  {:<8}  {:>16}",
+            a.account_id,
+            a.kind.as_str(),
+            format_amount(a.balance_minor, &a.currency)
+        ));
+    }
+    for (currency, sum) in &totals {
+        lines.push(format!(
+            "{:<width$}  {:<8}  {:>16}",
+            format!("total {currency}"),
+            "",
+            format_amount(*sum, currency)
         ));
     }
     print_lines(&lines);

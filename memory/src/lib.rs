@@ -16,11 +16,13 @@
 mod agents;
 mod error;
 mod events;
+mod ledger;
 mod schema;
 mod store;
 
 pub use agents::{AgentRecord, AgentRole, SecretSeed};
 pub use error::StoreError;
 pub use events::{CheckpointRow, EventRow, StreamOrigin, StreamRecord};
+pub use ledger::{Account, AccountKind, LedgerCheck, LedgerError, Transfer, TransferOutcome, TransferRequest};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use store::{BUSY_TIMEOUT_MS, BackupReport, Constellation, Durability, Info, OpenOptions};

@@ -6,7 +6,7 @@ pub const APPLICATION_ID: u32 = 0x5043_5431;
 
 /// Migration `i` (0-based) brings the schema from version `i` to `i + 1`. Never edit a
 /// migration that has shipped; append a new one.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// The schema version this build writes and the newest it can open.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -106,4 +106,35 @@ CREATE TABLE agents (
 ) STRICT;
 CREATE TRIGGER agents_no_delete BEFORE DELETE ON agents
 BEGIN SELECT RAISE(ABORT, 'agents are kept: transcripts refer to them'); END;
+"#;
+
+/// The ledger: double-entry accounts and transfers. Every transfer moves an amount from one
+/// account to another in one transaction, so the balances of each currency always sum to zero
+/// (the external account, where funding comes from, goes negative by what it has put in).
+const MIGRATION_3: &str = r#"
+CREATE TABLE ledger_accounts (
+    account_id    TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL CHECK (kind IN ('wallet', 'provider', 'escrow', 'external')),
+    currency      TEXT NOT NULL CHECK (length(currency) = 3),
+    balance_minor INTEGER NOT NULL DEFAULT 0 CHECK (kind = 'external' OR balance_minor >= 0),
+    created_at_ms INTEGER NOT NULL CHECK (created_at_ms >= 0)
+) STRICT;
+CREATE TRIGGER ledger_accounts_no_delete BEFORE DELETE ON ledger_accounts
+BEGIN SELECT RAISE(ABORT, 'ledger accounts are kept'); END;
+
+CREATE TABLE ledger_transfers (
+    transfer_id     INTEGER PRIMARY KEY,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    from_account    TEXT NOT NULL REFERENCES ledger_accounts (account_id),
+    to_account      TEXT NOT NULL REFERENCES ledger_accounts (account_id),
+    amount_minor    INTEGER NOT NULL CHECK (amount_minor > 0),
+    currency        TEXT NOT NULL,
+    memo            TEXT NOT NULL,
+    at_ms           INTEGER NOT NULL CHECK (at_ms >= 0),
+    CHECK (from_account <> to_account)
+) STRICT;
+CREATE TRIGGER ledger_transfers_no_update BEFORE UPDATE ON ledger_transfers
+BEGIN SELECT RAISE(ABORT, 'ledger transfers are append-only'); END;
+CREATE TRIGGER ledger_transfers_no_delete BEFORE DELETE ON ledger_transfers
+BEGIN SELECT RAISE(ABORT, 'ledger transfers are append-only'); END;
 "#;

@@ -11,6 +11,7 @@ mod event_store;
 mod failure;
 mod identities;
 mod money;
+mod rail;
 mod transcripts;
 
 pub use directory::{
@@ -23,6 +24,10 @@ pub use failure::{FailureCode, FaultDomain, Stage, Terminality};
 pub use identities::{DEFAULT_BUYER_ID, check_agent_id, ensure_agent, ensure_default_buyer, key_id_for, signer_for};
 pub use money::{AMOUNT_MINOR_MAX, Currency, Money, MoneyError};
 pub use pactum_transcripts::{Clock, ManualClock};
+pub use rail::{
+    LedgerRail, PaymentRequest, Rail, RailError, RailEvidence, RailPhase, escrow_account, external_account,
+    fund_wallet, provider_account, wallet_account,
+};
 pub use transcripts::{
     ExportSummary, ImportOutcome, KeySource, StoredVerification, StreamSummary, VerifyOptions, export_stream,
     import_file, key_ring, list_streams, stream_events, stream_key_ring, verify_stream, verify_stream_with,

@@ -687,3 +687,37 @@ fn agents_list_shows_public_identities_only() {
         &pactum_transcripts::VerifyingKey::from_bytes(&buyer.public_key).expect("key")
     )));
 }
+
+#[test]
+fn balance_lists_accounts_and_zero_totals() {
+    let home = Home::new();
+    let output = home.run(&["balance", "--json"]);
+    assert_ok(&output);
+    assert_eq!(json(&output)["accounts"], serde_json::json!([]));
+    assert!(!home.path().join("home").exists(), "balance creates nothing");
+
+    let db_path = home.path().join("c.db");
+    let db = std::sync::Arc::new(pactum_memory::Constellation::open(&db_path).expect("open"));
+    let usd = pactum_runtime::Currency::parse("USD").expect("USD");
+    pactum_runtime::fund_wallet(&db, "buyer", pactum_runtime::Money::from_minor(1_000, usd).expect("amount"), "f", 1)
+        .expect("fund");
+    let rail = pactum_runtime::LedgerRail::new(std::sync::Arc::clone(&db));
+    let payment = pactum_runtime::PaymentRequest {
+        payment_id: "ses-1".into(),
+        payer: "buyer".into(),
+        payee: "nimbus-weather".into(),
+        amount: pactum_runtime::Money::from_minor(5, usd).expect("amount"),
+    };
+    use pactum_runtime::Rail as _;
+    rail.prepare(&payment, 2).expect("prepare");
+    rail.commit(&payment, 3).expect("commit");
+    drop(db);
+    let db_arg = db_path.display().to_string();
+    let output = home.run(&["--constellation", &db_arg, "balance"]);
+    assert_ok(&output);
+    insta::assert_snapshot!("balance", stdout(&output));
+    let output = home.run(&["--constellation", &db_arg, "balance", "--json"]);
+    let document = json(&output);
+    assert_eq!(document["sound"], true);
+    assert_eq!(document["totals"], serde_json::json!([{"currency": "USD", "sum_minor": 0}]));
+}

@@ -1,0 +1,265 @@
+//! Payment rails. The runtime knows rails only through [`Rail`]: prepare (hold the money),
+//! commit (pay the provider), abort (release the hold) and refund (pay back after commit), each
+//! idempotent under a key derived from the payment id, each returning evidence the caller checks.
+//!
+//! [`LedgerRail`] settles on the constellation's own double-entry ledger: prepare moves the amount
+//! from the payer's wallet to an escrow account for the payment, commit from escrow to the
+//! provider, abort from escrow back to the wallet, refund from the provider back to the wallet.
+//! The payment's state is derived from the ledger's transfers; nothing lives only in memory.
+
+use std::sync::Arc;
+
+use pactum_memory::{AccountKind, Constellation, LedgerError, StoreError, TransferOutcome, TransferRequest};
+
+use crate::failure::FailureCode;
+use crate::money::Money;
+
+/// A payment between two agents.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PaymentRequest {
+    /// Unique per payment (a session's payment id); every idempotency key derives from it.
+    pub payment_id: String,
+    pub payer: String,
+    pub payee: String,
+    pub amount: Money,
+}
+
+/// A step of a payment.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum RailPhase {
+    Prepare,
+    Commit,
+    Abort,
+    Refund,
+}
+
+impl RailPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Prepare => "prepare",
+            Self::Commit => "commit",
+            Self::Abort => "abort",
+            Self::Refund => "refund",
+        }
+    }
+}
+
+/// What a rail returns for a completed step: enough for the transcript to record and for anyone
+/// to check against the rail later.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RailEvidence {
+    pub rail: &'static str,
+    pub phase: RailPhase,
+    pub payment_id: String,
+    /// The rail's own reference (for the ledger, the transfer id).
+    pub reference: String,
+    pub amount_minor: u64,
+    pub currency: &'static str,
+    /// Whether this call moved money (false when a retry found the step already done).
+    pub applied_now: bool,
+}
+
+/// Why a rail step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RailError {
+    #[error("insufficient funds: {0}")]
+    InsufficientFunds(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The rail's evidence did not check out; the step is treated as failed (fail closed).
+    #[error("rail evidence is invalid: {0}")]
+    EvidenceInvalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl RailError {
+    /// The failure code a negotiation records for this error.
+    pub fn failure_code(&self, phase: RailPhase) -> FailureCode {
+        match (self, phase) {
+            (Self::InsufficientFunds(_), _) => FailureCode::InsufficientFunds,
+            (Self::EvidenceInvalid(_), _) => FailureCode::RailEvidenceInvalid,
+            (_, RailPhase::Prepare) => FailureCode::SettlementPrepareFailed,
+            (_, _) => FailureCode::SettlementCommitFailed,
+        }
+    }
+}
+
+/// A payment rail. Every method is idempotent: calling it again after success (a retry after a
+/// crash) returns the same evidence without moving money again.
+pub trait Rail {
+    /// A stable id recorded in transcripts (`ledger`).
+    fn id(&self) -> &'static str;
+    fn prepare(&self, request: &PaymentRequest, at_ms: u64) -> Result<RailEvidence, RailError>;
+    fn commit(&self, request: &PaymentRequest, at_ms: u64) -> Result<RailEvidence, RailError>;
+    fn abort(&self, request: &PaymentRequest, at_ms: u64) -> Result<RailEvidence, RailError>;
+    fn refund(&self, request: &PaymentRequest, at_ms: u64) -> Result<RailEvidence, RailError>;
+}
+
+/// Account ids on the ledger.
+pub fn wallet_account(agent_id: &str) -> String {
+    format!("wallet:{agent_id}")
+}
+
+pub fn provider_account(agent_id: &str) -> String {
+    format!("provider:{agent_id}")
+}
+
+pub fn escrow_account(payment_id: &str) -> String {
+    format!("escrow:{payment_id}")
+}
+
+pub fn external_account(currency: &str) -> String {
+    format!("external:{currency}")
+}
+
+/// Funds `agent_id`'s wallet once from outside (idempotent under `funding_key`).
+pub fn fund_wallet(
+    db: &Constellation,
+    agent_id: &str,
+    amount: Money,
+    funding_key: &str,
+    at_ms: u64,
+) -> Result<TransferOutcome, RailError> {
+    let currency = amount.currency().code();
+    db.ensure_account(&external_account(currency), AccountKind::External, currency, at_ms)?;
+    db.ensure_account(&wallet_account(agent_id), AccountKind::Wallet, currency, at_ms)?;
+    let request = TransferRequest {
+        idempotency_key: funding_key.to_owned(),
+        from_account: external_account(currency),
+        to_account: wallet_account(agent_id),
+        amount_minor: amount.amount_minor(),
+        currency: currency.to_owned(),
+        memo: format!("funding {agent_id}"),
+        at_ms,
+    };
+    db.transfer(&request)?.map_err(|error| RailError::Refused(error.to_string()))
+}
+
+/// The rail over the constellation's ledger.
+#[derive(Clone, Debug)]
+pub struct LedgerRail {
+    db: Arc<Constellation>,
+}
+
+impl LedgerRail {
+    pub const ID: &'static str = "ledger";
+
+    pub fn new(db: Arc<Constellation>) -> Self {
+        Self { db }
+    }
+
+    fn key(request: &PaymentRequest, phase: RailPhase) -> String {
+        format!("{}:{}", request.payment_id, phase.as_str())
+    }
+
+    fn done(&self, request: &PaymentRequest, phase: RailPhase) -> Result<bool, RailError> {
+        Ok(self.db.transfer_by_key(&Self::key(request, phase))?.is_some())
+    }
+
+    /// Applies one step's transfer, then reads it back and checks it is exactly the transfer
+    /// asked for (fail closed: anything else is invalid evidence).
+    fn step(
+        &self,
+        request: &PaymentRequest,
+        phase: RailPhase,
+        from_account: String,
+        to_account: String,
+        at_ms: u64,
+    ) -> Result<RailEvidence, RailError> {
+        let currency = request.amount.currency().code();
+        let transfer = TransferRequest {
+            idempotency_key: Self::key(request, phase),
+            from_account,
+            to_account,
+            amount_minor: request.amount.amount_minor(),
+            currency: currency.to_owned(),
+            memo: format!("{} {}", phase.as_str(), request.payment_id),
+            at_ms,
+        };
+        let outcome = self.db.transfer(&transfer)?.map_err(|error| match error {
+            LedgerError::InsufficientFunds { .. } => RailError::InsufficientFunds(error.to_string()),
+            other => RailError::Refused(other.to_string()),
+        })?;
+        let recorded = self.db.transfer_by_key(&transfer.idempotency_key)?.ok_or_else(|| {
+            RailError::EvidenceInvalid(format!("transfer {} is not recorded", transfer.idempotency_key))
+        })?;
+        let matches = recorded.request.from_account == transfer.from_account
+            && recorded.request.to_account == transfer.to_account
+            && recorded.request.amount_minor == transfer.amount_minor
+            && recorded.request.currency == transfer.currency
+            && recorded.transfer_id == outcome.transfer().transfer_id;
+        if !matches {
+            return Err(RailError::EvidenceInvalid(format!(
+                "transfer {} on record differs from the one requested",
+                transfer.idempotency_key
+            )));
+        }
+        Ok(RailEvidence {
+            rail: Self::ID,
+            phase,
+            payment_id: request.payment_id.clone(),
+            reference: format!("transfer:{}", recorded.transfer_id),
+            amount_minor: recorded.request.amount_minor,
+            currency,
+            applied_now: matches!(outcome, TransferOutcome::Applied(_)),
+        })
+    }
+}
+
+impl Rail for LedgerRail {
+    fn id(&self) -> &'static str {
+        Self::ID
+    }
+
+    fn prepare(&self, request: &PaymentRequest, at_ms: u64) -> Result<RailEvidence, RailError> {
+        if request.payer == request.payee {
+            return Err(RailError::Refused("payer and payee are the same agent".into()));
+        }
+        let currency = request.amount.currency().code();
+        self.db.ensure_account(&wallet_account(&request.payer), AccountKind::Wallet, currency, at_ms)?;
+        self.db.ensure_account(&escrow_account(&request.payment_id), AccountKind::Escrow, currency, at_ms)?;
+        self.step(
+            request,
+            RailPhase::Prepare,
+            wallet_account(&request.payer),
+            escrow_account(&request.payment_id),
+            at_ms,
+        )
+    }
+
+    fn commit(&self, request: &PaymentRequest, at_ms: u64) -> Result<RailEvidence, RailError> {
+        if !self.done(request, RailPhase::Prepare)? {
+            return Err(RailError::Refused(format!("payment {} was not prepared", request.payment_id)));
+        }
+        if self.done(request, RailPhase::Abort)? {
+            return Err(RailError::Refused(format!("payment {} was aborted", request.payment_id)));
+        }
+        let currency = request.amount.currency().code();
+        self.db.ensure_account(&provider_account(&request.payee), AccountKind::Provider, currency, at_ms)?;
+        self.step(
+            request,
+            RailPhase::Commit,
+            escrow_account(&request.payment_id),
+            provider_account(&request.payee),
+            at_ms,
+        )
+    }
+
+    fn abort(&self, request: &PaymentRequest, at_ms: u64) -> Result<RailEvidence, RailError> {
+        if !self.done(request, RailPhase::Prepare)? {
+            return Err(RailError::Refused(format!("payment {} was not prepared", request.payment_id)));
+        }
+        if self.done(request, RailPhase::Commit)? {
+            return Err(RailError::Refused(format!("payment {} was committed; refund it instead", request.payment_id)));
+        }
+        self.step(request, RailPhase::Abort, escrow_account(&request.payment_id), wallet_account(&request.payer), at_ms)
+    }
+
+    fn refund(&self, request: &PaymentRequest, at_ms: u64) -> Result<RailEvidence, RailError> {
+        if !self.done(request, RailPhase::Commit)? {
+            return Err(RailError::Refused(format!("payment {} was not committed", request.payment_id)));
+        }
+        self.step(request, RailPhase::Refund, provider_account(&request.payee), wallet_account(&request.payer), at_ms)
+    }
+}
