@@ -10,6 +10,7 @@ mod error;
 mod event_store;
 mod failure;
 mod identities;
+mod intent;
 mod money;
 mod rail;
 mod transcripts;
@@ -22,6 +23,7 @@ pub use error::RuntimeError;
 pub use event_store::ConstellationEventStore;
 pub use failure::{FailureCode, FaultDomain, Stage, Terminality};
 pub use identities::{DEFAULT_BUYER_ID, check_agent_id, ensure_agent, ensure_default_buyer, key_id_for, signer_for};
+pub use intent::{Intent, IntentError, PolicyRule, ROUNDS_DEFAULT, ROUNDS_MAX, SettlementMode, StaticPolicy, Urgency};
 pub use money::{AMOUNT_MINOR_MAX, Currency, Money, MoneyError};
 pub use pactum_transcripts::{Clock, ManualClock};
 pub use rail::{

@@ -1,0 +1,283 @@
+//! What the buyer wants (an [`Intent`]) and what it is allowed to agree to (a [`StaticPolicy`]).
+//! Both are checked when built and recorded in the transcript in canonical JSON; the policy is
+//! identified by `policy_hash` = SHA-256 of its canonical JSON.
+
+use pactum_transcripts::Digest;
+use pactum_transcripts::canonical::to_canonical_string;
+use serde_json::{Value, json};
+
+use crate::directory::IntentType;
+use crate::money::Money;
+
+/// Longest scope text.
+const SCOPE_BYTES_MAX: usize = 256;
+/// The most rounds any policy may allow: a negotiation is a handful of rounds, and the bound keeps
+/// a misconfigured policy from running one for ever.
+pub const ROUNDS_MAX: u32 = 32;
+/// The round limit when a policy does not set one.
+pub const ROUNDS_DEFAULT: u32 = 6;
+/// Longest latency limit a buyer may ask for.
+const LATENCY_MS_MAX: u32 = 600_000;
+
+/// How much the buyer cares about getting an answer quickly rather than cheaply.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Urgency {
+    Low,
+    Normal,
+    High,
+}
+
+impl Urgency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Normal => "normal",
+            Self::High => "high",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, IntentError> {
+        match text {
+            "low" => Ok(Self::Low),
+            "normal" => Ok(Self::Normal),
+            "high" => Ok(Self::High),
+            other => Err(IntentError(format!("urgency {other:?} is not low, normal or high"))),
+        }
+    }
+}
+
+/// How the payment is settled.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum SettlementMode {
+    /// Held in escrow at commitment, released to the provider at settlement.
+    Escrow,
+}
+
+impl SettlementMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Escrow => "escrow",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, IntentError> {
+        match text {
+            "escrow" => Ok(Self::Escrow),
+            other => Err(IntentError(format!("settlement mode {other:?} is not supported (escrow)"))),
+        }
+    }
+}
+
+/// An intent or policy that cannot be used, with the reason.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct IntentError(pub String);
+
+impl IntentError {
+    pub fn code(&self) -> &'static str {
+        "INTENT_INVALID"
+    }
+}
+
+/// What the buyer wants to acquire, under which constraints.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Intent {
+    intent_type: IntentType,
+    scope: String,
+    max_price: Money,
+    latency_ms_max: Option<u32>,
+    deadline_ms: Option<u64>,
+    urgency: Urgency,
+    settlement_mode: SettlementMode,
+}
+
+impl Intent {
+    /// Builds a checked intent.
+    pub fn new(
+        intent_type: IntentType,
+        scope: &str,
+        max_price: Money,
+        latency_ms_max: Option<u32>,
+        deadline_ms: Option<u64>,
+        urgency: Urgency,
+        settlement_mode: SettlementMode,
+    ) -> Result<Self, IntentError> {
+        if scope.len() > SCOPE_BYTES_MAX || scope.chars().any(char::is_control) {
+            return Err(IntentError(format!("scope must be at most {SCOPE_BYTES_MAX} bytes of printable text")));
+        }
+        if max_price.amount_minor() == 0 {
+            return Err(IntentError("the maximum price must be above zero".into()));
+        }
+        if latency_ms_max.is_some_and(|ms| ms == 0 || ms > LATENCY_MS_MAX) {
+            return Err(IntentError(format!("the latency limit must be 1 to {LATENCY_MS_MAX} ms")));
+        }
+        Ok(Self {
+            intent_type,
+            scope: scope.to_owned(),
+            max_price,
+            latency_ms_max,
+            deadline_ms,
+            urgency,
+            settlement_mode,
+        })
+    }
+
+    pub fn intent_type(&self) -> &IntentType {
+        &self.intent_type
+    }
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+    pub fn max_price(&self) -> Money {
+        self.max_price
+    }
+    pub fn latency_ms_max(&self) -> Option<u32> {
+        self.latency_ms_max
+    }
+    pub fn deadline_ms(&self) -> Option<u64> {
+        self.deadline_ms
+    }
+    pub fn urgency(&self) -> Urgency {
+        self.urgency
+    }
+    pub fn settlement_mode(&self) -> SettlementMode {
+        self.settlement_mode
+    }
+
+    /// The form recorded in the transcript.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "intent_type": self.intent_type.as_str(),
+            "scope": self.scope,
+            "max_price": { "amount_minor": self.max_price.amount_minor(), "currency": self.max_price.currency().code() },
+            "latency_ms_max": self.latency_ms_max,
+            "deadline_ms": self.deadline_ms,
+            "urgency": self.urgency.as_str(),
+            "settlement_mode": self.settlement_mode.as_str(),
+        })
+    }
+}
+
+/// A static policy: limits every negotiation of the buyer must respect. Checked at admission, on
+/// every round and before settlement.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StaticPolicy {
+    /// A cap on any price, whatever the intent says.
+    pub max_price: Option<Money>,
+    pub rounds_max: u32,
+    pub allowed_rails: Vec<String>,
+    pub allowed_settlement_modes: Vec<SettlementMode>,
+    /// If set, only these providers may be admitted.
+    pub allowed_providers: Option<Vec<String>>,
+    pub blocked_providers: Vec<String>,
+}
+
+impl Default for StaticPolicy {
+    fn default() -> Self {
+        Self {
+            max_price: None,
+            rounds_max: ROUNDS_DEFAULT,
+            allowed_rails: vec!["ledger".to_owned()],
+            allowed_settlement_modes: vec![SettlementMode::Escrow],
+            allowed_providers: None,
+            blocked_providers: Vec::new(),
+        }
+    }
+}
+
+/// Which rule of a policy refused something: recorded as `policy_rule:<name>` evidence.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PolicyRule {
+    MaxPrice,
+    RoundsMax,
+    AllowedRails,
+    AllowedSettlementModes,
+    AllowedProviders,
+    BlockedProviders,
+}
+
+impl PolicyRule {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MaxPrice => "max_price",
+            Self::RoundsMax => "rounds_max",
+            Self::AllowedRails => "allowed_rails",
+            Self::AllowedSettlementModes => "allowed_settlement_modes",
+            Self::AllowedProviders => "allowed_providers",
+            Self::BlockedProviders => "blocked_providers",
+        }
+    }
+}
+
+impl StaticPolicy {
+    /// Checks the policy's own consistency.
+    pub fn check(&self) -> Result<(), IntentError> {
+        if self.rounds_max == 0 || self.rounds_max > ROUNDS_MAX {
+            return Err(IntentError(format!("rounds_max must be 1 to {ROUNDS_MAX}")));
+        }
+        if self.allowed_rails.is_empty() || self.allowed_settlement_modes.is_empty() {
+            return Err(IntentError("a policy must allow at least one rail and one settlement mode".into()));
+        }
+        Ok(())
+    }
+
+    /// The canonical form: lists sorted, so equal policies have equal hashes.
+    pub fn to_json(&self) -> Value {
+        let sorted = |items: &[String]| {
+            let mut items = items.to_vec();
+            items.sort();
+            items.dedup();
+            items
+        };
+        let mut modes: Vec<&str> = self.allowed_settlement_modes.iter().map(|m| m.as_str()).collect();
+        modes.sort_unstable();
+        modes.dedup();
+        json!({
+            "max_price": self.max_price.map(|m| json!({ "amount_minor": m.amount_minor(), "currency": m.currency().code() })),
+            "rounds_max": self.rounds_max,
+            "allowed_rails": sorted(&self.allowed_rails),
+            "allowed_settlement_modes": modes,
+            "allowed_providers": self.allowed_providers.as_deref().map(sorted),
+            "blocked_providers": sorted(&self.blocked_providers),
+        })
+    }
+
+    /// `policy_hash` = `sha256:` + hex SHA-256 of the canonical JSON of the policy.
+    pub fn policy_hash(&self) -> String {
+        // The policy holds only strings, small integers and amounts within 2^53: it always has
+        // a canonical form. An empty tag makes `tagged` plain SHA-256, as the format requires.
+        let canonical = to_canonical_string(&self.to_json()).unwrap_or_default();
+        format!("sha256:{}", Digest::tagged(&[], canonical.as_bytes()).to_hex())
+    }
+
+    /// Whether `provider_id` may be admitted; the refusing rule otherwise.
+    pub fn admits_provider(&self, provider_id: &str) -> Result<(), PolicyRule> {
+        if self.blocked_providers.iter().any(|p| p == provider_id) {
+            return Err(PolicyRule::BlockedProviders);
+        }
+        if self.allowed_providers.as_ref().is_some_and(|allowed| !allowed.iter().any(|p| p == provider_id)) {
+            return Err(PolicyRule::AllowedProviders);
+        }
+        Ok(())
+    }
+
+    /// Whether a price is acceptable under both the intent and the policy cap.
+    pub fn admits_price(&self, intent: &Intent, price: Money) -> Result<(), PolicyRule> {
+        let within = |cap: Money| cap.currency() == price.currency() && price.amount_minor() <= cap.amount_minor();
+        if !within(intent.max_price()) || self.max_price.is_some_and(|cap| !within(cap)) {
+            return Err(PolicyRule::MaxPrice);
+        }
+        Ok(())
+    }
+
+    /// Whether the intent's rail and settlement mode are allowed.
+    pub fn admits_settlement(&self, rail: &str, mode: SettlementMode) -> Result<(), PolicyRule> {
+        if !self.allowed_rails.iter().any(|r| r == rail) {
+            return Err(PolicyRule::AllowedRails);
+        }
+        if !self.allowed_settlement_modes.contains(&mode) {
+            return Err(PolicyRule::AllowedSettlementModes);
+        }
+        Ok(())
+    }
+}
