@@ -13,6 +13,7 @@ mod identities;
 mod intent;
 mod money;
 mod rail;
+mod strategy;
 mod transcripts;
 
 pub use directory::{
@@ -29,6 +30,9 @@ pub use pactum_transcripts::{Clock, ManualClock};
 pub use rail::{
     LedgerRail, PaymentRequest, Rail, RailError, RailEvidence, RailPhase, escrow_account, external_account,
     fund_wallet, provider_account, wallet_account,
+};
+pub use strategy::{
+    Banded, Baseline, ProviderAnswer, Strategy, Urgent, provider_ask, simulate_provider, strategy_named,
 };
 pub use transcripts::{
     ExportSummary, ImportOutcome, KeySource, StoredVerification, StreamSummary, VerifyOptions, export_stream,
