@@ -136,6 +136,12 @@ pub enum ConstellationCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Check the whole constellation, like git fsck: every transcript and the ledger's invariants
+    /// (exit 1 naming each problem).
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
     /// Copy the constellation to DEST with SQLite's online backup API.
     Backup {
         dest: PathBuf,
@@ -155,9 +161,11 @@ impl Cli {
                 | TranscriptCommand::Import { json, .. },
             ) => *json,
             Command::Transcript(TranscriptCommand::Export { .. }) => false,
-            Command::Constellation(ConstellationCommand::Info { json } | ConstellationCommand::Backup { json, .. }) => {
-                *json
-            }
+            Command::Constellation(
+                ConstellationCommand::Info { json }
+                | ConstellationCommand::Check { json }
+                | ConstellationCommand::Backup { json, .. },
+            ) => *json,
             Command::Providers(ProvidersCommand::List { json })
             | Command::Agents(AgentsCommand::List { json })
             | Command::Balance { json } => *json,

@@ -11,9 +11,11 @@ pub fn run(context: &Context, command: ConstellationCommand) -> Result<u8, Failu
     // something that does not exist is an error.
     let db = match &command {
         ConstellationCommand::Info { .. } => context.open()?,
-        ConstellationCommand::Backup { .. } => context.open_existing()?.map_err(|path| {
-            Failure::new("CONSTELLATION_NOT_FOUND", format!("no constellation at {}", path.display()))
-        })?,
+        ConstellationCommand::Backup { .. } | ConstellationCommand::Check { .. } => {
+            context.open_existing()?.map_err(|path| {
+                Failure::new("CONSTELLATION_NOT_FOUND", format!("no constellation at {}", path.display()))
+            })?
+        }
     };
     match command {
         ConstellationCommand::Info { json } => {
@@ -65,6 +67,43 @@ pub fn run(context: &Context, command: ConstellationCommand) -> Result<u8, Failu
                     format!("agents          {}", info.agents),
                 ];
                 print_lines(&lines);
+            }
+        }
+        ConstellationCommand::Check { json } => {
+            let report = pactum_runtime::check_constellation(&db)?;
+            if json {
+                let problems: Vec<serde_json::Value> = report
+                    .problems
+                    .iter()
+                    .map(|p| json!({ "area": p.area, "subject": p.subject, "code": p.code, "detail": p.detail }))
+                    .collect();
+                print_json(&json!({
+                    "sound": report.is_sound(),
+                    "transcripts_checked": report.transcripts_checked,
+                    "events_checked": report.events_checked,
+                    "accounts_checked": report.accounts_checked,
+                    "problems": problems,
+                }));
+            } else {
+                let mut lines = vec![format!(
+                    "{}: {} transcripts ({} events) and {} ledger accounts checked: {}",
+                    db.path().display(),
+                    report.transcripts_checked,
+                    report.events_checked,
+                    report.accounts_checked,
+                    if report.is_sound() {
+                        "no problems".to_owned()
+                    } else {
+                        format!("{} problems", report.problems.len())
+                    }
+                )];
+                for problem in &report.problems {
+                    lines.push(format!("  {} {}: {}: {}", problem.area, problem.subject, problem.code, problem.detail));
+                }
+                print_lines(&lines);
+            }
+            if !report.is_sound() {
+                return Ok(crate::failure::EXIT_INVALID);
             }
         }
         ConstellationCommand::Backup { dest, json } => {

@@ -5,6 +5,7 @@
 //! The runtime core never reads the OS clock or randomness: a [`Clock`] is passed in.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod check;
 mod directory;
 mod error;
 mod event_store;
@@ -16,6 +17,7 @@ mod rail;
 mod strategy;
 mod transcripts;
 
+pub use check::{CheckReport, Problem, check_constellation};
 pub use directory::{
     Concession, DEFAULT_DIRECTORY, DIRECTORY_FORMAT, Directory, DirectoryError, FailureRates, IntentType,
     PROVIDERS_MAX, ProviderSpec,

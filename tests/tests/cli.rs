@@ -721,3 +721,44 @@ fn balance_lists_accounts_and_zero_totals() {
     assert_eq!(document["sound"], true);
     assert_eq!(document["totals"], serde_json::json!([{"currency": "USD", "sum_minor": 0}]));
 }
+
+#[test]
+fn constellation_check_names_every_problem() {
+    let home = Home::new();
+    let db_path = home.path().join("c.db");
+    let db = write_sample_transcript(&db_path);
+    let usd = pactum_runtime::Currency::parse("USD").expect("USD");
+    pactum_runtime::fund_wallet(&db, "buyer", pactum_runtime::Money::from_minor(1_000, usd).expect("amount"), "f", 1)
+        .expect("fund");
+    drop(db);
+    let db_arg = db_path.display().to_string();
+    let output = home.run(&["--constellation", &db_arg, "constellation", "check", "--json"]);
+    assert_ok(&output);
+    let report = json(&output);
+    assert_eq!(report["sound"], true);
+    assert_eq!((report["transcripts_checked"].as_u64(), report["events_checked"].as_u64()), (Some(1), Some(7)));
+    assert_eq!(report["accounts_checked"], 2);
+
+    // Tamper with a transcript and with the ledger behind Pactum's back.
+    {
+        let raw = rusqlite_connection(&db_path);
+        raw.execute_batch(
+            "DROP TRIGGER transcript_events_no_update;
+             UPDATE transcript_events SET body = replace(body, '\"amount_minor\":4', '\"amount_minor\":3') WHERE seq = 3;
+             UPDATE ledger_accounts SET balance_minor = balance_minor + 7 WHERE account_id = 'wallet:buyer';",
+        )
+        .expect("tamper");
+    }
+    let output = home.run(&["--constellation", &db_arg, "constellation", "check", "--json"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let report = json(&output);
+    assert_eq!(report["sound"], false);
+    let codes: Vec<&str> =
+        report["problems"].as_array().expect("problems").iter().filter_map(|p| p["code"].as_str()).collect();
+    assert_eq!(codes, ["HASH_MISMATCH", "LEDGER_UNBALANCED", "LEDGER_BALANCE_MISMATCH"]);
+    let human = home.run(&["--constellation", &db_arg, "constellation", "check"]);
+    assert_eq!(human.status.code(), Some(1));
+    assert!(stdout(&human).contains("3 problems"), "{}", stdout(&human));
+    // Checking never creates a constellation.
+    assert_fails(&home.run(&["constellation", "check"]), 2, "CONSTELLATION_NOT_FOUND");
+}
