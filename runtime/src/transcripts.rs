@@ -326,36 +326,11 @@ struct Scan {
 
 /// First pass: verifies the whole file as a stream (bounded memory) and collects its signers.
 fn scan_file(path: &Path) -> Result<Scan, RuntimeError> {
-    let (mut reader, header) = FileReader::open(open_file(path)?)?;
-    let mut verifier = Verifier::new(header.stream.clone(), &header.keys);
-    let mut signers = BTreeSet::new();
-    let mut first_at_ms = None;
-    loop {
-        match reader.next_event() {
-            Ok(Some(event)) => {
-                first_at_ms.get_or_insert(event.at_ms);
-                if let Some(signer) = &event.signer {
-                    signers.insert(signer.clone());
-                }
-                if !verifier.push(&event) {
-                    break;
-                }
-            }
-            Ok(None) => break,
-            Err(error) => {
-                verifier.flush();
-                if verifier.first_break().is_some() {
-                    break;
-                }
-                return Err(error.into());
-            }
-        }
+    let verification = jsonl::verify_file(open_file(path)?, None)?;
+    if let Some(broken) = verification.report.first_break {
+        return Err(RuntimeError::Tampered { stream: verification.header.stream.to_string(), broken });
     }
-    let report = verifier.finish(Some(header.anchor()));
-    if let Some(broken) = report.first_break {
-        return Err(RuntimeError::Tampered { stream: header.stream.to_string(), broken });
-    }
-    Ok(Scan { header, signers, first_at_ms })
+    Ok(Scan { header: verification.header, signers: verification.signers, first_at_ms: verification.first_at_ms })
 }
 
 /// Imports a transcript file. It is verified completely (with the keys of its header) as a

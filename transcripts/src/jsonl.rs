@@ -264,6 +264,10 @@ pub struct FileVerification {
     pub header: FileHeader,
     pub report: VerifyReport,
     pub key_source: KeySource,
+    /// Key ids that signed the events read (up to the first break).
+    pub signers: std::collections::BTreeSet<crate::keys::KeyId>,
+    /// Timestamp of the first event, if any.
+    pub first_at_ms: Option<u64>,
 }
 
 /// What file verification should demand beyond a sound chain.
@@ -292,10 +296,16 @@ pub fn verify_file_with(input: impl BufRead, options: FileVerifyOptions<'_>) -> 
     };
     let verifier = Verifier::new(header.stream.clone(), keys);
     let mut verifier = if options.require_signed { verifier.require_signed() } else { verifier };
+    let mut signers = std::collections::BTreeSet::new();
+    let mut first_at_ms = None;
     // The first break is the answer: what follows it (even a malformed line) cannot hide it.
     loop {
         match reader.next_event() {
             Ok(Some(event)) => {
+                first_at_ms.get_or_insert(event.at_ms);
+                if let Some(signer) = &event.signer {
+                    signers.insert(signer.clone());
+                }
                 if !verifier.push(&event) {
                     break;
                 }
@@ -315,7 +325,7 @@ pub fn verify_file_with(input: impl BufRead, options: FileVerifyOptions<'_>) -> 
         None => header.anchor(),
     };
     let report = verifier.finish(Some(anchor));
-    Ok(FileVerification { header, report, key_source })
+    Ok(FileVerification { header, report, key_source, signers, first_at_ms })
 }
 
 /// Reads a whole file into memory (for import), checking its shape but not its chain.
