@@ -65,31 +65,25 @@ pub fn check_constellation(db: &Arc<Constellation>) -> Result<CheckReport, Runti
     let accounts = db.accounts()?;
     report.accounts_checked = accounts.len() as u64;
     let ledger = db.check_ledger()?;
-    for (currency, sum) in &ledger.sums_by_currency {
-        if *sum != 0 {
-            report.problems.push(Problem {
-                area: "ledger",
-                subject: currency.clone(),
-                code: "LEDGER_UNBALANCED".into(),
-                detail: format!("balances in {currency} sum to {sum} minor units, not 0"),
-            });
-        }
+    let mut ledger_problem = |subject: &str, code: &str, detail: String| {
+        report.problems.push(Problem { area: "ledger", subject: subject.to_owned(), code: code.to_owned(), detail });
+    };
+    for (currency, sum) in ledger.sums_by_currency.iter().filter(|(_, sum)| *sum != 0) {
+        ledger_problem(
+            currency,
+            "LEDGER_UNBALANCED",
+            format!("balances in {currency} sum to {sum} minor units, not 0"),
+        );
     }
-    for account in ledger.negative_accounts {
-        report.problems.push(Problem {
-            area: "ledger",
-            subject: account.clone(),
-            code: "LEDGER_NEGATIVE_BALANCE".into(),
-            detail: format!("{account} is below zero"),
-        });
+    for account in &ledger.negative_accounts {
+        ledger_problem(account, "LEDGER_NEGATIVE_BALANCE", format!("{account} is below zero"));
     }
-    for account in ledger.balance_mismatches {
-        report.problems.push(Problem {
-            area: "ledger",
-            subject: account.clone(),
-            code: "LEDGER_BALANCE_MISMATCH".into(),
-            detail: format!("{account}'s balance is not the sum of its transfers"),
-        });
+    for account in &ledger.balance_mismatches {
+        ledger_problem(
+            account,
+            "LEDGER_BALANCE_MISMATCH",
+            format!("{account}'s balance is not the sum of its transfers"),
+        );
     }
     Ok(report)
 }

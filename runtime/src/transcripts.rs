@@ -6,13 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use pactum_memory::{Constellation, EventRow, StoreError, StreamOrigin, StreamRecord};
-use pactum_transcripts::canonical::{parse_strict, to_canonical_string};
+use pactum_transcripts::canonical::to_canonical_string;
 use pactum_transcripts::jsonl::{self, FileHeader, FileReader};
 use pactum_transcripts::limits::READ_PAGE_EVENTS;
-use pactum_transcripts::{
-    Anchor, BreakReason, Clock, Digest, Event, EventKind, KeyId, KeyRing, SignatureBytes, StreamId, Verifier,
-    VerifyReport,
-};
+use pactum_transcripts::{Anchor, BreakReason, Clock, Digest, Event, KeyId, KeyRing, StreamId, Verifier, VerifyReport};
 
 use crate::error::RuntimeError;
 use crate::event_store::{from_row, to_row};
@@ -111,30 +108,15 @@ enum Audited {
 fn audit_row(stream: &StreamId, row: EventRow) -> Audited {
     let malformed = |detail: String| Audited::Malformed { reason: BreakReason::EventMalformed, detail };
     let stored_body = row.body.clone();
-    let parsed = match parse_strict(&stored_body) {
-        Ok(value) => value,
-        Err(error) => return malformed(format!("body: {error}")),
+    let event = match from_row(stream, row) {
+        Ok(event) => event,
+        Err(pactum_transcripts::StoreError::Corrupt { detail, .. }) => return malformed(detail),
+        Err(other) => return malformed(other.to_string()),
     };
-    if to_canonical_string(&parsed).as_deref() != Ok(stored_body.as_str()) {
+    if to_canonical_string(&event.body).as_deref() != Ok(stored_body.as_str()) {
         return malformed("body is not stored in canonical form".into());
     }
-    let event = (|| -> Result<Event, String> {
-        Ok(Event {
-            stream: stream.clone(),
-            seq: row.seq,
-            kind: EventKind::new(row.kind).map_err(|e| e.to_string())?,
-            body: parsed,
-            at_ms: row.at_ms,
-            prev: Digest::from_bytes(row.prev),
-            signer: row.signer.map(KeyId::new).transpose().map_err(|e| e.to_string())?,
-            hash: Digest::from_bytes(row.hash),
-            sig: row.sig.map(SignatureBytes::from_bytes),
-        })
-    })();
-    match event {
-        Ok(event) => Audited::Event(Box::new(event)),
-        Err(detail) => malformed(detail),
-    }
+    Audited::Event(Box::new(event))
 }
 
 /// Visits the first `count` stored rows of a stream, page by page, as stored: the callers audit
