@@ -18,6 +18,7 @@ mod error;
 mod events;
 mod ledger;
 mod schema;
+mod sessions;
 mod store;
 
 pub use agents::{AgentRecord, AgentRole, SecretSeed};
@@ -25,4 +26,5 @@ pub use error::StoreError;
 pub use events::{CheckpointRow, EventRow, StreamOrigin, StreamRecord};
 pub use ledger::{Account, AccountKind, LedgerCheck, LedgerError, Transfer, TransferOutcome, TransferRequest};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub use sessions::SessionRow;
 pub use store::{BUSY_TIMEOUT_MS, BackupReport, Constellation, Durability, Info, OpenOptions};

@@ -6,7 +6,7 @@ pub const APPLICATION_ID: u32 = 0x5043_5431;
 
 /// Migration `i` (0-based) brings the schema from version `i` to `i + 1`. Never edit a
 /// migration that has shipped; append a new one.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 /// The schema version this build writes and the newest it can open.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -137,4 +137,15 @@ CREATE TRIGGER ledger_transfers_no_update BEFORE UPDATE ON ledger_transfers
 BEGIN SELECT RAISE(ABORT, 'ledger transfers are append-only'); END;
 CREATE TRIGGER ledger_transfers_no_delete BEFORE DELETE ON ledger_transfers
 BEGIN SELECT RAISE(ABORT, 'ledger transfers are append-only'); END;
+"#;
+
+/// Which process drives each negotiation session. A session's content is its transcript; this
+/// table only says who may append to it, so that recovery after a crash resumes the sessions of
+/// dead processes and leaves live ones alone. A row is removed when its session is closed.
+const MIGRATION_4: &str = r#"
+CREATE TABLE session_owners (
+    session_id    TEXT PRIMARY KEY,
+    owner         TEXT NOT NULL,
+    claimed_at_ms INTEGER NOT NULL CHECK (claimed_at_ms >= 0)
+) STRICT;
 "#;

@@ -599,6 +599,7 @@ fn append_run(durability: Durability, count: usize, batch: usize) -> (f64, Durat
                         kind: kinds[(appended + offset) % kinds.len()].clone(),
                         body,
                         signer: None,
+                        at_ms: None,
                     })
                     .collect();
                 appended += events.len();
@@ -774,6 +775,7 @@ fn stored_stream(dir: &Path, count: usize, signers: &[Ed25519Signer]) -> Arc<Con
                 kind: kinds[index % kinds.len()].clone(),
                 body,
                 signer: (!signers.is_empty()).then(|| &signers[index % signers.len()] as &dyn EventSigner),
+                at_ms: None,
             })
             .collect();
         stream.append_batch(batch).unwrap();

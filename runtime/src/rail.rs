@@ -96,13 +96,13 @@ pub trait Rail {
     fn refund(&self, request: &PaymentRequest, at_ms: u64) -> Result<RailEvidence, RailError>;
 }
 
-/// Account ids on the ledger.
-pub fn wallet_account(agent_id: &str) -> String {
-    format!("wallet:{agent_id}")
+/// Account ids on the ledger. An account holds one currency, so agents' accounts are per currency.
+pub fn wallet_account(agent_id: &str, currency: &str) -> String {
+    format!("wallet:{agent_id}:{currency}")
 }
 
-pub fn provider_account(agent_id: &str) -> String {
-    format!("provider:{agent_id}")
+pub fn provider_account(agent_id: &str, currency: &str) -> String {
+    format!("provider:{agent_id}:{currency}")
 }
 
 pub fn escrow_account(payment_id: &str) -> String {
@@ -122,18 +122,18 @@ pub fn fund_wallet(
     at_ms: u64,
 ) -> Result<TransferOutcome, RailError> {
     let currency = amount.currency().code();
-    db.ensure_account(&external_account(currency), AccountKind::External, currency, at_ms)?;
-    db.ensure_account(&wallet_account(agent_id), AccountKind::Wallet, currency, at_ms)?;
+    let (external, wallet) = (external_account(currency), wallet_account(agent_id, currency));
     let request = TransferRequest {
         idempotency_key: funding_key.to_owned(),
-        from_account: external_account(currency),
-        to_account: wallet_account(agent_id),
+        from_account: external.clone(),
+        to_account: wallet.clone(),
         amount_minor: amount.amount_minor(),
         currency: currency.to_owned(),
         memo: format!("funding {agent_id}"),
         at_ms,
     };
-    db.transfer(&request)?.map_err(|error| RailError::Refused(error.to_string()))
+    db.transfer_ensuring(&[(&external, AccountKind::External), (&wallet, AccountKind::Wallet)], &request)?
+        .map_err(|error| RailError::Refused(error.to_string()))
 }
 
 /// The rail over the constellation's ledger.
@@ -163,8 +163,8 @@ impl LedgerRail {
         &self,
         request: &PaymentRequest,
         phase: RailPhase,
-        from_account: String,
-        to_account: String,
+        (from_account, from_kind): (String, AccountKind),
+        (to_account, to_kind): (String, AccountKind),
         at_ms: u64,
     ) -> Result<RailEvidence, RailError> {
         let currency = request.amount.currency().code();
@@ -177,7 +177,8 @@ impl LedgerRail {
             memo: format!("{} {}", phase.as_str(), request.payment_id),
             at_ms,
         };
-        let outcome = self.db.transfer(&transfer)?.map_err(|error| match error {
+        let accounts = [(transfer.from_account.as_str(), from_kind), (transfer.to_account.as_str(), to_kind)];
+        let outcome = self.db.transfer_ensuring(&accounts, &transfer)?.map_err(|error| match error {
             LedgerError::InsufficientFunds { .. } => RailError::InsufficientFunds(error.to_string()),
             other => RailError::Refused(other.to_string()),
         })?;
@@ -217,13 +218,11 @@ impl Rail for LedgerRail {
             return Err(RailError::Refused("payer and payee are the same agent".into()));
         }
         let currency = request.amount.currency().code();
-        self.db.ensure_account(&wallet_account(&request.payer), AccountKind::Wallet, currency, at_ms)?;
-        self.db.ensure_account(&escrow_account(&request.payment_id), AccountKind::Escrow, currency, at_ms)?;
         self.step(
             request,
             RailPhase::Prepare,
-            wallet_account(&request.payer),
-            escrow_account(&request.payment_id),
+            (wallet_account(&request.payer, currency), AccountKind::Wallet),
+            (escrow_account(&request.payment_id), AccountKind::Escrow),
             at_ms,
         )
     }
@@ -236,12 +235,11 @@ impl Rail for LedgerRail {
             return Err(RailError::Refused(format!("payment {} was aborted", request.payment_id)));
         }
         let currency = request.amount.currency().code();
-        self.db.ensure_account(&provider_account(&request.payee), AccountKind::Provider, currency, at_ms)?;
         self.step(
             request,
             RailPhase::Commit,
-            escrow_account(&request.payment_id),
-            provider_account(&request.payee),
+            (escrow_account(&request.payment_id), AccountKind::Escrow),
+            (provider_account(&request.payee, currency), AccountKind::Provider),
             at_ms,
         )
     }
@@ -253,13 +251,27 @@ impl Rail for LedgerRail {
         if self.done(request, RailPhase::Commit)? {
             return Err(RailError::Refused(format!("payment {} was committed; refund it instead", request.payment_id)));
         }
-        self.step(request, RailPhase::Abort, escrow_account(&request.payment_id), wallet_account(&request.payer), at_ms)
+        let currency = request.amount.currency().code();
+        self.step(
+            request,
+            RailPhase::Abort,
+            (escrow_account(&request.payment_id), AccountKind::Escrow),
+            (wallet_account(&request.payer, currency), AccountKind::Wallet),
+            at_ms,
+        )
     }
 
     fn refund(&self, request: &PaymentRequest, at_ms: u64) -> Result<RailEvidence, RailError> {
         if !self.done(request, RailPhase::Commit)? {
             return Err(RailError::Refused(format!("payment {} was not committed", request.payment_id)));
         }
-        self.step(request, RailPhase::Refund, provider_account(&request.payee), wallet_account(&request.payer), at_ms)
+        let currency = request.amount.currency().code();
+        self.step(
+            request,
+            RailPhase::Refund,
+            (provider_account(&request.payee, currency), AccountKind::Provider),
+            (wallet_account(&request.payer, currency), AccountKind::Wallet),
+            at_ms,
+        )
     }
 }

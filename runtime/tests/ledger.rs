@@ -47,8 +47,8 @@ fn prepare_then_commit_pays_the_provider_once() {
         [
             ("escrow:ses-1".to_owned(), 0),
             ("external:USD".to_owned(), -1_000),
-            ("provider:nimbus-weather".to_owned(), 5),
-            ("wallet:buyer".to_owned(), 995),
+            ("provider:nimbus-weather:USD".to_owned(), 5),
+            ("wallet:buyer:USD".to_owned(), 995),
         ]
     );
     assert!(db.check_ledger().expect("check").is_sound());
@@ -60,7 +60,7 @@ fn abort_releases_the_hold_and_refund_reverses_a_payment() {
     let held = payment("ses-a", 300);
     rail.prepare(&held, 2).expect("prepare");
     assert_eq!(
-        db.accounts().expect("accounts").iter().find(|a| a.account_id == "wallet:buyer").map(|a| a.balance_minor),
+        db.accounts().expect("accounts").iter().find(|a| a.account_id == "wallet:buyer:USD").map(|a| a.balance_minor),
         Some(700)
     );
     rail.abort(&held, 3).expect("abort");
@@ -71,7 +71,7 @@ fn abort_releases_the_hold_and_refund_reverses_a_payment() {
     assert!(matches!(rail.abort(&paid, 7), Err(RailError::Refused(_))), "no abort after commit");
     rail.refund(&paid, 8).expect("refund");
     rail.refund(&paid, 9).expect("refund retry");
-    let wallet = db.accounts().expect("accounts").into_iter().find(|a| a.account_id == wallet_account("buyer"));
+    let wallet = db.accounts().expect("accounts").into_iter().find(|a| a.account_id == wallet_account("buyer", "USD"));
     assert_eq!(wallet.map(|a| a.balance_minor), Some(1_000));
     assert!(matches!(rail.refund(&payment("never", 1), 10), Err(RailError::Refused(_))));
     assert!(db.check_ledger().expect("check").is_sound());
@@ -94,7 +94,7 @@ fn the_database_itself_refuses_a_negative_wallet() {
     let (dir, _db, _rail) = setup(100);
     let raw = rusqlite::Connection::open(dir.path().join("c.db")).expect("sqlite");
     let error = raw
-        .execute("UPDATE ledger_accounts SET balance_minor = -1 WHERE account_id = 'wallet:buyer'", [])
+        .execute("UPDATE ledger_accounts SET balance_minor = -1 WHERE account_id = 'wallet:buyer:USD'", [])
         .expect_err("CHECK constraint");
     assert!(error.to_string().contains("CHECK"), "{error}");
 }

@@ -70,7 +70,7 @@ fn checkpoints_survive_reopen_and_replay_agrees() {
     let batch: Vec<NewEvent<'_>> = (11..=20)
         .map(|amount| {
             let (kind, body) = deposit(amount);
-            NewEvent { kind, body, signer: None }
+            NewEvent { kind, body, signer: None, at_ms: None }
         })
         .collect();
     stream.append_batch(batch).expect("batch");
@@ -274,7 +274,7 @@ fn a_backup_finishes_while_another_writer_keeps_appending() {
         let batch: Vec<NewEvent<'_>> = (0..5_000)
             .map(|amount| {
                 let (kind, body) = deposit(amount);
-                NewEvent { kind, body, signer: None }
+                NewEvent { kind, body, signer: None, at_ms: None }
             })
             .collect();
         stream.append_batch(batch).expect("seed the file");

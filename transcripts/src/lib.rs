@@ -31,6 +31,6 @@ pub use stream::{
     Checkpoint, CheckpointId, EventStore, Head, MemoryStore, NewEvent, ReduceError, Reducer, Replay, StoreError,
     TranscriptError, TranscriptStream,
 };
-pub use verify::{Anchor, Break, BreakReason, Verifier, VerifyReport, verify_events};
+pub use verify::{Anchor, Break, BreakReason, Verifier, VerifyReport, verify_digest_signature, verify_events};
 
 pub use ed25519_dalek::{SigningKey, VerifyingKey};

@@ -138,6 +138,9 @@ pub struct NewEvent<'s> {
     pub kind: EventKind,
     pub body: Value,
     pub signer: Option<&'s dyn EventSigner>,
+    /// When the event happened; `None` takes the stream's clock. Either way an event is never
+    /// stamped earlier than the event before it.
+    pub at_ms: Option<u64>,
 }
 
 impl fmt::Debug for dyn EventSigner + '_ {
@@ -195,7 +198,7 @@ impl<S: EventStore> TranscriptStream<S> {
         body: Value,
         signer: Option<&dyn EventSigner>,
     ) -> Result<Event, TranscriptError> {
-        let mut events = self.append_batch(vec![NewEvent { kind, body, signer }])?;
+        let mut events = self.append_batch(vec![NewEvent { kind, body, signer, at_ms: None }])?;
         Ok(events.remove(0))
     }
 
@@ -210,9 +213,12 @@ impl<S: EventStore> TranscriptStream<S> {
             return Err(TranscriptError::StreamFull { stream: self.stream.clone(), limit: STREAM_EVENTS_MAX });
         }
         // Timestamps never go backwards within a stream, even if the clock does.
-        let at_ms = self.clock.now_ms().max(floor_ms);
+        let clock_ms = self.clock.now_ms();
+        let mut floor_ms = floor_ms;
         let mut sealed = Vec::with_capacity(new_events.len());
         for new_event in new_events {
+            let at_ms = new_event.at_ms.unwrap_or(clock_ms).max(floor_ms);
+            floor_ms = at_ms;
             let event =
                 Event::seal(self.stream.clone(), seq, new_event.kind, new_event.body, at_ms, prev, new_event.signer)?;
             prev = event.hash;
@@ -366,6 +372,26 @@ impl<S: EventStore> TranscriptStream<S> {
             created_at_ms: self.clock.now_ms(),
         };
         Ok(Some(self.store.put_checkpoint(&checkpoint)?))
+    }
+
+    /// Stores `state` as the fold of events `0..=seq`, when the caller already holds that fold
+    /// (a session's live state) and a replay to recompute it would be wasted work. The event at
+    /// `seq` must exist; the checkpoint is bound to its hash. A wrong state is caught later: a
+    /// replay from this checkpoint is compared with a full replay by `session replay`.
+    pub fn put_checkpoint_state(&self, seq: u64, state: Value) -> Result<CheckpointId, TranscriptError> {
+        let event = self.event_at(seq)?.ok_or_else(|| StoreError::Corrupt {
+            stream: self.stream.clone(),
+            detail: format!("no event {seq} to checkpoint at"),
+        })?;
+        let checkpoint = Checkpoint {
+            stream: self.stream.clone(),
+            seq,
+            event_hash: event.hash,
+            state_hash: state_hash(&state)?,
+            state,
+            created_at_ms: self.clock.now_ms().max(event.at_ms),
+        };
+        Ok(self.store.put_checkpoint(&checkpoint)?)
     }
 
     /// The state stored in checkpoint `id`, after checking it against its hash.

@@ -33,7 +33,7 @@ use rand_core::SeedableRng as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::event::{Digest, Event, StreamId};
-use crate::keys::{KeyRing, is_strict_point};
+use crate::keys::{KeyRing, SignatureBytes, is_strict_point};
 use crate::limits::{EVENT_BODY_BYTES_MAX, SIGNATURE_BATCH_SIZE};
 
 /// Stable reason codes of a broken link (listed in specs/transcript-v1.toml).
@@ -177,6 +177,17 @@ struct PendingSignature {
 /// Single verification under the same predicate as the batch.
 fn verify_one(key: VerificationKeyBytes, signature: &Signature, digest: &Digest) -> bool {
     VerificationKey::try_from(key).and_then(|key| key.verify(signature, digest.as_bytes())).is_ok()
+}
+
+/// Verifies a detached Ed25519 signature over a digest (a receipt's, say) under exactly the
+/// predicate event signatures are held to: a strict, large-order public key and `R`, and the
+/// ZIP-215 equation.
+pub fn verify_digest_signature(public_key: &[u8; 32], digest: &Digest, signature: &SignatureBytes) -> bool {
+    let mut r_bytes = [0_u8; 32];
+    r_bytes.copy_from_slice(&signature.as_bytes()[..32]);
+    is_strict_point(public_key)
+        && is_strict_point(&r_bytes)
+        && verify_one(VerificationKeyBytes::from(*public_key), &Signature::from_bytes(signature.as_bytes()), digest)
 }
 
 /// Verifies a stream event by event with bounded memory; feed it with [`Verifier::push`] and

@@ -279,7 +279,7 @@ proptest! {
             }
             let expected = setup.clock_now().max(floor);
             let batch = (0..batch_len)
-                .map(|n| NewEvent { kind: kind("note"), body: json!({ "n": n }), signer: None })
+                .map(|n| NewEvent { kind: kind("note"), body: json!({ "n": n }), signer: None, at_ms: None })
                 .collect();
             let appended = setup.stream.append_batch(batch).expect("append");
             for event in &appended {
@@ -324,9 +324,9 @@ fn append_batch_is_atomic() {
     for (bad_body, is_expected) in failing {
         setup.clock.advance(10);
         let batch = vec![
-            NewEvent { kind: kind("round.bid"), body: json!({"amount": 2}), signer: Some(&KEYS.a) },
-            NewEvent { kind: kind("round.bid"), body: bad_body, signer: Some(&KEYS.b) },
-            NewEvent { kind: kind("note"), body: json!({}), signer: None },
+            NewEvent { kind: kind("round.bid"), body: json!({"amount": 2}), signer: Some(&KEYS.a), at_ms: None },
+            NewEvent { kind: kind("round.bid"), body: bad_body, signer: Some(&KEYS.b), at_ms: None },
+            NewEvent { kind: kind("note"), body: json!({}), signer: None, at_ms: None },
         ];
         let error = setup.stream.append_batch(batch).expect_err("unsealable body");
         assert!(is_expected(&error), "unexpected error {error:?}");
@@ -337,8 +337,8 @@ fn append_batch_is_atomic() {
     // A good batch afterwards continues right after the old head, all at one timestamp.
     setup.clock.advance(10);
     let batch = vec![
-        NewEvent { kind: kind("round.bid"), body: json!({"amount": 2}), signer: Some(&KEYS.a) },
-        NewEvent { kind: kind("round.bid"), body: json!({"amount": 3}), signer: Some(&KEYS.b) },
+        NewEvent { kind: kind("round.bid"), body: json!({"amount": 2}), signer: Some(&KEYS.a), at_ms: None },
+        NewEvent { kind: kind("round.bid"), body: json!({"amount": 3}), signer: Some(&KEYS.b), at_ms: None },
     ];
     let appended = setup.stream.append_batch(batch).expect("append");
     assert_eq!(appended.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);

@@ -88,6 +88,7 @@ fn run() -> Result<(), String> {
                 kind: kind.clone(),
                 body: json!({ "n": seq, "pid": pid, "round": round, "batch": count, "pad": padding }),
                 signer: seq.is_multiple_of(3).then_some(&signer as &dyn EventSigner),
+                at_ms: None,
             })
             .collect();
         let events = if count == 1 {
