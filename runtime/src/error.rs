@@ -28,6 +28,25 @@ pub enum RuntimeError {
     ImportConflict(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// No session with this id in the constellation.
+    #[error("no session {0:?} in this constellation (see `pactum session list`)")]
+    SessionNotFound(String),
+    /// Another running process is driving the session.
+    #[error("session {session_id} is being driven by another running process ({owner})")]
+    SessionBusy { session_id: String, owner: String },
+    /// The operation needs an ended session.
+    #[error("session {session_id} is still {phase}")]
+    SessionNotTerminal { session_id: String, phase: &'static str },
+    #[error("every session id derived from seed {0} is taken; use another seed")]
+    SessionIdsExhausted(u64),
+    #[error(transparent)]
+    Intent(#[from] crate::intent::IntentError),
+    #[error(transparent)]
+    Step(#[from] crate::session::step::StepError),
+    #[error(transparent)]
+    Directory(#[from] crate::directory::DirectoryError),
+    #[error(transparent)]
+    Receipt(#[from] crate::session::receipt::ReceiptError),
 }
 
 impl RuntimeError {
@@ -49,6 +68,14 @@ impl RuntimeError {
             Self::ImportChanged(_) => "IMPORT_CHANGED",
             Self::InvalidAgentId(_) => "AGENT_ID_INVALID",
             Self::Io(_) => "IO_ERROR",
+            Self::SessionNotFound(_) => "SESSION_NOT_FOUND",
+            Self::SessionBusy { .. } => "SESSION_BUSY",
+            Self::SessionNotTerminal { .. } => "SESSION_NOT_TERMINAL",
+            Self::SessionIdsExhausted(_) => "SESSION_IDS_EXHAUSTED",
+            Self::Intent(error) => error.code(),
+            Self::Step(error) => error.code(),
+            Self::Directory(error) => error.code(),
+            Self::Receipt(error) => error.code(),
         }
     }
 }

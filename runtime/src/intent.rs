@@ -7,7 +7,7 @@ use pactum_transcripts::canonical::to_canonical_string;
 use serde_json::{Value, json};
 
 use crate::directory::IntentType;
-use crate::money::Money;
+use crate::money::{Currency, Money};
 
 /// Longest scope text.
 const SCOPE_BYTES_MAX: usize = 256;
@@ -279,5 +279,138 @@ impl StaticPolicy {
             return Err(PolicyRule::AllowedSettlementModes);
         }
         Ok(())
+    }
+}
+
+/// Reads an amount recorded as `{"amount_minor": N, "currency": "XXX"}`.
+pub(crate) fn money_from_json(value: &Value, field: &str) -> Result<Money, IntentError> {
+    let bad = |what: &str| IntentError(format!("{field}: {what}"));
+    let object = value.as_object().ok_or_else(|| bad("not an amount object"))?;
+    if object.len() != 2 {
+        return Err(bad("an amount has exactly amount_minor and currency"));
+    }
+    let amount =
+        object.get("amount_minor").and_then(Value::as_u64).ok_or_else(|| bad("amount_minor is not a whole number"))?;
+    let currency = object.get("currency").and_then(Value::as_str).ok_or_else(|| bad("currency is not text"))?;
+    let currency = Currency::parse(currency).map_err(|e| bad(&e.to_string()))?;
+    if currency.code() != object.get("currency").and_then(Value::as_str).unwrap_or_default() {
+        return Err(bad("currency must be written in upper case"));
+    }
+    Money::from_minor(amount, currency).map_err(|e| bad(&e.to_string()))
+}
+
+fn strict_object<'v>(
+    value: &'v Value,
+    what: &str,
+    fields: &[&str],
+) -> Result<&'v serde_json::Map<String, Value>, IntentError> {
+    let object = value.as_object().ok_or_else(|| IntentError(format!("{what} is not an object")))?;
+    if let Some(unknown) = object.keys().find(|key| !fields.contains(&key.as_str())) {
+        return Err(IntentError(format!("{what} has an unknown field {unknown:?}")));
+    }
+    if let Some(missing) = fields.iter().find(|field| !object.contains_key(**field)) {
+        return Err(IntentError(format!("{what} lacks {missing:?}")));
+    }
+    Ok(object)
+}
+
+fn optional_u64(object: &serde_json::Map<String, Value>, field: &str) -> Result<Option<u64>, IntentError> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value.as_u64().map(Some).ok_or_else(|| IntentError(format!("{field} is not a whole number"))),
+    }
+}
+
+fn text<'v>(object: &'v serde_json::Map<String, Value>, field: &str) -> Result<&'v str, IntentError> {
+    object.get(field).and_then(Value::as_str).ok_or_else(|| IntentError(format!("{field} is not text")))
+}
+
+fn text_list(value: &Value, field: &str) -> Result<Vec<String>, IntentError> {
+    value
+        .as_array()
+        .ok_or_else(|| IntentError(format!("{field} is not a list")))?
+        .iter()
+        .map(|item| {
+            item.as_str().map(str::to_owned).ok_or_else(|| IntentError(format!("{field} holds a non-text item")))
+        })
+        .collect()
+}
+
+impl Intent {
+    /// Reads the form [`Intent::to_json`] writes, with every check of [`Intent::new`].
+    pub fn from_json(value: &Value) -> Result<Self, IntentError> {
+        let fields =
+            ["intent_type", "scope", "max_price", "latency_ms_max", "deadline_ms", "urgency", "settlement_mode"];
+        let object = strict_object(value, "intent", &fields)?;
+        let intent_type = IntentType::new(text(object, "intent_type")?).map_err(IntentError)?;
+        let latency_ms_max = optional_u64(object, "latency_ms_max")?
+            .map(|ms| u32::try_from(ms).map_err(|_| IntentError("latency_ms_max is too large".into())))
+            .transpose()?;
+        Self::new(
+            intent_type,
+            text(object, "scope")?,
+            money_from_json(&object["max_price"], "max_price")?,
+            latency_ms_max,
+            optional_u64(object, "deadline_ms")?,
+            Urgency::parse(text(object, "urgency")?)?,
+            SettlementMode::parse(text(object, "settlement_mode")?)?,
+        )
+    }
+}
+
+impl StaticPolicy {
+    /// Reads the form [`StaticPolicy::to_json`] writes, and checks it.
+    pub fn from_json(value: &Value) -> Result<Self, IntentError> {
+        let fields = [
+            "max_price",
+            "rounds_max",
+            "allowed_rails",
+            "allowed_settlement_modes",
+            "allowed_providers",
+            "blocked_providers",
+        ];
+        let object = strict_object(value, "policy", &fields)?;
+        let max_price = match &object["max_price"] {
+            Value::Null => None,
+            other => Some(money_from_json(other, "policy max_price")?),
+        };
+        let rounds_max = object["rounds_max"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| IntentError("rounds_max is not a whole number".into()))?;
+        let allowed_settlement_modes = text_list(&object["allowed_settlement_modes"], "allowed_settlement_modes")?
+            .iter()
+            .map(|mode| SettlementMode::parse(mode))
+            .collect::<Result<_, _>>()?;
+        let allowed_providers = match &object["allowed_providers"] {
+            Value::Null => None,
+            other => Some(text_list(other, "allowed_providers")?),
+        };
+        let policy = Self {
+            max_price,
+            rounds_max,
+            allowed_rails: text_list(&object["allowed_rails"], "allowed_rails")?,
+            allowed_settlement_modes,
+            allowed_providers,
+            blocked_providers: text_list(&object["blocked_providers"], "blocked_providers")?,
+        };
+        policy.check()?;
+        Ok(policy)
+    }
+}
+
+impl PolicyRule {
+    /// Every rule, for resolving `policy_rule:<name>` evidence.
+    pub const ALL: &'static [PolicyRule] = &[
+        Self::MaxPrice,
+        Self::RoundsMax,
+        Self::AllowedRails,
+        Self::AllowedSettlementModes,
+        Self::AllowedProviders,
+        Self::BlockedProviders,
+    ];
+
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|rule| rule.name() == name)
     }
 }

@@ -14,6 +14,7 @@ mod identities;
 mod intent;
 mod money;
 mod rail;
+pub mod session;
 mod strategy;
 mod transcripts;
 

@@ -37,6 +37,12 @@ fn percent_of(amount: Money, percent: u64) -> Money {
     Money::from_minor(u64::try_from(scaled).unwrap_or(0), amount.currency()).unwrap_or(amount)
 }
 
+impl std::fmt::Debug for dyn Strategy {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "Strategy({})", self.name())
+    }
+}
+
 /// Accept anything within the maximum price.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Baseline;

@@ -199,3 +199,14 @@ impl KeyRing {
 pub fn public_key_to_base64url(key: &VerifyingKey) -> String {
     URL_SAFE_NO_PAD.encode(key.as_bytes())
 }
+
+/// Decodes an unpadded base64url public key to its 32 bytes, refusing weak or non-canonical keys.
+pub fn public_key_from_base64url(text: &str) -> Result<[u8; 32], String> {
+    let bytes = decode_base64url(text, "key").map_err(|error| error.problem)?;
+    let array: [u8; 32] =
+        bytes.try_into().map_err(|bytes: Vec<u8>| format!("expected 32 bytes, got {}", bytes.len()))?;
+    if !is_strict_point(&array) {
+        return Err("a small-order (weak) point or not canonically encoded".into());
+    }
+    Ok(array)
+}

@@ -26,7 +26,10 @@ pub use event::{
     Digest, EVENT_HASH_TAG, Event, EventKind, FORMAT, FormatError, GENESIS_TAG, STATE_HASH_TAG, SealError, StreamId,
     UnsealedEvent, state_hash,
 };
-pub use keys::{Ed25519Signer, EventSigner, KeyError, KeyId, KeyRing, SignatureBytes, public_key_to_base64url};
+pub use keys::{
+    Ed25519Signer, EventSigner, KeyError, KeyId, KeyRing, SignatureBytes, public_key_from_base64url,
+    public_key_to_base64url,
+};
 pub use stream::{
     Checkpoint, CheckpointId, EventStore, Head, MemoryStore, NewEvent, ReduceError, Reducer, Replay, StoreError,
     TranscriptError, TranscriptStream,

@@ -1,0 +1,7 @@
+//! Negotiation sessions: a sans-IO core ([`step`] over [`SessionState`]), the receipt format,
+//! the shell that performs effects ([`AgentRuntime`]) and the replayer.
+
+pub mod model;
+pub mod receipt;
+pub mod shell;
+pub mod step;

@@ -1,0 +1,1139 @@
+//! A negotiation session's state, and the fold that builds it from transcript events.
+//!
+//! The state is a pure function of the events: [`SessionState::apply`] is the only way it
+//! changes, for live sessions and replays alike. `apply` also checks the protocol's invariants
+//! (order of phases, who may send what, signer = sender), so an event that breaks them is refused
+//! when written and flagged when read back.
+//!
+//! Event bodies are wire types (serde, unknown fields refused); they are the signed envelopes of
+//! the negotiation, stored whole.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use pactum_transcripts::{Digest, ReduceError};
+
+use crate::failure::FailureCode;
+use crate::intent::{Intent, IntentError, StaticPolicy};
+use crate::money::{Currency, Money};
+use crate::rail::{PaymentRequest, RailPhase};
+use crate::strategy::{Strategy, strategy_named};
+
+/// Stream ids of sessions are this prefix and the session id.
+pub const SESSION_STREAM_PREFIX: &str = "session:";
+/// Name and version of the session protocol, recorded in `session.created`.
+pub const SESSION_FORMAT: &str = "pactum-session/1";
+/// How the best offer is chosen, recorded with every selection.
+pub const SELECTION_RULE: &str = "lowest price, then lowest latency, then provider id";
+
+/// Event kinds.
+pub mod kind {
+    pub const CREATED: &str = "session.created";
+    pub const DISCOVERY: &str = "discovery.completed";
+    pub const INTENT: &str = "round.intent";
+    pub const BID: &str = "round.bid";
+    pub const COUNTER: &str = "round.counter";
+    pub const ASK: &str = "round.ask";
+    pub const REJECT: &str = "round.reject";
+    pub const TIMEOUT: &str = "provider.timeout";
+    pub const UNREACHABLE: &str = "provider.unreachable";
+    pub const SELECTED: &str = "offer.selected";
+    pub const APPROVAL: &str = "payment.approval";
+    pub const ACCEPT: &str = "round.accept";
+    pub const ABORT_REQUESTED: &str = "session.abort_requested";
+    pub const ABORT: &str = "round.abort";
+    pub const COMMITTED: &str = "session.committed";
+    pub const PREPARED: &str = "settlement.prepared";
+    pub const RAIL_COMMITTED: &str = "settlement.committed";
+    pub const RAIL_ABORTED: &str = "settlement.aborted";
+    pub const SETTLEMENT_FAILED: &str = "settlement.failed";
+    pub const RECEIPT: &str = "receipt.issued";
+    pub const COMPLETED: &str = "session.completed";
+    pub const FAILED: &str = "session.failed";
+}
+
+/// Where a session is.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// No event yet.
+    New,
+    Discovering,
+    Negotiating,
+    /// Agreement reached; the payment is being prepared.
+    Committed,
+    /// The payment is held; it is being committed (or, after a failure, aborted).
+    Settling,
+    Completed,
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Discovering => "discovering",
+            Self::Negotiating => "negotiating",
+            Self::Committed => "committed",
+            Self::Settling => "settling",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed)
+    }
+}
+
+/// An amount as recorded: integer minor units and an ISO 4217 code.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceBody {
+    pub amount_minor: u64,
+    pub currency: String,
+}
+
+impl PriceBody {
+    pub fn of(money: Money) -> Self {
+        Self { amount_minor: money.amount_minor(), currency: money.currency().code().to_owned() }
+    }
+
+    pub fn money(&self) -> Result<Money, String> {
+        let currency = Currency::parse(&self.currency).map_err(|e| e.to_string())?;
+        if currency.code() != self.currency {
+            return Err(format!("currency {:?} is not an upper-case ISO 4217 code", self.currency));
+        }
+        Money::from_minor(self.amount_minor, currency).map_err(|e| e.to_string())
+    }
+}
+
+/// An agent as recorded in a session: id, key id and public key (base64url).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartyBody {
+    pub agent_id: String,
+    pub key_id: String,
+    pub public_key: String,
+}
+
+/// A provider offering the intent, as discovery found it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderRef {
+    pub agent_id: String,
+    pub name: String,
+    pub key_id: String,
+    pub public_key: String,
+}
+
+/// `session.created`: everything the session was started with.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatedBody {
+    pub format: String,
+    pub session_id: String,
+    pub buyer: PartyBody,
+    pub intent: Value,
+    pub policy: Value,
+    pub policy_hash: String,
+    pub strategy: String,
+    pub rail: String,
+    /// The simulation seed, as decimal text (a u64 may exceed JSON's exact integers).
+    pub seed: String,
+    /// `auto` (approved in advance, e.g. `--yes`) or `interactive`.
+    pub approval: String,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExcludedProvider {
+    pub provider: String,
+    pub policy_rule: String,
+}
+
+/// `discovery.completed`: who offers the intent (the input) and whom policy admits (the decision).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryBody {
+    pub offering: Vec<ProviderRef>,
+    pub admitted: Vec<String>,
+    pub excluded: Vec<ExcludedProvider>,
+}
+
+/// `round.intent`: what the buyer tells providers it wants (never its maximum price).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntentMessage {
+    pub round: u32,
+    pub round_type: String,
+    pub sender: String,
+    pub receivers: Vec<String>,
+    pub intent_type: String,
+    pub scope: String,
+    pub currency: String,
+    pub latency_ms_max: Option<u32>,
+    pub deadline_ms: Option<u64>,
+    pub settlement_mode: String,
+    pub nonce: String,
+}
+
+/// `round.bid` and `round.counter`: the buyer's offer for a round, to every active provider.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferMessage {
+    pub round: u32,
+    pub round_type: String,
+    pub sender: String,
+    pub receivers: Vec<String>,
+    pub price: PriceBody,
+    pub nonce: String,
+}
+
+/// `round.ask`: a provider's price for a round.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AskMessage {
+    pub round: u32,
+    pub round_type: String,
+    pub sender: String,
+    pub receiver: String,
+    pub price: PriceBody,
+    pub latency_ms: u32,
+    /// Seq of the buyer's message this answers.
+    pub in_reply_to: u64,
+}
+
+/// `round.reject`: a provider declines.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectMessage {
+    pub round: u32,
+    pub round_type: String,
+    pub sender: String,
+    pub receiver: String,
+    pub reason: String,
+    pub latency_ms: u32,
+    pub in_reply_to: u64,
+}
+
+/// `provider.timeout` and `provider.unreachable`: what the buyer observed instead of an answer.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoAnswerBody {
+    pub round: u32,
+    pub provider: String,
+    /// How long the buyer waited (timeouts only).
+    pub waited_ms: Option<u32>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsideredOffer {
+    pub provider: String,
+    pub price: PriceBody,
+    pub latency_ms: u32,
+    pub acceptable: bool,
+}
+
+/// `offer.selected`: the best acceptable ask of a round, and every ask it was chosen from.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectionBody {
+    pub round: u32,
+    pub provider: String,
+    pub price: PriceBody,
+    pub ask: String,
+    pub rule: String,
+    pub considered: Vec<ConsideredOffer>,
+}
+
+/// `payment.approval`: the buyer's answer to "pay this?".
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalBody {
+    pub approved: bool,
+    /// `auto`, `terminal`, `client` or `recovery`.
+    pub by: String,
+    pub provider: String,
+    pub price: PriceBody,
+}
+
+/// `round.accept`: the buyer accepts a provider's ask.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptMessage {
+    pub round: u32,
+    pub round_type: String,
+    pub sender: String,
+    pub receiver: String,
+    pub price: PriceBody,
+    pub ask: String,
+    pub nonce: String,
+}
+
+/// `session.abort_requested`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbortRequestBody {
+    pub reason: String,
+}
+
+/// `round.abort`: the buyer ends the negotiation.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbortMessage {
+    pub round: u32,
+    pub round_type: String,
+    pub sender: String,
+    pub receivers: Vec<String>,
+    pub reason: String,
+    pub nonce: String,
+}
+
+/// `session.committed`: the payment the agreement calls for.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommittedBody {
+    pub payment_id: String,
+    pub rail: String,
+    pub payer: String,
+    pub payee: String,
+    pub amount: PriceBody,
+}
+
+/// `settlement.prepared`, `settlement.committed`, `settlement.aborted`: a rail step's evidence.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceBody {
+    pub phase: String,
+    pub rail: String,
+    pub payment_id: String,
+    pub reference: String,
+    pub amount: PriceBody,
+}
+
+/// `settlement.failed`: a rail step failed, with the failure code it leads to.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementFailedBody {
+    pub phase: String,
+    pub code: String,
+    pub detail: String,
+}
+
+/// `receipt.issued`: the provider's signed receipt.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptBody {
+    pub receipt: Value,
+}
+
+/// `session.completed`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletedBody {
+    pub receipt_id: String,
+    pub provider: String,
+    pub amount: PriceBody,
+}
+
+/// `session.failed`: the one FailureEvent of a failed session.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailureBody {
+    pub code: String,
+    pub name: String,
+    pub stage: String,
+    pub fault_domain: String,
+    pub terminality: String,
+    pub detail: String,
+    pub evidence_refs: Vec<String>,
+}
+
+impl FailureBody {
+    pub fn new(code: FailureCode, detail: String, evidence_refs: Vec<String>) -> Self {
+        Self {
+            code: code.code().to_owned(),
+            name: code.name(),
+            stage: code.stage().as_str().to_owned(),
+            fault_domain: code.fault_domain().as_str().to_owned(),
+            terminality: code.terminality().as_str().to_owned(),
+            detail,
+            evidence_refs,
+        }
+    }
+
+    pub fn failure_code(&self) -> Option<FailureCode> {
+        FailureCode::ALL.iter().copied().find(|code| code.code() == self.code)
+    }
+}
+
+/// One answer in the current round.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerRecord {
+    pub provider: String,
+    pub seq: u64,
+}
+
+/// An ask, from any round.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AskRecord {
+    pub round: u32,
+    pub provider: String,
+    pub price: PriceBody,
+    pub latency_ms: u32,
+    pub seq: u64,
+}
+
+/// Why a provider left the negotiation.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    Refused,
+    Timeout,
+    Unreachable,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropRecord {
+    pub provider: String,
+    pub round: u32,
+    pub reason: DropReason,
+    pub seq: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectionRecord {
+    pub round: u32,
+    pub provider: String,
+    pub price: PriceBody,
+    pub ask_seq: u64,
+    pub seq: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgreementRecord {
+    pub provider: String,
+    pub price: PriceBody,
+    pub accept_seq: u64,
+    /// Hash of the accept event, once it is sealed (drafts do not have one yet).
+    pub accept_hash: Option<String>,
+    pub committed_seq: Option<u64>,
+    pub payment_id: String,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceRecord {
+    pub evidence: EvidenceBody,
+    pub seq: u64,
+    pub at_ms: u64,
+}
+
+/// A settlement failure waiting for the hold to be released before the session can fail.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingFailure {
+    pub code: String,
+    pub detail: String,
+    pub failed_seq: u64,
+}
+
+/// A session's state: the fold of its events. Serialized as checkpoint state.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionState {
+    pub next_seq: u64,
+    pub last_at_ms: u64,
+    pub phase: Phase,
+    pub created: Option<CreatedBody>,
+    pub offering: Vec<ProviderRef>,
+    pub admitted: Vec<String>,
+    /// The current round (0 until the first bid).
+    pub round: u32,
+    pub bid: Option<PriceBody>,
+    pub bid_seq: Option<u64>,
+    /// Providers still negotiating, sorted by id.
+    pub active: Vec<String>,
+    /// Answers received in the current round.
+    pub answers: Vec<AnswerRecord>,
+    pub asks: Vec<AskRecord>,
+    pub dropped: Vec<DropRecord>,
+    pub selection: Option<SelectionRecord>,
+    pub approval_seq: Option<u64>,
+    pub abort_request_seq: Option<u64>,
+    pub agreement: Option<AgreementRecord>,
+    pub prepared: Option<EvidenceRecord>,
+    pub rail_committed: Option<EvidenceRecord>,
+    pub aborting: Option<PendingFailure>,
+    pub rail_aborted: Option<EvidenceRecord>,
+    pub receipt: Option<Value>,
+    pub receipt_seq: Option<u64>,
+    pub completed_seq: Option<u64>,
+    pub failure: Option<FailureBody>,
+    pub failure_seq: Option<u64>,
+}
+
+impl Default for SessionState {
+    fn default() -> Self {
+        Self {
+            next_seq: 0,
+            last_at_ms: 0,
+            phase: Phase::New,
+            created: None,
+            offering: Vec::new(),
+            admitted: Vec::new(),
+            round: 0,
+            bid: None,
+            bid_seq: None,
+            active: Vec::new(),
+            answers: Vec::new(),
+            asks: Vec::new(),
+            dropped: Vec::new(),
+            selection: None,
+            approval_seq: None,
+            abort_request_seq: None,
+            agreement: None,
+            prepared: None,
+            rail_committed: None,
+            aborting: None,
+            rail_aborted: None,
+            receipt: None,
+            receipt_seq: None,
+            completed_seq: None,
+            failure: None,
+            failure_seq: None,
+        }
+    }
+}
+
+/// Who sends (and signs) an event.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Party {
+    Buyer,
+    Provider(String),
+}
+
+/// The parsed configuration of a session (from `session.created`).
+#[derive(Debug)]
+pub struct SessionConfig {
+    pub intent: Intent,
+    pub policy: StaticPolicy,
+    pub strategy: &'static dyn Strategy,
+    pub seed: u64,
+    pub auto_approve: bool,
+}
+
+/// What the session needs done next; the shell performs it and feeds back the result.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Effect {
+    /// Find the providers offering the intent type in this currency.
+    Discover { intent_type: String, currency: Currency },
+    /// Ask a provider for its price in a round.
+    RequestQuote { provider: String, round: u32, bid: Money, in_reply_to: u64 },
+    /// Ask the buyer whether to pay `price` to `provider`.
+    AskApproval { provider: String, price: Money, round: u32 },
+    /// Run a rail step.
+    Rail { phase: RailPhase, request: PaymentRequest },
+    /// Have the provider sign the receipt (`digest` is what it signs).
+    SignReceipt { provider: String, digest: Digest, receipt: Value },
+}
+
+pub(crate) fn refuse(seq: u64, kind: &str, reason: impl Into<String>) -> ReduceError {
+    ReduceError { seq, kind: kind.to_owned(), reason: reason.into() }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(seq: u64, kind: &str, body: &Value) -> Result<T, ReduceError> {
+    T::deserialize(body).map_err(|error| refuse(seq, kind, format!("body: {error}")))
+}
+
+/// `event:<seq>` evidence.
+pub fn event_ref(seq: u64) -> String {
+    format!("event:{seq}")
+}
+
+/// The seq in `event:<seq>`.
+pub fn parse_event_ref(text: &str) -> Option<u64> {
+    let digits = text.strip_prefix("event:")?;
+    if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+impl SessionState {
+    pub fn session_id(&self) -> Option<&str> {
+        self.created.as_ref().map(|c| c.session_id.as_str())
+    }
+
+    pub fn buyer_id(&self) -> Option<&str> {
+        self.created.as_ref().map(|c| c.buyer.agent_id.as_str())
+    }
+
+    /// The parsed configuration, once the session is created.
+    pub fn config(&self) -> Result<SessionConfig, IntentError> {
+        let created = self.created.as_ref().ok_or_else(|| IntentError("the session has not started".into()))?;
+        config_of(created)
+    }
+
+    pub fn provider(&self, agent_id: &str) -> Option<&ProviderRef> {
+        self.offering.iter().find(|p| p.agent_id == agent_id)
+    }
+
+    /// The key id that must sign an event sent by `party`.
+    pub fn key_id_of(&self, party: &Party) -> Option<&str> {
+        match party {
+            Party::Buyer => self.created.as_ref().map(|c| c.buyer.key_id.as_str()),
+            Party::Provider(id) => self.provider(id).map(|p| p.key_id.as_str()),
+        }
+    }
+
+    /// The payment the agreement calls for.
+    pub fn payment_request(&self) -> Option<PaymentRequest> {
+        let agreement = self.agreement.as_ref()?;
+        Some(PaymentRequest {
+            payment_id: agreement.payment_id.clone(),
+            payer: self.buyer_id()?.to_owned(),
+            payee: agreement.provider.clone(),
+            amount: agreement.price.money().ok()?,
+        })
+    }
+
+    /// Folds one event. `signer` is the event's key id; `hash` its hash (`None` for a draft).
+    pub fn apply(
+        &mut self,
+        seq: u64,
+        kind: &str,
+        body: &Value,
+        signer: Option<&str>,
+        at_ms: u64,
+        hash: Option<&Digest>,
+    ) -> Result<(), ReduceError> {
+        if seq != self.next_seq {
+            return Err(refuse(seq, kind, format!("expected event {}", self.next_seq)));
+        }
+        if self.phase.is_terminal() {
+            return Err(refuse(seq, kind, format!("the session is already {}", self.phase.as_str())));
+        }
+        let sender = self.apply_body(seq, kind, body, at_ms, hash)?;
+        let expected_key = self.key_id_of(&sender).map(str::to_owned);
+        if expected_key.is_none() || signer != expected_key.as_deref() {
+            return Err(refuse(
+                seq,
+                kind,
+                format!(
+                    "must be signed by {}, is signed by {}",
+                    expected_key.unwrap_or_default(),
+                    signer.unwrap_or("nobody")
+                ),
+            ));
+        }
+        self.next_seq = seq + 1;
+        self.last_at_ms = self.last_at_ms.max(at_ms);
+        Ok(())
+    }
+
+    fn expect_phase(&self, seq: u64, kind: &str, phases: &[Phase]) -> Result<(), ReduceError> {
+        if phases.contains(&self.phase) {
+            Ok(())
+        } else {
+            Err(refuse(seq, kind, format!("not allowed while the session is {}", self.phase.as_str())))
+        }
+    }
+
+    fn expect_round(
+        &self,
+        seq: u64,
+        kind: &str,
+        round: u32,
+        round_type: &str,
+        expected_type: &str,
+    ) -> Result<(), ReduceError> {
+        if round_type != expected_type {
+            return Err(refuse(seq, kind, format!("round_type {round_type:?} is not {expected_type}")));
+        }
+        if round != self.round {
+            return Err(refuse(seq, kind, format!("round {round} is not the current round {}", self.round)));
+        }
+        Ok(())
+    }
+
+    fn buyer_is(&self, seq: u64, kind: &str, sender: &str) -> Result<(), ReduceError> {
+        if Some(sender) != self.buyer_id() {
+            return Err(refuse(seq, kind, format!("sender {sender:?} is not the session's buyer")));
+        }
+        Ok(())
+    }
+
+    /// A provider answering in the current round: active and not answered yet.
+    fn answering(&self, seq: u64, kind: &str, round: u32, provider: &str) -> Result<(), ReduceError> {
+        if self.phase != Phase::Negotiating || self.selection.is_some() {
+            return Err(refuse(seq, kind, "no quote is awaited"));
+        }
+        if round != self.round {
+            return Err(refuse(seq, kind, format!("round {round} is not the current round {}", self.round)));
+        }
+        if !self.active.iter().any(|p| p == provider) {
+            return Err(refuse(seq, kind, format!("{provider} is not negotiating")));
+        }
+        if self.answers.iter().any(|a| a.provider == provider) {
+            return Err(refuse(seq, kind, format!("{provider} already answered round {round}")));
+        }
+        Ok(())
+    }
+
+    fn apply_body(
+        &mut self,
+        seq: u64,
+        kind: &str,
+        body: &Value,
+        at_ms: u64,
+        hash: Option<&Digest>,
+    ) -> Result<Party, ReduceError> {
+        use kind::*;
+        match kind {
+            CREATED => {
+                self.expect_phase(seq, kind, &[Phase::New])?;
+                let created: CreatedBody = parse(seq, kind, body)?;
+                if created.format != SESSION_FORMAT {
+                    return Err(refuse(seq, kind, format!("format {:?} is not {SESSION_FORMAT}", created.format)));
+                }
+                config_of(&created).map_err(|e| refuse(seq, kind, e.to_string()))?;
+                self.created = Some(created);
+                self.phase = Phase::Discovering;
+                Ok(Party::Buyer)
+            }
+            DISCOVERY => {
+                self.expect_phase(seq, kind, &[Phase::Discovering])?;
+                let discovery: DiscoveryBody = parse(seq, kind, body)?;
+                let sorted = discovery.offering.windows(2).all(|w| w[0].agent_id < w[1].agent_id);
+                if !sorted {
+                    return Err(refuse(seq, kind, "offering must be sorted by agent id, without repeats"));
+                }
+                if discovery.admitted.iter().any(|id| !discovery.offering.iter().any(|p| &p.agent_id == id)) {
+                    return Err(refuse(seq, kind, "an admitted provider is not offering"));
+                }
+                self.offering = discovery.offering;
+                self.admitted = discovery.admitted;
+                Ok(Party::Buyer)
+            }
+            INTENT => {
+                self.expect_phase(seq, kind, &[Phase::Discovering])?;
+                let message: IntentMessage = parse(seq, kind, body)?;
+                self.expect_round(seq, kind, message.round, &message.round_type, "INTENT")?;
+                self.buyer_is(seq, kind, &message.sender)?;
+                if message.receivers != self.admitted || self.admitted.is_empty() {
+                    return Err(refuse(seq, kind, "the intent must go to exactly the admitted providers"));
+                }
+                self.active = self.admitted.clone();
+                self.phase = Phase::Negotiating;
+                Ok(Party::Buyer)
+            }
+            BID | COUNTER => {
+                self.expect_phase(seq, kind, &[Phase::Negotiating])?;
+                let message: OfferMessage = parse(seq, kind, body)?;
+                let (expected_type, expected_round) =
+                    if kind == BID { ("BID", 1) } else { ("COUNTER", self.round + 1) };
+                if message.round_type != expected_type || message.round != expected_round {
+                    return Err(refuse(seq, kind, format!("expected {expected_type} for round {expected_round}")));
+                }
+                if kind == BID && self.round != 0 {
+                    return Err(refuse(seq, kind, "a BID opens round 1 only"));
+                }
+                if kind == COUNTER && (self.answers.len() != self.active.len() || self.round == 0) {
+                    return Err(refuse(seq, kind, "a COUNTER comes after every answer of the round"));
+                }
+                self.buyer_is(seq, kind, &message.sender)?;
+                message.price.money().map_err(|e| refuse(seq, kind, e))?;
+                // Providers that did not ask in the last round are out.
+                let still: Vec<String> = if kind == BID {
+                    self.active.clone()
+                } else {
+                    self.active
+                        .iter()
+                        .filter(|p| self.asks.iter().any(|a| a.round == self.round && &a.provider == *p))
+                        .cloned()
+                        .collect()
+                };
+                if message.receivers != still || still.is_empty() {
+                    return Err(refuse(seq, kind, "the offer must go to exactly the providers still negotiating"));
+                }
+                self.active = still;
+                self.round = message.round;
+                self.bid = Some(message.price);
+                self.bid_seq = Some(seq);
+                self.answers.clear();
+                Ok(Party::Buyer)
+            }
+            ASK => {
+                let message: AskMessage = parse(seq, kind, body)?;
+                self.answering(seq, kind, message.round, &message.sender)?;
+                if message.round_type != "ASK" || Some(message.receiver.as_str()) != self.buyer_id() {
+                    return Err(refuse(seq, kind, "an ASK goes from a provider to the buyer"));
+                }
+                if Some(message.in_reply_to) != self.bid_seq {
+                    return Err(refuse(seq, kind, "in_reply_to is not the round's offer"));
+                }
+                let price = message.price.money().map_err(|e| refuse(seq, kind, e))?;
+                let currency = self.bid.as_ref().map(|b| b.currency.as_str()).unwrap_or_default();
+                if price.currency().code() != currency {
+                    return Err(refuse(
+                        seq,
+                        kind,
+                        format!("asks in {} but the negotiation is in {currency}", price.currency()),
+                    ));
+                }
+                self.answers.push(AnswerRecord { provider: message.sender.clone(), seq });
+                self.asks.push(AskRecord {
+                    round: message.round,
+                    provider: message.sender.clone(),
+                    price: message.price,
+                    latency_ms: message.latency_ms,
+                    seq,
+                });
+                Ok(Party::Provider(message.sender))
+            }
+            REJECT => {
+                let message: RejectMessage = parse(seq, kind, body)?;
+                self.answering(seq, kind, message.round, &message.sender)?;
+                if message.round_type != "REJECT" || Some(message.in_reply_to) != self.bid_seq {
+                    return Err(refuse(seq, kind, "a REJECT answers the round's offer"));
+                }
+                self.answers.push(AnswerRecord { provider: message.sender.clone(), seq });
+                self.dropped.push(DropRecord {
+                    provider: message.sender.clone(),
+                    round: message.round,
+                    reason: DropReason::Refused,
+                    seq,
+                });
+                Ok(Party::Provider(message.sender))
+            }
+            TIMEOUT | UNREACHABLE => {
+                let observed: NoAnswerBody = parse(seq, kind, body)?;
+                self.answering(seq, kind, observed.round, &observed.provider)?;
+                if (kind == TIMEOUT) != observed.waited_ms.is_some() {
+                    return Err(refuse(seq, kind, "waited_ms is recorded for timeouts only"));
+                }
+                self.answers.push(AnswerRecord { provider: observed.provider.clone(), seq });
+                let reason = if kind == TIMEOUT { DropReason::Timeout } else { DropReason::Unreachable };
+                self.dropped.push(DropRecord { provider: observed.provider, round: observed.round, reason, seq });
+                Ok(Party::Buyer)
+            }
+            SELECTED => {
+                self.expect_phase(seq, kind, &[Phase::Negotiating])?;
+                let selection: SelectionBody = parse(seq, kind, body)?;
+                if self.selection.is_some() || self.answers.len() != self.active.len() {
+                    return Err(refuse(seq, kind, "an offer is selected once, after every answer of the round"));
+                }
+                let ask_seq =
+                    parse_event_ref(&selection.ask).ok_or_else(|| refuse(seq, kind, "ask is not an event ref"))?;
+                let ask = self
+                    .asks
+                    .iter()
+                    .find(|a| a.seq == ask_seq && a.round == self.round)
+                    .ok_or_else(|| refuse(seq, kind, "ask does not refer to an ask of this round"))?;
+                if ask.provider != selection.provider || ask.price != selection.price || selection.round != self.round {
+                    return Err(refuse(seq, kind, "the selection differs from the ask it refers to"));
+                }
+                self.selection = Some(SelectionRecord {
+                    round: selection.round,
+                    provider: selection.provider,
+                    price: selection.price,
+                    ask_seq,
+                    seq,
+                });
+                Ok(Party::Buyer)
+            }
+            APPROVAL => {
+                self.expect_phase(seq, kind, &[Phase::Negotiating])?;
+                let approval: ApprovalBody = parse(seq, kind, body)?;
+                let Some(selection) = &self.selection else {
+                    return Err(refuse(seq, kind, "no offer awaits approval"));
+                };
+                if self.approval_seq.is_some()
+                    || approval.provider != selection.provider
+                    || approval.price != selection.price
+                {
+                    return Err(refuse(seq, kind, "the approval does not match the selected offer"));
+                }
+                self.approval_seq = Some(seq);
+                Ok(Party::Buyer)
+            }
+            ACCEPT => {
+                self.expect_phase(seq, kind, &[Phase::Negotiating])?;
+                let message: AcceptMessage = parse(seq, kind, body)?;
+                self.expect_round(seq, kind, message.round, &message.round_type, "ACCEPT")?;
+                self.buyer_is(seq, kind, &message.sender)?;
+                let selection = self.selection.as_ref().ok_or_else(|| refuse(seq, kind, "nothing was selected"))?;
+                if self.approval_seq.is_none() {
+                    return Err(refuse(seq, kind, "an ACCEPT needs the buyer's approval first"));
+                }
+                if message.receiver != selection.provider
+                    || message.price != selection.price
+                    || message.ask != event_ref(selection.ask_seq)
+                {
+                    return Err(refuse(seq, kind, "the ACCEPT differs from the selected offer"));
+                }
+                let session_id = self.session_id().unwrap_or_default();
+                self.agreement = Some(AgreementRecord {
+                    provider: message.receiver,
+                    price: message.price,
+                    accept_seq: seq,
+                    accept_hash: hash.map(Digest::to_hex),
+                    committed_seq: None,
+                    payment_id: payment_id_for(session_id),
+                });
+                Ok(Party::Buyer)
+            }
+            COMMITTED => {
+                self.expect_phase(seq, kind, &[Phase::Negotiating])?;
+                let committed: CommittedBody = parse(seq, kind, body)?;
+                let request = self.payment_request().ok_or_else(|| refuse(seq, kind, "nothing was accepted"))?;
+                let rail = self.created.as_ref().map(|c| c.rail.as_str()).unwrap_or_default();
+                if committed.payment_id != request.payment_id
+                    || committed.payer != request.payer
+                    || committed.payee != request.payee
+                    || committed.amount != PriceBody::of(request.amount)
+                    || committed.rail != rail
+                {
+                    return Err(refuse(seq, kind, "the commitment differs from the agreement"));
+                }
+                if let Some(agreement) = &mut self.agreement {
+                    agreement.committed_seq = Some(seq);
+                }
+                self.phase = Phase::Committed;
+                Ok(Party::Buyer)
+            }
+            ABORT_REQUESTED => {
+                self.expect_phase(seq, kind, &[Phase::Discovering, Phase::Negotiating])?;
+                let _: AbortRequestBody = parse(seq, kind, body)?;
+                if self.abort_request_seq.is_some() {
+                    return Err(refuse(seq, kind, "abort was already requested"));
+                }
+                self.abort_request_seq = Some(seq);
+                Ok(Party::Buyer)
+            }
+            ABORT => {
+                self.expect_phase(seq, kind, &[Phase::Negotiating])?;
+                let message: AbortMessage = parse(seq, kind, body)?;
+                self.expect_round(seq, kind, message.round, &message.round_type, "ABORT")?;
+                self.buyer_is(seq, kind, &message.sender)?;
+                Ok(Party::Buyer)
+            }
+            PREPARED | RAIL_COMMITTED | RAIL_ABORTED => {
+                let evidence: EvidenceBody = parse(seq, kind, body)?;
+                let request = self.payment_request().ok_or_else(|| refuse(seq, kind, "no payment"))?;
+                let rail = self.created.as_ref().map(|c| c.rail.as_str()).unwrap_or_default();
+                if evidence.payment_id != request.payment_id
+                    || evidence.amount != PriceBody::of(request.amount)
+                    || evidence.rail != rail
+                {
+                    return Err(refuse(seq, kind, "the evidence is for another payment"));
+                }
+                let record = EvidenceRecord { evidence: evidence.clone(), seq, at_ms };
+                match kind {
+                    PREPARED => {
+                        self.expect_phase(seq, kind, &[Phase::Committed])?;
+                        if evidence.phase != "prepare" || self.prepared.is_some() {
+                            return Err(refuse(seq, kind, "not the evidence of a prepare"));
+                        }
+                        self.prepared = Some(record);
+                        self.phase = Phase::Settling;
+                    }
+                    RAIL_COMMITTED => {
+                        self.expect_phase(seq, kind, &[Phase::Settling])?;
+                        if evidence.phase != "commit" || self.rail_committed.is_some() || self.aborting.is_some() {
+                            return Err(refuse(seq, kind, "not the evidence of a commit"));
+                        }
+                        self.rail_committed = Some(record);
+                    }
+                    _ => {
+                        self.expect_phase(seq, kind, &[Phase::Committed, Phase::Settling])?;
+                        if evidence.phase != "abort" || self.aborting.is_none() || self.rail_aborted.is_some() {
+                            return Err(refuse(seq, kind, "not the evidence of an abort"));
+                        }
+                        self.rail_aborted = Some(record);
+                    }
+                }
+                Ok(Party::Buyer)
+            }
+            SETTLEMENT_FAILED => {
+                self.expect_phase(seq, kind, &[Phase::Committed, Phase::Settling])?;
+                let failed: SettlementFailedBody = parse(seq, kind, body)?;
+                let code = FailureCode::ALL
+                    .iter()
+                    .find(|c| c.code() == failed.code)
+                    .ok_or_else(|| refuse(seq, kind, format!("unknown failure code {}", failed.code)))?;
+                match failed.phase.as_str() {
+                    "prepare" if self.phase == Phase::Committed && self.aborting.is_none() => {
+                        // Evidence that does not check out may hide a hold: release it before failing.
+                        if *code == FailureCode::RailEvidenceInvalid {
+                            self.aborting =
+                                Some(PendingFailure { code: failed.code, detail: failed.detail, failed_seq: seq });
+                        }
+                    }
+                    "commit" if self.phase == Phase::Settling && self.aborting.is_none() => {
+                        self.aborting =
+                            Some(PendingFailure { code: failed.code, detail: failed.detail, failed_seq: seq });
+                    }
+                    "abort" if self.aborting.is_some() => {}
+                    other => return Err(refuse(seq, kind, format!("a {other} failure is not possible now"))),
+                }
+                Ok(Party::Buyer)
+            }
+            RECEIPT => {
+                self.expect_phase(seq, kind, &[Phase::Settling])?;
+                let receipt: ReceiptBody = parse(seq, kind, body)?;
+                let provider = self
+                    .agreement
+                    .as_ref()
+                    .map(|a| a.provider.clone())
+                    .ok_or_else(|| refuse(seq, kind, "no agreement"))?;
+                if self.rail_committed.is_none() || self.receipt.is_some() {
+                    return Err(refuse(seq, kind, "a receipt is issued once, after the payment is committed"));
+                }
+                self.receipt = Some(receipt.receipt);
+                self.receipt_seq = Some(seq);
+                Ok(Party::Provider(provider))
+            }
+            COMPLETED => {
+                self.expect_phase(seq, kind, &[Phase::Settling])?;
+                let completed: CompletedBody = parse(seq, kind, body)?;
+                if self.receipt.is_none() {
+                    return Err(refuse(seq, kind, "a session completes with its receipt"));
+                }
+                let agreement = self.agreement.as_ref().ok_or_else(|| refuse(seq, kind, "no agreement"))?;
+                if completed.provider != agreement.provider || completed.amount != agreement.price {
+                    return Err(refuse(seq, kind, "differs from the agreement"));
+                }
+                self.completed_seq = Some(seq);
+                self.phase = Phase::Completed;
+                Ok(Party::Buyer)
+            }
+            FAILED => {
+                let failure: FailureBody = parse(seq, kind, body)?;
+                let code = failure
+                    .failure_code()
+                    .ok_or_else(|| refuse(seq, kind, format!("unknown failure code {}", failure.code)))?;
+                if failure != FailureBody::new(code, failure.detail.clone(), failure.evidence_refs.clone()) {
+                    return Err(refuse(seq, kind, "name, stage, fault domain or terminality differ from the taxonomy"));
+                }
+                if failure.evidence_refs.is_empty() {
+                    return Err(refuse(seq, kind, "a failure needs evidence"));
+                }
+                if self.prepared.is_some() && self.rail_aborted.is_none() {
+                    return Err(refuse(seq, kind, "money is still held: the payment must be aborted first"));
+                }
+                self.failure = Some(failure);
+                self.failure_seq = Some(seq);
+                self.phase = Phase::Failed;
+                Ok(Party::Buyer)
+            }
+            other => Err(refuse(seq, other, "not an event of a negotiation session")),
+        }
+    }
+
+    /// What must happen next. Empty for a terminal session.
+    pub fn effects(&self) -> Vec<Effect> {
+        match self.phase {
+            Phase::New | Phase::Completed | Phase::Failed => Vec::new(),
+            Phase::Discovering => {
+                let Ok(config) = self.config() else { return Vec::new() };
+                if self.offering.is_empty() && self.admitted.is_empty() && self.abort_request_seq.is_none() {
+                    vec![Effect::Discover {
+                        intent_type: config.intent.intent_type().as_str().to_owned(),
+                        currency: config.intent.max_price().currency(),
+                    }]
+                } else {
+                    Vec::new()
+                }
+            }
+            Phase::Negotiating => {
+                if let Some(selection) = &self.selection {
+                    if self.approval_seq.is_none() {
+                        return selection
+                            .price
+                            .money()
+                            .map(|price| Effect::AskApproval {
+                                provider: selection.provider.clone(),
+                                price,
+                                round: selection.round,
+                            })
+                            .into_iter()
+                            .collect();
+                    }
+                    return Vec::new();
+                }
+                let (Some(bid), Some(in_reply_to)) = (&self.bid, self.bid_seq) else { return Vec::new() };
+                let Ok(bid) = bid.money() else { return Vec::new() };
+                self.active
+                    .iter()
+                    .filter(|p| !self.answers.iter().any(|a| &a.provider == *p))
+                    .map(|provider| Effect::RequestQuote {
+                        provider: provider.clone(),
+                        round: self.round,
+                        bid,
+                        in_reply_to,
+                    })
+                    .collect()
+            }
+            Phase::Committed | Phase::Settling => {
+                let Some(request) = self.payment_request() else { return Vec::new() };
+                if self.aborting.is_some() {
+                    if self.rail_aborted.is_none() {
+                        return vec![Effect::Rail { phase: RailPhase::Abort, request }];
+                    }
+                    return Vec::new();
+                }
+                if self.prepared.is_none() {
+                    return vec![Effect::Rail { phase: RailPhase::Prepare, request }];
+                }
+                if self.rail_committed.is_none() {
+                    return vec![Effect::Rail { phase: RailPhase::Commit, request }];
+                }
+                if self.receipt.is_none() {
+                    return crate::session::receipt::unsigned_receipt(self)
+                        .map(|(receipt, digest)| Effect::SignReceipt {
+                            provider: request.payee.clone(),
+                            digest,
+                            receipt,
+                        })
+                        .into_iter()
+                        .collect();
+                }
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// The payment id of a session: every rail idempotency key derives from it.
+pub fn payment_id_for(session_id: &str) -> String {
+    format!("pay-{session_id}")
+}
+
+fn config_of(created: &CreatedBody) -> Result<SessionConfig, IntentError> {
+    let intent = Intent::from_json(&created.intent)?;
+    let policy = StaticPolicy::from_json(&created.policy)?;
+    if policy.policy_hash() != created.policy_hash {
+        return Err(IntentError("policy_hash does not match the recorded policy".into()));
+    }
+    let strategy = strategy_named(&created.strategy)
+        .ok_or_else(|| IntentError(format!("unknown strategy {:?}", created.strategy)))?;
+    let seed = created.seed.parse::<u64>().map_err(|_| IntentError("seed is not a decimal u64".into()))?;
+    if seed.to_string() != created.seed {
+        return Err(IntentError("seed is not in canonical decimal form".into()));
+    }
+    let auto_approve = match created.approval.as_str() {
+        "auto" => true,
+        "interactive" => false,
+        other => return Err(IntentError(format!("approval {other:?} is not auto or interactive"))),
+    };
+    Ok(SessionConfig { intent, policy, strategy, seed, auto_approve })
+}

@@ -1,0 +1,697 @@
+//! The shell around the sans-IO core: [`AgentRuntime`] performs the effects a session asks for
+//! (directory lookups, simulated provider calls, approvals, rail steps, receipt signatures),
+//! feeds their results back to [`step`] as inputs, and makes every step durable before the next
+//! effect runs. The transcript is the session: nothing the runtime needs survives only in memory.
+//!
+//! Time: the runtime reads its injected [`Clock`]. Simulated providers answer in simulated time:
+//! their latency is added to the session's clock rather than slept, so with a fixed clock
+//! (`--clock`) a session's timestamps are a function of its inputs.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use pactum_memory::{AgentRecord, AgentRole, Constellation};
+use pactum_transcripts::{
+    Clock, Ed25519Signer, EventKind, EventSigner, EventStore as _, KeyId, NewEvent, StreamId, TranscriptStream,
+    public_key_to_base64url,
+};
+
+use crate::directory::{Directory, IntentType};
+use crate::error::RuntimeError;
+use crate::event_store::ConstellationEventStore;
+use crate::identities::{DEFAULT_BUYER_ID, ensure_agent, signer_for};
+use crate::intent::{Intent, StaticPolicy};
+use crate::money::{Currency, Money};
+use crate::rail::{LedgerRail, Rail, RailError, RailPhase, fund_wallet};
+use crate::session::model::*;
+use crate::session::step::*;
+use crate::strategy::{ProviderAnswer, Strategy, simulate_provider};
+use crate::transcripts::key_ring;
+
+/// How long the buyer waits for a quote when the intent sets no latency limit.
+pub const QUOTE_TIMEOUT_MS_DEFAULT: u32 = 2_000;
+/// Tries at releasing a hold before a run gives up and leaves the session for recovery.
+const ABORT_ATTEMPTS_MAX: u32 = 3;
+/// Session ids tried before giving up (ids collide only when a seed is reused).
+const SESSION_ID_ATTEMPTS_MAX: u64 = 10_000;
+/// The wallet balance a buyer starts with in each currency, in minor units, unless configured.
+pub const STARTING_BALANCE_MINOR_DEFAULT: u64 = 100_000;
+
+/// Where new agents' key seeds come from. The program draws them from the operating system;
+/// tests pass a deterministic source. The runtime never reads randomness itself.
+pub trait KeyEntropy: Send + Sync + fmt::Debug {
+    fn key_seed(&self) -> [u8; 32];
+}
+
+/// Whether the process that claimed a session is still running (so its session is left alone).
+pub trait OwnerLiveness: Send + Sync + fmt::Debug {
+    fn is_alive(&self, owner: &str) -> bool;
+}
+
+/// The offer a buyer is asked to approve.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct OfferToApprove {
+    pub session_id: String,
+    pub provider: String,
+    pub provider_name: String,
+    pub price: Money,
+    pub round: u32,
+}
+
+/// Decides, for interactive sessions, whether to pay. Returns `(approved, by)`, `by` being
+/// `terminal`, `client` or `recovery`.
+pub trait Approver {
+    fn approve(&mut self, offer: &OfferToApprove) -> (bool, &'static str);
+}
+
+/// Declines every payment: what recovery uses for interactive sessions whose buyer is gone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeclineAll;
+
+impl Approver for DeclineAll {
+    fn approve(&mut self, _offer: &OfferToApprove) -> (bool, &'static str) {
+        (false, "recovery")
+    }
+}
+
+/// Sees every event as it becomes durable (the CLI prints rounds as they happen).
+pub trait SessionObserver {
+    fn on_event(&mut self, state: &SessionState, event: &pactum_transcripts::Event);
+}
+
+/// Observes nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Quiet;
+
+impl SessionObserver for Quiet {
+    fn on_event(&mut self, _state: &SessionState, _event: &pactum_transcripts::Event) {}
+}
+
+/// A session to start.
+#[derive(Debug)]
+pub struct NewSession {
+    pub intent: Intent,
+    pub policy: StaticPolicy,
+    pub strategy: &'static dyn Strategy,
+    /// Drives the simulated providers and the session's RNG (and so its id).
+    pub seed: u64,
+    /// Payment approved in advance (`--yes`); otherwise the [`Approver`] is asked.
+    pub auto_approve: bool,
+}
+
+/// What recovery did with one session.
+#[derive(Debug)]
+pub struct Recovered {
+    pub session_id: String,
+    pub outcome: Result<SessionState, RuntimeError>,
+}
+
+/// The in-process runtime: creates, drives, resumes, checkpoints and closes sessions of one
+/// constellation. Cheap to share across threads; each session is driven by one thread at a time.
+pub struct AgentRuntime {
+    db: Arc<Constellation>,
+    store: ConstellationEventStore,
+    clock: Arc<dyn Clock>,
+    directory: Arc<Directory>,
+    rail: LedgerRail,
+    entropy: Arc<dyn KeyEntropy>,
+    liveness: Arc<dyn OwnerLiveness>,
+    owner: String,
+    starting_balance_minor: u64,
+    /// Signers by agent id: a cache of keys read from the constellation.
+    signers: Mutex<HashMap<String, Arc<Ed25519Signer>>>,
+}
+
+impl fmt::Debug for AgentRuntime {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.debug_struct("AgentRuntime").field("owner", &self.owner).finish_non_exhaustive()
+    }
+}
+
+/// The stream id of a session.
+pub fn session_stream_id(session_id: &str) -> String {
+    format!("{SESSION_STREAM_PREFIX}{session_id}")
+}
+
+/// Checks a session id as the CLI receives it: `s-` and 16 lowercase hex digits.
+pub fn check_session_id(session_id: &str) -> Result<(), RuntimeError> {
+    let valid = session_id.len() == 18
+        && session_id.starts_with("s-")
+        && session_id[2..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if valid { Ok(()) } else { Err(RuntimeError::SessionNotFound(session_id.to_owned())) }
+}
+
+/// The id of the `ordinal`-th session tried with `seed`.
+fn session_id_for(seed: u64, ordinal: u64) -> String {
+    let mut input = [0_u8; 16];
+    input[..8].copy_from_slice(&seed.to_be_bytes());
+    input[8..].copy_from_slice(&ordinal.to_be_bytes());
+    let digest = pactum_transcripts::Digest::tagged(b"pactum-session/1 id\0", &input);
+    format!("s-{}", &digest.to_hex()[..16])
+}
+
+impl AgentRuntime {
+    pub fn new(
+        db: Arc<Constellation>,
+        clock: Arc<dyn Clock>,
+        directory: Directory,
+        entropy: Arc<dyn KeyEntropy>,
+        liveness: Arc<dyn OwnerLiveness>,
+        owner: String,
+    ) -> Self {
+        Self {
+            store: ConstellationEventStore::new(db.clone()),
+            rail: LedgerRail::new(db.clone()),
+            db,
+            clock,
+            directory: Arc::new(directory),
+            entropy,
+            liveness,
+            owner,
+            starting_balance_minor: STARTING_BALANCE_MINOR_DEFAULT,
+            signers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sets the balance a buyer's wallet is funded with the first time it is used in a currency.
+    pub fn with_starting_balance(mut self, amount_minor: u64) -> Self {
+        self.starting_balance_minor = amount_minor;
+        self
+    }
+
+    pub fn constellation(&self) -> &Arc<Constellation> {
+        &self.db
+    }
+
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    fn stream(&self, session_id: &str) -> Result<TranscriptStream<ConstellationEventStore>, RuntimeError> {
+        let stream_id = StreamId::new(session_stream_id(session_id))
+            .map_err(|_| RuntimeError::SessionNotFound(session_id.to_owned()))?;
+        Ok(TranscriptStream::open(self.store.clone(), stream_id, self.clock.clone())?)
+    }
+
+    /// The default buyer, created on first use, with its wallet funded in `currency` once.
+    pub fn ensure_buyer(&self, currency: Currency) -> Result<AgentRecord, RuntimeError> {
+        let now = self.clock.now_ms();
+        let buyer = ensure_agent(&self.db, DEFAULT_BUYER_ID, "Buyer", AgentRole::Buyer, self.entropy.key_seed(), now)?;
+        let funding_key = format!("fund:{}:{}:initial", buyer.agent_id, currency.code());
+        if self.starting_balance_minor > 0 && self.db.transfer_by_key(&funding_key)?.is_none() {
+            let amount = Money::from_minor(self.starting_balance_minor, currency)
+                .map_err(|e| RuntimeError::Intent(crate::intent::IntentError(e.to_string())))?;
+            fund_wallet(&self.db, &buyer.agent_id, amount, &funding_key, now).map_err(rail_store_error)?;
+        }
+        Ok(buyer)
+    }
+
+    fn signer(&self, agent_id: &str) -> Result<Arc<Ed25519Signer>, RuntimeError> {
+        let mut signers = self.signers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(signer) = signers.get(agent_id) {
+            return Ok(signer.clone());
+        }
+        let agent = self.db.agent(agent_id)?.ok_or_else(|| RuntimeError::InvalidAgentId(agent_id.to_owned()))?;
+        let signer = Arc::new(signer_for(&agent)?);
+        signers.insert(agent_id.to_owned(), signer.clone());
+        Ok(signer)
+    }
+
+    /// Starts a session: picks its id, claims it for this process and records `session.created`
+    /// (and, if admission fails, the failure). Returns the session id; [`AgentRuntime::run`]
+    /// drives it.
+    pub fn create_session(
+        &self,
+        request: NewSession,
+        observer: &mut dyn SessionObserver,
+    ) -> Result<String, RuntimeError> {
+        let currency = request.intent.max_price().currency();
+        let buyer = self.ensure_buyer(currency)?;
+        let buyer_body = PartyBody {
+            agent_id: buyer.agent_id.clone(),
+            key_id: buyer.key_id.clone(),
+            public_key: public_key_to_base64url(
+                &pactum_transcripts::VerifyingKey::from_bytes(&buyer.public_key)
+                    .map_err(|_| RuntimeError::InvalidAgentId(buyer.agent_id.clone()))?,
+            ),
+        };
+        let now = self.clock.now_ms();
+        for ordinal in 0..SESSION_ID_ATTEMPTS_MAX {
+            let session_id = session_id_for(request.seed, ordinal);
+            if !self.db.claim_session(&session_id, &self.owner, None, now)? {
+                continue;
+            }
+            let taken = self.db.stream(&session_stream_id(&session_id))?.is_some_and(|s| s.event_count > 0);
+            if taken {
+                self.db.release_session(&session_id, &self.owner)?;
+                continue;
+            }
+            let start = StartInput {
+                session_id: session_id.clone(),
+                buyer: buyer_body,
+                intent: request.intent,
+                policy: request.policy,
+                strategy: request.strategy,
+                rail: LedgerRail::ID.to_owned(),
+                seed: request.seed,
+                auto_approve: request.auto_approve,
+            };
+            let mut live = LiveSession {
+                session_id: session_id.clone(),
+                state: SessionState::default(),
+                stream: self.stream(&session_id)?,
+            };
+            self.feed(&mut live, vec![(Input::Start(Box::new(start)), now)], request.seed, observer)?;
+            return Ok(session_id);
+        }
+        Err(RuntimeError::SessionIdsExhausted(request.seed))
+    }
+
+    /// Creates a session, drives it to its end and closes it.
+    pub fn negotiate(
+        &self,
+        request: NewSession,
+        approver: &mut dyn Approver,
+        observer: &mut dyn SessionObserver,
+    ) -> Result<SessionState, RuntimeError> {
+        let session_id = self.create_session(request, observer)?;
+        let state = self.run(&session_id, approver, observer)?;
+        if state.phase.is_terminal() {
+            self.close_session(&session_id)?;
+        }
+        Ok(state)
+    }
+
+    /// Drives a session this process owns until it ends or needs something it cannot get
+    /// (a rail that keeps failing to release a hold). Events already recorded are shown to
+    /// `observer` first.
+    pub fn run(
+        &self,
+        session_id: &str,
+        approver: &mut dyn Approver,
+        observer: &mut dyn SessionObserver,
+    ) -> Result<SessionState, RuntimeError> {
+        let owner = self.db.session_owner(session_id)?;
+        if owner.as_deref() != Some(self.owner.as_str()) {
+            return Err(RuntimeError::SessionBusy {
+                session_id: session_id.to_owned(),
+                owner: owner.unwrap_or_default(),
+            });
+        }
+        let mut live = self.load(session_id)?;
+        self.drive(&mut live, approver, observer)?;
+        Ok(live.state)
+    }
+
+    /// Takes over a session whose process is gone (or that nobody owns) and drives it on.
+    pub fn resume_session(
+        &self,
+        session_id: &str,
+        approver: &mut dyn Approver,
+        observer: &mut dyn SessionObserver,
+    ) -> Result<SessionState, RuntimeError> {
+        self.claim(session_id)?;
+        let mut live = self.load(session_id)?;
+        self.drive(&mut live, approver, observer)?;
+        if live.state.phase.is_terminal() {
+            self.close_session(session_id)?;
+        }
+        Ok(live.state)
+    }
+
+    fn claim(&self, session_id: &str) -> Result<(), RuntimeError> {
+        check_session_id(session_id)?;
+        let owner = self.db.session_owner(session_id)?;
+        match owner {
+            Some(owner) if owner == self.owner => Ok(()),
+            Some(owner) if self.liveness.is_alive(&owner) => {
+                Err(RuntimeError::SessionBusy { session_id: session_id.to_owned(), owner })
+            }
+            previous => {
+                if self.db.claim_session(session_id, &self.owner, previous.as_deref(), self.clock.now_ms())? {
+                    Ok(())
+                } else {
+                    let owner = self.db.session_owner(session_id)?.unwrap_or_default();
+                    Err(RuntimeError::SessionBusy { session_id: session_id.to_owned(), owner })
+                }
+            }
+        }
+    }
+
+    /// The session's state: the latest checkpoint plus the events after it, verified.
+    pub fn get_session_state(&self, session_id: &str) -> Result<SessionState, RuntimeError> {
+        Ok(self.load(session_id)?.state)
+    }
+
+    fn load(&self, session_id: &str) -> Result<LiveSession, RuntimeError> {
+        check_session_id(session_id)?;
+        let stream_id = session_stream_id(session_id);
+        let record = self.db.stream(&stream_id)?;
+        if record.is_none_or(|r| r.event_count == 0) {
+            return Err(RuntimeError::SessionNotFound(session_id.to_owned()));
+        }
+        let stream = self.stream(session_id)?;
+        let keys = key_ring(&self.db)?;
+        let latest = stream
+            .store()
+            .latest_checkpoint(stream.id())
+            .map_err(pactum_transcripts::TranscriptError::from)?
+            .map(|(id, _)| id);
+        let replay = stream.replay(latest, &SessionReducer, &keys)?;
+        Ok(LiveSession { session_id: session_id.to_owned(), state: replay.state, stream })
+    }
+
+    /// Stores a checkpoint of the session's current state; returns its id.
+    pub fn checkpoint(&self, session_id: &str) -> Result<pactum_transcripts::CheckpointId, RuntimeError> {
+        let live = self.load(session_id)?;
+        self.store_checkpoint(&live)
+    }
+
+    fn store_checkpoint(&self, live: &LiveSession) -> Result<pactum_transcripts::CheckpointId, RuntimeError> {
+        let state = serde_json::to_value(&live.state).map_err(|e| RuntimeError::Io(std::io::Error::other(e)))?;
+        let seq =
+            live.state.next_seq.checked_sub(1).ok_or_else(|| RuntimeError::SessionNotFound(live.session_id.clone()))?;
+        Ok(live.stream.put_checkpoint_state(seq, state)?)
+    }
+
+    /// Closes an ended session: a final checkpoint, and this process lets go of it.
+    pub fn close_session(&self, session_id: &str) -> Result<SessionState, RuntimeError> {
+        let live = self.load(session_id)?;
+        if !live.state.phase.is_terminal() {
+            return Err(RuntimeError::SessionNotTerminal {
+                session_id: session_id.to_owned(),
+                phase: live.state.phase.as_str(),
+            });
+        }
+        let latest = live
+            .stream
+            .store()
+            .latest_checkpoint(live.stream.id())
+            .map_err(pactum_transcripts::TranscriptError::from)?;
+        if latest.is_none_or(|(_, checkpoint)| checkpoint.seq + 1 < live.state.next_seq) {
+            self.store_checkpoint(&live)?;
+        }
+        self.db.release_session(session_id, &self.owner)?;
+        Ok(live.state)
+    }
+
+    /// Aborts a session still discovering or negotiating (ABORT, then PACT-312).
+    pub fn abort_session(
+        &self,
+        session_id: &str,
+        reason: &str,
+        observer: &mut dyn SessionObserver,
+    ) -> Result<SessionState, RuntimeError> {
+        self.claim(session_id)?;
+        let mut live = self.load(session_id)?;
+        let seed = live.state.config().map_err(RuntimeError::Intent)?.seed;
+        let now = self.clock.now_ms();
+        self.feed(&mut live, vec![(Input::Abort { reason: reason.to_owned() }, now)], seed, observer)?;
+        self.close_session(session_id)?;
+        Ok(live.state)
+    }
+
+    /// Resumes every session left unfinished by a process that is gone: a settlement in flight
+    /// is completed or aborted (never applied twice, thanks to the rail's idempotency keys); an
+    /// interactive session still waiting for approval is declined.
+    pub fn recover(&self, observer: &mut dyn SessionObserver) -> Result<Vec<Recovered>, RuntimeError> {
+        let mut recovered = Vec::new();
+        for row in self.db.session_streams(SESSION_STREAM_PREFIX)? {
+            let terminal = matches!(row.last_kind.as_deref(), Some(kind::COMPLETED | kind::FAILED));
+            let orphaned =
+                row.owner.as_deref().is_none_or(|owner| owner != self.owner && !self.liveness.is_alive(owner));
+            if terminal || !orphaned || row.event_count == 0 {
+                continue;
+            }
+            let session_id = row.stream_id[SESSION_STREAM_PREFIX.len()..].to_owned();
+            tracing::info!(session = %session_id, "resuming a session interrupted by a stopped process");
+            let outcome = self.resume_session(&session_id, &mut DeclineAll, observer);
+            recovered.push(Recovered { session_id, outcome });
+        }
+        Ok(recovered)
+    }
+
+    fn drive(
+        &self,
+        live: &mut LiveSession,
+        approver: &mut dyn Approver,
+        observer: &mut dyn SessionObserver,
+    ) -> Result<(), RuntimeError> {
+        let config = live.state.config().map_err(RuntimeError::Intent)?;
+        let mut abort_attempts = 0;
+        loop {
+            let effects = live.state.effects();
+            let Some(first) = effects.first() else { return Ok(()) };
+            let now = self.clock.now_ms().max(live.state.last_at_ms);
+            let inputs = match first {
+                Effect::Discover { intent_type, currency } => {
+                    vec![(Input::Discovered { offering: self.discover(intent_type, *currency)? }, now)]
+                }
+                Effect::RequestQuote { .. } => self.request_quotes(&live.session_id, &config, &effects, now),
+                Effect::AskApproval { provider, price, round } => {
+                    let (approved, by) = if config.auto_approve {
+                        (true, "auto")
+                    } else {
+                        let provider_name =
+                            live.state.provider(provider).map(|p| p.name.clone()).unwrap_or_else(|| provider.clone());
+                        let offer = OfferToApprove {
+                            session_id: live.session_id.clone(),
+                            provider: provider.clone(),
+                            provider_name,
+                            price: *price,
+                            round: *round,
+                        };
+                        approver.approve(&offer)
+                    };
+                    // Approval may take a person a while: read the clock after it.
+                    let now = self.clock.now_ms().max(now);
+                    vec![(Input::Approval { approved, by: by.to_owned() }, now)]
+                }
+                Effect::Rail { phase, request } => {
+                    if *phase == RailPhase::Abort {
+                        abort_attempts += 1;
+                        if abort_attempts > ABORT_ATTEMPTS_MAX {
+                            tracing::warn!(session = %live.session_id, "the rail keeps refusing to release the hold; leaving the session for recovery");
+                            return Ok(());
+                        }
+                    }
+                    let result = match phase {
+                        RailPhase::Prepare => self.rail.prepare(request, now),
+                        RailPhase::Commit => self.rail.commit(request, now),
+                        RailPhase::Abort => self.rail.abort(request, now),
+                        RailPhase::Refund => self.rail.refund(request, now),
+                    };
+                    let outcome = match result {
+                        Ok(evidence) => Ok(EvidenceBody {
+                            phase: evidence.phase.as_str().to_owned(),
+                            rail: evidence.rail.to_owned(),
+                            payment_id: evidence.payment_id,
+                            reference: evidence.reference,
+                            amount: PriceBody {
+                                amount_minor: evidence.amount_minor,
+                                currency: evidence.currency.to_owned(),
+                            },
+                        }),
+                        // The database failing is not the rail refusing: the session stays as it
+                        // is and the step is retried on resume.
+                        Err(RailError::Store(error)) => return Err(error.into()),
+                        Err(error) => Err(RailFailure { code: error.failure_code(*phase), detail: error.to_string() }),
+                    };
+                    vec![(Input::Rail { phase: *phase, outcome }, now)]
+                }
+                Effect::SignReceipt { provider, digest, .. } => {
+                    let signer = self.signer(provider)?;
+                    let signature = signer.sign_digest(digest);
+                    vec![(Input::ReceiptSigned { key_id: signer.key_id().as_str().to_owned(), signature }, now)]
+                }
+            };
+            self.feed(live, inputs, config.seed, observer)?;
+        }
+    }
+
+    /// The providers offering an intent type in a currency, each with its identity (created on
+    /// first use).
+    fn discover(&self, intent_type: &str, currency: Currency) -> Result<Vec<ProviderRef>, RuntimeError> {
+        let intent_type =
+            IntentType::new(intent_type).map_err(|e| RuntimeError::Intent(crate::intent::IntentError(e)))?;
+        let mut offering = Vec::new();
+        for spec in self.directory.offering(&intent_type) {
+            if spec.reference_price.currency() != currency {
+                continue;
+            }
+            let agent = ensure_agent(
+                &self.db,
+                &spec.id,
+                &spec.name,
+                AgentRole::Provider,
+                self.entropy.key_seed(),
+                self.clock.now_ms(),
+            )?;
+            if agent.role != AgentRole::Provider {
+                tracing::warn!(agent = %spec.id, "the directory lists an agent of this constellation that is not a provider; skipped");
+                continue;
+            }
+            let public_key = pactum_transcripts::VerifyingKey::from_bytes(&agent.public_key)
+                .map_err(|_| RuntimeError::InvalidAgentId(agent.agent_id.clone()))?;
+            offering.push(ProviderRef {
+                agent_id: agent.agent_id.clone(),
+                name: spec.name.clone(),
+                key_id: agent.key_id.clone(),
+                public_key: public_key_to_base64url(&public_key),
+            });
+        }
+        Ok(offering)
+    }
+
+    /// Asks every provider awaited in this round, in simulated time, and returns their answers
+    /// in the order they arrive (by arrival time, then provider id).
+    fn request_quotes(
+        &self,
+        session_id: &str,
+        config: &SessionConfig,
+        effects: &[Effect],
+        now: u64,
+    ) -> Vec<(Input, u64)> {
+        let latency_ms_max = config.intent.latency_ms_max();
+        let waited_ms = latency_ms_max.unwrap_or(QUOTE_TIMEOUT_MS_DEFAULT);
+        let mut answers: Vec<(u64, String, Input)> = effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::RequestQuote { provider, round, .. } => Some((provider, *round)),
+                _ => None,
+            })
+            .map(|(provider, round)| {
+                let answer = match self.directory.providers().iter().find(|p| &p.id == provider) {
+                    // A provider gone from the directory cannot be reached.
+                    None => ProviderAnswer::Unreachable,
+                    Some(spec) => simulate_provider(spec, config.seed, session_id, round, Some(waited_ms)),
+                };
+                let (delay_ms, answer) = match answer {
+                    ProviderAnswer::Ask { price, latency_ms } => (latency_ms, QuoteAnswer::Ask { price, latency_ms }),
+                    ProviderAnswer::Refuse { latency_ms } => (latency_ms, QuoteAnswer::Refused { latency_ms }),
+                    ProviderAnswer::Timeout => (waited_ms, QuoteAnswer::Timeout { waited_ms }),
+                    ProviderAnswer::Unreachable => (0, QuoteAnswer::Unreachable),
+                };
+                let at = now.saturating_add(u64::from(delay_ms));
+                (at, provider.clone(), Input::Quote { provider: provider.clone(), round, answer })
+            })
+            .collect();
+        answers.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        answers.into_iter().map(|(at, _, input)| (input, at)).collect()
+    }
+
+    /// Runs inputs through the core and makes their events durable in one atomic append; then
+    /// folds the sealed events into the live state and checkpoints at the milestones.
+    fn feed(
+        &self,
+        live: &mut LiveSession,
+        inputs: Vec<(Input, u64)>,
+        seed: u64,
+        observer: &mut dyn SessionObserver,
+    ) -> Result<(), RuntimeError> {
+        let phase_before = live.state.phase;
+        let mut scratch = live.state.clone();
+        let mut drafts = Vec::new();
+        for (input, now) in inputs {
+            if scratch.phase.is_terminal() {
+                break;
+            }
+            let mut rng = step_rng(seed, scratch.next_seq);
+            let step = step(&scratch, input, now, &mut rng)?;
+            drafts.extend(step.events);
+            scratch = step.state;
+        }
+        if drafts.is_empty() {
+            return Ok(());
+        }
+        let mut signers = Vec::with_capacity(drafts.len());
+        for draft in &drafts {
+            let agent = match &draft.party {
+                Party::Buyer => live.state.buyer_id().or(scratch.buyer_id()).unwrap_or_default().to_owned(),
+                Party::Provider(id) => id.clone(),
+            };
+            let signer = self.signer(&agent)?;
+            if signer.key_id().as_str() != draft.key_id {
+                return Err(RuntimeError::Store(pactum_memory::StoreError::Corrupt {
+                    detail: format!("agent {agent} signs as {}, the session expects {}", signer.key_id(), draft.key_id),
+                }));
+            }
+            signers.push(signer);
+        }
+        let new_events = drafts
+            .iter()
+            .zip(&signers)
+            .map(|(draft, signer)| {
+                Ok(NewEvent {
+                    kind: EventKind::new(draft.kind)
+                        .map_err(|e| RuntimeError::Io(std::io::Error::other(e.to_string())))?,
+                    body: draft.body.clone(),
+                    signer: Some(signer.as_ref() as &dyn EventSigner),
+                    at_ms: Some(draft.at_ms),
+                })
+            })
+            .collect::<Result<Vec<_>, RuntimeError>>()?;
+        let sealed = live.stream.append_batch(new_events)?;
+        for event in &sealed {
+            live.state
+                .apply(
+                    event.seq,
+                    event.kind.as_str(),
+                    &event.body,
+                    event.signer.as_ref().map(KeyId::as_str),
+                    event.at_ms,
+                    Some(&event.hash),
+                )
+                .map_err(|e| RuntimeError::Transcript(e.into()))?;
+            observer.on_event(&live.state, event);
+        }
+        let phase_after = live.state.phase;
+        let milestone = matches!(phase_after, Phase::Committed | Phase::Completed | Phase::Failed);
+        if phase_after != phase_before && milestone {
+            self.store_checkpoint(live)?;
+        }
+        Ok(())
+    }
+}
+
+fn rail_store_error(error: RailError) -> RuntimeError {
+    match error {
+        RailError::Store(store) => store.into(),
+        other => RuntimeError::Io(std::io::Error::other(other.to_string())),
+    }
+}
+
+/// A session being driven: its id, state and stream.
+struct LiveSession {
+    session_id: String,
+    state: SessionState,
+    stream: TranscriptStream<ConstellationEventStore>,
+}
+
+/// The fold of session events, for replays and checkpoints.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SessionReducer;
+
+impl pactum_transcripts::Reducer for SessionReducer {
+    type State = SessionState;
+
+    fn initial_state(&self) -> SessionState {
+        SessionState::default()
+    }
+
+    fn apply(
+        &self,
+        state: &mut SessionState,
+        event: &pactum_transcripts::Event,
+    ) -> Result<(), pactum_transcripts::ReduceError> {
+        state.apply(
+            event.seq,
+            event.kind.as_str(),
+            &event.body,
+            event.signer.as_ref().map(KeyId::as_str),
+            event.at_ms,
+            Some(&event.hash),
+        )
+    }
+}

@@ -1,0 +1,828 @@
+//! The sans-IO negotiation core: `step(state, input, now, rng) -> (state, events, effects)`.
+//!
+//! `step` decides what happens when something arrives (a provider's answer, the buyer's
+//! approval, a rail's result). It returns the events to record — the input itself first, then
+//! the decisions — and the effects the shell must perform next. It never reads a clock, the
+//! disk, the network or the OS's randomness: time and an RNG are passed in, and the RNG of a step
+//! is derived from the session's seed and the step's first seq, so a replay reproduces it.
+//!
+//! Decisions, in the order they are made:
+//! - Admission (`Start`): the rail and settlement mode must be allowed (PACT-103/104); the
+//!   intent's maximum price must be within the policy's cap (PACT-105); the deadline must not
+//!   have passed (PACT-107).
+//! - Discovery: no provider offering the intent in its currency is PACT-309; policy excluding
+//!   every one is PACT-102. Otherwise INTENT goes to the admitted providers, then the round-1 BID.
+//! - End of a round (every active provider answered): past the deadline is PACT-107. Otherwise
+//!   the asks the strategy accepts and the policy admits are candidates, and the best is
+//!   selected by lowest price, then lowest latency, then provider id. With no candidate: no
+//!   provider left is PACT-310 (all unreachable), PACT-311 (any timed out) or PACT-301 (refused);
+//!   the round limit reached is PACT-106; asks that stopped moving for two rounds while above the
+//!   maximum price are a deadlock, PACT-303; else a COUNTER opens the next round.
+//! - Approval: declined is ABORT and PACT-312; past the deadline PACT-107; the policy check
+//!   before settlement may refuse (PACT-108); else ACCEPT and the commitment.
+//! - Settlement: prepare, commit, receipt; a failed commit is aborted before the session fails.
+
+use rand_core::Rng;
+use serde::Serialize;
+use serde_json::Value;
+
+use pactum_transcripts::{Digest, Event, ReduceError, SignatureBytes, verify_digest_signature};
+
+use crate::failure::FailureCode;
+use crate::intent::{Intent, PolicyRule, StaticPolicy};
+use crate::money::Money;
+use crate::rail::RailPhase;
+use crate::session::model::*;
+use crate::session::receipt::attach_signature;
+use crate::strategy::Strategy;
+
+/// How many drop events a provider failure cites at most.
+const EVIDENCE_REFS_MAX: usize = 16;
+
+/// What starts a session.
+#[derive(Debug)]
+pub struct StartInput {
+    pub session_id: String,
+    pub buyer: PartyBody,
+    pub intent: Intent,
+    pub policy: StaticPolicy,
+    pub strategy: &'static dyn Strategy,
+    pub rail: String,
+    pub seed: u64,
+    pub auto_approve: bool,
+}
+
+/// A provider's answer to a request for a quote.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum QuoteAnswer {
+    Ask { price: Money, latency_ms: u32 },
+    Refused { latency_ms: u32 },
+    Timeout { waited_ms: u32 },
+    Unreachable,
+}
+
+/// A rail step that failed, with the failure code it leads to.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RailFailure {
+    pub code: FailureCode,
+    pub detail: String,
+}
+
+/// Something that happened, fed to [`step`].
+#[derive(Debug)]
+pub enum Input {
+    Start(Box<StartInput>),
+    Discovered {
+        offering: Vec<ProviderRef>,
+    },
+    Quote {
+        provider: String,
+        round: u32,
+        answer: QuoteAnswer,
+    },
+    /// The buyer's answer to [`Effect::AskApproval`]; `by` says who gave it.
+    Approval {
+        approved: bool,
+        by: String,
+    },
+    Abort {
+        reason: String,
+    },
+    Rail {
+        phase: RailPhase,
+        outcome: Result<EvidenceBody, RailFailure>,
+    },
+    ReceiptSigned {
+        key_id: String,
+        signature: SignatureBytes,
+    },
+}
+
+/// An event to record, not yet sealed into the stream.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct EventDraft {
+    pub seq: u64,
+    pub kind: &'static str,
+    pub body: Value,
+    pub party: Party,
+    pub key_id: String,
+    pub at_ms: u64,
+}
+
+/// The outcome of a step.
+#[derive(Debug)]
+pub struct Step {
+    pub state: SessionState,
+    pub events: Vec<EventDraft>,
+    pub effects: Vec<Effect>,
+}
+
+/// Why an input was refused. Nothing was decided; the state is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The input does not fit the session's phase (stable code `SESSION_INPUT_UNEXPECTED`).
+    #[error("{0}")]
+    Unexpected(String),
+    /// The input is malformed (`SESSION_INPUT_INVALID`).
+    #[error("{0}")]
+    Invalid(String),
+    /// A decision broke the protocol's own invariants: a bug (`SESSION_INVARIANT`).
+    #[error("invariant broken: {0}")]
+    Invariant(#[from] ReduceError),
+}
+
+impl StepError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unexpected(_) => "SESSION_INPUT_UNEXPECTED",
+            Self::Invalid(_) => "SESSION_INPUT_INVALID",
+            Self::Invariant(_) => "SESSION_INVARIANT",
+        }
+    }
+}
+
+/// The RNG of the step whose first event is `seq`: ChaCha20 keyed by SHA-256 of the seed and seq.
+pub fn step_rng(seed: u64, seq: u64) -> rand_chacha::ChaCha20Rng {
+    use rand_core::SeedableRng as _;
+    let mut input = [0_u8; 16];
+    input[..8].copy_from_slice(&seed.to_be_bytes());
+    input[8..].copy_from_slice(&seq.to_be_bytes());
+    rand_chacha::ChaCha20Rng::from_seed(*Digest::tagged(b"pactum-session/1 rng\0", &input).as_bytes())
+}
+
+struct Decider<'r, R: Rng + ?Sized> {
+    state: SessionState,
+    events: Vec<EventDraft>,
+    now_ms: u64,
+    rng: &'r mut R,
+}
+
+impl<R: Rng + ?Sized> Decider<'_, R> {
+    fn emit<T: Serialize>(&mut self, kind: &'static str, body: &T, party: Party) -> Result<u64, StepError> {
+        let body = serde_json::to_value(body).map_err(|e| StepError::Invalid(format!("{kind}: {e}")))?;
+        let seq = self.state.next_seq;
+        let key_id = match self.state.key_id_of(&party) {
+            Some(key_id) => key_id.to_owned(),
+            // The buyer's key id arrives with the first event.
+            None => body.pointer("/buyer/key_id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        };
+        self.state.apply(seq, kind, &body, Some(&key_id), self.now_ms, None)?;
+        self.events.push(EventDraft { seq, kind, body, party, key_id, at_ms: self.now_ms });
+        Ok(seq)
+    }
+
+    fn nonce(&mut self) -> String {
+        let mut bytes = [0_u8; 16];
+        self.rng.fill_bytes(&mut bytes);
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn fail(&mut self, code: FailureCode, detail: String, evidence: Vec<String>) -> Result<(), StepError> {
+        self.emit(kind::FAILED, &FailureBody::new(code, detail, evidence), Party::Buyer).map(|_| ())
+    }
+
+    fn buyer(&self) -> String {
+        self.state.buyer_id().unwrap_or_default().to_owned()
+    }
+
+    fn config(&self) -> Result<SessionConfig, StepError> {
+        self.state.config().map_err(|e| StepError::Invariant(refuse(self.state.next_seq, "config", e.to_string())))
+    }
+
+    fn deadline_passed(&self, intent: &Intent) -> bool {
+        intent.deadline_ms().is_some_and(|deadline| self.now_ms > deadline)
+    }
+}
+
+/// Decides what `input` means for a session in `state`, at `now_ms`. See the module docs.
+pub fn step<R: Rng + ?Sized>(state: &SessionState, input: Input, now_ms: u64, rng: &mut R) -> Result<Step, StepError> {
+    // Time never runs backwards inside a session.
+    let now_ms = now_ms.max(state.last_at_ms);
+    let mut decider = Decider { state: state.clone(), events: Vec::new(), now_ms, rng };
+    match input {
+        Input::Start(start) => start_session(&mut decider, *start)?,
+        Input::Discovered { offering } => discovered(&mut decider, offering)?,
+        Input::Quote { provider, round, answer } => quote(&mut decider, provider, round, answer)?,
+        Input::Approval { approved, by } => approval(&mut decider, approved, by)?,
+        Input::Abort { reason } => abort(&mut decider, reason)?,
+        Input::Rail { phase, outcome } => rail(&mut decider, phase, outcome)?,
+        Input::ReceiptSigned { key_id, signature } => receipt_signed(&mut decider, key_id, signature)?,
+    }
+    let effects = decider.state.effects();
+    Ok(Step { state: decider.state, events: decider.events, effects })
+}
+
+fn start_session<R: Rng + ?Sized>(d: &mut Decider<'_, R>, start: StartInput) -> Result<(), StepError> {
+    if d.state.phase != Phase::New {
+        return Err(StepError::Unexpected("the session has already started".into()));
+    }
+    start.policy.check().map_err(|e| StepError::Invalid(e.to_string()))?;
+    let created = CreatedBody {
+        format: SESSION_FORMAT.to_owned(),
+        session_id: start.session_id,
+        buyer: start.buyer,
+        intent: start.intent.to_json(),
+        policy: start.policy.to_json(),
+        policy_hash: start.policy.policy_hash(),
+        strategy: start.strategy.name().to_owned(),
+        rail: start.rail.clone(),
+        seed: start.seed.to_string(),
+        approval: if start.auto_approve { "auto" } else { "interactive" }.to_owned(),
+    };
+    let created_seq = d.emit(kind::CREATED, &created, Party::Buyer)?;
+    let (intent, policy) = (&start.intent, &start.policy);
+    let evidence = |rule: PolicyRule| vec![event_ref(created_seq), format!("policy_rule:{}", rule.name())];
+    if let Err(rule) = policy.admits_settlement(&start.rail, intent.settlement_mode()) {
+        let code = match rule {
+            PolicyRule::AllowedRails => FailureCode::RailNotAllowed,
+            _ => FailureCode::SettlementModeNotAllowed,
+        };
+        let detail = format!(
+            "the policy does not allow rail {} with settlement mode {}",
+            start.rail,
+            intent.settlement_mode().as_str()
+        );
+        return d.fail(code, detail, evidence(rule));
+    }
+    if let Some(cap) = policy.max_price {
+        let max = intent.max_price();
+        if cap.currency() != max.currency() || cap.amount_minor() < max.amount_minor() {
+            let detail = format!("the intent's maximum price {max} is above the policy's cap {cap}");
+            return d.fail(FailureCode::MaxPriceExceeded, detail, evidence(PolicyRule::MaxPrice));
+        }
+    }
+    if let Some(deadline) = intent.deadline_ms().filter(|deadline| *deadline <= d.now_ms) {
+        let detail = format!("the deadline {deadline} ms had passed when the session started ({} ms)", d.now_ms);
+        return d.fail(FailureCode::DeadlineExceeded, detail, vec![event_ref(created_seq)]);
+    }
+    Ok(())
+}
+
+fn discovered<R: Rng + ?Sized>(d: &mut Decider<'_, R>, mut offering: Vec<ProviderRef>) -> Result<(), StepError> {
+    if !d.state.effects().iter().any(|e| matches!(e, Effect::Discover { .. })) {
+        return Err(StepError::Unexpected("discovery is not awaited".into()));
+    }
+    let config = d.config()?;
+    offering.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+    offering.dedup_by(|a, b| a.agent_id == b.agent_id);
+    let mut admitted = Vec::new();
+    let mut excluded = Vec::new();
+    for provider in &offering {
+        match config.policy.admits_provider(&provider.agent_id) {
+            Ok(()) => admitted.push(provider.agent_id.clone()),
+            Err(rule) => excluded
+                .push(ExcludedProvider { provider: provider.agent_id.clone(), policy_rule: rule.name().to_owned() }),
+        }
+    }
+    let intent = &config.intent;
+    let offered = !offering.is_empty();
+    let discovery_seq = d.emit(
+        kind::DISCOVERY,
+        &DiscoveryBody { offering, admitted: admitted.clone(), excluded: excluded.clone() },
+        Party::Buyer,
+    )?;
+    if !offered {
+        let detail = format!(
+            "no provider in the directory offers {} in {}",
+            intent.intent_type(),
+            intent.max_price().currency()
+        );
+        return d.fail(FailureCode::NoProviders, detail, vec![event_ref(discovery_seq)]);
+    }
+    if admitted.is_empty() {
+        let mut evidence = vec![event_ref(discovery_seq)];
+        for rule in &excluded {
+            let reference = format!("policy_rule:{}", rule.policy_rule);
+            if !evidence.contains(&reference) {
+                evidence.push(reference);
+            }
+        }
+        let names: Vec<&str> = excluded.iter().map(|e| e.provider.as_str()).collect();
+        let detail =
+            format!("the policy excludes every provider offering {}: {}", intent.intent_type(), names.join(", "));
+        return d.fail(FailureCode::ProviderNotAllowed, detail, evidence);
+    }
+    if d.deadline_passed(intent) {
+        let detail = "the deadline passed during discovery".to_owned();
+        return d.fail(FailureCode::DeadlineExceeded, detail, vec![event_ref(0), event_ref(discovery_seq)]);
+    }
+    let message = IntentMessage {
+        round: 0,
+        round_type: "INTENT".into(),
+        sender: d.buyer(),
+        receivers: admitted.clone(),
+        intent_type: intent.intent_type().as_str().to_owned(),
+        scope: intent.scope().to_owned(),
+        currency: intent.max_price().currency().code().to_owned(),
+        latency_ms_max: intent.latency_ms_max(),
+        deadline_ms: intent.deadline_ms(),
+        settlement_mode: intent.settlement_mode().as_str().to_owned(),
+        nonce: d.nonce(),
+    };
+    d.emit(kind::INTENT, &message, Party::Buyer)?;
+    let bid = config.strategy.bid(intent.max_price(), 1, config.policy.rounds_max);
+    let offer = OfferMessage {
+        round: 1,
+        round_type: "BID".into(),
+        sender: d.buyer(),
+        receivers: admitted,
+        price: PriceBody::of(bid),
+        nonce: d.nonce(),
+    };
+    d.emit(kind::BID, &offer, Party::Buyer)?;
+    Ok(())
+}
+
+fn quote<R: Rng + ?Sized>(
+    d: &mut Decider<'_, R>,
+    provider: String,
+    round: u32,
+    answer: QuoteAnswer,
+) -> Result<(), StepError> {
+    let awaited = d
+        .state
+        .effects()
+        .iter()
+        .any(|e| matches!(e, Effect::RequestQuote { provider: p, round: r, .. } if *p == provider && *r == round));
+    if !awaited {
+        return Err(StepError::Unexpected(format!("no quote from {provider} for round {round} is awaited")));
+    }
+    let in_reply_to = d.state.bid_seq.unwrap_or_default();
+    let buyer = d.buyer();
+    match answer {
+        QuoteAnswer::Ask { price, latency_ms } => {
+            let message = AskMessage {
+                round,
+                round_type: "ASK".into(),
+                sender: provider.clone(),
+                receiver: buyer,
+                price: PriceBody::of(price),
+                latency_ms,
+                in_reply_to,
+            };
+            d.emit(kind::ASK, &message, Party::Provider(provider)).map_err(|error| match error {
+                StepError::Invariant(reduce) => StepError::Invalid(reduce.reason),
+                other => other,
+            })?;
+        }
+        QuoteAnswer::Refused { latency_ms } => {
+            let message = RejectMessage {
+                round,
+                round_type: "REJECT".into(),
+                sender: provider.clone(),
+                receiver: buyer,
+                reason: "refused".into(),
+                latency_ms,
+                in_reply_to,
+            };
+            d.emit(kind::REJECT, &message, Party::Provider(provider))?;
+        }
+        QuoteAnswer::Timeout { waited_ms } => {
+            d.emit(kind::TIMEOUT, &NoAnswerBody { round, provider, waited_ms: Some(waited_ms) }, Party::Buyer)?;
+        }
+        QuoteAnswer::Unreachable => {
+            d.emit(kind::UNREACHABLE, &NoAnswerBody { round, provider, waited_ms: None }, Party::Buyer)?;
+        }
+    }
+    if d.state.answers.len() == d.state.active.len() {
+        close_round(d)?;
+    }
+    Ok(())
+}
+
+/// Orders offers: lowest price, then lowest latency, then provider id.
+fn offer_order(a: &AskRecord, b: &AskRecord) -> std::cmp::Ordering {
+    (a.price.amount_minor, a.latency_ms, &a.provider).cmp(&(b.price.amount_minor, b.latency_ms, &b.provider))
+}
+
+fn close_round<R: Rng + ?Sized>(d: &mut Decider<'_, R>) -> Result<(), StepError> {
+    let config = d.config()?;
+    let (intent, policy, strategy) = (&config.intent, &config.policy, config.strategy);
+    let round = d.state.round;
+    let rounds_max = policy.rounds_max;
+    let max_price = intent.max_price();
+    let last_answer = d.state.answers.last().map(|a| a.seq).unwrap_or_default();
+    if d.deadline_passed(intent) {
+        let detail = format!("the deadline passed in round {round} without agreement");
+        return d.fail(FailureCode::DeadlineExceeded, detail, vec![event_ref(0), event_ref(last_answer)]);
+    }
+    let mut asks: Vec<AskRecord> = d.state.asks.iter().filter(|a| a.round == round).cloned().collect();
+    asks.sort_by(offer_order);
+    let acceptable = |ask: &AskRecord| {
+        ask.price.money().is_ok_and(|price| {
+            strategy.accepts(price, max_price, round, rounds_max) && policy.admits_price(intent, price).is_ok()
+        })
+    };
+    if let Some(best) = asks.iter().find(|ask| acceptable(ask)) {
+        let selection = SelectionBody {
+            round,
+            provider: best.provider.clone(),
+            price: best.price.clone(),
+            ask: event_ref(best.seq),
+            rule: SELECTION_RULE.to_owned(),
+            considered: asks
+                .iter()
+                .map(|ask| ConsideredOffer {
+                    provider: ask.provider.clone(),
+                    price: ask.price.clone(),
+                    latency_ms: ask.latency_ms,
+                    acceptable: acceptable(ask),
+                })
+                .collect(),
+        };
+        d.emit(kind::SELECTED, &selection, Party::Buyer)?;
+        return Ok(());
+    }
+    let Some(best) = asks.first() else {
+        return providers_gone(d);
+    };
+    let best_text = best.price.money().map(|m| m.to_string()).unwrap_or_default();
+    let bid_text = d.state.bid.as_ref().and_then(|b| b.money().ok()).map(|m| m.to_string()).unwrap_or_default();
+    if round >= rounds_max {
+        let detail = format!(
+            "no agreement after {rounds_max} rounds: the last offer was {bid_text}, the best ask {best_text} from {}",
+            best.provider
+        );
+        let evidence = vec![
+            event_ref(d.state.bid_seq.unwrap_or_default()),
+            event_ref(best.seq),
+            format!("policy_rule:{}", PolicyRule::RoundsMax.name()),
+        ];
+        return d.fail(FailureCode::RoundLimitExceeded, detail, evidence);
+    }
+    if round >= 3 && best.price.amount_minor > max_price.amount_minor() && stalled(&d.state, round, &asks) {
+        let earlier = d
+            .state
+            .asks
+            .iter()
+            .filter(|a| a.round == round - 2)
+            .min_by(|a, b| offer_order(a, b))
+            .map(|a| a.seq)
+            .unwrap_or_default();
+        let detail = format!(
+            "asks stopped moving for two rounds above the maximum price {max_price}: the best is {best_text} from {}",
+            best.provider
+        );
+        let evidence =
+            vec![event_ref(earlier), event_ref(best.seq), format!("policy_rule:{}", PolicyRule::MaxPrice.name())];
+        return d.fail(FailureCode::NegotiationDeadlock, detail, evidence);
+    }
+    let receivers: Vec<String> = {
+        let mut providers: Vec<String> = asks.iter().map(|a| a.provider.clone()).collect();
+        providers.sort();
+        providers
+    };
+    let counter = OfferMessage {
+        round: round + 1,
+        round_type: "COUNTER".into(),
+        sender: d.buyer(),
+        receivers,
+        price: PriceBody::of(strategy.bid(max_price, round + 1, rounds_max)),
+        nonce: d.nonce(),
+    };
+    d.emit(kind::COUNTER, &counter, Party::Buyer)?;
+    Ok(())
+}
+
+/// Whether no provider still asking lowered its ask over the last two rounds.
+fn stalled(state: &SessionState, round: u32, asks: &[AskRecord]) -> bool {
+    let ask_of = |provider: &str, round: u32| {
+        state.asks.iter().find(|a| a.round == round && a.provider == provider).map(|a| a.price.amount_minor)
+    };
+    asks.iter().all(|ask| match (ask_of(&ask.provider, round - 2), ask_of(&ask.provider, round - 1)) {
+        (Some(two_before), Some(before)) => ask.price.amount_minor >= before && before >= two_before,
+        _ => false,
+    })
+}
+
+/// Every provider left the negotiation: the code says why.
+fn providers_gone<R: Rng + ?Sized>(d: &mut Decider<'_, R>) -> Result<(), StepError> {
+    let dropped = &d.state.dropped;
+    let all_unreachable = dropped.iter().all(|drop| drop.reason == DropReason::Unreachable);
+    let any_timeout = dropped.iter().any(|drop| drop.reason == DropReason::Timeout);
+    let code = if all_unreachable {
+        FailureCode::ProviderUnavailable
+    } else if any_timeout {
+        FailureCode::ProviderTimeout
+    } else {
+        FailureCode::ProviderRefused
+    };
+    let summary: Vec<String> = dropped
+        .iter()
+        .map(|drop| {
+            let reason = match drop.reason {
+                DropReason::Refused => "refused",
+                DropReason::Timeout => "timed out",
+                DropReason::Unreachable => "was unreachable",
+            };
+            format!("{} {reason} in round {}", drop.provider, drop.round)
+        })
+        .collect();
+    let evidence = dropped.iter().take(EVIDENCE_REFS_MAX).map(|drop| event_ref(drop.seq)).collect();
+    d.fail(code, format!("no provider is left: {}", summary.join(", ")), evidence)
+}
+
+fn approval<R: Rng + ?Sized>(d: &mut Decider<'_, R>, approved: bool, by: String) -> Result<(), StepError> {
+    if !d.state.effects().iter().any(|e| matches!(e, Effect::AskApproval { .. })) {
+        return Err(StepError::Unexpected("no payment awaits approval".into()));
+    }
+    if !matches!(by.as_str(), "auto" | "terminal" | "client" | "recovery") {
+        return Err(StepError::Invalid(format!("approval by {by:?} is not auto, terminal, client or recovery")));
+    }
+    let config = d.config()?;
+    let Some(selection) = d.state.selection.clone() else {
+        return Err(StepError::Unexpected("no offer was selected".into()));
+    };
+    let approval_seq = d.emit(
+        kind::APPROVAL,
+        &ApprovalBody {
+            approved,
+            by: by.clone(),
+            provider: selection.provider.clone(),
+            price: selection.price.clone(),
+        },
+        Party::Buyer,
+    )?;
+    if !approved {
+        let reason = if by == "recovery" {
+            "the process stopped before the buyer approved the payment".to_owned()
+        } else {
+            "the buyer declined to pay".to_owned()
+        };
+        let message = AbortMessage {
+            round: d.state.round,
+            round_type: "ABORT".into(),
+            sender: d.buyer(),
+            receivers: d.state.active.clone(),
+            reason: reason.clone(),
+            nonce: d.nonce(),
+        };
+        d.emit(kind::ABORT, &message, Party::Buyer)?;
+        return d.fail(FailureCode::AbortedByBuyer, reason, vec![event_ref(selection.seq), event_ref(approval_seq)]);
+    }
+    if d.deadline_passed(&config.intent) {
+        let detail = "the deadline passed before the payment was approved".to_owned();
+        return d.fail(FailureCode::DeadlineExceeded, detail, vec![event_ref(0), event_ref(approval_seq)]);
+    }
+    let price = selection.price.money().map_err(StepError::Invalid)?;
+    let rail = d.state.created.as_ref().map(|c| c.rail.clone()).unwrap_or_default();
+    let check = config
+        .policy
+        .admits_price(&config.intent, price)
+        .and_then(|()| config.policy.admits_provider(&selection.provider))
+        .and_then(|()| config.policy.admits_settlement(&rail, config.intent.settlement_mode()));
+    if let Err(rule) = check {
+        let detail = format!("the policy check before settlement refused paying {price} to {}", selection.provider);
+        let evidence = vec![event_ref(selection.seq), format!("policy_rule:{}", rule.name())];
+        return d.fail(FailureCode::SettlementPolicyViolation, detail, evidence);
+    }
+    let accept = AcceptMessage {
+        round: d.state.round,
+        round_type: "ACCEPT".into(),
+        sender: d.buyer(),
+        receiver: selection.provider.clone(),
+        price: selection.price.clone(),
+        ask: event_ref(selection.ask_seq),
+        nonce: d.nonce(),
+    };
+    d.emit(kind::ACCEPT, &accept, Party::Buyer)?;
+    let request = d.state.payment_request().ok_or_else(|| StepError::Unexpected("no payment".into()))?;
+    let committed = CommittedBody {
+        payment_id: request.payment_id,
+        rail,
+        payer: request.payer,
+        payee: request.payee,
+        amount: PriceBody::of(request.amount),
+    };
+    d.emit(kind::COMMITTED, &committed, Party::Buyer)?;
+    Ok(())
+}
+
+fn abort<R: Rng + ?Sized>(d: &mut Decider<'_, R>, reason: String) -> Result<(), StepError> {
+    if !matches!(d.state.phase, Phase::Discovering | Phase::Negotiating) {
+        return Err(StepError::Unexpected(format!(
+            "a {} session cannot be aborted: {}",
+            d.state.phase.as_str(),
+            if d.state.phase.is_terminal() { "it has ended" } else { "settlement has begun" }
+        )));
+    }
+    if reason.is_empty() || reason.len() > 256 || reason.chars().any(char::is_control) {
+        return Err(StepError::Invalid("an abort reason is 1 to 256 bytes of printable text".into()));
+    }
+    let request_seq = d.emit(kind::ABORT_REQUESTED, &AbortRequestBody { reason: reason.clone() }, Party::Buyer)?;
+    if d.state.phase == Phase::Negotiating {
+        let message = AbortMessage {
+            round: d.state.round,
+            round_type: "ABORT".into(),
+            sender: d.buyer(),
+            receivers: d.state.active.clone(),
+            reason: reason.clone(),
+            nonce: d.nonce(),
+        };
+        d.emit(kind::ABORT, &message, Party::Buyer)?;
+    }
+    d.fail(FailureCode::AbortedByBuyer, format!("aborted: {reason}"), vec![event_ref(request_seq)])
+}
+
+fn rail<R: Rng + ?Sized>(
+    d: &mut Decider<'_, R>,
+    phase: RailPhase,
+    outcome: Result<EvidenceBody, RailFailure>,
+) -> Result<(), StepError> {
+    let awaited = d.state.effects().into_iter().find_map(|effect| match effect {
+        Effect::Rail { phase: p, request } if p == phase => Some(request),
+        _ => None,
+    });
+    let Some(request) = awaited else {
+        return Err(StepError::Unexpected(format!("no rail {} is awaited", phase.as_str())));
+    };
+    let rail_id = d.state.created.as_ref().map(|c| c.rail.clone()).unwrap_or_default();
+    // Evidence that is not exactly this payment's is a failure (fail closed).
+    let outcome = outcome.and_then(|evidence| {
+        let matches = evidence.phase == phase.as_str()
+            && evidence.rail == rail_id
+            && evidence.payment_id == request.payment_id
+            && evidence.amount == PriceBody::of(request.amount)
+            && !evidence.reference.is_empty();
+        if matches {
+            Ok(evidence)
+        } else {
+            Err(RailFailure {
+                code: FailureCode::RailEvidenceInvalid,
+                detail: format!("the rail's {} evidence is not for payment {}", phase.as_str(), request.payment_id),
+            })
+        }
+    });
+    let committed_seq = d.state.agreement.as_ref().and_then(|a| a.committed_seq).unwrap_or_default();
+    match (phase, outcome) {
+        (RailPhase::Prepare, Ok(evidence)) => {
+            d.emit(kind::PREPARED, &evidence, Party::Buyer)?;
+        }
+        (RailPhase::Commit, Ok(evidence)) => {
+            d.emit(kind::RAIL_COMMITTED, &evidence, Party::Buyer)?;
+        }
+        (RailPhase::Abort, Ok(evidence)) => {
+            let aborted_seq = d.emit(kind::RAIL_ABORTED, &evidence, Party::Buyer)?;
+            let pending = d.state.aborting.clone().ok_or_else(|| StepError::Unexpected("nothing to abort".into()))?;
+            let code = FailureCode::ALL
+                .iter()
+                .copied()
+                .find(|c| c.code() == pending.code)
+                .unwrap_or(FailureCode::SettlementCommitFailed);
+            let evidence = vec![event_ref(committed_seq), event_ref(pending.failed_seq), event_ref(aborted_seq)];
+            let detail = format!("{}; the hold was released", pending.detail);
+            d.fail(code, detail, evidence)?;
+        }
+        (phase, Err(failure)) => {
+            let failed_seq = d.emit(
+                kind::SETTLEMENT_FAILED,
+                &SettlementFailedBody {
+                    phase: phase.as_str().to_owned(),
+                    code: failure.code.code().to_owned(),
+                    detail: failure.detail.clone(),
+                },
+                Party::Buyer,
+            )?;
+            // A failed prepare held nothing (unless its evidence is in doubt, which `apply`
+            // turns into an abort); a failed commit or abort waits for the abort to succeed.
+            if phase == RailPhase::Prepare && d.state.aborting.is_none() {
+                d.fail(failure.code, failure.detail, vec![event_ref(committed_seq), event_ref(failed_seq)])?;
+            }
+        }
+        (RailPhase::Refund, Ok(_)) => return Err(StepError::Unexpected("refunds are not part of a session".into())),
+    }
+    Ok(())
+}
+
+fn receipt_signed<R: Rng + ?Sized>(
+    d: &mut Decider<'_, R>,
+    key_id: String,
+    signature: SignatureBytes,
+) -> Result<(), StepError> {
+    let awaited = d.state.effects().into_iter().find_map(|effect| match effect {
+        Effect::SignReceipt { provider, digest, receipt } => Some((provider, digest, receipt)),
+        _ => None,
+    });
+    let Some((provider, digest, receipt)) = awaited else {
+        return Err(StepError::Unexpected("no receipt is awaited".into()));
+    };
+    let provider_ref =
+        d.state.provider(&provider).cloned().ok_or_else(|| StepError::Unexpected("unknown provider".into()))?;
+    if key_id != provider_ref.key_id {
+        return Err(StepError::Invalid(format!("the receipt is signed by {key_id}, not by {}", provider_ref.key_id)));
+    }
+    let public_key =
+        pactum_transcripts::public_key_from_base64url(&provider_ref.public_key).map_err(StepError::Invalid)?;
+    if !verify_digest_signature(&public_key, &digest, &signature) {
+        return Err(StepError::Invalid(format!("{provider}'s receipt signature does not verify")));
+    }
+    let signed = attach_signature(&receipt, &key_id, &signature);
+    let receipt_id = receipt.get("receipt_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let amount = d
+        .state
+        .agreement
+        .as_ref()
+        .map(|a| a.price.clone())
+        .ok_or_else(|| StepError::Unexpected("no agreement".into()))?;
+    d.emit(kind::RECEIPT, &ReceiptBody { receipt: signed }, Party::Provider(provider.clone()))?;
+    d.emit(kind::COMPLETED, &CompletedBody { receipt_id, provider, amount }, Party::Buyer)?;
+    Ok(())
+}
+
+/// The input an event records, for replays: `None` for events that are decisions.
+pub fn input_of(state: &SessionState, event: &Event) -> Result<Option<Input>, String> {
+    let body = &event.body;
+    let bad = |error: serde_json::Error| format!("event {} ({}): {error}", event.seq, event.kind);
+    let input = match event.kind.as_str() {
+        kind::CREATED => {
+            let created: CreatedBody = serde_json::from_value(body.clone()).map_err(bad)?;
+            let intent = Intent::from_json(&created.intent).map_err(|e| e.to_string())?;
+            let policy = StaticPolicy::from_json(&created.policy).map_err(|e| e.to_string())?;
+            let strategy = crate::strategy::strategy_named(&created.strategy)
+                .ok_or_else(|| format!("unknown strategy {:?}", created.strategy))?;
+            let seed = created.seed.parse().map_err(|_| "seed is not a number".to_owned())?;
+            Input::Start(Box::new(StartInput {
+                session_id: created.session_id,
+                buyer: created.buyer,
+                intent,
+                policy,
+                strategy,
+                rail: created.rail,
+                seed,
+                auto_approve: created.approval == "auto",
+            }))
+        }
+        kind::DISCOVERY => {
+            let discovery: DiscoveryBody = serde_json::from_value(body.clone()).map_err(bad)?;
+            Input::Discovered { offering: discovery.offering }
+        }
+        kind::ASK => {
+            let message: AskMessage = serde_json::from_value(body.clone()).map_err(bad)?;
+            let price = message.price.money()?;
+            Input::Quote {
+                provider: message.sender,
+                round: message.round,
+                answer: QuoteAnswer::Ask { price, latency_ms: message.latency_ms },
+            }
+        }
+        kind::REJECT => {
+            let message: RejectMessage = serde_json::from_value(body.clone()).map_err(bad)?;
+            Input::Quote {
+                provider: message.sender,
+                round: message.round,
+                answer: QuoteAnswer::Refused { latency_ms: message.latency_ms },
+            }
+        }
+        kind::TIMEOUT | kind::UNREACHABLE => {
+            let observed: NoAnswerBody = serde_json::from_value(body.clone()).map_err(bad)?;
+            let answer = match observed.waited_ms {
+                Some(waited_ms) if event.kind.as_str() == kind::TIMEOUT => QuoteAnswer::Timeout { waited_ms },
+                _ => QuoteAnswer::Unreachable,
+            };
+            Input::Quote { provider: observed.provider, round: observed.round, answer }
+        }
+        kind::APPROVAL => {
+            let approval: ApprovalBody = serde_json::from_value(body.clone()).map_err(bad)?;
+            Input::Approval { approved: approval.approved, by: approval.by }
+        }
+        kind::ABORT_REQUESTED => {
+            let request: AbortRequestBody = serde_json::from_value(body.clone()).map_err(bad)?;
+            Input::Abort { reason: request.reason }
+        }
+        kind::PREPARED | kind::RAIL_COMMITTED | kind::RAIL_ABORTED => {
+            let evidence: EvidenceBody = serde_json::from_value(body.clone()).map_err(bad)?;
+            let phase = match event.kind.as_str() {
+                kind::PREPARED => RailPhase::Prepare,
+                kind::RAIL_COMMITTED => RailPhase::Commit,
+                _ => RailPhase::Abort,
+            };
+            Input::Rail { phase, outcome: Ok(evidence) }
+        }
+        kind::SETTLEMENT_FAILED => {
+            let failed: SettlementFailedBody = serde_json::from_value(body.clone()).map_err(bad)?;
+            let phase = match failed.phase.as_str() {
+                "prepare" => RailPhase::Prepare,
+                "commit" => RailPhase::Commit,
+                "abort" => RailPhase::Abort,
+                other => return Err(format!("event {}: unknown rail phase {other:?}", event.seq)),
+            };
+            let code = FailureCode::ALL
+                .iter()
+                .copied()
+                .find(|c| c.code() == failed.code)
+                .ok_or_else(|| format!("event {}: unknown failure code {}", event.seq, failed.code))?;
+            Input::Rail { phase, outcome: Err(RailFailure { code, detail: failed.detail }) }
+        }
+        kind::RECEIPT => {
+            let receipt: ReceiptBody = serde_json::from_value(body.clone()).map_err(bad)?;
+            let signature = receipt.receipt.get("signature").ok_or("the receipt has no signature")?;
+            let key_id = signature.get("key_id").and_then(Value::as_str).ok_or("the signature has no key_id")?;
+            let value = signature.get("value").and_then(Value::as_str).ok_or("the signature has no value")?;
+            let signature = SignatureBytes::from_base64url(value).map_err(|e| e.to_string())?;
+            Input::ReceiptSigned { key_id: key_id.to_owned(), signature }
+        }
+        _ => return Ok(None),
+    };
+    let _ = state;
+    Ok(Some(input))
+}
