@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use pactum_memory::{Constellation, Durability, OpenOptions};
 
 use crate::failure::Failure;
-use crate::{constellation_cmd, home, providers_cmd, transcript_cmd};
+use crate::{constellation_cmd, home, negotiate_cmd, providers_cmd, session_cmd, transcript_cmd};
 
 fn long_version() -> &'static str {
     static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -24,7 +24,9 @@ fn long_version() -> &'static str {
 /// Pactum: negotiate, settle and keep verifiable records, from your editor or the command line.
 #[derive(Debug, Parser)]
 #[command(name = "pactum", version, long_version = long_version(), propagate_version = true)]
-#[command(after_help = "Exit codes: 0 ok/valid, 1 tampered or invalid, 2 usage or I/O error. Logs: RUST_LOG=debug.")]
+#[command(
+    after_help = "Exit codes: 0 ok/valid, 1 tampered or invalid, 2 usage or I/O error, 3 the negotiation failed (its PACT code is in the output). Logs: RUST_LOG=debug."
+)]
 pub struct Cli {
     /// Constellation to use: a name (stored under $PACTUM_HOME/constellations/<name>.db) or a
     /// path to a .db file. Created on first use.
@@ -41,6 +43,63 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Negotiate with the providers offering INTENT_TYPE, settle and print the receipt.
+    ///
+    /// Rounds are printed as they happen. Without --yes, you are asked before any money moves
+    /// (and the command refuses to run when stdin is not a terminal). --seed and --clock make a
+    /// run reproducible: the same constellation given the same command produces the same
+    /// transcript, byte for byte.
+    Negotiate {
+        /// What to buy, such as weather.data (see `pactum providers list`).
+        intent_type: String,
+        /// The most you will pay, in major units of --currency (0.10 is ten cents of USD).
+        #[arg(long, value_name = "AMOUNT", allow_hyphen_values = true)]
+        max_price: String,
+        /// ISO 4217 currency of the price, such as USD.
+        #[arg(long, value_name = "ISO")]
+        currency: String,
+        /// The slowest answer you will wait for, in milliseconds; slower providers time out.
+        #[arg(long, value_name = "N")]
+        latency_ms: Option<u32>,
+        /// Give up if no agreement is reached within N milliseconds of the start.
+        #[arg(long, value_name = "N")]
+        deadline_ms: Option<u64>,
+        /// Free text describing what exactly is wanted (recorded, shown to providers).
+        #[arg(long, default_value = "")]
+        scope: String,
+        /// low, normal or high.
+        #[arg(long, default_value = "normal")]
+        urgency: String,
+        /// How the buyer bids: baseline (accepts anything within --max-price), banded (opens at
+        /// 60% and concedes to the maximum by the last round) or urgent (opens at 90%).
+        #[arg(long, default_value = "banded", value_parser = ["baseline", "banded", "urgent"])]
+        strategy: String,
+        /// Seed of the simulated providers and the session's randomness (random if omitted).
+        #[arg(long, value_name = "N")]
+        seed: Option<u64>,
+        /// Start the session's clock at this Unix time in milliseconds; it then advances only by
+        /// the simulated providers' latencies, so timestamps are reproducible.
+        #[arg(long, value_name = "EPOCH-MS")]
+        clock: Option<u64>,
+        /// A pactum-policy/1 TOML file: price cap, round limit, allowed rails and providers.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// The balance the buyer's wallet starts with in this currency (used only the first time
+        /// the wallet is funded; default 1000.00 for two-decimal currencies).
+        #[arg(long, value_name = "AMOUNT")]
+        starting_balance: Option<String>,
+        /// Approve paying the negotiated price without asking (never above --max-price).
+        #[arg(long, short)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List, show, replay, resume or abort negotiation sessions.
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// Show or verify signed receipts.
+    #[command(subcommand)]
+    Receipt(ReceiptCommand),
     /// List, show, verify, export and import hash-linked transcripts.
     #[command(subcommand)]
     Transcript(TranscriptCommand),
@@ -55,6 +114,60 @@ enum Command {
     Agents(AgentsCommand),
     /// Every ledger account and its balance, with the total of each currency (always zero).
     Balance {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Every session of the constellation, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A session's events, one line each, and its outcome.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-run every recorded input through the runtime and check each recorded decision against
+    /// the recomputed one (exit 1 naming the first divergence).
+    Replay {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drive on a session whose process stopped (settlements in flight are finished, never doubled).
+    Resume {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Abort a session still negotiating (records ABORT and PACT-312).
+    Abort {
+        id: String,
+        #[arg(long, default_value = "aborted by the buyer")]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReceiptCommand {
+    /// A completed session's receipt, verified against its transcript.
+    Show {
+        /// Session id.
+        session: String,
+        /// Print the receipt itself (the signed JSON object).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify a receipt file on its own (exit 1 if it does not verify).
+    Verify {
+        file: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -154,6 +267,15 @@ impl Cli {
     /// Whether the chosen command asked for JSON output (errors are then also JSON).
     pub fn json_output(&self) -> bool {
         match &self.command {
+            Command::Negotiate { json, .. } => *json,
+            Command::Session(
+                SessionCommand::List { json }
+                | SessionCommand::Show { json, .. }
+                | SessionCommand::Replay { json, .. }
+                | SessionCommand::Resume { json, .. }
+                | SessionCommand::Abort { json, .. },
+            ) => *json,
+            Command::Receipt(ReceiptCommand::Show { json, .. } | ReceiptCommand::Verify { json, .. }) => *json,
             Command::Transcript(
                 TranscriptCommand::List { json }
                 | TranscriptCommand::Show { json, .. }
@@ -221,6 +343,42 @@ fn durability() -> Result<Durability, Failure> {
 pub fn run(cli: Cli) -> Result<u8, Failure> {
     let context = Context { constellation: cli.constellation, directory: cli.directory };
     match cli.command {
+        Command::Negotiate {
+            intent_type,
+            max_price,
+            currency,
+            latency_ms,
+            deadline_ms,
+            scope,
+            urgency,
+            strategy,
+            seed,
+            clock,
+            policy,
+            starting_balance,
+            yes,
+            json,
+        } => negotiate_cmd::run(
+            &context,
+            negotiate_cmd::NegotiateArgs {
+                intent_type,
+                max_price,
+                currency,
+                latency_ms,
+                deadline_ms,
+                scope,
+                urgency,
+                strategy,
+                seed,
+                clock,
+                policy,
+                starting_balance,
+                yes,
+                json,
+            },
+        ),
+        Command::Session(command) => session_cmd::run(&context, command),
+        Command::Receipt(command) => session_cmd::run_receipt(&context, command),
         Command::Transcript(command) => transcript_cmd::run(&context, command),
         Command::Constellation(command) => constellation_cmd::run(&context, command),
         Command::Providers(command) => providers_cmd::run(&context, command),

@@ -8,9 +8,13 @@
 mod cli;
 mod clock;
 mod constellation_cmd;
+mod edge;
 mod failure;
 mod home;
+mod negotiate_cmd;
 mod providers_cmd;
+mod session_cmd;
+mod session_view;
 mod transcript_cmd;
 
 use std::process::ExitCode;

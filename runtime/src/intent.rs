@@ -414,3 +414,81 @@ impl PolicyRule {
         Self::ALL.iter().copied().find(|rule| rule.name() == name)
     }
 }
+
+/// Name and version of the policy file format.
+pub const POLICY_FORMAT: &str = "pactum-policy/1";
+/// Largest policy file read.
+const POLICY_BYTES_MAX: usize = 64 * 1024;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyWire {
+    format: String,
+    max_price: Option<PolicyPriceWire>,
+    rounds_max: Option<u32>,
+    allowed_rails: Option<Vec<String>>,
+    allowed_settlement_modes: Option<Vec<String>>,
+    allowed_providers: Option<Vec<String>>,
+    blocked_providers: Option<Vec<String>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyPriceWire {
+    amount: String,
+    currency: String,
+}
+
+/// A policy file that cannot be used (stable code `POLICY_INVALID`).
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("{source_name}: {detail}")]
+pub struct PolicyError {
+    pub source_name: String,
+    pub detail: String,
+}
+
+impl PolicyError {
+    pub fn code(&self) -> &'static str {
+        "POLICY_INVALID"
+    }
+}
+
+impl StaticPolicy {
+    /// Parses a `pactum-policy/1` TOML file; fields left out keep their defaults.
+    pub fn parse_toml(text: &str, source_name: &str) -> Result<Self, PolicyError> {
+        let fail = |detail: String| PolicyError { source_name: source_name.to_owned(), detail };
+        if text.len() > POLICY_BYTES_MAX {
+            return Err(fail(format!("larger than {POLICY_BYTES_MAX} bytes")));
+        }
+        let wire: PolicyWire = toml::from_str(text).map_err(|e| fail(e.message().trim_end().replace('\n', " ")))?;
+        if wire.format != POLICY_FORMAT {
+            return Err(fail(format!("format {:?} is not supported; this build reads {POLICY_FORMAT}", wire.format)));
+        }
+        let defaults = Self::default();
+        let max_price = match wire.max_price {
+            None => None,
+            Some(price) => {
+                let currency = Currency::parse(&price.currency).map_err(|e| fail(format!("max_price: {e}")))?;
+                Some(Money::parse_major(&price.amount, currency).map_err(|e| fail(format!("max_price: {e}")))?)
+            }
+        };
+        let modes = match wire.allowed_settlement_modes {
+            None => defaults.allowed_settlement_modes,
+            Some(modes) => modes
+                .iter()
+                .map(|mode| SettlementMode::parse(mode))
+                .collect::<Result<_, _>>()
+                .map_err(|e| fail(e.to_string()))?,
+        };
+        let policy = Self {
+            max_price,
+            rounds_max: wire.rounds_max.unwrap_or(defaults.rounds_max),
+            allowed_rails: wire.allowed_rails.unwrap_or(defaults.allowed_rails),
+            allowed_settlement_modes: modes,
+            allowed_providers: wire.allowed_providers,
+            blocked_providers: wire.blocked_providers.unwrap_or_default(),
+        };
+        policy.check().map_err(|e| fail(e.to_string()))?;
+        Ok(policy)
+    }
+}

@@ -27,7 +27,10 @@ pub use error::RuntimeError;
 pub use event_store::ConstellationEventStore;
 pub use failure::{FailureCode, FaultDomain, Stage, Terminality};
 pub use identities::{DEFAULT_BUYER_ID, check_agent_id, ensure_agent, ensure_default_buyer, key_id_for, signer_for};
-pub use intent::{Intent, IntentError, PolicyRule, ROUNDS_DEFAULT, ROUNDS_MAX, SettlementMode, StaticPolicy, Urgency};
+pub use intent::{
+    Intent, IntentError, POLICY_FORMAT, PolicyError, PolicyRule, ROUNDS_DEFAULT, ROUNDS_MAX, SettlementMode,
+    StaticPolicy, Urgency,
+};
 pub use money::{AMOUNT_MINOR_MAX, Currency, Money, MoneyError};
 pub use pactum_transcripts::{Clock, ManualClock};
 pub use rail::{

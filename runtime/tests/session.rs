@@ -98,3 +98,18 @@ fn a_negotiation_completes_with_a_verified_receipt() {
             .expect("verify");
     assert!(report.is_valid(), "{report:?}");
 }
+
+#[test]
+fn a_replay_recomputes_every_decision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = runtime(&dir, Directory::builtin().expect("directory"));
+    let state = runtime
+        .negotiate(request("compute.inference", 40, "banded", 11), &mut Always(false), &mut Quiet)
+        .expect("negotiate");
+    let report = pactum_runtime::session::replay::replay_session(runtime.constellation(), state.session_id().unwrap())
+        .expect("replay");
+    assert!(report.is_consistent(), "{:#?}", report.problems);
+    assert_eq!(report.state, state);
+    assert!(report.checkpoint_seq.is_some());
+    eprintln!("{:?}", kinds(&state, &runtime));
+}

@@ -3,5 +3,6 @@
 
 pub mod model;
 pub mod receipt;
+pub mod replay;
 pub mod shell;
 pub mod step;

@@ -345,21 +345,8 @@ impl AgentRuntime {
     }
 
     fn load(&self, session_id: &str) -> Result<LiveSession, RuntimeError> {
-        check_session_id(session_id)?;
-        let stream_id = session_stream_id(session_id);
-        let record = self.db.stream(&stream_id)?;
-        if record.is_none_or(|r| r.event_count == 0) {
-            return Err(RuntimeError::SessionNotFound(session_id.to_owned()));
-        }
-        let stream = self.stream(session_id)?;
-        let keys = key_ring(&self.db)?;
-        let latest = stream
-            .store()
-            .latest_checkpoint(stream.id())
-            .map_err(pactum_transcripts::TranscriptError::from)?
-            .map(|(id, _)| id);
-        let replay = stream.replay(latest, &SessionReducer, &keys)?;
-        Ok(LiveSession { session_id: session_id.to_owned(), state: replay.state, stream })
+        let (state, stream) = load_session(&self.db, self.clock.clone(), session_id)?;
+        Ok(LiveSession { session_id: session_id.to_owned(), state, stream })
     }
 
     /// Stores a checkpoint of the session's current state; returns its id.
@@ -653,6 +640,44 @@ impl AgentRuntime {
         }
         Ok(())
     }
+}
+
+/// A session's state: its latest checkpoint plus the events after it, verified on the way.
+pub fn read_session_state(db: &Arc<Constellation>, session_id: &str) -> Result<SessionState, RuntimeError> {
+    struct Epoch;
+    impl fmt::Debug for Epoch {
+        fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("Epoch")
+        }
+    }
+    impl Clock for Epoch {
+        fn now_ms(&self) -> u64 {
+            0
+        }
+    }
+    Ok(load_session(db, Arc::new(Epoch), session_id)?.0)
+}
+
+fn load_session(
+    db: &Arc<Constellation>,
+    clock: Arc<dyn Clock>,
+    session_id: &str,
+) -> Result<(SessionState, TranscriptStream<ConstellationEventStore>), RuntimeError> {
+    check_session_id(session_id)?;
+    let stream_id = session_stream_id(session_id);
+    if db.stream(&stream_id)?.is_none_or(|r| r.event_count == 0) {
+        return Err(RuntimeError::SessionNotFound(session_id.to_owned()));
+    }
+    let stream_id = StreamId::new(stream_id).map_err(|_| RuntimeError::SessionNotFound(session_id.to_owned()))?;
+    let stream = TranscriptStream::open(ConstellationEventStore::new(db.clone()), stream_id, clock)?;
+    let keys = key_ring(db)?;
+    let latest = stream
+        .store()
+        .latest_checkpoint(stream.id())
+        .map_err(pactum_transcripts::TranscriptError::from)?
+        .map(|(id, _)| id);
+    let replay = stream.replay(latest, &SessionReducer, &keys)?;
+    Ok((replay.state, stream))
 }
 
 fn rail_store_error(error: RailError) -> RuntimeError {

@@ -1,0 +1,215 @@
+//! `pactum negotiate`: one negotiation from intent to receipt, printed as it happens.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use pactum_runtime::session::model::{Phase, SessionState};
+use pactum_runtime::session::shell::{AgentRuntime, Approver, NewSession, OfferToApprove, SessionObserver};
+use pactum_runtime::{
+    Currency, Directory, Intent, IntentType, Money, SettlementMode, StaticPolicy, Urgency, strategy_named,
+};
+use pactum_transcripts::{Clock, Event, ManualClock};
+
+use crate::cli::Context;
+use crate::constellation_cmd::{print_json, print_lines};
+use crate::edge::{OsEntropy, ProcessLiveness, owner_identity, random_seed};
+use crate::failure::{EXIT_OK, Failure, exit_code_of};
+use crate::session_view::describe;
+
+/// Arguments of `pactum negotiate` (parsed by clap in `cli`).
+#[derive(Debug)]
+pub struct NegotiateArgs {
+    pub intent_type: String,
+    pub max_price: String,
+    pub currency: String,
+    pub latency_ms: Option<u32>,
+    pub deadline_ms: Option<u64>,
+    pub scope: String,
+    pub urgency: String,
+    pub strategy: String,
+    pub seed: Option<u64>,
+    pub clock: Option<u64>,
+    pub policy: Option<PathBuf>,
+    pub starting_balance: Option<String>,
+    pub yes: bool,
+    pub json: bool,
+}
+
+/// Prints each event as it becomes durable (nothing with `--json`: one document at the end).
+pub struct Printer {
+    quiet: bool,
+}
+
+impl Printer {
+    pub fn new(quiet: bool) -> Self {
+        Self { quiet }
+    }
+}
+
+impl SessionObserver for Printer {
+    fn on_event(&mut self, _state: &SessionState, event: &Event) {
+        if self.quiet {
+            return;
+        }
+        if let Some(line) = describe(event) {
+            print_lines(&[line]);
+        }
+    }
+}
+
+/// Asks on the terminal (prompt on stderr, answer on stdin).
+pub struct TerminalApprover;
+
+impl Approver for TerminalApprover {
+    fn approve(&mut self, offer: &OfferToApprove) -> (bool, &'static str) {
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(
+            stderr,
+            "Pay {} to {} ({}) for session {}? [y/N] ",
+            offer.price, offer.provider_name, offer.provider, offer.session_id
+        );
+        let _ = stderr.flush();
+        let mut answer = String::new();
+        let approved = std::io::stdin().lock().read_line(&mut answer).is_ok()
+            && matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes");
+        (approved, "terminal")
+    }
+}
+
+/// Everything checked before the constellation is touched: bad input writes nothing.
+fn build_request(args: &NegotiateArgs, directory: &Directory) -> Result<(NewSession, u64), Failure> {
+    let currency = Currency::parse(&args.currency).map_err(|e| Failure::new(e.code(), e.to_string()))?;
+    let max_price = Money::parse_major(&args.max_price, currency).map_err(|e| Failure::new(e.code(), e.to_string()))?;
+    let intent_type = IntentType::new(&args.intent_type).map_err(|e| Failure::new("INTENT_INVALID", e))?;
+    if directory.offering(&intent_type).next().is_none() {
+        let known: Vec<&str> = directory.intent_types().into_iter().map(IntentType::as_str).collect();
+        return Err(Failure::new(
+            "INTENT_TYPE_UNKNOWN",
+            format!("no provider in the directory offers {intent_type}; known intent types: {}", known.join(", ")),
+        ));
+    }
+    let strategy = strategy_named(&args.strategy)
+        .ok_or_else(|| Failure::new("USAGE", format!("unknown strategy {:?}", args.strategy)))?;
+    let urgency = Urgency::parse(&args.urgency).map_err(|e| Failure::new(e.code(), e.to_string()))?;
+    let policy = match &args.policy {
+        None => StaticPolicy::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::new("POLICY_INVALID", format!("{}: cannot read: {e}", path.display())))?;
+            StaticPolicy::parse_toml(&text, &path.display().to_string())
+                .map_err(|e| Failure::new(e.code(), e.to_string()))?
+        }
+    };
+    let start_ms = args.clock.unwrap_or_else(|| crate::clock::SystemClock.now_ms());
+    let deadline_ms = args
+        .deadline_ms
+        .map(|within| start_ms.checked_add(within).ok_or_else(|| Failure::new("USAGE", "--deadline-ms is too large")))
+        .transpose()?;
+    let intent =
+        Intent::new(intent_type, &args.scope, max_price, args.latency_ms, deadline_ms, urgency, SettlementMode::Escrow)
+            .map_err(|e| Failure::new(e.code(), e.to_string()))?;
+    let starting_balance = args
+        .starting_balance
+        .as_deref()
+        .map(|amount| Money::parse_major(amount, currency).map_err(|e| Failure::new(e.code(), e.to_string())))
+        .transpose()?;
+    let seed = args.seed.unwrap_or_else(random_seed);
+    let request = NewSession { intent, policy, strategy, seed, auto_approve: args.yes };
+    Ok((
+        request,
+        starting_balance.map_or(pactum_runtime::session::shell::STARTING_BALANCE_MINOR_DEFAULT, Money::amount_minor),
+    ))
+}
+
+/// The runtime of the selected constellation, with the directory and a clock.
+pub fn runtime(context: &Context, clock: Arc<dyn Clock>) -> Result<AgentRuntime, Failure> {
+    let directory = context.directory()?;
+    let db = context.open()?;
+    Ok(AgentRuntime::new(db, clock, directory, Arc::new(OsEntropy), Arc::new(ProcessLiveness), owner_identity()))
+}
+
+/// Resumes sessions interrupted by a process that stopped, saying so on stderr.
+pub fn recover(runtime: &AgentRuntime) -> Result<(), Failure> {
+    for recovered in runtime.recover(&mut pactum_runtime::session::shell::Quiet)? {
+        match recovered.outcome {
+            Ok(state) => tracing::warn!(
+                session = %recovered.session_id,
+                phase = state.phase.as_str(),
+                "resumed a session interrupted by a stopped process"
+            ),
+            Err(error) => {
+                tracing::warn!(session = %recovered.session_id, "could not resume an interrupted session: {error}")
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn run(context: &Context, args: NegotiateArgs) -> Result<u8, Failure> {
+    let directory = context.directory()?;
+    let (request, starting_balance_minor) = build_request(&args, &directory)?;
+    if !args.yes && !std::io::stdin().is_terminal() {
+        return Err(Failure::new(
+            "APPROVAL_REQUIRED",
+            "payment needs approval and stdin is not a terminal: pass --yes to approve paying the negotiated price (never above --max-price)",
+        ));
+    }
+    let clock: Arc<dyn Clock> = match args.clock {
+        Some(start_ms) => Arc::new(ManualClock::new(start_ms)),
+        None => Arc::new(crate::clock::SystemClock),
+    };
+    let runtime = runtime(context, clock)?.with_starting_balance(starting_balance_minor);
+    recover(&runtime)?;
+    let state = runtime.negotiate(request, &mut TerminalApprover, &mut Printer::new(args.json))?;
+    if args.json {
+        print_json(&result_json(&state));
+    } else {
+        print_lines(&[summary(&state)]);
+    }
+    Ok(match state.phase {
+        Phase::Completed => EXIT_OK,
+        _ => exit_code_of("NEGOTIATION_FAILED"),
+    })
+}
+
+/// The last line of a negotiation.
+pub fn summary(state: &SessionState) -> String {
+    let session_id = state.session_id().unwrap_or_default();
+    match (&state.phase, &state.agreement, &state.failure) {
+        (Phase::Completed, Some(agreement), _) => format!(
+            "session {session_id} completed: paid {} to {}; receipt rcpt-{session_id} (pactum receipt show {session_id}); transcript session:{session_id}",
+            agreement.price.money().map(|m| m.to_string()).unwrap_or_default(),
+            agreement.provider
+        ),
+        (Phase::Failed, _, Some(failure)) => format!(
+            "session {session_id} failed: {} {}; transcript session:{session_id} (pactum session show {session_id})",
+            failure.code, failure.name
+        ),
+        (phase, _, _) => format!(
+            "session {session_id} is {} and will be resumed by the next pactum command that opens this constellation",
+            phase.as_str()
+        ),
+    }
+}
+
+/// The `--json` document of a session's outcome.
+pub fn result_json(state: &SessionState) -> Value {
+    let session_id = state.session_id().unwrap_or_default();
+    json!({
+        "session_id": session_id,
+        "transcript_id": format!("session:{session_id}"),
+        "phase": state.phase.as_str(),
+        "rounds": state.round,
+        "events": state.next_seq,
+        "agreement": state.agreement.as_ref().map(|a| json!({
+            "provider": a.provider,
+            "price": { "amount_minor": a.price.amount_minor, "currency": a.price.currency },
+            "payment_id": a.payment_id,
+        })),
+        "receipt": state.receipt,
+        "failure": state.failure.as_ref().map(|f| serde_json::to_value(f).unwrap_or(Value::Null)),
+    })
+}
