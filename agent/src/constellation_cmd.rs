@@ -82,14 +82,17 @@ pub fn run(context: &Context, command: ConstellationCommand) -> Result<u8, Failu
                     "transcripts_checked": report.transcripts_checked,
                     "events_checked": report.events_checked,
                     "accounts_checked": report.accounts_checked,
+                    "sessions_checked": report.sessions_checked,
+                    "sessions_resumable": report.sessions_resumable,
                     "problems": problems,
                 }));
             } else {
                 let mut lines = vec![format!(
-                    "{}: {} transcripts ({} events) and {} ledger accounts checked: {}",
+                    "{}: {} transcripts ({} events), {} sessions and {} ledger accounts checked: {}",
                     db.path().display(),
                     report.transcripts_checked,
                     report.events_checked,
+                    report.sessions_checked,
                     report.accounts_checked,
                     if report.is_sound() {
                         "no problems".to_owned()
@@ -99,6 +102,11 @@ pub fn run(context: &Context, command: ConstellationCommand) -> Result<u8, Failu
                 )];
                 for problem in &report.problems {
                     lines.push(format!("  {} {}: {}: {}", problem.area, problem.subject, problem.code, problem.detail));
+                }
+                for session_id in &report.sessions_resumable {
+                    lines.push(format!(
+                        "  session {session_id} is not finished; it resumes when pactum next opens this constellation"
+                    ));
                 }
                 print_lines(&lines);
             }

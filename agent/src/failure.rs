@@ -52,6 +52,16 @@ impl Failure {
         Self { code, message: message.into() }
     }
 
+    /// Prints the one-line error on stderr only (the command already printed its result) and
+    /// returns the exit code.
+    pub fn report_on_stderr(self) -> u8 {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("error[{}]: {}", self.code, self.message.replace('\n', " "));
+        }
+        exit_code_of(self.code)
+    }
+
     /// Prints the error (one line on stderr; also a JSON object on stdout for `--json`).
     pub fn report(self, json: bool) -> ExitCode {
         // One line, and no control characters: a message may quote a hostile file, whose escape

@@ -169,9 +169,15 @@ pub fn run(context: &Context, args: NegotiateArgs) -> Result<u8, Failure> {
     } else {
         print_lines(&[summary(&state)]);
     }
-    Ok(match state.phase {
-        Phase::Completed => EXIT_OK,
-        _ => exit_code_of("NEGOTIATION_FAILED"),
+    Ok(match (&state.phase, &state.failure) {
+        (Phase::Completed, _) => EXIT_OK,
+        (_, Some(failure)) => Failure::new(
+            "NEGOTIATION_FAILED",
+            format!("{} {} ({}): {}", failure.code, failure.name, failure.stage, failure.detail),
+        )
+        .report_on_stderr(),
+        // Not ended (a rail kept refusing to release a hold): recovery finishes it later.
+        _ => exit_code_of("SESSION_NOT_TERMINAL"),
     })
 }
 

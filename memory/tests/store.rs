@@ -454,11 +454,13 @@ fn a_version_1_constellation_is_migrated_to_the_current_schema() {
     // Make it a version-1 file again: the later migrations' objects removed, the version set back.
     tamper(
         &path,
-        "DROP TABLE agents; DROP TABLE ledger_transfers; DROP TABLE ledger_accounts; PRAGMA user_version = 1;",
+        "DROP TABLE agents; DROP TABLE ledger_transfers; DROP TABLE ledger_accounts; DROP TABLE session_owners;
+         PRAGMA user_version = 1;",
     );
     let db = Constellation::open(&path).expect("migrates");
     assert_eq!(db.info().expect("info").schema_version, SCHEMA_VERSION);
     assert!(db.agents().expect("the agents table exists again").is_empty());
     assert!(db.accounts().expect("the ledger exists again").is_empty());
+    assert!(db.session_streams("session:").expect("the session index works").is_empty());
     assert_eq!(db.read_events("s1", 0, 10).expect("history kept").len(), 3);
 }

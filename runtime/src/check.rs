@@ -7,12 +7,15 @@ use std::sync::Arc;
 use pactum_memory::Constellation;
 
 use crate::error::RuntimeError;
+use crate::rail::RailPhase;
+use crate::session::model::{Phase, SESSION_STREAM_PREFIX, SessionState};
+use crate::session::replay::replay_session;
 use crate::transcripts::{list_streams, verify_stream_with};
 
 /// One problem found.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Problem {
-    /// What kind of problem: `transcript` or `ledger`.
+    /// What kind of problem: `transcript`, `session` or `ledger`.
     pub area: &'static str,
     /// Which transcript or account.
     pub subject: String,
@@ -27,6 +30,10 @@ pub struct CheckReport {
     pub transcripts_checked: u64,
     pub events_checked: u64,
     pub accounts_checked: u64,
+    pub sessions_checked: u64,
+    /// Sessions not ended whose next step is known: the next command that opens the
+    /// constellation resumes them (or they are being driven right now).
+    pub sessions_resumable: Vec<String>,
     pub problems: Vec<Problem>,
 }
 
@@ -62,6 +69,47 @@ pub fn check_constellation(db: &Arc<Constellation>) -> Result<CheckReport, Runti
             }),
         }
     }
+    let broken: Vec<String> = report.problems.iter().map(|p| p.subject.clone()).collect();
+    let balances: std::collections::HashMap<String, i64> =
+        db.accounts()?.into_iter().map(|a| (a.account_id, a.balance_minor)).collect();
+    for row in db.session_streams(SESSION_STREAM_PREFIX)? {
+        if broken.contains(&row.stream_id) || row.event_count == 0 {
+            continue;
+        }
+        let session_id = row.stream_id[SESSION_STREAM_PREFIX.len()..].to_owned();
+        report.sessions_checked += 1;
+        let mut session_problem = |code: &str, detail: String| {
+            report.problems.push(Problem {
+                area: "session",
+                subject: session_id.clone(),
+                code: code.to_owned(),
+                detail,
+            });
+        };
+        let replay = match replay_session(db, &session_id) {
+            Ok(replay) => replay,
+            Err(error) => {
+                session_problem(error.code(), error.to_string());
+                continue;
+            }
+        };
+        for divergence in &replay.problems {
+            session_problem(divergence.code, format!("event {}: {}", divergence.seq, divergence.problem));
+        }
+        for (code, detail) in settlement_problems(db, &balances, &replay.state)? {
+            session_problem(code, detail);
+        }
+        if !replay.state.phase.is_terminal() {
+            if replay.state.effects().is_empty() {
+                session_problem(
+                    "SESSION_STUCK",
+                    format!("the session is {} and has no next step", replay.state.phase.as_str()),
+                );
+            } else {
+                report.sessions_resumable.push(session_id.clone());
+            }
+        }
+    }
     let accounts = db.accounts()?;
     report.accounts_checked = accounts.len() as u64;
     let ledger = db.check_ledger()?;
@@ -86,4 +134,55 @@ pub fn check_constellation(db: &Arc<Constellation>) -> Result<CheckReport, Runti
         );
     }
     Ok(report)
+}
+
+/// The ledger must hold exactly the transfers a session's transcript records: a recorded rail
+/// step whose transfer is missing or different, or a completed or failed session that left money
+/// in escrow, is a problem.
+fn settlement_problems(
+    db: &Constellation,
+    balances: &std::collections::HashMap<String, i64>,
+    state: &SessionState,
+) -> Result<Vec<(&'static str, String)>, RuntimeError> {
+    let mut problems = Vec::new();
+    let Some(request) = state.payment_request() else { return Ok(problems) };
+    let recorded = [
+        (RailPhase::Prepare, state.prepared.as_ref()),
+        (RailPhase::Commit, state.rail_committed.as_ref()),
+        (RailPhase::Abort, state.rail_aborted.as_ref()),
+    ];
+    for (phase, evidence) in recorded {
+        let key = format!("{}:{}", request.payment_id, phase.as_str());
+        let transfer = db.transfer_by_key(&key)?;
+        match (evidence, transfer) {
+            (Some(evidence), Some(transfer)) => {
+                let reference = format!("transfer:{}", transfer.transfer_id);
+                if evidence.evidence.reference != reference
+                    || transfer.request.amount_minor != request.amount.amount_minor()
+                {
+                    problems.push((
+                        "SETTLEMENT_MISMATCH",
+                        format!("the transcript's {} evidence does not match ledger transfer {key}", phase.as_str()),
+                    ));
+                }
+            }
+            (Some(_), None) => problems.push((
+                "SETTLEMENT_MISSING",
+                format!("the transcript records a {} the ledger does not have ({key})", phase.as_str()),
+            )),
+            (None, Some(_)) if state.phase.is_terminal() => problems.push((
+                "SETTLEMENT_UNRECORDED",
+                format!("the ledger has {key}, which the ended session's transcript does not record"),
+            )),
+            // A step applied just before a crash is recorded when the session resumes.
+            (None, _) => {}
+        }
+    }
+    if matches!(state.phase, Phase::Completed | Phase::Failed) {
+        let escrow = balances.get(&crate::rail::escrow_account(&request.payment_id));
+        if escrow.is_some_and(|balance| *balance != 0) {
+            problems.push(("ESCROW_NOT_EMPTY", format!("payment {} still holds money in escrow", request.payment_id)));
+        }
+    }
+    Ok(problems)
 }

@@ -745,7 +745,7 @@ fn constellation_check_names_every_problem() {
         raw.execute_batch(
             "DROP TRIGGER transcript_events_no_update;
              UPDATE transcript_events SET body = replace(body, '\"amount_minor\":4', '\"amount_minor\":3') WHERE seq = 3;
-             UPDATE ledger_accounts SET balance_minor = balance_minor + 7 WHERE account_id = 'wallet:buyer';",
+             UPDATE ledger_accounts SET balance_minor = balance_minor + 7 WHERE account_id = 'wallet:buyer:USD';",
         )
         .expect("tamper");
     }

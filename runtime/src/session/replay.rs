@@ -29,6 +29,9 @@ use crate::transcripts::{stream_events, verify_stream};
 /// Where a recorded session differs from its recomputation.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Divergence {
+    /// Stable code: `DECISION_DIVERGES`, `INPUT_REFUSED`, `EVENT_INVALID`, `CHECKPOINT_MISMATCH`,
+    /// `EVIDENCE_UNRESOLVED` or `RECEIPT_INVALID`.
+    pub code: &'static str,
     pub seq: u64,
     pub problem: String,
     pub expected: String,
@@ -93,6 +96,7 @@ pub fn replay_session(db: &Arc<Constellation>, session_id: &str) -> Result<Repla
         let folded = serde_json::to_value(&folded).unwrap_or(Value::Null);
         if folded != checkpoint.state {
             report.problems.push(Divergence {
+                code: "CHECKPOINT_MISMATCH",
                 seq: checkpoint.seq,
                 problem: format!("checkpoint {id} differs from the fold of events 0..={}", checkpoint.seq),
                 expected: short(&folded),
@@ -125,13 +129,20 @@ fn walk(events: &[Event], checkpoint_seq: Option<u64>) -> (SessionState, Walk) {
     let mut state = SessionState::default();
     let mut walk = Walk { inputs: 0, compared: 0, problems: Vec::new(), state_at_checkpoint: None };
     let mut index = 0;
-    let diverge = |seq, problem: String, expected: String, found: String| Divergence { seq, problem, expected, found };
+    let diverge = |code, seq, problem: String, expected: String, found: String| Divergence {
+        code,
+        seq,
+        problem,
+        expected,
+        found,
+    };
     while index < events.len() {
         let event = &events[index];
         let input = match input_of(&state, event) {
             Ok(Some(input)) => input,
             Ok(None) => {
                 walk.problems.push(diverge(
+                    "DECISION_DIVERGES",
                     event.seq,
                     format!("{} is a decision, but no input precedes it", event.kind),
                     "an input event".into(),
@@ -140,12 +151,24 @@ fn walk(events: &[Event], checkpoint_seq: Option<u64>) -> (SessionState, Walk) {
                 break;
             }
             Err(problem) => {
-                walk.problems.push(diverge(event.seq, problem, "a well-formed input".into(), short(&event.body)));
+                walk.problems.push(diverge(
+                    "EVENT_INVALID",
+                    event.seq,
+                    problem,
+                    "a well-formed input".into(),
+                    short(&event.body),
+                ));
                 break;
             }
         };
         let Some(seed) = seed_of(&state, &input) else {
-            walk.problems.push(diverge(event.seq, "the session has no seed".into(), String::new(), String::new()));
+            walk.problems.push(diverge(
+                "EVENT_INVALID",
+                event.seq,
+                "the session has no seed".into(),
+                String::new(),
+                String::new(),
+            ));
             break;
         };
         walk.inputs += 1;
@@ -154,6 +177,7 @@ fn walk(events: &[Event], checkpoint_seq: Option<u64>) -> (SessionState, Walk) {
             Ok(decided) => decided,
             Err(error) => {
                 walk.problems.push(diverge(
+                    "INPUT_REFUSED",
                     event.seq,
                     format!("the recorded {} is refused now: {error}", event.kind),
                     "an input the session accepts".into(),
@@ -165,6 +189,7 @@ fn walk(events: &[Event], checkpoint_seq: Option<u64>) -> (SessionState, Walk) {
         for (offset, draft) in decided.events.iter().enumerate() {
             let Some(recorded) = events.get(index + offset) else {
                 walk.problems.push(diverge(
+                    "DECISION_DIVERGES",
                     draft.seq,
                     "the transcript ends where the runtime decides more".into(),
                     format!("{} {}", draft.kind, short(&draft.body)),
@@ -186,6 +211,7 @@ fn walk(events: &[Event], checkpoint_seq: Option<u64>) -> (SessionState, Walk) {
             };
             if let Some((what, expected, found)) = mismatch {
                 walk.problems.push(diverge(
+                    "DECISION_DIVERGES",
                     recorded.seq,
                     format!("the recorded {what} of {} differs from the recomputed decision", recorded.kind),
                     expected,
@@ -202,7 +228,13 @@ fn walk(events: &[Event], checkpoint_seq: Option<u64>) -> (SessionState, Walk) {
                 recorded.at_ms,
                 Some(&recorded.hash),
             ) {
-                walk.problems.push(diverge(recorded.seq, error.to_string(), String::new(), String::new()));
+                walk.problems.push(diverge(
+                    "EVENT_INVALID",
+                    recorded.seq,
+                    error.to_string(),
+                    String::new(),
+                    String::new(),
+                ));
                 return (state, walk);
             }
             if Some(recorded.seq) == checkpoint_seq {
@@ -228,6 +260,7 @@ pub fn outcome_problems(state: &SessionState) -> Vec<Divergence> {
             };
             if !resolves {
                 problems.push(Divergence {
+                    code: "EVIDENCE_UNRESOLVED",
                     seq: failure_seq,
                     problem: format!("evidence {reference:?} does not resolve inside the transcript"),
                     expected: "event:<seq before the failure> or policy_rule:<a rule of the recorded policy>".into(),
@@ -240,6 +273,7 @@ pub fn outcome_problems(state: &SessionState) -> Vec<Divergence> {
         && let Err(error) = verify_receipt_in_session(state)
     {
         problems.push(Divergence {
+            code: "RECEIPT_INVALID",
             seq: state.receipt_seq.unwrap_or_default(),
             problem: error.to_string(),
             expected: "a receipt that verifies".into(),
