@@ -122,7 +122,7 @@ failure_codes! {
     ProviderNotAllowed = "PACT-102", Admission, Policy, Terminal, "Policy blocks every provider that offers the intent.";
     RailNotAllowed = "PACT-103", Admission, Policy, Terminal, "Policy does not allow the payment rail the intent asks for.";
     SettlementModeNotAllowed = "PACT-104", Admission, Policy, Terminal, "Policy does not allow the settlement mode the intent asks for.";
-    MaxPriceExceeded = "PACT-105", Negotiation, Policy, Terminal, "No offer came within the maximum price.";
+    MaxPriceExceeded = "PACT-105", Admission, Policy, Terminal, "The intent's maximum price is above the policy's price cap.";
     RoundLimitExceeded = "PACT-106", Negotiation, Policy, Terminal, "The round limit was reached without agreement.";
     DeadlineExceeded = "PACT-107", Negotiation, Policy, Terminal, "The intent's deadline passed without agreement.";
     SettlementPolicyViolation = "PACT-108", Settlement, Policy, Terminal, "The policy check before settlement refused the payment.";

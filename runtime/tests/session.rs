@@ -1,19 +1,22 @@
-//! Negotiation sessions end to end over a real constellation: the core, the shell, the ledger
-//! rail and receipts.
+//! Negotiation sessions end to end over a real constellation: the sans-IO core, the shell, the
+//! ledger rail and receipts. Every failure path ends with exactly one FailureEvent whose code,
+//! stage and fault domain come from the taxonomy and whose evidence resolves in the transcript.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pactum_memory::Constellation;
-use pactum_runtime::session::model::{Phase, SessionState, kind};
+use pactum_runtime::session::model::{Phase, SessionState, kind, parse_event_ref};
 use pactum_runtime::session::receipt::verify_receipt_in_session;
+use pactum_runtime::session::replay::{outcome_problems, replay_session};
 use pactum_runtime::session::shell::{
     AgentRuntime, Approver, KeyEntropy, NewSession, OfferToApprove, OwnerLiveness, Quiet,
 };
 use pactum_runtime::{
-    Currency, Directory, Intent, IntentType, ManualClock, Money, SettlementMode, StaticPolicy, Urgency, strategy_named,
+    Currency, Directory, FailureCode, Intent, IntentType, ManualClock, Money, SettlementMode, StaticPolicy, Urgency,
+    check_constellation, strategy_named,
 };
-use pactum_transcripts::Digest;
+use pactum_transcripts::{Digest, Event};
 
 #[derive(Debug, Default)]
 struct CountingEntropy(AtomicU64);
@@ -34,82 +37,451 @@ impl OwnerLiveness for NobodyAlive {
     }
 }
 
-struct Always(bool);
+/// Approves (or declines) every payment, counting the questions.
+struct Always {
+    approve: bool,
+    asked: u32,
+}
+
+impl Always {
+    fn new(approve: bool) -> Self {
+        Self { approve, asked: 0 }
+    }
+}
 
 impl Approver for Always {
     fn approve(&mut self, _offer: &OfferToApprove) -> (bool, &'static str) {
-        (self.0, "client")
+        self.asked += 1;
+        (self.approve, "client")
     }
 }
 
 const START_MS: u64 = 1_700_000_000_000;
 
-fn runtime(dir: &tempfile::TempDir, directory: Directory) -> AgentRuntime {
+struct Fixture {
+    _dir: tempfile::TempDir,
+    runtime: AgentRuntime,
+}
+
+fn fixture(directory: Directory) -> Fixture {
+    fixture_with_balance(directory, None)
+}
+
+fn fixture_with_balance(directory: Directory, starting_balance_minor: Option<u64>) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
     let db = Arc::new(Constellation::open(dir.path().join("c.pactum")).expect("open"));
-    AgentRuntime::new(
+    let mut runtime = AgentRuntime::new(
         db,
         Arc::new(ManualClock::new(START_MS)),
         directory,
         Arc::new(CountingEntropy::default()),
         Arc::new(NobodyAlive),
         "test-process".into(),
-    )
+    );
+    if let Some(balance) = starting_balance_minor {
+        runtime = runtime.with_starting_balance(balance);
+    }
+    Fixture { _dir: dir, runtime }
 }
 
-fn request(intent_type: &str, max_minor: u64, strategy: &str, seed: u64) -> NewSession {
+fn usd(minor: u64) -> Money {
+    Money::from_minor(minor, Currency::parse("USD").expect("usd")).expect("money")
+}
+
+struct Ask<'a> {
+    intent_type: &'a str,
+    max: Money,
+    strategy: &'a str,
+    seed: u64,
+    latency_ms_max: Option<u32>,
+    deadline_ms: Option<u64>,
+    policy: StaticPolicy,
+    auto_approve: bool,
+}
+
+impl Default for Ask<'_> {
+    fn default() -> Self {
+        Self {
+            intent_type: "weather.data",
+            max: usd(10),
+            strategy: "banded",
+            seed: 7,
+            latency_ms_max: None,
+            deadline_ms: None,
+            policy: StaticPolicy::default(),
+            auto_approve: true,
+        }
+    }
+}
+
+fn request(ask: Ask<'_>) -> NewSession {
     let intent = Intent::new(
-        IntentType::new(intent_type).expect("type"),
+        IntentType::new(ask.intent_type).expect("type"),
         "",
-        Money::from_minor(max_minor, Currency::parse("USD").expect("usd")).expect("money"),
-        None,
-        None,
+        ask.max,
+        ask.latency_ms_max,
+        ask.deadline_ms,
         Urgency::Normal,
         SettlementMode::Escrow,
     )
     .expect("intent");
     NewSession {
         intent,
-        policy: StaticPolicy::default(),
-        strategy: strategy_named(strategy).expect("strategy"),
-        seed,
-        auto_approve: true,
+        policy: ask.policy,
+        strategy: strategy_named(ask.strategy).expect("strategy"),
+        seed: ask.seed,
+        auto_approve: ask.auto_approve,
     }
 }
 
-fn kinds(state: &SessionState, runtime: &AgentRuntime) -> Vec<String> {
-    let (_, events) =
-        pactum_runtime::stream_events(runtime.constellation(), &format!("session:{}", state.session_id().expect("id")))
-            .expect("events");
-    events.iter().map(|e| e.kind.as_str().to_owned()).collect()
+fn events(fixture: &Fixture, state: &SessionState) -> Vec<Event> {
+    let stream = format!("session:{}", state.session_id().expect("id"));
+    pactum_runtime::stream_events(fixture.runtime.constellation(), &stream).expect("events").1
 }
 
-#[test]
-fn a_negotiation_completes_with_a_verified_receipt() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime(&dir, Directory::builtin().expect("directory"));
-    let state =
-        runtime.negotiate(request("weather.data", 10, "banded", 7), &mut Always(false), &mut Quiet).expect("negotiate");
-    let kinds = kinds(&state, &runtime);
-    assert_eq!(state.phase, Phase::Completed, "{kinds:?} {:?}", state.failure);
-    assert_eq!(kinds.last().map(String::as_str), Some(kind::COMPLETED));
-    verify_receipt_in_session(&state).expect("receipt verifies");
-    let report =
-        pactum_runtime::verify_stream(runtime.constellation(), &format!("session:{}", state.session_id().unwrap()))
-            .expect("verify");
-    assert!(report.is_valid(), "{report:?}");
+/// A directory of one provider, `solo`, selling `test.item` at 1.00 USD.
+fn solo(
+    floor_percent: u8,
+    concession: &str,
+    concession_percent: u8,
+    failures: (u8, u8, u8),
+    latency_ms: u32,
+) -> Directory {
+    let (timeout, refusal, unreachable) = failures;
+    Directory::parse(
+        &format!(
+            r#"format = "pactum-directory/1"
+[[provider]]
+id = "solo"
+name = "Solo"
+intent_types = ["test.item"]
+reference_price = {{ amount = "1.00", currency = "USD" }}
+floor_percent = {floor_percent}
+concession = "{concession}"
+concession_percent = {concession_percent}
+latency_ms = {{ base = {latency_ms}, jitter = 0 }}
+failures = {{ timeout_percent = {timeout}, refusal_percent = {refusal}, unreachable_percent = {unreachable} }}
+"#
+        ),
+        "test directory",
+    )
+    .expect("directory")
 }
 
-#[test]
-fn a_replay_recomputes_every_decision() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = runtime(&dir, Directory::builtin().expect("directory"));
-    let state = runtime
-        .negotiate(request("compute.inference", 40, "banded", 11), &mut Always(false), &mut Quiet)
-        .expect("negotiate");
-    let report = pactum_runtime::session::replay::replay_session(runtime.constellation(), state.session_id().unwrap())
-        .expect("replay");
+/// Runs a session and checks what every session must satisfy: the transcript verifies, the
+/// replay recomputes every decision, the constellation check is clean, and a failure is exactly
+/// one FailureEvent, last, with evidence that resolves.
+fn negotiate(fixture: &Fixture, ask: Ask<'_>, approver: &mut Always) -> (SessionState, Vec<Event>) {
+    let state = fixture.runtime.negotiate(request(ask), approver, &mut Quiet).expect("negotiate");
+    let events = events(fixture, &state);
+    let session_id = state.session_id().expect("id").to_owned();
+    let db = fixture.runtime.constellation();
+    let report = replay_session(db, &session_id).expect("replay");
     assert!(report.is_consistent(), "{:#?}", report.problems);
-    assert_eq!(report.state, state);
-    assert!(report.checkpoint_seq.is_some());
-    eprintln!("{:?}", kinds(&state, &runtime));
+    assert_eq!(report.state, state, "the fold of the transcript is the live state");
+    let check = check_constellation(db).expect("check");
+    assert!(check.is_sound(), "{:#?}", check.problems);
+    assert!(check.sessions_resumable.is_empty());
+    let failures: Vec<&Event> = events.iter().filter(|e| e.kind.as_str() == kind::FAILED).collect();
+    match state.phase {
+        Phase::Failed => {
+            assert_eq!(failures.len(), 1, "exactly one FailureEvent");
+            assert_eq!(events.last().map(|e| e.kind.as_str()), Some(kind::FAILED), "and it is the last event");
+            assert!(outcome_problems(&state).is_empty());
+        }
+        Phase::Completed => {
+            assert!(failures.is_empty());
+            verify_receipt_in_session(&state).expect("receipt verifies");
+        }
+        other => panic!("session ended {other:?}"),
+    }
+    (state, events)
+}
+
+/// Checks a failed session's code, stage, fault domain and evidence.
+#[track_caller]
+fn check_failure(state: &SessionState, events: &[Event], code: FailureCode, evidence_kinds: &[&str], rules: &[&str]) {
+    let failure = state.failure.as_ref().expect("failed");
+    assert_eq!(failure.failure_code(), Some(code), "{failure:#?}");
+    assert_eq!(failure.stage, code.stage().as_str());
+    assert_eq!(failure.fault_domain, code.fault_domain().as_str());
+    assert_eq!(failure.terminality, code.terminality().as_str());
+    let mut cited_kinds = Vec::new();
+    let mut cited_rules = Vec::new();
+    for reference in &failure.evidence_refs {
+        if let Some(seq) = parse_event_ref(reference) {
+            let event = events.iter().find(|e| e.seq == seq).expect("evidence resolves to an event");
+            cited_kinds.push(event.kind.as_str().to_owned());
+        } else {
+            cited_rules.push(reference.strip_prefix("policy_rule:").expect("a policy rule").to_owned());
+        }
+    }
+    for kind in evidence_kinds {
+        assert!(cited_kinds.iter().any(|k| k == kind), "evidence cites a {kind} event: {failure:#?}");
+    }
+    assert_eq!(cited_rules, rules, "{failure:#?}");
+}
+
+fn balance(fixture: &Fixture, account: &str) -> i64 {
+    fixture
+        .runtime
+        .constellation()
+        .accounts()
+        .expect("accounts")
+        .into_iter()
+        .find(|a| a.account_id == account)
+        .map_or(0, |a| a.balance_minor)
+}
+
+#[test]
+fn a_negotiation_completes_with_a_verified_receipt_and_moves_the_money_once() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let (state, events) = negotiate(&fixture, Ask::default(), &mut Always::new(false));
+    assert_eq!(state.phase, Phase::Completed);
+    let agreement = state.agreement.as_ref().expect("agreement");
+    let paid = i64::try_from(agreement.price.amount_minor).expect("small");
+    assert_eq!(balance(&fixture, &format!("provider:{}:USD", agreement.provider)), paid);
+    assert_eq!(balance(&fixture, "wallet:buyer:USD"), 100_000 - paid);
+    // Every negotiation message is signed by its sender, whole.
+    for event in &events {
+        let signer = event.signer.as_ref().expect("signed").as_str();
+        let sender = event.body.get("sender").and_then(|s| s.as_str());
+        if let Some(sender) = sender {
+            assert_eq!(signer, format!("agent:{sender}#1"), "{} is signed by its sender", event.kind);
+        }
+        assert!(event.sig.is_some());
+    }
+}
+
+#[test]
+fn a_multi_round_negotiation_concedes_and_selects_the_best_offer() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let ask = Ask { intent_type: "compute.inference", max: usd(30), seed: 4, ..Ask::default() };
+    let (state, events) = negotiate(&fixture, ask, &mut Always::new(false));
+    assert_eq!(state.phase, Phase::Completed, "{:?}", state.failure);
+    assert!(state.round > 1, "banded bids low first, so agreement takes rounds");
+    let counters = events.iter().filter(|e| e.kind.as_str() == kind::COUNTER).count();
+    assert_eq!(counters as u32, state.round - 1);
+    // The selection is the cheapest acceptable ask of the last round.
+    let selection = events.iter().find(|e| e.kind.as_str() == kind::SELECTED).expect("selection");
+    let considered = selection.body["considered"].as_array().expect("considered");
+    let best = considered
+        .iter()
+        .filter(|c| c["acceptable"] == true)
+        .map(|c| c["price"]["amount_minor"].as_u64().expect("price"))
+        .min();
+    assert_eq!(best, Some(state.agreement.as_ref().expect("agreement").price.amount_minor));
+}
+
+#[test]
+fn ties_go_to_the_faster_provider_then_the_smaller_id() {
+    let directory = Directory::parse(
+        r#"format = "pactum-directory/1"
+[[provider]]
+id = "b-slow"
+name = "B"
+intent_types = ["test.item"]
+reference_price = { amount = "1.00", currency = "USD" }
+floor_percent = 100
+concession = "eager"
+concession_percent = 0
+latency_ms = { base = 90, jitter = 0 }
+failures = { timeout_percent = 0, refusal_percent = 0, unreachable_percent = 0 }
+[[provider]]
+id = "c-fast"
+name = "C"
+intent_types = ["test.item"]
+reference_price = { amount = "1.00", currency = "USD" }
+floor_percent = 100
+concession = "eager"
+concession_percent = 0
+latency_ms = { base = 10, jitter = 0 }
+failures = { timeout_percent = 0, refusal_percent = 0, unreachable_percent = 0 }
+[[provider]]
+id = "a-fast"
+name = "A"
+intent_types = ["test.item"]
+reference_price = { amount = "1.00", currency = "USD" }
+floor_percent = 100
+concession = "eager"
+concession_percent = 0
+latency_ms = { base = 10, jitter = 0 }
+failures = { timeout_percent = 0, refusal_percent = 0, unreachable_percent = 0 }
+"#,
+        "tie directory",
+    )
+    .expect("directory");
+    let fixture = fixture(directory);
+    let ask = Ask { intent_type: "test.item", max: usd(100), strategy: "baseline", ..Ask::default() };
+    let (state, _) = negotiate(&fixture, ask, &mut Always::new(false));
+    assert_eq!(state.agreement.as_ref().expect("agreement").provider, "a-fast");
+}
+
+#[test]
+fn over_budget_by_policy_fails_at_admission_with_the_rule_as_evidence() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let policy = StaticPolicy { max_price: Some(usd(5)), ..StaticPolicy::default() };
+    let (state, events) = negotiate(&fixture, Ask { max: usd(10), policy, ..Ask::default() }, &mut Always::new(true));
+    check_failure(&state, &events, FailureCode::MaxPriceExceeded, &[kind::CREATED], &["max_price"]);
+    assert_eq!(events.len(), 2, "nothing happens after a refused admission");
+}
+
+#[test]
+fn no_provider_offering_the_intent_in_its_currency_is_309() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let eur = Money::from_minor(10, Currency::parse("EUR").expect("eur")).expect("money");
+    let (state, events) = negotiate(&fixture, Ask { max: eur, ..Ask::default() }, &mut Always::new(true));
+    check_failure(&state, &events, FailureCode::NoProviders, &[kind::DISCOVERY], &[]);
+}
+
+#[test]
+fn policy_blocking_every_provider_is_102() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let policy = StaticPolicy {
+        blocked_providers: vec!["nimbus-weather".into(), "stratus-weather".into()],
+        ..StaticPolicy::default()
+    };
+    let (state, events) = negotiate(&fixture, Ask { policy, ..Ask::default() }, &mut Always::new(true));
+    check_failure(&state, &events, FailureCode::ProviderNotAllowed, &[kind::DISCOVERY], &["blocked_providers"]);
+}
+
+#[test]
+fn a_rail_the_policy_does_not_allow_is_103() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let policy = StaticPolicy { allowed_rails: vec!["card".into()], ..StaticPolicy::default() };
+    let (state, events) = negotiate(&fixture, Ask { policy, ..Ask::default() }, &mut Always::new(true));
+    check_failure(&state, &events, FailureCode::RailNotAllowed, &[kind::CREATED], &["allowed_rails"]);
+}
+
+#[test]
+fn unreachable_providers_are_310() {
+    let fixture = fixture(solo(50, "eager", 10, (0, 0, 100), 20));
+    let ask = Ask { intent_type: "test.item", max: usd(100), ..Ask::default() };
+    let (state, events) = negotiate(&fixture, ask, &mut Always::new(true));
+    check_failure(&state, &events, FailureCode::ProviderUnavailable, &[kind::UNREACHABLE], &[]);
+}
+
+#[test]
+fn providers_slower_than_the_latency_limit_time_out_311() {
+    let fixture = fixture(solo(50, "eager", 10, (0, 0, 0), 400));
+    let ask = Ask { intent_type: "test.item", max: usd(100), latency_ms_max: Some(100), ..Ask::default() };
+    let (state, events) = negotiate(&fixture, ask, &mut Always::new(true));
+    check_failure(&state, &events, FailureCode::ProviderTimeout, &[kind::TIMEOUT], &[]);
+    let timeout = events.iter().find(|e| e.kind.as_str() == kind::TIMEOUT).expect("timeout");
+    assert_eq!(timeout.body["waited_ms"], 100);
+    assert_eq!(timeout.at_ms, events[timeout.seq as usize - 1].at_ms + 100, "simulated time passes");
+}
+
+#[test]
+fn refusing_providers_are_301() {
+    let fixture = fixture(solo(50, "eager", 10, (0, 100, 0), 20));
+    let ask = Ask { intent_type: "test.item", max: usd(100), ..Ask::default() };
+    let (state, events) = negotiate(&fixture, ask, &mut Always::new(true));
+    check_failure(&state, &events, FailureCode::ProviderRefused, &[kind::REJECT], &[]);
+}
+
+#[test]
+fn asks_stuck_above_the_maximum_are_a_deadlock_303() {
+    // Floor 90 cents, buyer's maximum 50: the provider reaches its floor and stops moving.
+    let fixture = fixture(solo(90, "eager", 5, (0, 0, 0), 20));
+    let policy = StaticPolicy { rounds_max: 10, ..StaticPolicy::default() };
+    let ask = Ask { intent_type: "test.item", max: usd(50), policy, ..Ask::default() };
+    let (state, events) = negotiate(&fixture, ask, &mut Always::new(true));
+    check_failure(&state, &events, FailureCode::NegotiationDeadlock, &[kind::ASK], &["max_price"]);
+    assert!(state.round < 10, "a deadlock is called before the round limit (round {})", state.round);
+}
+
+#[test]
+fn the_round_limit_while_still_conceding_is_106() {
+    let fixture = fixture(solo(10, "eager", 5, (0, 0, 0), 20));
+    let policy = StaticPolicy { rounds_max: 3, ..StaticPolicy::default() };
+    let ask = Ask { intent_type: "test.item", max: usd(50), policy, ..Ask::default() };
+    let (state, events) = negotiate(&fixture, ask, &mut Always::new(true));
+    check_failure(&state, &events, FailureCode::RoundLimitExceeded, &[kind::COUNTER, kind::ASK], &["rounds_max"]);
+    assert_eq!(state.round, 3);
+}
+
+#[test]
+fn a_deadline_passing_in_simulated_time_is_107() {
+    // Each round takes 300 simulated ms; the deadline allows one and a half rounds.
+    let fixture = fixture(solo(10, "eager", 5, (0, 0, 0), 300));
+    let ask = Ask { intent_type: "test.item", max: usd(50), deadline_ms: Some(START_MS + 450), ..Ask::default() };
+    let (state, events) = negotiate(&fixture, ask, &mut Always::new(true));
+    check_failure(&state, &events, FailureCode::DeadlineExceeded, &[kind::CREATED, kind::ASK], &[]);
+    assert_eq!(state.round, 2);
+}
+
+#[test]
+fn insufficient_funds_fail_at_settlement_404_and_move_nothing() {
+    let fixture = fixture_with_balance(solo(50, "eager", 10, (0, 0, 0), 20), Some(30));
+    let ask = Ask { intent_type: "test.item", max: usd(100), strategy: "baseline", ..Ask::default() };
+    let (state, events) = negotiate(&fixture, ask, &mut Always::new(true));
+    check_failure(&state, &events, FailureCode::InsufficientFunds, &[kind::COMMITTED, kind::SETTLEMENT_FAILED], &[]);
+    assert_eq!(balance(&fixture, "wallet:buyer:USD"), 30);
+    assert_eq!(balance(&fixture, "provider:solo:USD"), 0);
+}
+
+#[test]
+fn declining_to_pay_aborts_312_before_any_money_moves() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let mut approver = Always::new(false);
+    let (state, events) = negotiate(&fixture, Ask { auto_approve: false, ..Ask::default() }, &mut approver);
+    assert_eq!(approver.asked, 1);
+    check_failure(&state, &events, FailureCode::AbortedByBuyer, &[kind::SELECTED, kind::APPROVAL], &[]);
+    assert!(events.iter().any(|e| e.kind.as_str() == kind::ABORT), "providers are told with an ABORT");
+    assert!(state.agreement.is_none());
+    assert_eq!(balance(&fixture, "wallet:buyer:USD"), 100_000);
+}
+
+#[test]
+fn an_interactive_approval_is_asked_once_and_recorded() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let mut approver = Always::new(true);
+    let (state, events) = negotiate(&fixture, Ask { auto_approve: false, ..Ask::default() }, &mut approver);
+    assert_eq!((approver.asked, state.phase), (1, Phase::Completed));
+    let approval = events.iter().find(|e| e.kind.as_str() == kind::APPROVAL).expect("approval");
+    assert_eq!(approval.body["by"], "client");
+}
+
+#[test]
+fn aborting_a_session_mid_negotiation_is_312_and_a_settling_one_cannot_be_aborted() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let ask = Ask { intent_type: "compute.inference", max: usd(30), seed: 3, ..Ask::default() };
+    let session_id = fixture.runtime.create_session(request(ask), &mut Quiet).expect("create");
+    let state = fixture.runtime.abort_session(&session_id, "changed my mind", &mut Quiet).expect("abort");
+    let events = events(&fixture, &state);
+    check_failure(&state, &events, FailureCode::AbortedByBuyer, &[kind::ABORT_REQUESTED], &[]);
+    assert!(replay_session(fixture.runtime.constellation(), &session_id).expect("replay").is_consistent());
+    let again = fixture.runtime.abort_session(&session_id, "again", &mut Quiet).expect_err("ended");
+    assert_eq!(again.code(), "SESSION_INPUT_UNEXPECTED");
+}
+
+#[test]
+fn the_same_seed_and_clock_give_byte_identical_transcripts_and_another_seed_differs() {
+    let export = |seed: u64| {
+        let fixture = fixture(Directory::builtin().expect("directory"));
+        let ask = Ask { intent_type: "compute.inference", max: usd(30), seed, ..Ask::default() };
+        let (state, _) = negotiate(&fixture, ask, &mut Always::new(true));
+        let mut out = Vec::new();
+        pactum_runtime::export_stream(
+            fixture.runtime.constellation(),
+            &format!("session:{}", state.session_id().expect("id")),
+            &mut out,
+        )
+        .expect("export");
+        out
+    };
+    let first = export(5);
+    assert_eq!(first, export(5));
+    assert_ne!(first, export(6));
+}
+
+#[test]
+fn state_from_the_checkpoint_equals_the_full_fold() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let (state, _) = negotiate(&fixture, Ask::default(), &mut Always::new(true));
+    let session_id = state.session_id().expect("id");
+    assert_eq!(fixture.runtime.get_session_state(session_id).expect("state"), state);
+    fixture.runtime.checkpoint(session_id).expect("checkpoint");
+    assert_eq!(fixture.runtime.get_session_state(session_id).expect("state"), state);
 }

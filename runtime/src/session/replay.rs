@@ -63,7 +63,7 @@ impl ReplayReport {
 
 fn short(value: &Value) -> String {
     let text = value.to_string();
-    if text.len() > 400 { format!("{}…", &text[..text.floor_char_boundary(400)]) } else { text }
+    if text.chars().count() > 400 { format!("{}…", text.chars().take(400).collect::<String>()) } else { text }
 }
 
 /// Replays session `session_id` of `db`; see the module docs.

@@ -581,7 +581,9 @@ impl AgentRuntime {
         let mut scratch = live.state.clone();
         let mut drafts = Vec::new();
         for (input, now) in inputs {
-            if scratch.phase.is_terminal() {
+            // Inputs after the one that ended the session are moot; an input for a session that
+            // had already ended is refused by `step`.
+            if scratch.phase.is_terminal() && !drafts.is_empty() {
                 break;
             }
             let mut rng = step_rng(seed, scratch.next_seq);
