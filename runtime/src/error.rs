@@ -39,6 +39,9 @@ pub enum RuntimeError {
     SessionNotTerminal { session_id: String, phase: &'static str },
     #[error("every session id derived from seed {0} is taken; use another seed")]
     SessionIdsExhausted(u64),
+    /// A test stopped the runtime on purpose (see `AgentRuntime::with_injected_stop_after`).
+    #[error("stopped on purpose after the rail's {0} step, before recording it")]
+    InjectedStop(&'static str),
     #[error(transparent)]
     Intent(#[from] crate::intent::IntentError),
     #[error(transparent)]
@@ -72,6 +75,7 @@ impl RuntimeError {
             Self::SessionBusy { .. } => "SESSION_BUSY",
             Self::SessionNotTerminal { .. } => "SESSION_NOT_TERMINAL",
             Self::SessionIdsExhausted(_) => "SESSION_IDS_EXHAUSTED",
+            Self::InjectedStop(_) => "IO_ERROR",
             Self::Intent(error) => error.code(),
             Self::Step(error) => error.code(),
             Self::Directory(error) => error.code(),

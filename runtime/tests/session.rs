@@ -485,3 +485,91 @@ fn state_from_the_checkpoint_equals_the_full_fold() {
     fixture.runtime.checkpoint(session_id).expect("checkpoint");
     assert_eq!(fixture.runtime.get_session_state(session_id).expect("state"), state);
 }
+
+/// A crash after the rail moved money and before the transcript recorded it: recovery by
+/// another process records the step once, with the same transfer, and finishes the session.
+fn crash_after_rail_step_then_recover(phase: pactum_runtime::RailPhase) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.pactum");
+    let make = |owner: &str| {
+        AgentRuntime::new(
+            Arc::new(Constellation::open(&path).expect("open")),
+            Arc::new(ManualClock::new(START_MS)),
+            Directory::builtin().expect("directory"),
+            Arc::new(CountingEntropy::default()),
+            Arc::new(NobodyAlive),
+            owner.into(),
+        )
+    };
+    let crashing = make("first-process").with_injected_stop_after(phase);
+    let error = crashing.negotiate(request(Ask::default()), &mut Always::new(true), &mut Quiet).expect_err("stops");
+    assert!(matches!(error, pactum_runtime::RuntimeError::InjectedStop(_)), "{error}");
+    let db = crashing.constellation().clone();
+    let rows = db.session_streams("session:").expect("sessions");
+    let session_id = rows[0].stream_id["session:".len()..].to_owned();
+    let payment_key = |step: &str| format!("pay-{session_id}:{step}");
+    let applied = db.transfer_by_key(&payment_key(phase.as_str())).expect("read").expect("the rail applied the step");
+    let before = pactum_runtime::session::shell::read_session_state(&db, &session_id).expect("state");
+    assert!(!before.phase.is_terminal());
+    let check = check_constellation(&db).expect("check");
+    assert!(check.is_sound(), "an applied but unrecorded step is not a problem while resumable: {:#?}", check.problems);
+    assert_eq!(check.sessions_resumable, vec![session_id.clone()]);
+    drop(crashing);
+
+    let recovering = make("second-process");
+    let recovered = recovering.recover(&mut Quiet).expect("recover");
+    assert_eq!(recovered.len(), 1);
+    let state = recovered.into_iter().next().expect("one").outcome.expect("resumed");
+    assert_eq!(state.phase, Phase::Completed);
+    let evidence = match phase {
+        pactum_runtime::RailPhase::Prepare => state.prepared.as_ref(),
+        _ => state.rail_committed.as_ref(),
+    };
+    assert_eq!(evidence.expect("recorded").evidence.reference, format!("transfer:{}", applied.transfer_id));
+    let price = i64::try_from(state.agreement.as_ref().expect("agreement").price.amount_minor).expect("small");
+    let provider = &state.agreement.as_ref().expect("agreement").provider;
+    let balance = |account: &str| {
+        db.accounts().expect("accounts").into_iter().find(|a| a.account_id == account).map_or(0, |a| a.balance_minor)
+    };
+    assert_eq!(balance("wallet:buyer:USD"), 100_000 - price, "paid once");
+    assert_eq!(balance(&format!("provider:{provider}:USD")), price, "paid once");
+    assert!(replay_session(&db, &session_id).expect("replay").is_consistent());
+    assert!(check_constellation(&db).expect("check").is_sound());
+    assert!(recovering.recover(&mut Quiet).expect("nothing left").is_empty());
+}
+
+#[test]
+fn a_prepare_applied_before_a_crash_is_recorded_once_on_recovery() {
+    crash_after_rail_step_then_recover(pactum_runtime::RailPhase::Prepare);
+}
+
+#[test]
+fn a_commit_applied_before_a_crash_is_recorded_once_on_recovery() {
+    crash_after_rail_step_then_recover(pactum_runtime::RailPhase::Commit);
+}
+
+#[test]
+fn a_session_driven_by_a_live_process_is_left_alone() {
+    #[derive(Debug)]
+    struct EveryoneAlive;
+    impl OwnerLiveness for EveryoneAlive {
+        fn is_alive(&self, _owner: &str) -> bool {
+            true
+        }
+    }
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let session_id = fixture.runtime.create_session(request(Ask::default()), &mut Quiet).expect("create");
+    let other = AgentRuntime::new(
+        fixture.runtime.constellation().clone(),
+        Arc::new(ManualClock::new(START_MS)),
+        Directory::builtin().expect("directory"),
+        Arc::new(CountingEntropy::default()),
+        Arc::new(EveryoneAlive),
+        "other-process".into(),
+    );
+    assert!(other.recover(&mut Quiet).expect("recover").is_empty());
+    let busy = other.resume_session(&session_id, &mut Always::new(true), &mut Quiet).expect_err("busy");
+    assert_eq!(busy.code(), "SESSION_BUSY");
+    let state = fixture.runtime.run(&session_id, &mut Always::new(true), &mut Quiet).expect("the owner drives on");
+    assert_eq!(state.phase, Phase::Completed);
+}

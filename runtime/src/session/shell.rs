@@ -121,6 +121,9 @@ pub struct AgentRuntime {
     starting_balance_minor: u64,
     /// Signers by agent id: a cache of keys read from the constellation.
     signers: Mutex<HashMap<String, Arc<Ed25519Signer>>>,
+    /// Test seam: stop right after this rail step is applied, before it is recorded, as a
+    /// crash at the worst moment would.
+    stop_after_rail: Option<RailPhase>,
 }
 
 impl fmt::Debug for AgentRuntime {
@@ -171,7 +174,16 @@ impl AgentRuntime {
             owner,
             starting_balance_minor: STARTING_BALANCE_MINOR_DEFAULT,
             signers: Mutex::new(HashMap::new()),
+            stop_after_rail: None,
         }
+    }
+
+    /// For crash tests: every run stops with [`RuntimeError::InjectedStop`] right after the
+    /// rail applies `phase` and before the transcript records it.
+    #[doc(hidden)]
+    pub fn with_injected_stop_after(mut self, phase: RailPhase) -> Self {
+        self.stop_after_rail = Some(phase);
+        self
     }
 
     /// Sets the balance a buyer's wallet is funded with the first time it is used in a currency.
@@ -469,6 +481,9 @@ impl AgentRuntime {
                         RailPhase::Abort => self.rail.abort(request, now),
                         RailPhase::Refund => self.rail.refund(request, now),
                     };
+                    if self.stop_after_rail == Some(*phase) {
+                        return Err(RuntimeError::InjectedStop(phase.as_str()));
+                    }
                     let outcome = match result {
                         Ok(evidence) => Ok(EvidenceBody {
                             phase: evidence.phase.as_str().to_owned(),
