@@ -15,6 +15,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_INVALID: u8 = 1;
 /// Usage or I/O error: bad arguments, missing files, unknown ids, refused constellations.
 pub const EXIT_USAGE: u8 = 2;
+/// The negotiation ran and ended in a PACT failure (its code is in the output).
+pub const EXIT_NEGOTIATION_FAILED: u8 = 3;
 
 const ERROR_CODES_SPEC: &str = include_str!("../../specs/error-codes.toml");
 
@@ -112,6 +114,7 @@ mod tests {
         assert_eq!(exit_code_of("TRANSCRIPT_TAMPERED"), EXIT_INVALID);
         assert_eq!(exit_code_of("TRANSCRIPT_NOT_FOUND"), EXIT_USAGE);
         assert!(EXIT_CODES.len() >= 20, "{} codes", EXIT_CODES.len());
-        assert!(EXIT_CODES.values().all(|exit| [EXIT_INVALID, EXIT_USAGE].contains(exit)));
+        assert_eq!(exit_code_of("NEGOTIATION_FAILED"), EXIT_NEGOTIATION_FAILED);
+        assert!(EXIT_CODES.values().all(|exit| [EXIT_INVALID, EXIT_USAGE, EXIT_NEGOTIATION_FAILED].contains(exit)));
     }
 }

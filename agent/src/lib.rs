@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-pub use failure::{EXIT_INVALID, EXIT_OK, EXIT_USAGE};
+pub use failure::{EXIT_INVALID, EXIT_NEGOTIATION_FAILED, EXIT_OK, EXIT_USAGE};
 
 /// Runs the program with the process's arguments and returns its exit code.
 pub fn main() -> ExitCode {

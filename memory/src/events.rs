@@ -220,6 +220,43 @@ impl Constellation {
         self.write(|tx| append_rows(tx, stream_id, rows)).map_err(|e| self.with_path(e))
     }
 
+    /// Like [`Constellation::append_events`], but a missing stream is created in the same
+    /// transaction when the rows start it (seq 0): a stream never exists without its first
+    /// events, even if the process dies between the two.
+    pub fn append_events_creating(
+        &self,
+        stream_id: &str,
+        genesis: [u8; 32],
+        rows: &[EventRow],
+    ) -> Result<(), StoreError> {
+        let Some(first) = rows.first() else { return Ok(()) };
+        self.write(|tx| {
+            match read_stream(tx, stream_id)? {
+                Some(existing) if existing.genesis != genesis => {
+                    return Err(StoreError::Corrupt { detail: format!("stream {stream_id} has a different genesis") });
+                }
+                Some(_) => {}
+                None if first.seq == 0 => {
+                    tx.prepare_cached(
+                        "INSERT INTO transcript_streams (stream_id, origin, genesis, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .and_then(|mut insert| {
+                        insert.execute(params![
+                            stream_id,
+                            StreamOrigin::Local.as_str(),
+                            genesis.as_slice(),
+                            i64::try_from(first.at_ms).unwrap_or(i64::MAX)
+                        ])
+                    })
+                    .map_err(sql_error)?;
+                }
+                None => return Err(StoreError::StreamNotFound(stream_id.to_owned())),
+            }
+            append_rows(tx, stream_id, rows)
+        })
+        .map_err(|e| self.with_path(e))
+    }
+
     /// Up to `limit` events with `seq >= from_seq`. The rows read back are checked against the
     /// chain's shape (contiguous seqs, each `prev` the hash before it, the last one matching the
     /// recorded head); a mismatch is [`StoreError::Corrupt`], never silently returned.

@@ -9,7 +9,9 @@ use pactum_transcripts::{
 };
 
 /// Transcript streams stored in a constellation. Appends are single SQLite transactions: an
-/// event is durable when `append` returns `Ok`.
+/// event is durable when `append` returns `Ok`. A stream is created by its first append, in the
+/// same transaction, so a crash never leaves an empty stream behind; `ensure_stream` only
+/// checks that an existing stream has the expected genesis.
 #[derive(Clone, Debug)]
 pub struct ConstellationEventStore {
     db: Arc<Constellation>,
@@ -74,9 +76,13 @@ fn map_db_error(stream: &StreamId, error: DbError) -> StoreError {
 }
 
 impl EventStore for ConstellationEventStore {
-    fn ensure_stream(&self, stream: &StreamId, created_at_ms: u64) -> Result<(), StoreError> {
-        let genesis = *stream.genesis().as_bytes();
-        self.db.ensure_stream(stream.as_str(), StreamOrigin::Local, genesis, created_at_ms).map_err(backend)
+    fn ensure_stream(&self, stream: &StreamId, _created_at_ms: u64) -> Result<(), StoreError> {
+        match self.db.stream(stream.as_str()).map_err(backend)? {
+            Some(record) if record.genesis != *stream.genesis().as_bytes() => {
+                Err(corrupt(stream, "the stored stream has a different genesis"))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn head(&self, stream: &StreamId) -> Result<Option<Head>, StoreError> {
@@ -91,7 +97,8 @@ impl EventStore for ConstellationEventStore {
 
     fn append(&self, stream: &StreamId, events: &[Event]) -> Result<(), StoreError> {
         let rows = events.iter().map(to_row).collect::<Result<Vec<_>, _>>()?;
-        self.db.append_events(stream.as_str(), &rows).map_err(|e| map_db_error(stream, e))
+        let genesis = *stream.genesis().as_bytes();
+        self.db.append_events_creating(stream.as_str(), genesis, &rows).map_err(|e| map_db_error(stream, e))
     }
 
     fn read(&self, stream: &StreamId, from_seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
