@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use pactum_memory::{Constellation, Durability, OpenOptions};
+use pactum_transcripts::Clock as _;
 
 use crate::failure::Failure;
 use crate::{constellation_cmd, home, negotiate_cmd, providers_cmd, session_cmd, transcript_cmd};
@@ -312,10 +313,17 @@ impl Context {
         directory.map_err(|error| Failure::new(error.code(), error.to_string()))
     }
 
-    /// Opens the selected constellation, creating it on first use.
+    /// Opens the selected constellation, creating it on first use. A new constellation gets its
+    /// key root (from which its agents' keys derive) from the OS at once, so every copy of the
+    /// file derives the same identities.
     pub fn open(&self) -> Result<Arc<Constellation>, Failure> {
         let path = home::resolve(self.constellation.as_deref())?;
-        Ok(Arc::new(Constellation::open_with(&path, OpenOptions { durability: durability()?, create: true })?))
+        let db = Constellation::open_with(&path, OpenOptions { durability: durability()?, create: true })?;
+        let candidate = pactum_memory::SecretSeed::new(pactum_runtime::session::shell::KeyEntropy::key_seed(
+            &crate::edge::OsEntropy,
+        ));
+        db.ensure_key_root(&candidate, crate::clock::SystemClock.now_ms())?;
+        Ok(Arc::new(db))
     }
 
     /// Opens the selected constellation if it exists. Commands that only read use this, so a

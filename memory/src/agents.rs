@@ -158,6 +158,24 @@ impl Constellation {
         .map_err(|e| self.with_path(e))
     }
 
+    /// The constellation's key root, storing `candidate` first if there is none yet. Two
+    /// processes racing here agree on one root (the first written).
+    pub fn ensure_key_root(&self, candidate: &SecretSeed, created_at_ms: u64) -> Result<SecretSeed, StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO key_root (id, seed, created_at_ms) VALUES (1, ?1, ?2)",
+                params![candidate.expose().as_slice(), i64::try_from(created_at_ms).unwrap_or(i64::MAX)],
+            )
+            .map_err(sql_error)?;
+            let seed: Vec<u8> =
+                tx.query_row("SELECT seed FROM key_root WHERE id = 1", [], |row| row.get(0)).map_err(sql_error)?;
+            let seed: [u8; 32] =
+                seed.try_into().map_err(|_| StoreError::Corrupt { detail: "the key root is not 32 bytes".into() })?;
+            Ok(SecretSeed::new(seed))
+        })
+        .map_err(|e| self.with_path(e))
+    }
+
     /// The agent with this id.
     pub fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
         self.read(|tx| read_agent(tx, agent_id)).map_err(|e| self.with_path(e))

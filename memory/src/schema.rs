@@ -6,7 +6,7 @@ pub const APPLICATION_ID: u32 = 0x5043_5431;
 
 /// Migration `i` (0-based) brings the schema from version `i` to `i + 1`. Never edit a
 /// migration that has shipped; append a new one.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5];
 
 /// The schema version this build writes and the newest it can open.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -148,4 +148,19 @@ CREATE TABLE session_owners (
     owner         TEXT NOT NULL,
     claimed_at_ms INTEGER NOT NULL CHECK (claimed_at_ms >= 0)
 ) STRICT;
+"#;
+
+/// The constellation's key root: one secret from which every agent's key is derived
+/// (`runtime::identities`). It is written once, from the operating system's randomness, and
+/// never changes, so copies of a constellation derive the same keys for the same agents.
+const MIGRATION_5: &str = r#"
+CREATE TABLE key_root (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    seed          BLOB NOT NULL CHECK (length(seed) = 32),
+    created_at_ms INTEGER NOT NULL CHECK (created_at_ms >= 0)
+) STRICT;
+CREATE TRIGGER key_root_no_update BEFORE UPDATE ON key_root
+BEGIN SELECT RAISE(ABORT, 'the key root never changes'); END;
+CREATE TRIGGER key_root_no_delete BEFORE DELETE ON key_root
+BEGIN SELECT RAISE(ABORT, 'the key root never changes'); END;
 "#;

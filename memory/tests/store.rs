@@ -454,7 +454,7 @@ fn a_version_1_constellation_is_migrated_to_the_current_schema() {
     // Make it a version-1 file again: the later migrations' objects removed, the version set back.
     tamper(
         &path,
-        "DROP TABLE agents; DROP TABLE ledger_transfers; DROP TABLE ledger_accounts; DROP TABLE session_owners;
+        "DROP TABLE agents; DROP TABLE ledger_transfers; DROP TABLE ledger_accounts; DROP TABLE session_owners; DROP TABLE key_root;
          PRAGMA user_version = 1;",
     );
     let db = Constellation::open(&path).expect("migrates");

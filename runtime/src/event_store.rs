@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use pactum_memory::{CheckpointRow, Constellation, EventRow, StoreError as DbError, StreamOrigin};
+use pactum_memory::{CheckpointRow, Constellation, EventRow, StoreError as DbError};
 use pactum_transcripts::canonical::{parse_strict, to_canonical_string};
 use pactum_transcripts::{
     Checkpoint, CheckpointId, Digest, Event, EventKind, EventStore, Head, KeyId, SignatureBytes, StoreError, StreamId,

@@ -74,6 +74,22 @@ pub fn ensure_agent(
     Ok(db.ensure_agent(record)?)
 }
 
+/// Domain-separation tag of agent key derivation.
+const AGENT_KEY_TAG: &[u8] = b"pactum-agent-key/1\0";
+
+/// The secret seed of agent `agent_id`'s `generation`-th key, derived from the constellation's
+/// key root: SHA-256(tag ‖ root ‖ len(agent id) ‖ agent id ‖ generation). One root per
+/// constellation, written once from the OS's randomness, so copies of a constellation derive the
+/// same identities and nothing but the root needs protecting.
+pub fn derive_agent_seed(root: &SecretSeed, agent_id: &str, generation: u32) -> [u8; 32] {
+    let mut input = Vec::with_capacity(32 + 4 + agent_id.len() + 4);
+    input.extend_from_slice(root.expose());
+    input.extend_from_slice(&(agent_id.len() as u32).to_be_bytes());
+    input.extend_from_slice(agent_id.as_bytes());
+    input.extend_from_slice(&generation.to_be_bytes());
+    *pactum_transcripts::Digest::tagged(AGENT_KEY_TAG, &input).as_bytes()
+}
+
 /// The default buyer, created on first use with a key from `seed`.
 pub fn ensure_default_buyer(
     db: &Arc<Constellation>,

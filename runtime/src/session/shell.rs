@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use pactum_memory::{AgentRecord, AgentRole, Constellation};
+use pactum_memory::{AgentRecord, AgentRole, Constellation, SecretSeed};
 use pactum_transcripts::{
     Clock, Ed25519Signer, EventKind, EventSigner, EventStore as _, KeyId, NewEvent, StreamId, TranscriptStream,
     public_key_to_base64url,
@@ -20,7 +20,7 @@ use pactum_transcripts::{
 use crate::directory::{Directory, IntentType};
 use crate::error::RuntimeError;
 use crate::event_store::ConstellationEventStore;
-use crate::identities::{DEFAULT_BUYER_ID, ensure_agent, signer_for};
+use crate::identities::{DEFAULT_BUYER_ID, derive_agent_seed, ensure_agent, signer_for};
 use crate::intent::{Intent, StaticPolicy};
 use crate::money::{Currency, Money};
 use crate::rail::{LedgerRail, Rail, RailError, RailPhase, fund_wallet};
@@ -38,8 +38,9 @@ const SESSION_ID_ATTEMPTS_MAX: u64 = 10_000;
 /// The wallet balance a buyer starts with in each currency, in minor units, unless configured.
 pub const STARTING_BALANCE_MINOR_DEFAULT: u64 = 100_000;
 
-/// Where new agents' key seeds come from. The program draws them from the operating system;
-/// tests pass a deterministic source. The runtime never reads randomness itself.
+/// Where the constellation's key root comes from, the one time it is made (agent keys are
+/// derived from it). The program draws it from the operating system; tests pass a
+/// deterministic source. The runtime never reads randomness itself.
 pub trait KeyEntropy: Send + Sync + fmt::Debug {
     fn key_seed(&self) -> [u8; 32];
 }
@@ -206,10 +207,26 @@ impl AgentRuntime {
         Ok(TranscriptStream::open(self.store.clone(), stream_id, self.clock.clone())?)
     }
 
+    /// The key seed of a new agent: derived from the constellation's key root (made on first use).
+    fn agent_seed(&self, agent_id: &str) -> Result<[u8; 32], RuntimeError> {
+        let root = self.db.ensure_key_root(&SecretSeed::new(self.entropy.key_seed()), self.clock.now_ms())?;
+        Ok(derive_agent_seed(&root, agent_id, 1))
+    }
+
     /// The default buyer, created on first use, with its wallet funded in `currency` once.
     pub fn ensure_buyer(&self, currency: Currency) -> Result<AgentRecord, RuntimeError> {
         let now = self.clock.now_ms();
-        let buyer = ensure_agent(&self.db, DEFAULT_BUYER_ID, "Buyer", AgentRole::Buyer, self.entropy.key_seed(), now)?;
+        let buyer = match self.db.agent(DEFAULT_BUYER_ID)? {
+            Some(buyer) => buyer,
+            None => ensure_agent(
+                &self.db,
+                DEFAULT_BUYER_ID,
+                "Buyer",
+                AgentRole::Buyer,
+                self.agent_seed(DEFAULT_BUYER_ID)?,
+                now,
+            )?,
+        };
         let funding_key = format!("fund:{}:{}:initial", buyer.agent_id, currency.code());
         if self.starting_balance_minor > 0 && self.db.transfer_by_key(&funding_key)?.is_none() {
             let amount = Money::from_minor(self.starting_balance_minor, currency)
@@ -522,14 +539,13 @@ impl AgentRuntime {
             if spec.reference_price.currency() != currency {
                 continue;
             }
-            let agent = ensure_agent(
-                &self.db,
-                &spec.id,
-                &spec.name,
-                AgentRole::Provider,
-                self.entropy.key_seed(),
-                self.clock.now_ms(),
-            )?;
+            let agent = match self.db.agent(&spec.id)? {
+                Some(agent) => agent,
+                None => {
+                    let seed = self.agent_seed(&spec.id)?;
+                    ensure_agent(&self.db, &spec.id, &spec.name, AgentRole::Provider, seed, self.clock.now_ms())?
+                }
+            };
             if agent.role != AgentRole::Provider {
                 tracing::warn!(agent = %spec.id, "the directory lists an agent of this constellation that is not a provider; skipped");
                 continue;
