@@ -229,8 +229,38 @@ impl Constellation {
         genesis: [u8; 32],
         rows: &[EventRow],
     ) -> Result<(), StoreError> {
-        let Some(first) = rows.first() else { return Ok(()) };
+        self.append_events_with_checkpoint(stream_id, genesis, rows, None).map(|_| ())
+    }
+
+    /// [`Constellation::append_events_creating`], and a checkpoint at the last of the new
+    /// events stored in the same transaction: a state and the events it folds become durable
+    /// together. Returns the checkpoint's id.
+    pub fn append_events_with_checkpoint(
+        &self,
+        stream_id: &str,
+        genesis: [u8; 32],
+        rows: &[EventRow],
+        checkpoint: Option<&CheckpointRow>,
+    ) -> Result<Option<u64>, StoreError> {
+        self.append_session_events(stream_id, genesis, rows, checkpoint, None)
+    }
+
+    /// [`Constellation::append_events_with_checkpoint`] for a session stream, with a change of
+    /// the session's owner in the same transaction: a new session is claimed by its first
+    /// write (a second claimant's whole write is refused), an ended one released by its last.
+    pub fn append_session_events(
+        &self,
+        stream_id: &str,
+        genesis: [u8; 32],
+        rows: &[EventRow],
+        checkpoint: Option<&CheckpointRow>,
+        owner_change: Option<crate::sessions::OwnerChange<'_>>,
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(first) = rows.first() else { return Ok(None) };
         self.write(|tx| {
+            if let Some(change) = &owner_change {
+                crate::sessions::change_owner(tx, change, stream_id)?;
+            }
             match read_stream(tx, stream_id)? {
                 Some(existing) if existing.genesis != genesis => {
                     return Err(StoreError::Corrupt { detail: format!("stream {stream_id} has a different genesis") });
@@ -252,7 +282,8 @@ impl Constellation {
                 }
                 None => return Err(StoreError::StreamNotFound(stream_id.to_owned())),
             }
-            append_rows(tx, stream_id, rows)
+            append_rows(tx, stream_id, rows)?;
+            checkpoint.map(|checkpoint| insert_checkpoint(tx, checkpoint)).transpose()
         })
         .map_err(|e| self.with_path(e))
     }
@@ -331,23 +362,7 @@ impl Constellation {
 
     /// Stores a checkpoint; returns its id.
     pub fn put_checkpoint(&self, checkpoint: &CheckpointRow) -> Result<u64, StoreError> {
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO transcript_checkpoints (stream_id, seq, event_hash, state_hash, state, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    checkpoint.stream_id,
-                    to_sql_u64(checkpoint.seq)?,
-                    checkpoint.event_hash.as_slice(),
-                    checkpoint.state_hash.as_slice(),
-                    checkpoint.state,
-                    to_sql_u64(checkpoint.created_at_ms)?,
-                ],
-            )
-            .map_err(sql_error)?;
-            Ok(tx.last_insert_rowid() as u64)
-        })
-        .map_err(|e| self.with_path(e))
+        self.write(|tx| insert_checkpoint(tx, checkpoint)).map_err(|e| self.with_path(e))
     }
 
     /// A checkpoint of `stream_id` by id; `latest` picks the newest one instead.
@@ -357,19 +372,21 @@ impl Constellation {
                        FROM transcript_checkpoints WHERE stream_id = ?1 AND (?2 IS NULL OR checkpoint_id = ?2)
                        ORDER BY checkpoint_id DESC LIMIT 1";
             let id = id.map(to_sql_u64).transpose()?;
-            tx.query_row(sql, params![stream_id, id], |row| {
-                Ok(CheckpointRow {
-                    checkpoint_id: from_sql_u64(row.get(0)?)?,
-                    stream_id: row.get(1)?,
-                    seq: from_sql_u64(row.get(2)?)?,
-                    event_hash: blob32(row, 3)?,
-                    state_hash: blob32(row, 4)?,
-                    state: row.get(5)?,
-                    created_at_ms: from_sql_u64(row.get(6)?)?,
+            let mut statement = tx.prepare_cached(sql).map_err(sql_error)?;
+            statement
+                .query_row(params![stream_id, id], |row| {
+                    Ok(CheckpointRow {
+                        checkpoint_id: from_sql_u64(row.get(0)?)?,
+                        stream_id: row.get(1)?,
+                        seq: from_sql_u64(row.get(2)?)?,
+                        event_hash: blob32(row, 3)?,
+                        state_hash: blob32(row, 4)?,
+                        state: row.get(5)?,
+                        created_at_ms: from_sql_u64(row.get(6)?)?,
+                    })
                 })
-            })
-            .optional()
-            .map_err(sql_error)
+                .optional()
+                .map_err(sql_error)
         })
         .map_err(|e| self.with_path(e))
     }
@@ -470,6 +487,26 @@ impl Constellation {
             other => other,
         }
     }
+}
+
+fn insert_checkpoint(tx: &Transaction<'_>, checkpoint: &CheckpointRow) -> Result<u64, StoreError> {
+    let values = (to_sql_u64(checkpoint.seq)?, to_sql_u64(checkpoint.created_at_ms)?);
+    tx.prepare_cached(
+        "INSERT INTO transcript_checkpoints (stream_id, seq, event_hash, state_hash, state, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut insert| {
+        insert.execute(params![
+            checkpoint.stream_id,
+            values.0,
+            checkpoint.event_hash.as_slice(),
+            checkpoint.state_hash.as_slice(),
+            checkpoint.state,
+            values.1,
+        ])
+    })
+    .map_err(sql_error)?;
+    Ok(tx.last_insert_rowid() as u64)
 }
 
 /// Up to `limit` stored rows of a stream with `seq >= from_seq`, in order, unchecked.

@@ -362,23 +362,29 @@ fn apply_transfer(tx: &Transaction<'_>, request: &TransferRequest) -> Result<Tra
             needed_minor: request.amount_minor,
         });
     }
-    let update = "UPDATE ledger_accounts SET balance_minor = balance_minor + ?2 WHERE account_id = ?1";
-    tx.execute(update, params![request.from_account, -amount]).map_err(|e| LedgerOrStore::Store(sql_error(e)))?;
-    tx.execute(update, params![request.to_account, amount]).map_err(|e| LedgerOrStore::Store(sql_error(e)))?;
-    tx.execute(
+    let at_ms = to_i64(request.at_ms)?;
+    let store = |e| LedgerOrStore::Store(sql_error(e));
+    let mut update = tx
+        .prepare_cached("UPDATE ledger_accounts SET balance_minor = balance_minor + ?2 WHERE account_id = ?1")
+        .map_err(store)?;
+    update.execute(params![request.from_account, -amount]).map_err(store)?;
+    update.execute(params![request.to_account, amount]).map_err(store)?;
+    tx.prepare_cached(
         "INSERT INTO ledger_transfers (idempotency_key, from_account, to_account, amount_minor, currency, memo, at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
+    )
+    .and_then(|mut insert| {
+        insert.execute(params![
             request.idempotency_key,
             request.from_account,
             request.to_account,
             amount,
             request.currency,
             request.memo,
-            to_i64(request.at_ms)?
-        ],
-    )
-    .map_err(|e| LedgerOrStore::Store(sql_error(e)))?;
+            at_ms
+        ])
+    })
+    .map_err(store)?;
     Ok(TransferOutcome::Applied(Transfer {
         transfer_id: u64::try_from(tx.last_insert_rowid()).unwrap_or(0),
         request: request.clone(),

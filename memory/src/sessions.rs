@@ -30,6 +30,43 @@ fn to_i64(value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::Corrupt { detail: format!("{value} does not fit SQLite's integer") })
 }
 
+/// A change of a session's owner made together with a write of its events.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OwnerChange<'a> {
+    /// The session is new: `owner` claims it; refused if anyone holds it.
+    Claim { session_id: &'a str, owner: &'a str, at_ms: u64 },
+    /// The session has ended: `owner` lets go of it.
+    Release { session_id: &'a str, owner: &'a str },
+}
+
+pub(crate) fn change_owner(tx: &Transaction<'_>, change: &OwnerChange<'_>, stream_id: &str) -> Result<(), StoreError> {
+    match *change {
+        OwnerChange::Claim { session_id, owner, at_ms } => {
+            if let Some(current) = read_owner(tx, session_id)?
+                && current != owner
+            {
+                return Err(StoreError::Conflict {
+                    stream: stream_id.to_owned(),
+                    seq: 0,
+                    detail: format!("session {session_id} is held by {current}"),
+                });
+            }
+            tx.prepare_cached(
+                "INSERT INTO session_owners (session_id, owner, claimed_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (session_id) DO NOTHING",
+            )
+            .and_then(|mut insert| insert.execute(params![session_id, owner, to_i64(at_ms).unwrap_or(i64::MAX)]))
+            .map_err(sql_error)?;
+        }
+        OwnerChange::Release { session_id, owner } => {
+            tx.prepare_cached("DELETE FROM session_owners WHERE session_id = ?1 AND owner = ?2")
+                .and_then(|mut delete| delete.execute(params![session_id, owner]))
+                .map_err(sql_error)?;
+        }
+    }
+    Ok(())
+}
+
 fn read_owner(tx: &Transaction<'_>, session_id: &str) -> Result<Option<String>, StoreError> {
     tx.prepare_cached("SELECT owner FROM session_owners WHERE session_id = ?1")
         .and_then(|mut statement| statement.query_row([session_id], |row| row.get(0)).optional())
@@ -47,10 +84,42 @@ impl Constellation {
         expected: Option<&str>,
         at_ms: u64,
     ) -> Result<bool, StoreError> {
+        self.claim_session_checked(session_id, owner, expected, None, at_ms)
+    }
+
+    /// [`Constellation::claim_session`] for a new session: the claim also fails if stream
+    /// `empty_stream` already holds events (the id is taken), all in one transaction.
+    pub fn claim_new_session(
+        &self,
+        session_id: &str,
+        owner: &str,
+        empty_stream: &str,
+        at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.claim_session_checked(session_id, owner, None, Some(empty_stream), at_ms)
+    }
+
+    fn claim_session_checked(
+        &self,
+        session_id: &str,
+        owner: &str,
+        expected: Option<&str>,
+        empty_stream: Option<&str>,
+        at_ms: u64,
+    ) -> Result<bool, StoreError> {
         self.write(|tx| {
             let current = read_owner(tx, session_id)?;
             if current.as_deref() != expected {
                 return Ok(false);
+            }
+            if let Some(stream_id) = empty_stream {
+                let events: Option<i64> = tx
+                    .prepare_cached("SELECT event_count FROM transcript_streams WHERE stream_id = ?1")
+                    .and_then(|mut statement| statement.query_row([stream_id], |row| row.get(0)).optional())
+                    .map_err(sql_error)?;
+                if events.is_some_and(|count| count > 0) {
+                    return Ok(false);
+                }
             }
             tx.prepare_cached(
                 "INSERT INTO session_owners (session_id, owner, claimed_at_ms) VALUES (?1, ?2, ?3)
@@ -59,6 +128,22 @@ impl Constellation {
             .and_then(|mut statement| statement.execute(params![session_id, owner, to_i64(at_ms).unwrap_or(i64::MAX)]))
             .map_err(sql_error)?;
             Ok(true)
+        })
+        .map_err(|e| self.with_path(e))
+    }
+
+    /// Whether a new session could take this id now: nobody holds it and its stream holds no
+    /// events. (The claim itself is made by the session's first write.)
+    pub fn session_id_free(&self, session_id: &str, stream_id: &str) -> Result<bool, StoreError> {
+        self.read(|tx| {
+            if read_owner(tx, session_id)?.is_some() {
+                return Ok(false);
+            }
+            let events: Option<i64> = tx
+                .prepare_cached("SELECT event_count FROM transcript_streams WHERE stream_id = ?1")
+                .and_then(|mut statement| statement.query_row([stream_id], |row| row.get(0)).optional())
+                .map_err(sql_error)?;
+            Ok(events.is_none_or(|count| count == 0))
         })
         .map_err(|e| self.with_path(e))
     }

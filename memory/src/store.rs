@@ -16,6 +16,12 @@ use crate::schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
 pub const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// `sqlite3_backup_step` page count meaning "all remaining pages".
 const BACKUP_ALL_PAGES: i32 = -1;
+/// WAL pages after which a commit copies the WAL back into the file. SQLite's default (1000,
+/// 4 MiB) makes every few hundred negotiations pay for a checkpoint; a larger WAL amortises it
+/// over more commits (pages rewritten often, such as a stream's head, are copied once).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 4_096;
+/// Page cache per connection, in KiB (negative: SQLite's unit for a size in KiB).
+const CACHE_SIZE_KIB_NEGATIVE: i64 = -16_384;
 
 /// What survives a commit (SQLite `synchronous` under WAL).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -327,6 +333,8 @@ impl Constellation {
         }
         self.enable_wal(&connection)?;
         connection.pragma_update(None, "synchronous", self.durability.pragma_value()).map_err(sql)?;
+        connection.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES).map_err(sql)?;
+        connection.pragma_update(None, "cache_size", CACHE_SIZE_KIB_NEGATIVE).map_err(sql)?;
         connection.pragma_update(None, "foreign_keys", "ON").map_err(sql)?;
 
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;

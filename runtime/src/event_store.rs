@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use pactum_memory::{CheckpointRow, Constellation, EventRow, StoreError as DbError};
+use pactum_memory::{CheckpointRow, Constellation, EventRow, OwnerChange, StoreError as DbError};
 use pactum_transcripts::canonical::{parse_strict, to_canonical_string};
 use pactum_transcripts::{
     Checkpoint, CheckpointId, Digest, Event, EventKind, EventStore, Head, KeyId, SignatureBytes, StoreError, StreamId,
@@ -75,6 +75,26 @@ fn map_db_error(stream: &StreamId, error: DbError) -> StoreError {
     }
 }
 
+impl ConstellationEventStore {
+    /// Appends a session's events, an optional checkpoint and an optional change of the
+    /// session's owner in one transaction.
+    pub fn append_session(
+        &self,
+        stream: &StreamId,
+        events: &[Event],
+        checkpoint: Option<&Checkpoint>,
+        owner_change: Option<OwnerChange<'_>>,
+    ) -> Result<Option<CheckpointId>, StoreError> {
+        let rows = events.iter().map(to_row).collect::<Result<Vec<_>, _>>()?;
+        let checkpoint = checkpoint.map(checkpoint_row).transpose()?;
+        let genesis = *stream.genesis().as_bytes();
+        self.db
+            .append_session_events(stream.as_str(), genesis, &rows, checkpoint.as_ref(), owner_change)
+            .map(|id| id.map(CheckpointId))
+            .map_err(|e| map_db_error(stream, e))
+    }
+}
+
 impl EventStore for ConstellationEventStore {
     fn ensure_stream(&self, stream: &StreamId, _created_at_ms: u64) -> Result<(), StoreError> {
         match self.db.stream(stream.as_str()).map_err(backend)? {
@@ -107,17 +127,16 @@ impl EventStore for ConstellationEventStore {
     }
 
     fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<CheckpointId, StoreError> {
-        let state = to_canonical_string(&checkpoint.state).map_err(|e| corrupt(&checkpoint.stream, e.to_string()))?;
-        let row = CheckpointRow {
-            checkpoint_id: 0,
-            stream_id: checkpoint.stream.as_str().to_owned(),
-            seq: checkpoint.seq,
-            event_hash: *checkpoint.event_hash.as_bytes(),
-            state_hash: *checkpoint.state_hash.as_bytes(),
-            state,
-            created_at_ms: checkpoint.created_at_ms,
-        };
-        self.db.put_checkpoint(&row).map(CheckpointId).map_err(backend)
+        self.db.put_checkpoint(&checkpoint_row(checkpoint)?).map(CheckpointId).map_err(backend)
+    }
+
+    fn append_with_checkpoint(
+        &self,
+        stream: &StreamId,
+        events: &[Event],
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<Option<CheckpointId>, StoreError> {
+        self.append_session(stream, events, checkpoint, None)
     }
 
     fn checkpoint(&self, stream: &StreamId, id: CheckpointId) -> Result<Option<Checkpoint>, StoreError> {
@@ -129,6 +148,19 @@ impl EventStore for ConstellationEventStore {
         let row = self.db.checkpoint(stream.as_str(), None).map_err(backend)?;
         row.map(|row| Ok((CheckpointId(row.checkpoint_id), checkpoint_from_row(stream, row)?))).transpose()
     }
+}
+
+fn checkpoint_row(checkpoint: &Checkpoint) -> Result<CheckpointRow, StoreError> {
+    let state = to_canonical_string(&checkpoint.state).map_err(|e| corrupt(&checkpoint.stream, e.to_string()))?;
+    Ok(CheckpointRow {
+        checkpoint_id: 0,
+        stream_id: checkpoint.stream.as_str().to_owned(),
+        seq: checkpoint.seq,
+        event_hash: *checkpoint.event_hash.as_bytes(),
+        state_hash: *checkpoint.state_hash.as_bytes(),
+        state,
+        created_at_ms: checkpoint.created_at_ms,
+    })
 }
 
 fn checkpoint_from_row(stream: &StreamId, row: CheckpointRow) -> Result<Checkpoint, StoreError> {

@@ -157,8 +157,9 @@ impl LedgerRail {
         Ok(self.db.transfer_by_key(&Self::key(request, phase))?.is_some())
     }
 
-    /// Applies one step's transfer, then reads it back and checks it is exactly the transfer
-    /// asked for (fail closed: anything else is invalid evidence).
+    /// Applies one step's transfer and checks that the transfer the ledger holds under the
+    /// step's key is exactly the one asked for (fail closed: anything else is invalid evidence).
+    /// A refused transfer is explained by `diagnose`, which may look at the payment's other steps.
     fn step(
         &self,
         request: &PaymentRequest,
@@ -178,18 +179,23 @@ impl LedgerRail {
             at_ms,
         };
         let accounts = [(transfer.from_account.as_str(), from_kind), (transfer.to_account.as_str(), to_kind)];
-        let outcome = self.db.transfer_ensuring(&accounts, &transfer)?.map_err(|error| match error {
-            LedgerError::InsufficientFunds { .. } => RailError::InsufficientFunds(error.to_string()),
-            other => RailError::Refused(other.to_string()),
-        })?;
-        let recorded = self.db.transfer_by_key(&transfer.idempotency_key)?.ok_or_else(|| {
-            RailError::EvidenceInvalid(format!("transfer {} is not recorded", transfer.idempotency_key))
-        })?;
-        let matches = recorded.request.from_account == transfer.from_account
+        let outcome = match self.db.transfer_ensuring(&accounts, &transfer)? {
+            Ok(outcome) => outcome,
+            Err(LedgerError::InsufficientFunds { .. }) if phase == RailPhase::Prepare => {
+                return Err(RailError::InsufficientFunds(format!(
+                    "{} cannot pay {}",
+                    transfer.from_account, request.amount
+                )));
+            }
+            Err(error) => return Err(self.diagnose(request, phase).unwrap_or(RailError::Refused(error.to_string()))),
+        };
+        let recorded = outcome.transfer();
+        let matches = recorded.request.idempotency_key == transfer.idempotency_key
+            && recorded.request.from_account == transfer.from_account
             && recorded.request.to_account == transfer.to_account
             && recorded.request.amount_minor == transfer.amount_minor
             && recorded.request.currency == transfer.currency
-            && recorded.transfer_id == outcome.transfer().transfer_id;
+            && recorded.transfer_id > 0;
         if !matches {
             return Err(RailError::EvidenceInvalid(format!(
                 "transfer {} on record differs from the one requested",
@@ -205,6 +211,27 @@ impl LedgerRail {
             currency,
             applied_now: matches!(outcome, TransferOutcome::Applied(_)),
         })
+    }
+
+    /// Why a step after prepare cannot run, in terms of the payment's other steps.
+    fn diagnose(&self, request: &PaymentRequest, phase: RailPhase) -> Option<RailError> {
+        let done = |step: RailPhase| self.done(request, step).unwrap_or(false);
+        let id = &request.payment_id;
+        match phase {
+            RailPhase::Commit | RailPhase::Abort if !done(RailPhase::Prepare) => {
+                Some(RailError::Refused(format!("payment {id} was not prepared")))
+            }
+            RailPhase::Commit if done(RailPhase::Abort) => {
+                Some(RailError::Refused(format!("payment {id} was aborted")))
+            }
+            RailPhase::Abort if done(RailPhase::Commit) => {
+                Some(RailError::Refused(format!("payment {id} was committed; refund it instead")))
+            }
+            RailPhase::Refund if !done(RailPhase::Commit) => {
+                Some(RailError::Refused(format!("payment {id} was not committed")))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -227,13 +254,9 @@ impl Rail for LedgerRail {
         )
     }
 
+    /// Moves the hold to the provider. Escrow holds exactly this payment, so a payment never
+    /// prepared, or already aborted, has an empty escrow and the transfer is refused.
     fn commit(&self, request: &PaymentRequest, at_ms: u64) -> Result<RailEvidence, RailError> {
-        if !self.done(request, RailPhase::Prepare)? {
-            return Err(RailError::Refused(format!("payment {} was not prepared", request.payment_id)));
-        }
-        if self.done(request, RailPhase::Abort)? {
-            return Err(RailError::Refused(format!("payment {} was aborted", request.payment_id)));
-        }
         let currency = request.amount.currency().code();
         self.step(
             request,
@@ -244,13 +267,8 @@ impl Rail for LedgerRail {
         )
     }
 
+    /// Returns the hold to the payer; refused (by the empty escrow) after a commit.
     fn abort(&self, request: &PaymentRequest, at_ms: u64) -> Result<RailEvidence, RailError> {
-        if !self.done(request, RailPhase::Prepare)? {
-            return Err(RailError::Refused(format!("payment {} was not prepared", request.payment_id)));
-        }
-        if self.done(request, RailPhase::Commit)? {
-            return Err(RailError::Refused(format!("payment {} was committed; refund it instead", request.payment_id)));
-        }
         let currency = request.amount.currency().code();
         self.step(
             request,

@@ -85,6 +85,18 @@ pub trait EventStore {
     fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<CheckpointId, StoreError>;
     fn checkpoint(&self, stream: &StreamId, id: CheckpointId) -> Result<Option<Checkpoint>, StoreError>;
     fn latest_checkpoint(&self, stream: &StreamId) -> Result<Option<(CheckpointId, Checkpoint)>, StoreError>;
+    /// Appends events and stores a checkpoint at the last of them. A store that can should do
+    /// both in one atomic write (the default does one after the other: a crash between them
+    /// loses only the checkpoint, which a replay recomputes).
+    fn append_with_checkpoint(
+        &self,
+        stream: &StreamId,
+        events: &[Event],
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<Option<CheckpointId>, StoreError> {
+        self.append(stream, events)?;
+        checkpoint.map(|checkpoint| self.put_checkpoint(checkpoint)).transpose()
+    }
 }
 
 /// A caller-supplied fold from events to state.
@@ -205,6 +217,36 @@ impl<S: EventStore> TranscriptStream<S> {
     /// Appends several events in one atomic write: all become durable or none do.
     pub fn append_batch(&self, new_events: Vec<NewEvent<'_>>) -> Result<Vec<Event>, TranscriptError> {
         let head = self.store.head(&self.stream)?;
+        let sealed = self.seal_batch(head, new_events)?;
+        self.store.append(&self.stream, &sealed)?;
+        Ok(sealed)
+    }
+
+    /// Writes events sealed by [`TranscriptStream::seal_batch`] and, if `checkpoint_state` is
+    /// given, a checkpoint of that state at the last of them, in one atomic write (when the
+    /// store supports it). The store refuses events that no longer extend its head.
+    pub fn append_sealed(
+        &self,
+        events: &[Event],
+        checkpoint_state: Option<Value>,
+    ) -> Result<Option<CheckpointId>, TranscriptError> {
+        let checkpoint = match (checkpoint_state, events.last()) {
+            (Some(state), Some(last)) => Some(Checkpoint {
+                stream: self.stream.clone(),
+                seq: last.seq,
+                event_hash: last.hash,
+                state_hash: state_hash(&state)?,
+                state,
+                created_at_ms: last.at_ms,
+            }),
+            _ => None,
+        };
+        Ok(self.store.append_with_checkpoint(&self.stream, events, checkpoint.as_ref())?)
+    }
+
+    /// Seals new events after `head` (the caller's knowledge of the stream's end) without
+    /// writing anything, so the caller can fold them before making them durable.
+    pub fn seal_batch(&self, head: Option<Head>, new_events: Vec<NewEvent<'_>>) -> Result<Vec<Event>, TranscriptError> {
         let (mut seq, mut prev, floor_ms) = match head {
             None => (0, self.stream.genesis(), 0),
             Some(head) => (head.seq + 1, head.hash, head.at_ms),
@@ -225,7 +267,6 @@ impl<S: EventStore> TranscriptStream<S> {
             seq += 1;
             sealed.push(event);
         }
-        self.store.append(&self.stream, &sealed)?;
         Ok(sealed)
     }
 

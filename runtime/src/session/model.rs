@@ -605,6 +605,16 @@ impl SessionState {
         })
     }
 
+    /// Records the hash of an event folded as a draft, once it is sealed (the state keeps the
+    /// hash of the agreement, which receipts cite).
+    pub fn record_hash(&mut self, seq: u64, hash: &Digest) {
+        if let Some(agreement) = &mut self.agreement
+            && agreement.accept_seq == seq
+        {
+            agreement.accept_hash = Some(hash.to_hex());
+        }
+    }
+
     /// Folds one event. `signer` is the event's key id; `hash` its hash (`None` for a draft).
     pub fn apply(
         &mut self,

@@ -122,6 +122,10 @@ pub struct AgentRuntime {
     starting_balance_minor: u64,
     /// Signers by agent id: a cache of keys read from the constellation.
     signers: Mutex<HashMap<String, Arc<Ed25519Signer>>>,
+    /// Agents by id, and the buyer wallets known to be funded: caches of facts that never
+    /// change once true (agents are never deleted or re-keyed; funding happens once).
+    agents: Mutex<HashMap<String, AgentRecord>>,
+    funded: Mutex<std::collections::HashSet<String>>,
     /// Test seam: stop right after this rail step is applied, before it is recorded, as a
     /// crash at the worst moment would.
     stop_after_rail: Option<RailPhase>,
@@ -175,6 +179,8 @@ impl AgentRuntime {
             owner,
             starting_balance_minor: STARTING_BALANCE_MINOR_DEFAULT,
             signers: Mutex::new(HashMap::new()),
+            agents: Mutex::new(HashMap::new()),
+            funded: Mutex::new(std::collections::HashSet::new()),
             stop_after_rail: None,
         }
     }
@@ -213,26 +219,36 @@ impl AgentRuntime {
         Ok(derive_agent_seed(&root, agent_id, 1))
     }
 
+    /// The agent `agent_id`, created (with a key derived from the root) if it does not exist.
+    fn agent(&self, agent_id: &str, display_name: &str, role: AgentRole) -> Result<AgentRecord, RuntimeError> {
+        if let Some(agent) = self.agents.lock().unwrap_or_else(PoisonError::into_inner).get(agent_id) {
+            return Ok(agent.clone());
+        }
+        let agent = match self.db.agent(agent_id)? {
+            Some(agent) => agent,
+            None => {
+                let seed = self.agent_seed(agent_id)?;
+                ensure_agent(&self.db, agent_id, display_name, role, seed, self.clock.now_ms())?
+            }
+        };
+        self.agents.lock().unwrap_or_else(PoisonError::into_inner).insert(agent_id.to_owned(), agent.clone());
+        Ok(agent)
+    }
+
     /// The default buyer, created on first use, with its wallet funded in `currency` once.
     pub fn ensure_buyer(&self, currency: Currency) -> Result<AgentRecord, RuntimeError> {
-        let now = self.clock.now_ms();
-        let buyer = match self.db.agent(DEFAULT_BUYER_ID)? {
-            Some(buyer) => buyer,
-            None => ensure_agent(
-                &self.db,
-                DEFAULT_BUYER_ID,
-                "Buyer",
-                AgentRole::Buyer,
-                self.agent_seed(DEFAULT_BUYER_ID)?,
-                now,
-            )?,
-        };
+        let buyer = self.agent(DEFAULT_BUYER_ID, "Buyer", AgentRole::Buyer)?;
         let funding_key = format!("fund:{}:{}:initial", buyer.agent_id, currency.code());
+        if self.funded.lock().unwrap_or_else(PoisonError::into_inner).contains(&funding_key) {
+            return Ok(buyer);
+        }
         if self.starting_balance_minor > 0 && self.db.transfer_by_key(&funding_key)?.is_none() {
             let amount = Money::from_minor(self.starting_balance_minor, currency)
                 .map_err(|e| RuntimeError::Intent(crate::intent::IntentError(e.to_string())))?;
-            fund_wallet(&self.db, &buyer.agent_id, amount, &funding_key, now).map_err(rail_store_error)?;
+            fund_wallet(&self.db, &buyer.agent_id, amount, &funding_key, self.clock.now_ms())
+                .map_err(rail_store_error)?;
         }
+        self.funded.lock().unwrap_or_else(PoisonError::into_inner).insert(funding_key);
         Ok(buyer)
     }
 
@@ -255,6 +271,13 @@ impl AgentRuntime {
         request: NewSession,
         observer: &mut dyn SessionObserver,
     ) -> Result<String, RuntimeError> {
+        let mut live = self.start(request)?;
+        self.flush(&mut live, observer)?;
+        Ok(live.session_id)
+    }
+
+    /// Picks a session id, claims it, and decides the start (not yet durable).
+    fn start(&self, request: NewSession) -> Result<LiveSession, RuntimeError> {
         let currency = request.intent.max_price().currency();
         let buyer = self.ensure_buyer(currency)?;
         let buyer_body = PartyBody {
@@ -268,12 +291,9 @@ impl AgentRuntime {
         let now = self.clock.now_ms();
         for ordinal in 0..SESSION_ID_ATTEMPTS_MAX {
             let session_id = session_id_for(request.seed, ordinal);
-            if !self.db.claim_session(&session_id, &self.owner, None, now)? {
-                continue;
-            }
-            let taken = self.db.stream(&session_stream_id(&session_id))?.is_some_and(|s| s.event_count > 0);
-            if taken {
-                self.db.release_session(&session_id, &self.owner)?;
+            // Only a free id is tried; the session's first write claims it atomically (and is
+            // refused if another process took the id in between).
+            if !self.db.session_id_free(&session_id, &session_stream_id(&session_id))? {
                 continue;
             }
             let start = StartInput {
@@ -286,13 +306,11 @@ impl AgentRuntime {
                 seed: request.seed,
                 auto_approve: request.auto_approve,
             };
-            let mut live = LiveSession {
-                session_id: session_id.clone(),
-                state: SessionState::default(),
-                stream: self.stream(&session_id)?,
-            };
-            self.feed(&mut live, vec![(Input::Start(Box::new(start)), now)], request.seed, observer)?;
-            return Ok(session_id);
+            let stream = self.stream(&session_id)?;
+            let mut live = LiveSession::new(session_id, SessionState::default(), stream, None);
+            live.claimed = false;
+            self.decide(&mut live, vec![(Input::Start(Box::new(start)), now)], request.seed)?;
+            return Ok(live);
         }
         Err(RuntimeError::SessionIdsExhausted(request.seed))
     }
@@ -304,17 +322,16 @@ impl AgentRuntime {
         approver: &mut dyn Approver,
         observer: &mut dyn SessionObserver,
     ) -> Result<SessionState, RuntimeError> {
-        let session_id = self.create_session(request, observer)?;
-        let state = self.run(&session_id, approver, observer)?;
-        if state.phase.is_terminal() {
-            self.close_session(&session_id)?;
+        let mut live = self.start(request)?;
+        self.drive(&mut live, approver, observer)?;
+        if live.state.phase.is_terminal() {
+            self.close_live(&live)?;
         }
-        Ok(state)
+        Ok(live.state)
     }
 
     /// Drives a session this process owns until it ends or needs something it cannot get
-    /// (a rail that keeps failing to release a hold). Events already recorded are shown to
-    /// `observer` first.
+    /// (a rail that keeps failing to release a hold).
     pub fn run(
         &self,
         session_id: &str,
@@ -344,7 +361,7 @@ impl AgentRuntime {
         let mut live = self.load(session_id)?;
         self.drive(&mut live, approver, observer)?;
         if live.state.phase.is_terminal() {
-            self.close_session(session_id)?;
+            self.close_live(&live)?;
         }
         Ok(live.state)
     }
@@ -375,17 +392,14 @@ impl AgentRuntime {
 
     fn load(&self, session_id: &str) -> Result<LiveSession, RuntimeError> {
         let (state, stream) = load_session(&self.db, self.clock.clone(), session_id)?;
-        Ok(LiveSession { session_id: session_id.to_owned(), state, stream })
+        let head = stream.head()?;
+        Ok(LiveSession::new(session_id.to_owned(), state, stream, head))
     }
 
     /// Stores a checkpoint of the session's current state; returns its id.
     pub fn checkpoint(&self, session_id: &str) -> Result<pactum_transcripts::CheckpointId, RuntimeError> {
         let live = self.load(session_id)?;
-        self.store_checkpoint(&live)
-    }
-
-    fn store_checkpoint(&self, live: &LiveSession) -> Result<pactum_transcripts::CheckpointId, RuntimeError> {
-        let state = serde_json::to_value(&live.state).map_err(|e| RuntimeError::Io(std::io::Error::other(e)))?;
+        let state = state_json(&live.state)?;
         let seq =
             live.state.next_seq.checked_sub(1).ok_or_else(|| RuntimeError::SessionNotFound(live.session_id.clone()))?;
         Ok(live.stream.put_checkpoint_state(seq, state)?)
@@ -394,22 +408,33 @@ impl AgentRuntime {
     /// Closes an ended session: a final checkpoint, and this process lets go of it.
     pub fn close_session(&self, session_id: &str) -> Result<SessionState, RuntimeError> {
         let live = self.load(session_id)?;
+        self.close_live(&live)?;
+        Ok(live.state)
+    }
+
+    fn close_live(&self, live: &LiveSession) -> Result<(), RuntimeError> {
         if !live.state.phase.is_terminal() {
             return Err(RuntimeError::SessionNotTerminal {
-                session_id: session_id.to_owned(),
+                session_id: live.session_id.clone(),
                 phase: live.state.phase.as_str(),
             });
         }
-        let latest = live
-            .stream
-            .store()
-            .latest_checkpoint(live.stream.id())
-            .map_err(pactum_transcripts::TranscriptError::from)?;
-        if latest.is_none_or(|(_, checkpoint)| checkpoint.seq + 1 < live.state.next_seq) {
-            self.store_checkpoint(&live)?;
+        // The flush that ended the session stored a checkpoint at its last event; a session
+        // ended by an older build may lack one.
+        if live.checkpoint_seq.is_none_or(|seq| seq + 1 < live.state.next_seq) {
+            let latest = live
+                .stream
+                .store()
+                .latest_checkpoint(live.stream.id())
+                .map_err(pactum_transcripts::TranscriptError::from)?;
+            if latest.is_none_or(|(_, checkpoint)| checkpoint.seq + 1 < live.state.next_seq) {
+                live.stream.put_checkpoint_state(live.state.next_seq - 1, state_json(&live.state)?)?;
+            }
         }
-        self.db.release_session(session_id, &self.owner)?;
-        Ok(live.state)
+        if !live.released {
+            self.db.release_session(&live.session_id, &self.owner)?;
+        }
+        Ok(())
     }
 
     /// Aborts a session still discovering or negotiating (ABORT, then PACT-312).
@@ -423,8 +448,9 @@ impl AgentRuntime {
         let mut live = self.load(session_id)?;
         let seed = live.state.config().map_err(RuntimeError::Intent)?.seed;
         let now = self.clock.now_ms();
-        self.feed(&mut live, vec![(Input::Abort { reason: reason.to_owned() }, now)], seed, observer)?;
-        self.close_session(session_id)?;
+        self.decide(&mut live, vec![(Input::Abort { reason: reason.to_owned() }, now)], seed)?;
+        self.flush(&mut live, observer)?;
+        self.close_live(&live)?;
         Ok(live.state)
     }
 
@@ -448,6 +474,11 @@ impl AgentRuntime {
         Ok(recovered)
     }
 
+    /// Performs effects and feeds their results back until the session ends. Steps whose
+    /// effects stay inside this process (discovery, simulated providers, automatic approval,
+    /// receipt signatures with local keys) accumulate; they are made durable in one write before
+    /// anything leaves the process (a rail step, a question to the buyer) and at the end. A
+    /// crash loses only steps with no outside effect, which a resume decides again identically.
     fn drive(
         &self,
         live: &mut LiveSession,
@@ -458,7 +489,15 @@ impl AgentRuntime {
         let mut abort_attempts = 0;
         loop {
             let effects = live.state.effects();
-            let Some(first) = effects.first() else { return Ok(()) };
+            let Some(first) = effects.first() else { break };
+            let external = match first {
+                Effect::Rail { .. } => true,
+                Effect::AskApproval { .. } => !config.auto_approve,
+                Effect::Discover { .. } | Effect::RequestQuote { .. } | Effect::SignReceipt { .. } => false,
+            };
+            if external {
+                self.flush(live, observer)?;
+            }
             let now = self.clock.now_ms().max(live.state.last_at_ms);
             let inputs = match first {
                 Effect::Discover { intent_type, currency } => {
@@ -489,7 +528,7 @@ impl AgentRuntime {
                         abort_attempts += 1;
                         if abort_attempts > ABORT_ATTEMPTS_MAX {
                             tracing::warn!(session = %live.session_id, "the rail keeps refusing to release the hold; leaving the session for recovery");
-                            return Ok(());
+                            break;
                         }
                     }
                     let result = match phase {
@@ -525,8 +564,9 @@ impl AgentRuntime {
                     vec![(Input::ReceiptSigned { key_id: signer.key_id().as_str().to_owned(), signature }, now)]
                 }
             };
-            self.feed(live, inputs, config.seed, observer)?;
+            self.decide(live, inputs, config.seed)?;
         }
+        self.flush(live, observer)
     }
 
     /// The providers offering an intent type in a currency, each with its identity (created on
@@ -539,13 +579,7 @@ impl AgentRuntime {
             if spec.reference_price.currency() != currency {
                 continue;
             }
-            let agent = match self.db.agent(&spec.id)? {
-                Some(agent) => agent,
-                None => {
-                    let seed = self.agent_seed(&spec.id)?;
-                    ensure_agent(&self.db, &spec.id, &spec.name, AgentRole::Provider, seed, self.clock.now_ms())?
-                }
-            };
+            let agent = self.agent(&spec.id, &spec.name, AgentRole::Provider)?;
             if agent.role != AgentRole::Provider {
                 tracing::warn!(agent = %spec.id, "the directory lists an agent of this constellation that is not a provider; skipped");
                 continue;
@@ -599,36 +633,37 @@ impl AgentRuntime {
         answers.into_iter().map(|(at, _, input)| (input, at)).collect()
     }
 
-    /// Runs inputs through the core and makes their events durable in one atomic append; then
-    /// folds the sealed events into the live state and checkpoints at the milestones.
-    fn feed(
-        &self,
-        live: &mut LiveSession,
-        inputs: Vec<(Input, u64)>,
-        seed: u64,
-        observer: &mut dyn SessionObserver,
-    ) -> Result<(), RuntimeError> {
-        let phase_before = live.state.phase;
-        let mut scratch = live.state.clone();
-        let mut drafts = Vec::new();
+    /// Runs inputs through the core. Their events wait in `live.pending` until the next flush;
+    /// `live.state` already includes them, so the next effects follow from them.
+    fn decide(&self, live: &mut LiveSession, inputs: Vec<(Input, u64)>, seed: u64) -> Result<(), RuntimeError> {
+        let mut decided_any = false;
         for (input, now) in inputs {
             // Inputs after the one that ended the session are moot; an input for a session that
             // had already ended is refused by `step`.
-            if scratch.phase.is_terminal() && !drafts.is_empty() {
+            if live.state.phase.is_terminal() && decided_any {
                 break;
             }
-            let mut rng = step_rng(seed, scratch.next_seq);
-            let step = step(&scratch, input, now, &mut rng)?;
-            drafts.extend(step.events);
-            scratch = step.state;
+            let mut rng = step_rng(seed, live.state.next_seq);
+            let step = step(&live.state, input, now, &mut rng)?;
+            live.pending.extend(step.events);
+            live.state = step.state;
+            decided_any = true;
         }
-        if drafts.is_empty() {
+        Ok(())
+    }
+
+    /// Makes the pending events durable in one atomic write, each signed by its sender, with a
+    /// checkpoint when the session has just committed or ended; then folds the sealed events
+    /// into the durable state.
+    fn flush(&self, live: &mut LiveSession, observer: &mut dyn SessionObserver) -> Result<(), RuntimeError> {
+        if live.pending.is_empty() {
             return Ok(());
         }
+        let drafts = std::mem::take(&mut live.pending);
         let mut signers = Vec::with_capacity(drafts.len());
         for draft in &drafts {
             let agent = match &draft.party {
-                Party::Buyer => live.state.buyer_id().or(scratch.buyer_id()).unwrap_or_default().to_owned(),
+                Party::Buyer => live.state.buyer_id().unwrap_or_default().to_owned(),
                 Party::Provider(id) => id.clone(),
             };
             let signer = self.signer(&agent)?;
@@ -652,27 +687,64 @@ impl AgentRuntime {
                 })
             })
             .collect::<Result<Vec<_>, RuntimeError>>()?;
-        let sealed = live.stream.append_batch(new_events)?;
+        let sealed = live.stream.seal_batch(live.head, new_events)?;
+        let Some(last) = sealed.last() else { return Ok(()) };
+        // The sealed events are the drafts `live.state` already folds; only their hashes are new.
+        let mut durable = live.state.clone();
         for event in &sealed {
-            live.state
-                .apply(
-                    event.seq,
-                    event.kind.as_str(),
-                    &event.body,
-                    event.signer.as_ref().map(KeyId::as_str),
-                    event.at_ms,
-                    Some(&event.hash),
-                )
-                .map_err(|e| RuntimeError::Transcript(e.into()))?;
-            observer.on_event(&live.state, event);
+            durable.record_hash(event.seq, &event.hash);
         }
-        let phase_after = live.state.phase;
-        let milestone = matches!(phase_after, Phase::Committed | Phase::Completed | Phase::Failed);
-        if phase_after != phase_before && milestone {
-            self.store_checkpoint(live)?;
+        let milestone = matches!(durable.phase, Phase::Committed | Phase::Completed | Phase::Failed)
+            && durable.phase != live.durable.phase;
+        let checkpoint = if milestone {
+            let state = state_json(&durable)?;
+            Some(pactum_transcripts::Checkpoint {
+                stream: live.stream.id().clone(),
+                seq: last.seq,
+                event_hash: last.hash,
+                state_hash: pactum_transcripts::state_hash(&state)
+                    .map_err(pactum_transcripts::TranscriptError::from)?,
+                state,
+                created_at_ms: last.at_ms,
+            })
+        } else {
+            None
+        };
+        let ended = durable.phase.is_terminal();
+        let owner_change = match (live.claimed, ended) {
+            (false, false) => Some(pactum_memory::OwnerChange::Claim {
+                session_id: &live.session_id,
+                owner: &self.owner,
+                at_ms: last.at_ms,
+            }),
+            (true, true) => {
+                Some(pactum_memory::OwnerChange::Release { session_id: &live.session_id, owner: &self.owner })
+            }
+            // A session that ends in its first write is never held by anyone.
+            (false, true) | (true, false) => None,
+        };
+        let checkpoint_id = live
+            .stream
+            .store()
+            .append_session(live.stream.id(), &sealed, checkpoint.as_ref(), owner_change)
+            .map_err(pactum_transcripts::TranscriptError::from)?;
+        live.head = Some(pactum_transcripts::Head { seq: last.seq, hash: last.hash, at_ms: last.at_ms });
+        if checkpoint_id.is_some() {
+            live.checkpoint_seq = Some(last.seq);
+        }
+        live.claimed = !ended;
+        live.released = ended;
+        live.durable = durable;
+        live.state = live.durable.clone();
+        for event in &sealed {
+            observer.on_event(&live.state, event);
         }
         Ok(())
     }
+}
+
+fn state_json(state: &SessionState) -> Result<serde_json::Value, RuntimeError> {
+    serde_json::to_value(state).map_err(|e| RuntimeError::Io(std::io::Error::other(e)))
 }
 
 /// A session's state: its latest checkpoint plus the events after it, verified on the way.
@@ -720,11 +792,45 @@ fn rail_store_error(error: RailError) -> RuntimeError {
     }
 }
 
-/// A session being driven: its id, state and stream.
+/// A session being driven.
 struct LiveSession {
     session_id: String,
+    /// The state including pending events: what the next effects follow from.
     state: SessionState,
+    /// The fold of the durable events only.
+    durable: SessionState,
+    /// Decided, not yet durable.
+    pending: Vec<EventDraft>,
     stream: TranscriptStream<ConstellationEventStore>,
+    /// The last durable event, as this process wrote or read it.
+    head: Option<pactum_transcripts::Head>,
+    /// Seq of the checkpoint this process last stored.
+    checkpoint_seq: Option<u64>,
+    /// Whether this process holds the session (a new one is claimed by its first write).
+    claimed: bool,
+    /// Whether the write that ended the session also let go of it.
+    released: bool,
+}
+
+impl LiveSession {
+    fn new(
+        session_id: String,
+        state: SessionState,
+        stream: TranscriptStream<ConstellationEventStore>,
+        head: Option<pactum_transcripts::Head>,
+    ) -> Self {
+        Self {
+            session_id,
+            durable: state.clone(),
+            state,
+            pending: Vec::new(),
+            stream,
+            head,
+            checkpoint_seq: None,
+            claimed: true,
+            released: false,
+        }
+    }
 }
 
 /// The fold of session events, for replays and checkpoints.
