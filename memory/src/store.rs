@@ -3,7 +3,7 @@
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
@@ -79,6 +79,68 @@ pub struct Constellation {
     path: PathBuf,
     durability: Durability,
     connection: Mutex<Connection>,
+    /// Copies the write-ahead log into the file in the background (writable files only).
+    checkpointer: Option<Checkpointer>,
+}
+
+/// How often the background checkpointer copies the write-ahead log into the file.
+const CHECKPOINT_INTERVAL_MS: u64 = 50;
+
+/// Copies the write-ahead log back into the file from its own connection and thread, with
+/// `PRAGMA wal_checkpoint(PASSIVE)`, which never blocks writers. Without it, the commit that
+/// crosses SQLite's auto-checkpoint threshold copies megabytes while every other thread of the
+/// process waits for the connection: the worst latencies of concurrent negotiations.
+#[derive(Debug)]
+struct Checkpointer {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Option<Self> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = match Connection::open_with_flags(path, flags) {
+            Ok(connection) => connection,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), "no background checkpoints: {error}");
+                return None;
+            }
+        };
+        let _ = connection.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS));
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let signal = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("pactum-checkpoint".into())
+            .spawn(move || {
+                let (lock, wake) = &*signal;
+                loop {
+                    let stopped = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                    let (stopped, _) = wake
+                        .wait_timeout_while(stopped, Duration::from_millis(CHECKPOINT_INTERVAL_MS), |stop| !*stop)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if *stopped {
+                        return;
+                    }
+                    drop(stopped);
+                    if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::debug!("background checkpoint: {error}");
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.stop;
+        *lock.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The 100-byte SQLite header fields Pactum identifies a file by.
@@ -256,12 +318,18 @@ impl Constellation {
         let connection = Connection::open_with_flags(path, flags).map_err(|e| StoreError::sqlite(path, e))?;
         connection.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(|e| StoreError::sqlite(path, e))?;
         let read_only = connection.is_readonly(rusqlite::MAIN_DB).map_err(|e| StoreError::sqlite(path, e))?;
-        let store = Self { path: path.to_owned(), durability: options.durability, connection: Mutex::new(connection) };
+        let mut store = Self {
+            path: path.to_owned(),
+            durability: options.durability,
+            connection: Mutex::new(connection),
+            checkpointer: None,
+        };
         if read_only {
             // A write-protected file (an evidence copy, say) can be read but not migrated.
             store.check_read_only()?;
         } else {
             store.configure_and_migrate()?;
+            store.checkpointer = Checkpointer::start(path);
         }
         tracing::debug!(path = %path.display(), durability = ?options.durability, read_only, "constellation opened");
         Ok(store)

@@ -474,11 +474,11 @@ impl AgentRuntime {
         Ok(recovered)
     }
 
-    /// Performs effects and feeds their results back until the session ends. Steps whose
-    /// effects stay inside this process (discovery, simulated providers, automatic approval,
-    /// receipt signatures with local keys) accumulate; they are made durable in one write before
-    /// anything leaves the process (a rail step, a question to the buyer) and at the end. A
-    /// crash loses only steps with no outside effect, which a resume decides again identically.
+    /// Performs effects and feeds their results back until the session ends. Steps accumulate
+    /// and are made durable in one write before money first moves (the rail's prepare), before
+    /// a question to the buyer, and at the end. A crash loses only steps that a resume decides
+    /// again identically: discovery, simulated providers, automatic approval and receipt
+    /// signatures are deterministic, and rail steps after prepare are idempotent.
     fn drive(
         &self,
         live: &mut LiveSession,
@@ -490,8 +490,11 @@ impl AgentRuntime {
         loop {
             let effects = live.state.effects();
             let Some(first) = effects.first() else { break };
+            // Money first moves at prepare: the commitment must be durable by then. Later rail
+            // steps follow from it (or from a recorded failure) and are idempotent, so a crash
+            // before their evidence is written only makes the resume find them done.
             let external = match first {
-                Effect::Rail { .. } => true,
+                Effect::Rail { phase, .. } => *phase == RailPhase::Prepare,
                 Effect::AskApproval { .. } => !config.auto_approve,
                 Effect::Discover { .. } | Effect::RequestQuote { .. } | Effect::SignReceipt { .. } => false,
             };
