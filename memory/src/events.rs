@@ -256,38 +256,79 @@ impl Constellation {
         checkpoint: Option<&CheckpointRow>,
         owner_change: Option<crate::sessions::OwnerChange<'_>>,
     ) -> Result<Option<u64>, StoreError> {
-        let Some(first) = rows.first() else { return Ok(None) };
-        self.write(|tx| {
-            if let Some(change) = &owner_change {
-                crate::sessions::change_owner(tx, change, stream_id)?;
-            }
-            match read_stream(tx, stream_id)? {
-                Some(existing) if existing.genesis != genesis => {
-                    return Err(StoreError::Corrupt { detail: format!("stream {stream_id} has a different genesis") });
-                }
-                Some(_) => {}
-                None if first.seq == 0 => {
-                    tx.prepare_cached(
-                        "INSERT INTO transcript_streams (stream_id, origin, genesis, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
-                    )
-                    .and_then(|mut insert| {
-                        insert.execute(params![
-                            stream_id,
-                            StreamOrigin::Local.as_str(),
-                            genesis.as_slice(),
-                            i64::try_from(first.at_ms).unwrap_or(i64::MAX)
-                        ])
-                    })
-                    .map_err(sql_error)?;
-                }
-                None => return Err(StoreError::StreamNotFound(stream_id.to_owned())),
-            }
-            append_rows(tx, stream_id, rows)?;
-            checkpoint.map(|checkpoint| insert_checkpoint(tx, checkpoint)).transpose()
-        })
-        .map_err(|e| self.with_path(e))
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        self.append_session_events_then(stream_id, genesis, rows, checkpoint, owner_change, |_| Ok::<_, StoreError>(()))
+            .map(|(checkpoint_id, ())| checkpoint_id)
     }
 
+    /// [`Constellation::append_session_events`], then `then` with the ledger, all in one
+    /// transaction: what the session recorded and what `then` moves on the ledger commit
+    /// together or not at all. `rows` may be empty (only `then` runs). An error from `then`
+    /// rolls everything back.
+    pub fn append_session_events_then<T, E: From<StoreError>>(
+        &self,
+        stream_id: &str,
+        genesis: [u8; 32],
+        rows: &[EventRow],
+        checkpoint: Option<&CheckpointRow>,
+        owner_change: Option<crate::sessions::OwnerChange<'_>>,
+        then: impl FnOnce(&crate::ledger::LedgerTx<'_>) -> Result<T, E>,
+    ) -> Result<(Option<u64>, T), E> {
+        let mut connection = self.lock();
+        let transaction = connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| E::from(StoreError::sqlite(self.path(), e)))?;
+        let checkpoint_id = match rows.first() {
+            None => None,
+            Some(first) => append_session_rows(&transaction, stream_id, genesis, first, rows, checkpoint, owner_change)
+                .map_err(|e| E::from(self.with_path(e)))?,
+        };
+        let value = then(&crate::ledger::LedgerTx::new(&transaction))?;
+        transaction.commit().map_err(|e| E::from(StoreError::sqlite(self.path(), e)))?;
+        Ok((checkpoint_id, value))
+    }
+}
+
+fn append_session_rows(
+    tx: &Transaction<'_>,
+    stream_id: &str,
+    genesis: [u8; 32],
+    first: &EventRow,
+    rows: &[EventRow],
+    checkpoint: Option<&CheckpointRow>,
+    owner_change: Option<crate::sessions::OwnerChange<'_>>,
+) -> Result<Option<u64>, StoreError> {
+    if let Some(change) = &owner_change {
+        crate::sessions::change_owner(tx, change, stream_id)?;
+    }
+    match read_stream(tx, stream_id)? {
+        Some(existing) if existing.genesis != genesis => {
+            return Err(StoreError::Corrupt { detail: format!("stream {stream_id} has a different genesis") });
+        }
+        Some(_) => {}
+        None if first.seq == 0 => {
+            tx.prepare_cached(
+                "INSERT INTO transcript_streams (stream_id, origin, genesis, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![
+                    stream_id,
+                    StreamOrigin::Local.as_str(),
+                    genesis.as_slice(),
+                    i64::try_from(first.at_ms).unwrap_or(i64::MAX)
+                ])
+            })
+            .map_err(sql_error)?;
+        }
+        None => return Err(StoreError::StreamNotFound(stream_id.to_owned())),
+    }
+    append_rows(tx, stream_id, rows)?;
+    checkpoint.map(|checkpoint| insert_checkpoint(tx, checkpoint)).transpose()
+}
+
+impl Constellation {
     /// Up to `limit` events with `seq >= from_seq`. The rows read back are checked against the
     /// chain's shape (contiguous seqs, each `prev` the hash before it, the last one matching the
     /// recorded head); a mismatch is [`StoreError::Corrupt`], never silently returned.

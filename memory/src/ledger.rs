@@ -233,17 +233,7 @@ impl Constellation {
         accounts: &[(&str, AccountKind)],
         request: &TransferRequest,
     ) -> Result<Result<TransferOutcome, LedgerError>, StoreError> {
-        self.write(|tx| {
-            for (account_id, kind) in accounts {
-                ensure_account_in(tx, account_id, *kind, &request.currency, request.at_ms)?;
-            }
-            match apply_transfer(tx, request) {
-                Ok(outcome) => Ok(Ok(outcome)),
-                Err(LedgerOrStore::Ledger(error)) => Ok(Err(error)),
-                Err(LedgerOrStore::Store(error)) => Err(error),
-            }
-        })
-        .map_err(|e| self.with_path(e))
+        self.write(|tx| transfer_ensuring_in(tx, accounts, request)).map_err(|e| self.with_path(e))
     }
 
     /// Applies a transfer exactly once: debit and credit in one transaction, refused (nothing
@@ -315,6 +305,55 @@ impl Constellation {
 }
 
 /// A refusal (nothing written) or a store failure (the transaction rolls back).
+/// The ledger inside a write transaction that also records something else (a session's
+/// events): its transfers commit or roll back together with that record.
+#[derive(Clone, Copy)]
+pub struct LedgerTx<'t> {
+    tx: &'t Transaction<'t>,
+}
+
+impl std::fmt::Debug for LedgerTx<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("LedgerTx")
+    }
+}
+
+impl<'t> LedgerTx<'t> {
+    pub(crate) fn new(tx: &'t Transaction<'t>) -> Self {
+        Self { tx }
+    }
+
+    /// [`Constellation::transfer_ensuring`], inside this transaction.
+    pub fn transfer_ensuring(
+        &self,
+        accounts: &[(&str, AccountKind)],
+        request: &TransferRequest,
+    ) -> Result<Result<TransferOutcome, LedgerError>, StoreError> {
+        transfer_ensuring_in(self.tx, accounts, request)
+    }
+
+    /// [`Constellation::transfer_by_key`], inside this transaction (it sees the transaction's
+    /// own transfers).
+    pub fn transfer_by_key(&self, idempotency_key: &str) -> Result<Option<Transfer>, StoreError> {
+        read_transfer(self.tx, idempotency_key)
+    }
+}
+
+fn transfer_ensuring_in(
+    tx: &Transaction<'_>,
+    accounts: &[(&str, AccountKind)],
+    request: &TransferRequest,
+) -> Result<Result<TransferOutcome, LedgerError>, StoreError> {
+    for (account_id, kind) in accounts {
+        ensure_account_in(tx, account_id, *kind, &request.currency, request.at_ms)?;
+    }
+    match apply_transfer(tx, request) {
+        Ok(outcome) => Ok(Ok(outcome)),
+        Err(LedgerOrStore::Ledger(error)) => Ok(Err(error)),
+        Err(LedgerOrStore::Store(error)) => Err(error),
+    }
+}
+
 enum LedgerOrStore {
     Ledger(LedgerError),
     Store(StoreError),

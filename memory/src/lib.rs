@@ -24,7 +24,9 @@ mod store;
 pub use agents::{AgentRecord, AgentRole, SecretSeed};
 pub use error::StoreError;
 pub use events::{CheckpointRow, EventRow, StreamOrigin, StreamRecord};
-pub use ledger::{Account, AccountKind, LedgerCheck, LedgerError, Transfer, TransferOutcome, TransferRequest};
+pub use ledger::{
+    Account, AccountKind, LedgerCheck, LedgerError, LedgerTx, Transfer, TransferOutcome, TransferRequest,
+};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use sessions::{OwnerChange, SessionRow};
 pub use store::{BUSY_TIMEOUT_MS, BackupReport, Constellation, Durability, Info, OpenOptions};

@@ -169,6 +169,15 @@ fn run(
     (started.elapsed(), latencies, events, rounds)
 }
 
+/// Bytes this process has caused to be written to storage so far (Linux `/proc/self/io`;
+/// 0 elsewhere): the WAL, checkpoints into the file, and anything else.
+fn written_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|io| io.lines().find_map(|line| line.strip_prefix("write_bytes: ")?.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
 fn percentile(sorted: &[Duration], percent: usize) -> Duration {
     sorted[(sorted.len() * percent / 100).min(sorted.len() - 1)]
 }
@@ -179,6 +188,7 @@ fn case(name: &str, threads: usize, durability: Durability, count: usize) {
     let mut seed = 1;
     run(&runtime, threads, count / 4, seed);
     seed += count as u64;
+    let written_before = written_bytes();
     let mut rates = Vec::with_capacity(RUNS);
     let mut latencies = Vec::new();
     let (mut events, mut rounds, mut negotiations) = (0, 0, 0);
@@ -195,15 +205,20 @@ fn case(name: &str, threads: usize, durability: Durability, count: usize) {
     latencies.sort();
     let median = rates[rates.len() / 2];
     let (p50, p99) = (percentile(&latencies, 50), percentile(&latencies, 99));
+    let written = written_bytes().saturating_sub(written_before);
+    let file_size = std::fs::metadata(dir.path().join("bench.db")).map(|m| m.len()).unwrap_or(0);
     let verdict = if median >= TARGET_PER_SECOND && p99 <= TARGET_P99 { "pass" } else { "MISS" };
     println!(
-        "{name:<44} {median:>8.0}/s  (runs {:.0}-{:.0})  p50 {:>6.2} ms  p99 {:>6.2} ms  {:.1} events, {:.1} rounds each  {verdict}",
+        "{name:<44} {median:>8.0}/s  (runs {:.0}-{:.0})  p50 {:>6.2} ms  p99 {:>6.2} ms  {:.1} events, {:.1} rounds, \
+         {:.1} KiB written, {:.1} KiB of file each  {verdict}",
         rates[0],
         rates[rates.len() - 1],
         p50.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3,
         events as f64 / negotiations as f64,
         rounds as f64 / negotiations as f64,
+        written as f64 / negotiations as f64 / 1024.0,
+        file_size as f64 / (negotiations + count as u64 / 4) as f64 / 1024.0,
     );
     // Every session recorded must check out (skipped when profiling the negotiations alone).
     if std::env::var_os("PACTUM_BENCH_SKIP_CHECK").is_none() {

@@ -2,11 +2,14 @@
 
 use std::sync::Arc;
 
-use pactum_memory::{CheckpointRow, Constellation, EventRow, OwnerChange, StoreError as DbError};
+use pactum_memory::{CheckpointRow, Constellation, EventRow, LedgerTx, OwnerChange, StoreError as DbError};
 use pactum_transcripts::canonical::{parse_strict, to_canonical_string};
 use pactum_transcripts::{
     Checkpoint, CheckpointId, Digest, Event, EventKind, EventStore, Head, KeyId, SignatureBytes, StoreError, StreamId,
+    TranscriptError,
 };
+
+use crate::error::RuntimeError;
 
 /// Transcript streams stored in a constellation. Appends are single SQLite transactions: an
 /// event is durable when `append` returns `Ok`. A stream is created by its first append, in the
@@ -92,6 +95,40 @@ impl ConstellationEventStore {
             .append_session_events(stream.as_str(), genesis, &rows, checkpoint.as_ref(), owner_change)
             .map(|id| id.map(CheckpointId))
             .map_err(|e| map_db_error(stream, e))
+    }
+
+    /// [`ConstellationEventStore::append_session`], then `then` with the ledger, in the same
+    /// transaction: an error from `then` rolls the events back too.
+    pub fn append_session_then<T>(
+        &self,
+        stream: &StreamId,
+        events: &[Event],
+        checkpoint: Option<&Checkpoint>,
+        owner_change: Option<OwnerChange<'_>>,
+        then: impl FnOnce(&LedgerTx<'_>) -> Result<T, RuntimeError>,
+    ) -> Result<(Option<CheckpointId>, T), RuntimeError> {
+        /// Tells the write's own failures (mapped like every append's) from `then`'s.
+        enum WriteError {
+            Db(DbError),
+            Then(RuntimeError),
+        }
+        impl From<DbError> for WriteError {
+            fn from(error: DbError) -> Self {
+                Self::Db(error)
+            }
+        }
+        let rows = events.iter().map(to_row).collect::<Result<Vec<_>, _>>().map_err(TranscriptError::from)?;
+        let checkpoint = checkpoint.map(checkpoint_row).transpose().map_err(TranscriptError::from)?;
+        let genesis = *stream.genesis().as_bytes();
+        self.db
+            .append_session_events_then(stream.as_str(), genesis, &rows, checkpoint.as_ref(), owner_change, |ledger| {
+                then(ledger).map_err(WriteError::Then)
+            })
+            .map(|(id, value)| (id.map(CheckpointId), value))
+            .map_err(|error| match error {
+                WriteError::Db(error) => TranscriptError::from(map_db_error(stream, error)).into(),
+                WriteError::Then(error) => error,
+            })
     }
 }
 

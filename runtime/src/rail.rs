@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use pactum_memory::{AccountKind, Constellation, LedgerError, StoreError, TransferOutcome, TransferRequest};
+use pactum_memory::{
+    AccountKind, Constellation, LedgerError, LedgerTx, StoreError, Transfer, TransferOutcome, TransferRequest,
+};
 
 use crate::failure::FailureCode;
 use crate::money::Money;
@@ -136,6 +138,45 @@ pub fn fund_wallet(
         .map_err(|error| RailError::Refused(error.to_string()))
 }
 
+/// Where the ledger rail reads and moves money: the constellation (each step its own
+/// transaction) or a transaction that also records the session's events.
+trait Ledger {
+    fn transfer_ensuring(
+        &self,
+        accounts: &[(&str, AccountKind)],
+        request: &TransferRequest,
+    ) -> Result<Result<TransferOutcome, LedgerError>, StoreError>;
+    fn transfer_by_key(&self, idempotency_key: &str) -> Result<Option<Transfer>, StoreError>;
+}
+
+impl Ledger for Constellation {
+    fn transfer_ensuring(
+        &self,
+        accounts: &[(&str, AccountKind)],
+        request: &TransferRequest,
+    ) -> Result<Result<TransferOutcome, LedgerError>, StoreError> {
+        Constellation::transfer_ensuring(self, accounts, request)
+    }
+
+    fn transfer_by_key(&self, idempotency_key: &str) -> Result<Option<Transfer>, StoreError> {
+        Constellation::transfer_by_key(self, idempotency_key)
+    }
+}
+
+impl Ledger for LedgerTx<'_> {
+    fn transfer_ensuring(
+        &self,
+        accounts: &[(&str, AccountKind)],
+        request: &TransferRequest,
+    ) -> Result<Result<TransferOutcome, LedgerError>, StoreError> {
+        LedgerTx::transfer_ensuring(self, accounts, request)
+    }
+
+    fn transfer_by_key(&self, idempotency_key: &str) -> Result<Option<Transfer>, StoreError> {
+        LedgerTx::transfer_by_key(self, idempotency_key)
+    }
+}
+
 /// The rail over the constellation's ledger.
 #[derive(Clone, Debug)]
 pub struct LedgerRail {
@@ -153,15 +194,68 @@ impl LedgerRail {
         format!("{}:{}", request.payment_id, phase.as_str())
     }
 
-    fn done(&self, request: &PaymentRequest, phase: RailPhase) -> Result<bool, RailError> {
-        Ok(self.db.transfer_by_key(&Self::key(request, phase))?.is_some())
+    fn done(ledger: &dyn Ledger, request: &PaymentRequest, phase: RailPhase) -> Result<bool, RailError> {
+        Ok(ledger.transfer_by_key(&Self::key(request, phase))?.is_some())
+    }
+
+    /// Applies one step inside `ledger`'s transaction, which also records the session's events
+    /// up to the step: the runtime's way of settling on this rail, one commit for both.
+    pub fn apply_in(
+        &self,
+        ledger: &LedgerTx<'_>,
+        phase: RailPhase,
+        request: &PaymentRequest,
+        at_ms: u64,
+    ) -> Result<RailEvidence, RailError> {
+        Self::apply(ledger, phase, request, at_ms)
+    }
+
+    fn apply(
+        ledger: &dyn Ledger,
+        phase: RailPhase,
+        request: &PaymentRequest,
+        at_ms: u64,
+    ) -> Result<RailEvidence, RailError> {
+        let currency = request.amount.currency().code();
+        let (from, to) = match phase {
+            RailPhase::Prepare => {
+                if request.payer == request.payee {
+                    return Err(RailError::Refused("payer and payee are the same agent".into()));
+                }
+                (
+                    (wallet_account(&request.payer, currency), AccountKind::Wallet),
+                    (escrow_account(&request.payment_id), AccountKind::Escrow),
+                )
+            }
+            // Moves the hold to the provider. Escrow holds exactly this payment, so a payment
+            // never prepared, or already aborted, has an empty escrow and the transfer is refused.
+            RailPhase::Commit => (
+                (escrow_account(&request.payment_id), AccountKind::Escrow),
+                (provider_account(&request.payee, currency), AccountKind::Provider),
+            ),
+            // Returns the hold to the payer; refused (by the empty escrow) after a commit.
+            RailPhase::Abort => (
+                (escrow_account(&request.payment_id), AccountKind::Escrow),
+                (wallet_account(&request.payer, currency), AccountKind::Wallet),
+            ),
+            RailPhase::Refund => {
+                if !Self::done(ledger, request, RailPhase::Commit)? {
+                    return Err(RailError::Refused(format!("payment {} was not committed", request.payment_id)));
+                }
+                (
+                    (provider_account(&request.payee, currency), AccountKind::Provider),
+                    (wallet_account(&request.payer, currency), AccountKind::Wallet),
+                )
+            }
+        };
+        Self::step(ledger, request, phase, from, to, at_ms)
     }
 
     /// Applies one step's transfer and checks that the transfer the ledger holds under the
     /// step's key is exactly the one asked for (fail closed: anything else is invalid evidence).
     /// A refused transfer is explained by `diagnose`, which may look at the payment's other steps.
     fn step(
-        &self,
+        ledger: &dyn Ledger,
         request: &PaymentRequest,
         phase: RailPhase,
         (from_account, from_kind): (String, AccountKind),
@@ -179,7 +273,7 @@ impl LedgerRail {
             at_ms,
         };
         let accounts = [(transfer.from_account.as_str(), from_kind), (transfer.to_account.as_str(), to_kind)];
-        let outcome = match self.db.transfer_ensuring(&accounts, &transfer)? {
+        let outcome = match ledger.transfer_ensuring(&accounts, &transfer)? {
             Ok(outcome) => outcome,
             Err(LedgerError::InsufficientFunds { .. }) if phase == RailPhase::Prepare => {
                 return Err(RailError::InsufficientFunds(format!(
@@ -187,7 +281,9 @@ impl LedgerRail {
                     transfer.from_account, request.amount
                 )));
             }
-            Err(error) => return Err(self.diagnose(request, phase).unwrap_or(RailError::Refused(error.to_string()))),
+            Err(error) => {
+                return Err(Self::diagnose(ledger, request, phase).unwrap_or(RailError::Refused(error.to_string())));
+            }
         };
         let recorded = outcome.transfer();
         let matches = recorded.request.idempotency_key == transfer.idempotency_key
@@ -214,8 +310,8 @@ impl LedgerRail {
     }
 
     /// Why a step after prepare cannot run, in terms of the payment's other steps.
-    fn diagnose(&self, request: &PaymentRequest, phase: RailPhase) -> Option<RailError> {
-        let done = |step: RailPhase| self.done(request, step).unwrap_or(false);
+    fn diagnose(ledger: &dyn Ledger, request: &PaymentRequest, phase: RailPhase) -> Option<RailError> {
+        let done = |step: RailPhase| Self::done(ledger, request, step).unwrap_or(false);
         let id = &request.payment_id;
         match phase {
             RailPhase::Commit | RailPhase::Abort if !done(RailPhase::Prepare) => {
@@ -241,55 +337,18 @@ impl Rail for LedgerRail {
     }
 
     fn prepare(&self, request: &PaymentRequest, at_ms: u64) -> Result<RailEvidence, RailError> {
-        if request.payer == request.payee {
-            return Err(RailError::Refused("payer and payee are the same agent".into()));
-        }
-        let currency = request.amount.currency().code();
-        self.step(
-            request,
-            RailPhase::Prepare,
-            (wallet_account(&request.payer, currency), AccountKind::Wallet),
-            (escrow_account(&request.payment_id), AccountKind::Escrow),
-            at_ms,
-        )
+        Self::apply(&*self.db, RailPhase::Prepare, request, at_ms)
     }
 
-    /// Moves the hold to the provider. Escrow holds exactly this payment, so a payment never
-    /// prepared, or already aborted, has an empty escrow and the transfer is refused.
     fn commit(&self, request: &PaymentRequest, at_ms: u64) -> Result<RailEvidence, RailError> {
-        let currency = request.amount.currency().code();
-        self.step(
-            request,
-            RailPhase::Commit,
-            (escrow_account(&request.payment_id), AccountKind::Escrow),
-            (provider_account(&request.payee, currency), AccountKind::Provider),
-            at_ms,
-        )
+        Self::apply(&*self.db, RailPhase::Commit, request, at_ms)
     }
 
-    /// Returns the hold to the payer; refused (by the empty escrow) after a commit.
     fn abort(&self, request: &PaymentRequest, at_ms: u64) -> Result<RailEvidence, RailError> {
-        let currency = request.amount.currency().code();
-        self.step(
-            request,
-            RailPhase::Abort,
-            (escrow_account(&request.payment_id), AccountKind::Escrow),
-            (wallet_account(&request.payer, currency), AccountKind::Wallet),
-            at_ms,
-        )
+        Self::apply(&*self.db, RailPhase::Abort, request, at_ms)
     }
 
     fn refund(&self, request: &PaymentRequest, at_ms: u64) -> Result<RailEvidence, RailError> {
-        if !self.done(request, RailPhase::Commit)? {
-            return Err(RailError::Refused(format!("payment {} was not committed", request.payment_id)));
-        }
-        let currency = request.amount.currency().code();
-        self.step(
-            request,
-            RailPhase::Refund,
-            (provider_account(&request.payee, currency), AccountKind::Provider),
-            (wallet_account(&request.payer, currency), AccountKind::Wallet),
-            at_ms,
-        )
+        Self::apply(&*self.db, RailPhase::Refund, request, at_ms)
     }
 }

@@ -23,7 +23,7 @@ use crate::event_store::ConstellationEventStore;
 use crate::identities::{DEFAULT_BUYER_ID, derive_agent_seed, ensure_agent, signer_for};
 use crate::intent::{Intent, StaticPolicy};
 use crate::money::{Currency, Money};
-use crate::rail::{LedgerRail, Rail, RailError, RailPhase, fund_wallet};
+use crate::rail::{LedgerRail, RailError, RailPhase, fund_wallet};
 use crate::session::model::*;
 use crate::session::step::*;
 use crate::strategy::{ProviderAnswer, Strategy, simulate_provider};
@@ -475,10 +475,11 @@ impl AgentRuntime {
     }
 
     /// Performs effects and feeds their results back until the session ends. Steps accumulate
-    /// and are made durable in one write before money first moves (the rail's prepare), before
-    /// a question to the buyer, and at the end. A crash loses only steps that a resume decides
-    /// again identically: discovery, simulated providers, automatic approval and receipt
-    /// signatures are deterministic, and rail steps after prepare are idempotent.
+    /// and are made durable in one write before a question to the buyer, together with the
+    /// ledger's settlement (see [`AgentRuntime::settle`]), and at the end. A crash loses only
+    /// steps that a resume decides again identically: discovery, simulated providers,
+    /// automatic approval and receipt signatures are deterministic, and rail steps are
+    /// idempotent and never happen before the decisions that led to them are durable.
     fn drive(
         &self,
         live: &mut LiveSession,
@@ -490,15 +491,15 @@ impl AgentRuntime {
         loop {
             let effects = live.state.effects();
             let Some(first) = effects.first() else { break };
-            // Money first moves at prepare: the commitment must be durable by then. Later rail
-            // steps follow from it (or from a recorded failure) and are idempotent, so a crash
-            // before their evidence is written only makes the resume find them done.
-            let external = match first {
-                Effect::Rail { phase, .. } => *phase == RailPhase::Prepare,
-                Effect::AskApproval { .. } => !config.auto_approve,
-                Effect::Discover { .. } | Effect::RequestQuote { .. } | Effect::SignReceipt { .. } => false,
-            };
-            if external {
+            if matches!(first, Effect::Rail { .. }) {
+                if self.settle(live, &config, &mut abort_attempts, observer)? {
+                    continue;
+                }
+                tracing::warn!(session = %live.session_id, "the rail keeps refusing to release the hold; leaving the session for recovery");
+                break;
+            }
+            // A person may take a while to answer: what led to the question is made durable first.
+            if matches!(first, Effect::AskApproval { .. }) && !config.auto_approve {
                 self.flush(live, observer)?;
             }
             let now = self.clock.now_ms().max(live.state.last_at_ms);
@@ -526,41 +527,8 @@ impl AgentRuntime {
                     let now = self.clock.now_ms().max(now);
                     vec![(Input::Approval { approved, by: by.to_owned() }, now)]
                 }
-                Effect::Rail { phase, request } => {
-                    if *phase == RailPhase::Abort {
-                        abort_attempts += 1;
-                        if abort_attempts > ABORT_ATTEMPTS_MAX {
-                            tracing::warn!(session = %live.session_id, "the rail keeps refusing to release the hold; leaving the session for recovery");
-                            break;
-                        }
-                    }
-                    let result = match phase {
-                        RailPhase::Prepare => self.rail.prepare(request, now),
-                        RailPhase::Commit => self.rail.commit(request, now),
-                        RailPhase::Abort => self.rail.abort(request, now),
-                        RailPhase::Refund => self.rail.refund(request, now),
-                    };
-                    if self.stop_after_rail == Some(*phase) {
-                        return Err(RuntimeError::InjectedStop(phase.as_str()));
-                    }
-                    let outcome = match result {
-                        Ok(evidence) => Ok(EvidenceBody {
-                            phase: evidence.phase.as_str().to_owned(),
-                            rail: evidence.rail.to_owned(),
-                            payment_id: evidence.payment_id,
-                            reference: evidence.reference,
-                            amount: PriceBody {
-                                amount_minor: evidence.amount_minor,
-                                currency: evidence.currency.to_owned(),
-                            },
-                        }),
-                        // The database failing is not the rail refusing: the session stays as it
-                        // is and the step is retried on resume.
-                        Err(RailError::Store(error)) => return Err(error.into()),
-                        Err(error) => Err(RailFailure { code: error.failure_code(*phase), detail: error.to_string() }),
-                    };
-                    vec![(Input::Rail { phase: *phase, outcome }, now)]
-                }
+                // Handled above.
+                Effect::Rail { .. } => continue,
                 Effect::SignReceipt { provider, digest, .. } => {
                     let signer = self.signer(provider)?;
                     let signature = signer.sign_digest(digest);
@@ -639,28 +607,96 @@ impl AgentRuntime {
     /// Runs inputs through the core. Their events wait in `live.pending` until the next flush;
     /// `live.state` already includes them, so the next effects follow from them.
     fn decide(&self, live: &mut LiveSession, inputs: Vec<(Input, u64)>, seed: u64) -> Result<(), RuntimeError> {
-        let mut decided_any = false;
-        for (input, now) in inputs {
-            // Inputs after the one that ended the session are moot; an input for a session that
-            // had already ended is refused by `step`.
-            if live.state.phase.is_terminal() && decided_any {
-                break;
-            }
-            let mut rng = step_rng(seed, live.state.next_seq);
-            let step = step(&live.state, input, now, &mut rng)?;
-            live.pending.extend(step.events);
-            live.state = step.state;
-            decided_any = true;
+        decide_into(&mut live.state, &mut live.pending, inputs, seed)
+    }
+
+    /// Applies the rail step the session asks for — and the ones that follow directly from its
+    /// outcome (commit after prepare, release after a failed commit) — in the same transaction
+    /// that makes the pending events durable. Money therefore never moves unless the decisions
+    /// that led to it are recorded, and a payment takes one commit instead of one per step. The
+    /// steps' evidence stays pending for the next write: a crash before it only makes the resume
+    /// find each step already done (the rail is idempotent). Returns `false` if the rail keeps
+    /// refusing to release a hold.
+    fn settle(
+        &self,
+        live: &mut LiveSession,
+        config: &SessionConfig,
+        abort_attempts: &mut u32,
+        observer: &mut dyn SessionObserver,
+    ) -> Result<bool, RuntimeError> {
+        let sealed = self.seal_pending(live)?;
+        let base = sealed.as_ref().map_or(&live.state, |flush| &flush.durable).clone();
+        let store = live.stream.store().clone();
+        let owner_change = sealed.as_ref().and_then(|flush| self.owner_change(live, flush));
+        let (events, checkpoint) =
+            sealed.as_ref().map_or((&[][..], None), |flush| (flush.sealed.as_slice(), flush.checkpoint.as_ref()));
+        let (checkpoint_id, run) =
+            store.append_session_then(live.stream.id(), events, checkpoint, owner_change, |ledger| {
+                let mut run = RailRun { state: base, pending: Vec::new(), applied: Vec::new(), gave_up: false };
+                while let Some(Effect::Rail { phase, request }) = run.state.effects().into_iter().next() {
+                    if phase == RailPhase::Abort {
+                        *abort_attempts += 1;
+                        if *abort_attempts > ABORT_ATTEMPTS_MAX {
+                            run.gave_up = true;
+                            break;
+                        }
+                    }
+                    let now = self.clock.now_ms().max(run.state.last_at_ms);
+                    let result = self.rail.apply_in(ledger, phase, &request, now);
+                    run.applied.push(phase);
+                    let outcome = match result {
+                        Ok(evidence) => Ok(EvidenceBody {
+                            phase: evidence.phase.as_str().to_owned(),
+                            rail: evidence.rail.to_owned(),
+                            payment_id: evidence.payment_id,
+                            reference: evidence.reference,
+                            amount: PriceBody {
+                                amount_minor: evidence.amount_minor,
+                                currency: evidence.currency.to_owned(),
+                            },
+                        }),
+                        // The database failing is not the rail refusing: the whole write rolls
+                        // back and the step is retried on resume.
+                        Err(RailError::Store(error)) => return Err(error.into()),
+                        Err(error) => Err(RailFailure { code: error.failure_code(phase), detail: error.to_string() }),
+                    };
+                    let input = vec![(Input::Rail { phase, outcome }, now)];
+                    decide_into(&mut run.state, &mut run.pending, input, config.seed)?;
+                }
+                Ok(run)
+            })?;
+        if let Some(flush) = sealed {
+            self.finish_flush(live, flush, checkpoint_id, observer);
         }
-        Ok(())
+        live.state = run.state;
+        live.pending = run.pending;
+        if let Some(phase) = self.stop_after_rail.filter(|phase| run.applied.contains(phase)) {
+            return Err(RuntimeError::InjectedStop(phase.as_str()));
+        }
+        Ok(!run.gave_up)
     }
 
     /// Makes the pending events durable in one atomic write, each signed by its sender, with a
     /// checkpoint when the session has just committed or ended; then folds the sealed events
     /// into the durable state.
     fn flush(&self, live: &mut LiveSession, observer: &mut dyn SessionObserver) -> Result<(), RuntimeError> {
+        let Some(flush) = self.seal_pending(live)? else { return Ok(()) };
+        let owner_change = self.owner_change(live, &flush);
+        let checkpoint_id = live
+            .stream
+            .store()
+            .append_session(live.stream.id(), &flush.sealed, flush.checkpoint.as_ref(), owner_change)
+            .map_err(pactum_transcripts::TranscriptError::from)?;
+        self.finish_flush(live, flush, checkpoint_id, observer);
+        Ok(())
+    }
+
+    /// Seals the pending events (each signed by its sender, chained after the durable head) and
+    /// works out what their write carries: the durable state they lead to and, when the session
+    /// has just committed or ended, a checkpoint of it. `None` when nothing is pending.
+    fn seal_pending(&self, live: &mut LiveSession) -> Result<Option<SealedFlush>, RuntimeError> {
         if live.pending.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let drafts = std::mem::take(&mut live.pending);
         let mut signers = Vec::with_capacity(drafts.len());
@@ -678,20 +714,20 @@ impl AgentRuntime {
             signers.push(signer);
         }
         let new_events = drafts
-            .iter()
+            .into_iter()
             .zip(&signers)
             .map(|(draft, signer)| {
                 Ok(NewEvent {
                     kind: EventKind::new(draft.kind)
                         .map_err(|e| RuntimeError::Io(std::io::Error::other(e.to_string())))?,
-                    body: draft.body.clone(),
+                    body: draft.body,
                     signer: Some(signer.as_ref() as &dyn EventSigner),
                     at_ms: Some(draft.at_ms),
                 })
             })
             .collect::<Result<Vec<_>, RuntimeError>>()?;
         let sealed = live.stream.seal_batch(live.head, new_events)?;
-        let Some(last) = sealed.last() else { return Ok(()) };
+        let Some(last) = sealed.last() else { return Ok(None) };
         // The sealed events are the drafts `live.state` already folds; only their hashes are new.
         let mut durable = live.state.clone();
         for event in &sealed {
@@ -713,28 +749,43 @@ impl AgentRuntime {
         } else {
             None
         };
-        let ended = durable.phase.is_terminal();
-        let owner_change = match (live.claimed, ended) {
-            (false, false) => Some(pactum_memory::OwnerChange::Claim {
-                session_id: &live.session_id,
-                owner: &self.owner,
-                at_ms: last.at_ms,
-            }),
+        Ok(Some(SealedFlush { sealed, durable, checkpoint }))
+    }
+
+    /// The change of owner a write makes: a new session is claimed by its first write, an
+    /// ended one released by its last (one that ends in its first write is never held).
+    fn owner_change<'a>(
+        &'a self,
+        live: &'a LiveSession,
+        flush: &SealedFlush,
+    ) -> Option<pactum_memory::OwnerChange<'a>> {
+        let at_ms = flush.sealed.last()?.at_ms;
+        match (live.claimed, flush.durable.phase.is_terminal()) {
+            (false, false) => {
+                Some(pactum_memory::OwnerChange::Claim { session_id: &live.session_id, owner: &self.owner, at_ms })
+            }
             (true, true) => {
                 Some(pactum_memory::OwnerChange::Release { session_id: &live.session_id, owner: &self.owner })
             }
-            // A session that ends in its first write is never held by anyone.
             (false, true) | (true, false) => None,
-        };
-        let checkpoint_id = live
-            .stream
-            .store()
-            .append_session(live.stream.id(), &sealed, checkpoint.as_ref(), owner_change)
-            .map_err(pactum_transcripts::TranscriptError::from)?;
+        }
+    }
+
+    /// Updates the live session once a sealed flush is durable, and shows its events.
+    fn finish_flush(
+        &self,
+        live: &mut LiveSession,
+        flush: SealedFlush,
+        checkpoint_id: Option<pactum_transcripts::CheckpointId>,
+        observer: &mut dyn SessionObserver,
+    ) {
+        let SealedFlush { sealed, durable, .. } = flush;
+        let Some(last) = sealed.last() else { return };
         live.head = Some(pactum_transcripts::Head { seq: last.seq, hash: last.hash, at_ms: last.at_ms });
         if checkpoint_id.is_some() {
             live.checkpoint_seq = Some(last.seq);
         }
+        let ended = durable.phase.is_terminal();
         live.claimed = !ended;
         live.released = ended;
         live.durable = durable;
@@ -742,8 +793,46 @@ impl AgentRuntime {
         for event in &sealed {
             observer.on_event(&live.state, event);
         }
-        Ok(())
     }
+}
+
+/// Pending events sealed for one write, and the durable state they lead to.
+struct SealedFlush {
+    sealed: Vec<pactum_transcripts::Event>,
+    durable: SessionState,
+    checkpoint: Option<pactum_transcripts::Checkpoint>,
+}
+
+/// What [`AgentRuntime::settle`] did inside its transaction.
+struct RailRun {
+    state: SessionState,
+    pending: Vec<EventDraft>,
+    applied: Vec<RailPhase>,
+    gave_up: bool,
+}
+
+/// Runs inputs through the core. Their events wait in `pending` until the next flush; `state`
+/// already includes them, so the next effects follow from them.
+fn decide_into(
+    state: &mut SessionState,
+    pending: &mut Vec<EventDraft>,
+    inputs: Vec<(Input, u64)>,
+    seed: u64,
+) -> Result<(), RuntimeError> {
+    let mut decided_any = false;
+    for (input, now) in inputs {
+        // Inputs after the one that ended the session are moot; an input for a session that
+        // had already ended is refused by `step`.
+        if state.phase.is_terminal() && decided_any {
+            break;
+        }
+        let mut rng = step_rng(seed, state.next_seq);
+        let step = step(state, input, now, &mut rng)?;
+        pending.extend(step.events);
+        *state = step.state;
+        decided_any = true;
+    }
+    Ok(())
 }
 
 fn state_json(state: &SessionState) -> Result<serde_json::Value, RuntimeError> {
