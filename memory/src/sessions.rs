@@ -84,42 +84,10 @@ impl Constellation {
         expected: Option<&str>,
         at_ms: u64,
     ) -> Result<bool, StoreError> {
-        self.claim_session_checked(session_id, owner, expected, None, at_ms)
-    }
-
-    /// [`Constellation::claim_session`] for a new session: the claim also fails if stream
-    /// `empty_stream` already holds events (the id is taken), all in one transaction.
-    pub fn claim_new_session(
-        &self,
-        session_id: &str,
-        owner: &str,
-        empty_stream: &str,
-        at_ms: u64,
-    ) -> Result<bool, StoreError> {
-        self.claim_session_checked(session_id, owner, None, Some(empty_stream), at_ms)
-    }
-
-    fn claim_session_checked(
-        &self,
-        session_id: &str,
-        owner: &str,
-        expected: Option<&str>,
-        empty_stream: Option<&str>,
-        at_ms: u64,
-    ) -> Result<bool, StoreError> {
         self.write(|tx| {
             let current = read_owner(tx, session_id)?;
             if current.as_deref() != expected {
                 return Ok(false);
-            }
-            if let Some(stream_id) = empty_stream {
-                let events: Option<i64> = tx
-                    .prepare_cached("SELECT event_count FROM transcript_streams WHERE stream_id = ?1")
-                    .and_then(|mut statement| statement.query_row([stream_id], |row| row.get(0)).optional())
-                    .map_err(sql_error)?;
-                if events.is_some_and(|count| count > 0) {
-                    return Ok(false);
-                }
             }
             tx.prepare_cached(
                 "INSERT INTO session_owners (session_id, owner, claimed_at_ms) VALUES (?1, ?2, ?3)
