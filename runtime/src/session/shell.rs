@@ -626,12 +626,11 @@ impl AgentRuntime {
     ) -> Result<bool, RuntimeError> {
         let sealed = self.seal_pending(live)?;
         let base = sealed.as_ref().map_or(&live.state, |flush| &flush.durable).clone();
-        let store = live.stream.store().clone();
         let owner_change = sealed.as_ref().and_then(|flush| self.owner_change(live, flush));
         let (events, checkpoint) =
             sealed.as_ref().map_or((&[][..], None), |flush| (flush.sealed.as_slice(), flush.checkpoint.as_ref()));
         let (checkpoint_id, run) =
-            store.append_session_then(live.stream.id(), events, checkpoint, owner_change, |ledger| {
+            live.stream.store().append_session_then(live.stream.id(), events, checkpoint, owner_change, |ledger| {
                 let mut run = RailRun { state: base, pending: Vec::new(), applied: Vec::new(), gave_up: false };
                 while let Some(Effect::Rail { phase, request }) = run.state.effects().into_iter().next() {
                     if phase == RailPhase::Abort {
