@@ -26,6 +26,10 @@ use pactum_runtime::{
 };
 use pactum_transcripts::Digest;
 
+/// The allocator the `pactum` program uses, so the figures are the program's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const RUNS: usize = 5;
 const NEGOTIATIONS_PER_RUN: usize = 2_000;
 const NEGOTIATIONS_PER_RUN_FULL: usize = 500;
