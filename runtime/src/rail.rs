@@ -282,7 +282,7 @@ impl LedgerRail {
                 )));
             }
             Err(error) => {
-                return Err(Self::diagnose(ledger, request, phase).unwrap_or(RailError::Refused(error.to_string())));
+                return Err(Self::diagnose(ledger, request, phase)?.unwrap_or(RailError::Refused(error.to_string())));
             }
         };
         let recorded = outcome.transfer();
@@ -310,23 +310,26 @@ impl LedgerRail {
     }
 
     /// Why a step after prepare cannot run, in terms of the payment's other steps.
-    fn diagnose(ledger: &dyn Ledger, request: &PaymentRequest, phase: RailPhase) -> Option<RailError> {
-        let done = |step: RailPhase| Self::done(ledger, request, step).unwrap_or(false);
+    /// Why a step after prepare cannot run, in terms of the payment's other steps. A database
+    /// error reading them is passed up (inside a session's write it must roll everything back).
+    fn diagnose(
+        ledger: &dyn Ledger,
+        request: &PaymentRequest,
+        phase: RailPhase,
+    ) -> Result<Option<RailError>, RailError> {
+        let done = |step: RailPhase| Self::done(ledger, request, step);
         let id = &request.payment_id;
+        let refused = |why: String| Ok(Some(RailError::Refused(why)));
         match phase {
-            RailPhase::Commit | RailPhase::Abort if !done(RailPhase::Prepare) => {
-                Some(RailError::Refused(format!("payment {id} was not prepared")))
+            RailPhase::Commit | RailPhase::Abort if !done(RailPhase::Prepare)? => {
+                refused(format!("payment {id} was not prepared"))
             }
-            RailPhase::Commit if done(RailPhase::Abort) => {
-                Some(RailError::Refused(format!("payment {id} was aborted")))
+            RailPhase::Commit if done(RailPhase::Abort)? => refused(format!("payment {id} was aborted")),
+            RailPhase::Abort if done(RailPhase::Commit)? => {
+                refused(format!("payment {id} was committed; refund it instead"))
             }
-            RailPhase::Abort if done(RailPhase::Commit) => {
-                Some(RailError::Refused(format!("payment {id} was committed; refund it instead")))
-            }
-            RailPhase::Refund if !done(RailPhase::Commit) => {
-                Some(RailError::Refused(format!("payment {id} was not committed")))
-            }
-            _ => None,
+            RailPhase::Refund if !done(RailPhase::Commit)? => refused(format!("payment {id} was not committed")),
+            _ => Ok(None),
         }
     }
 }

@@ -487,7 +487,9 @@ fn state_from_the_checkpoint_equals_the_full_fold() {
 }
 
 /// A crash after the rail moved money and before the transcript recorded it: recovery by
-/// another process records the step once, with the same transfer, and finishes the session.
+/// another process records each step once, with the same transfer, and finishes the session.
+/// The ledger settles in one transaction (prepare, then commit), so stopping after either
+/// phase leaves both applied and neither recorded.
 fn crash_after_rail_step_then_recover(phase: pactum_runtime::RailPhase) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.pactum");
@@ -509,6 +511,8 @@ fn crash_after_rail_step_then_recover(phase: pactum_runtime::RailPhase) {
     let session_id = rows[0].stream_id["session:".len()..].to_owned();
     let payment_key = |step: &str| format!("pay-{session_id}:{step}");
     let applied = db.transfer_by_key(&payment_key(phase.as_str())).expect("read").expect("the rail applied the step");
+    let prepared = db.transfer_by_key(&payment_key("prepare")).expect("read").expect("prepare applied");
+    let committed = db.transfer_by_key(&payment_key("commit")).expect("read").expect("commit applied with it");
     let before = pactum_runtime::session::shell::read_session_state(&db, &session_id).expect("state");
     // The money moved in the same transaction that recorded the commitment leading to it.
     assert_eq!(before.phase, Phase::Committed, "the decisions before the rail step are durable");
@@ -527,6 +531,11 @@ fn crash_after_rail_step_then_recover(phase: pactum_runtime::RailPhase) {
         _ => state.rail_committed.as_ref(),
     };
     assert_eq!(evidence.expect("recorded").evidence.reference, format!("transfer:{}", applied.transfer_id));
+    let reference = |record: Option<&_>| {
+        record.map(|r: &pactum_runtime::session::model::EvidenceRecord| r.evidence.reference.clone())
+    };
+    assert_eq!(reference(state.prepared.as_ref()), Some(format!("transfer:{}", prepared.transfer_id)));
+    assert_eq!(reference(state.rail_committed.as_ref()), Some(format!("transfer:{}", committed.transfer_id)));
     let price = i64::try_from(state.agreement.as_ref().expect("agreement").price.amount_minor).expect("small");
     let provider = &state.agreement.as_ref().expect("agreement").provider;
     let balance = |account: &str| {

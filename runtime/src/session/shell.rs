@@ -186,7 +186,9 @@ impl AgentRuntime {
     }
 
     /// For crash tests: every run stops with [`RuntimeError::InjectedStop`] right after the
-    /// rail applies `phase` and before the transcript records it.
+    /// transaction that applied `phase` on the rail commits, before the step's evidence is
+    /// recorded (a ledger settlement applies prepare and commit in one transaction, so both are
+    /// then applied and neither recorded).
     #[doc(hidden)]
     pub fn with_injected_stop_after(mut self, phase: RailPhase) -> Self {
         self.stop_after_rail = Some(phase);
@@ -692,7 +694,9 @@ impl AgentRuntime {
 
     /// Seals the pending events (each signed by its sender, chained after the durable head) and
     /// works out what their write carries: the durable state they lead to and, when the session
-    /// has just committed or ended, a checkpoint of it. `None` when nothing is pending.
+    /// has just committed or ended, a checkpoint of it. `None` when nothing is pending. The
+    /// drafts leave `live.pending` here: if the write then fails, the caller returns the error
+    /// and drops the live session (the next run reloads it from the transcript).
     fn seal_pending(&self, live: &mut LiveSession) -> Result<Option<SealedFlush>, RuntimeError> {
         if live.pending.is_empty() {
             return Ok(None);
