@@ -177,6 +177,19 @@ impl<R: Rng + ?Sized> Decider<'_, R> {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The buyer's ABORT to the providers still in the negotiation.
+    fn emit_abort(&mut self, reason: String) -> Result<u64, StepError> {
+        let message = AbortMessage {
+            round: self.state.round,
+            round_type: "ABORT".into(),
+            sender: self.buyer(),
+            receivers: self.state.active.clone(),
+            reason,
+            nonce: self.nonce(),
+        };
+        self.emit(kind::ABORT, &message, Party::Buyer)
+    }
+
     fn fail(&mut self, code: FailureCode, detail: String, evidence: Vec<String>) -> Result<(), StepError> {
         self.emit(kind::FAILED, &FailureBody::new(code, detail, evidence), Party::Buyer).map(|_| ())
     }
@@ -549,15 +562,7 @@ fn approval<R: Rng + ?Sized>(d: &mut Decider<'_, R>, approved: bool, by: String)
         } else {
             "the buyer declined to pay".to_owned()
         };
-        let message = AbortMessage {
-            round: d.state.round,
-            round_type: "ABORT".into(),
-            sender: d.buyer(),
-            receivers: d.state.active.clone(),
-            reason: reason.clone(),
-            nonce: d.nonce(),
-        };
-        d.emit(kind::ABORT, &message, Party::Buyer)?;
+        d.emit_abort(reason.clone())?;
         return d.fail(FailureCode::AbortedByBuyer, reason, vec![event_ref(selection.seq), event_ref(approval_seq)]);
     }
     if d.deadline_passed(&config.intent) {
@@ -611,15 +616,7 @@ fn abort<R: Rng + ?Sized>(d: &mut Decider<'_, R>, reason: String) -> Result<(), 
     }
     let request_seq = d.emit(kind::ABORT_REQUESTED, &AbortRequestBody { reason: reason.clone() }, Party::Buyer)?;
     if d.state.phase == Phase::Negotiating {
-        let message = AbortMessage {
-            round: d.state.round,
-            round_type: "ABORT".into(),
-            sender: d.buyer(),
-            receivers: d.state.active.clone(),
-            reason: reason.clone(),
-            nonce: d.nonce(),
-        };
-        d.emit(kind::ABORT, &message, Party::Buyer)?;
+        d.emit_abort(reason.clone())?;
     }
     d.fail(FailureCode::AbortedByBuyer, format!("aborted: {reason}"), vec![event_ref(request_seq)])
 }
