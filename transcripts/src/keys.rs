@@ -243,9 +243,9 @@ mod tests {
         // RFC 8032 §7.1, TEST 1: its secret key and public key. (Its signature is over an empty
         // message; Pactum signs 32-byte digests, which the property below covers.)
         let seed: [u8; 32] = hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
-            .unwrap()
+            .expect("hex")
             .try_into()
-            .unwrap();
+            .expect("32 bytes");
         let signer = signer(&seed);
         assert!(signer.fast.is_some(), "AWS-LC refused a valid seed");
         assert_eq!(
