@@ -27,8 +27,8 @@ pub use event::{
     UnsealedEvent, state_hash,
 };
 pub use keys::{
-    Ed25519Signer, EventSigner, KeyError, KeyId, KeyRing, SignatureBytes, public_key_from_base64url,
-    public_key_to_base64url,
+    Ed25519Signer, EventSigner, KeyError, KeyId, KeyRing, SignatureBytes, public_key_bytes_to_base64url,
+    public_key_from_base64url, public_key_to_base64url,
 };
 pub use stream::{
     Checkpoint, CheckpointId, EventStore, Head, MemoryStore, NewEvent, ReduceError, Reducer, Replay, StoreError,

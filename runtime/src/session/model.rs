@@ -8,6 +8,9 @@
 //! Event bodies are wire types (serde, unknown fields refused); they are the signed envelopes of
 //! the negotiation, stored whole.
 
+use std::fmt;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -478,6 +481,36 @@ pub struct SessionState {
     pub completed_seq: Option<u64>,
     pub failure: Option<FailureBody>,
     pub failure_seq: Option<u64>,
+    /// `created` parsed, kept because every step consults it; not part of the state's value.
+    #[serde(skip)]
+    config_cache: ConfigCache,
+}
+
+/// A session's parsed configuration, worked out once from `created` (parsing the intent and the
+/// policy and hashing the policy again at every step was a measurable part of a negotiation).
+/// Equal to every other cache and never serialized: a state loaded from a checkpoint fills it
+/// on first use.
+#[derive(Clone, Default)]
+struct ConfigCache(std::sync::OnceLock<Result<Arc<SessionConfig>, IntentError>>);
+
+impl ConfigCache {
+    fn filled(config: SessionConfig) -> Self {
+        Self(std::sync::OnceLock::from(Ok(Arc::new(config))))
+    }
+}
+
+impl PartialEq for ConfigCache {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ConfigCache {}
+
+impl fmt::Debug for ConfigCache {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("ConfigCache")
+    }
 }
 
 impl Default for SessionState {
@@ -509,6 +542,7 @@ impl Default for SessionState {
             completed_seq: None,
             failure: None,
             failure_seq: None,
+            config_cache: ConfigCache::default(),
         }
     }
 }
@@ -577,9 +611,9 @@ impl SessionState {
     }
 
     /// The parsed configuration, once the session is created.
-    pub fn config(&self) -> Result<SessionConfig, IntentError> {
+    pub fn config(&self) -> Result<Arc<SessionConfig>, IntentError> {
         let created = self.created.as_ref().ok_or_else(|| IntentError("the session has not started".into()))?;
-        config_of(created)
+        self.config_cache.0.get_or_init(|| config_of(created).map(Arc::new)).clone()
     }
 
     pub fn provider(&self, agent_id: &str) -> Option<&ProviderRef> {
@@ -714,8 +748,9 @@ impl SessionState {
                 if created.format != SESSION_FORMAT {
                     return Err(refuse(seq, kind, format!("format {:?} is not {SESSION_FORMAT}", created.format)));
                 }
-                config_of(&created).map_err(|e| refuse(seq, kind, e.to_string()))?;
+                let config = config_of(&created).map_err(|e| refuse(seq, kind, e.to_string()))?;
                 self.created = Some(created);
+                self.config_cache = ConfigCache::filled(config);
                 self.phase = Phase::Discovering;
                 Ok(Party::Buyer)
             }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use pactum_memory::{AgentRecord, AgentRole, Constellation, SecretSeed};
 use pactum_transcripts::{
     Clock, Ed25519Signer, EventKind, EventSigner, EventStore as _, KeyId, NewEvent, StreamId, TranscriptStream,
-    public_key_to_base64url,
+    public_key_bytes_to_base64url,
 };
 
 use crate::directory::{Directory, IntentType};
@@ -285,10 +285,9 @@ impl AgentRuntime {
         let buyer_body = PartyBody {
             agent_id: buyer.agent_id.clone(),
             key_id: buyer.key_id.clone(),
-            public_key: public_key_to_base64url(
-                &pactum_transcripts::VerifyingKey::from_bytes(&buyer.public_key)
-                    .map_err(|_| RuntimeError::InvalidAgentId(buyer.agent_id.clone()))?,
-            ),
+            // Derived from the agent's secret key when it was created; every signature checks
+            // that the two still match (`signer_for`), so it is not decoded again here.
+            public_key: public_key_bytes_to_base64url(&buyer.public_key),
         };
         let now = self.clock.now_ms();
         for ordinal in 0..SESSION_ID_ATTEMPTS_MAX {
@@ -557,13 +556,11 @@ impl AgentRuntime {
                 tracing::warn!(agent = %spec.id, "the directory lists an agent of this constellation that is not a provider; skipped");
                 continue;
             }
-            let public_key = pactum_transcripts::VerifyingKey::from_bytes(&agent.public_key)
-                .map_err(|_| RuntimeError::InvalidAgentId(agent.agent_id.clone()))?;
             offering.push(ProviderRef {
                 agent_id: agent.agent_id.clone(),
                 name: spec.name.clone(),
                 key_id: agent.key_id.clone(),
-                public_key: public_key_to_base64url(&public_key),
+                public_key: public_key_bytes_to_base64url(&agent.public_key),
             });
         }
         Ok(offering)

@@ -198,7 +198,7 @@ impl<R: Rng + ?Sized> Decider<'_, R> {
         self.state.buyer_id().unwrap_or_default().to_owned()
     }
 
-    fn config(&self) -> Result<SessionConfig, StepError> {
+    fn config(&self) -> Result<std::sync::Arc<SessionConfig>, StepError> {
         self.state.config().map_err(|e| StepError::Invariant(refuse(self.state.next_seq, "config", e.to_string())))
     }
 
