@@ -18,8 +18,8 @@ use pactum_transcripts::Digest;
 use crate::directory::{Concession, ProviderSpec};
 use crate::money::Money;
 
-/// A buyer strategy: what to bid in each round.
-pub trait Strategy {
+/// A buyer strategy: what to bid in each round. Stateless and shared between threads.
+pub trait Strategy: Send + Sync {
     /// The stable name recorded in transcripts.
     fn name(&self) -> &'static str;
     /// The bid for round `round` (1-based) of `rounds_max`, never above `max_price`.

@@ -1182,3 +1182,13 @@ fn config_of(created: &CreatedBody) -> Result<SessionConfig, IntentError> {
     };
     Ok(SessionConfig { intent, policy, strategy, seed, auto_approve })
 }
+
+#[cfg(test)]
+mod thread_safety {
+    /// Sessions are driven from any thread (the editor's agent runs them on an async runtime).
+    #[test]
+    fn session_state_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<super::SessionState>();
+    }
+}
