@@ -37,15 +37,19 @@ impl OwnerLiveness for NobodyAlive {
     }
 }
 
-/// Approves (or declines) every payment, counting the questions.
+/// Approves (or declines) every payment, counting the questions; optionally cancels (asks for
+/// an abort) at its `cancel_at`-th check, or while it is being asked to pay.
 struct Always {
     approve: bool,
     asked: u32,
+    checks: u32,
+    cancel_at: Option<u32>,
+    cancel_while_asked: bool,
 }
 
 impl Always {
     fn new(approve: bool) -> Self {
-        Self { approve, asked: 0 }
+        Self { approve, asked: 0, checks: 0, cancel_at: None, cancel_while_asked: false }
     }
 }
 
@@ -53,6 +57,12 @@ impl Approver for Always {
     fn approve(&mut self, _offer: &OfferToApprove) -> (bool, &'static str) {
         self.asked += 1;
         (self.approve, "client")
+    }
+
+    fn abort_requested(&mut self) -> Option<String> {
+        self.checks += 1;
+        let cancelled = self.cancel_at == Some(self.checks) || (self.cancel_while_asked && self.asked > 0);
+        cancelled.then(|| "cancelled by the client".to_owned())
     }
 }
 
@@ -431,6 +441,41 @@ fn declining_to_pay_aborts_312_before_any_money_moves() {
     assert!(events.iter().any(|e| e.kind.as_str() == kind::ABORT), "providers are told with an ABORT");
     assert!(state.agreement.is_none());
     assert_eq!(balance(&fixture, "wallet:buyer:USD"), 100_000);
+}
+
+#[test]
+fn a_cancel_while_asked_to_pay_records_an_abort_not_a_declined_payment() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let mut approver = Always { cancel_while_asked: true, ..Always::new(true) };
+    let (state, events) = negotiate(&fixture, Ask { auto_approve: false, ..Ask::default() }, &mut approver);
+    assert_eq!(approver.asked, 1);
+    check_failure(&state, &events, FailureCode::AbortedByBuyer, &[kind::ABORT_REQUESTED], &[]);
+    assert!(events.iter().all(|e| e.kind.as_str() != kind::APPROVAL), "no approval is recorded");
+    assert!(events.iter().any(|e| e.kind.as_str() == kind::ABORT), "providers are told with an ABORT");
+    let request = events.iter().find(|e| e.kind.as_str() == kind::ABORT_REQUESTED).expect("abort request");
+    assert_eq!(request.body["reason"], "cancelled by the client");
+    assert_eq!(balance(&fixture, "wallet:buyer:USD"), 100_000);
+}
+
+#[test]
+fn a_cancel_before_discovery_ends_the_session_at_once() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let mut approver = Always { cancel_at: Some(1), ..Always::new(true) };
+    let (state, events) = negotiate(&fixture, Ask::default(), &mut approver);
+    check_failure(&state, &events, FailureCode::AbortedByBuyer, &[kind::ABORT_REQUESTED], &[]);
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, [kind::CREATED, kind::ABORT_REQUESTED, kind::FAILED], "no provider was contacted");
+}
+
+#[test]
+fn a_cancel_mid_negotiation_tells_the_providers() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let ask = Ask { intent_type: "compute.inference", max: usd(30), seed: 3, ..Ask::default() };
+    let mut approver = Always { cancel_at: Some(3), ..Always::new(true) };
+    let (state, events) = negotiate(&fixture, ask, &mut approver);
+    check_failure(&state, &events, FailureCode::AbortedByBuyer, &[kind::ABORT_REQUESTED], &[]);
+    assert!(events.iter().any(|e| e.kind.as_str() == kind::ABORT));
+    assert!(state.agreement.is_none());
 }
 
 #[test]

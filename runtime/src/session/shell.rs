@@ -64,6 +64,15 @@ pub struct OfferToApprove {
 /// `terminal`, `client` or `recovery`.
 pub trait Approver {
     fn approve(&mut self, offer: &OfferToApprove) -> (bool, &'static str);
+
+    /// Whether the buyer wants the session aborted (an editor's cancel), with the reason to
+    /// record. Asked before every step while the session may still be aborted (discovering or
+    /// negotiating) and right after [`Approver::approve`], whose answer it overrides: a cancel that
+    /// arrives while a person is being asked records ABORT, not a declined payment. Never asked
+    /// once the buyer has committed.
+    fn abort_requested(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// Declines every payment: what recovery uses for interactive sessions whose buyer is gone.
@@ -492,6 +501,13 @@ impl AgentRuntime {
         loop {
             let effects = live.state.effects();
             let Some(first) = effects.first() else { break };
+            if matches!(live.state.phase, Phase::Discovering | Phase::Negotiating)
+                && let Some(reason) = approver.abort_requested()
+            {
+                let now = self.clock.now_ms().max(live.state.last_at_ms);
+                self.decide(live, vec![(Input::Abort { reason }, now)], config.seed)?;
+                continue;
+            }
             if matches!(first, Effect::Rail { .. }) {
                 if self.settle(live, &config, &mut abort_attempts, observer)? {
                     continue;
@@ -526,7 +542,10 @@ impl AgentRuntime {
                     };
                     // Approval may take a person a while: read the clock after it.
                     let now = self.clock.now_ms().max(now);
-                    vec![(Input::Approval { approved, by: by.to_owned() }, now)]
+                    match approver.abort_requested() {
+                        Some(reason) => vec![(Input::Abort { reason }, now)],
+                        None => vec![(Input::Approval { approved, by: by.to_owned() }, now)],
+                    }
                 }
                 // Handled above.
                 Effect::Rail { .. } => continue,
