@@ -38,6 +38,12 @@ pub enum StoreError {
     /// A key id already bound to another public key.
     #[error("key id {0} is already bound to a different public key")]
     KeyConflict(String),
+    /// No record of this kind with this id.
+    #[error("no {what} with id {id:?} in this constellation")]
+    NotFoundId { what: &'static str, id: String },
+    /// A value the store refuses to keep (too long, empty, out of range); nothing was written.
+    #[error("{detail}")]
+    Invalid { detail: String },
     /// A backup would overwrite an existing file.
     #[error("{} already exists; choose a new backup path", path.display())]
     DestinationExists { path: PathBuf },
@@ -79,6 +85,8 @@ impl StoreError {
             Self::Conflict { .. } => "STORE_CONFLICT",
             Self::KeyConflict(_) => "KEY_CONFLICT",
             Self::DestinationExists { .. } => "DESTINATION_EXISTS",
+            Self::NotFoundId { .. } => "NOT_FOUND",
+            Self::Invalid { .. } => "STORE_INPUT_INVALID",
         }
     }
 }

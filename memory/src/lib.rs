@@ -14,6 +14,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod agents;
+mod conversations;
 mod error;
 mod events;
 mod ledger;
@@ -22,6 +23,10 @@ mod sessions;
 mod store;
 
 pub use agents::{AgentRecord, AgentRole, SecretSeed};
+pub use conversations::{
+    CONVERSATION_TITLE_BYTES_MAX, CONVERSATION_UPDATE_BYTES_MAX, CONVERSATION_UPDATES_MAX, ConversationMode,
+    ConversationRow, ConversationUpdate,
+};
 pub use error::StoreError;
 pub use events::{CheckpointRow, EventRow, StreamOrigin, StreamRecord};
 pub use ledger::{

@@ -6,7 +6,7 @@ pub const APPLICATION_ID: u32 = 0x5043_5431;
 
 /// Migration `i` (0-based) brings the schema from version `i` to `i + 1`. Never edit a
 /// migration that has shipped; append a new one.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6];
 
 /// The schema version this build writes and the newest it can open.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -163,4 +163,35 @@ CREATE TRIGGER key_root_no_update BEFORE UPDATE ON key_root
 BEGIN SELECT RAISE(ABORT, 'the key root never changes'); END;
 CREATE TRIGGER key_root_no_delete BEFORE DELETE ON key_root
 BEGIN SELECT RAISE(ABORT, 'the key root never changes'); END;
+"#;
+
+/// Editor conversations (ACP sessions): one row per conversation and its `session/update`
+/// payloads in the order they were sent, so that loading a conversation replays exactly what the
+/// editor showed. Updates are append-only; a conversation's title, mode and times change.
+const MIGRATION_6: &str = r#"
+CREATE TABLE conversations (
+    conversation_id TEXT PRIMARY KEY,
+    cwd             TEXT NOT NULL,
+    title           TEXT,
+    mode            TEXT NOT NULL DEFAULT 'ask' CHECK (mode IN ('ask', 'auto', 'read-only')),
+    update_count    INTEGER NOT NULL DEFAULT 0 CHECK (update_count >= 0),
+    created_at_ms   INTEGER NOT NULL CHECK (created_at_ms >= 0),
+    updated_at_ms   INTEGER NOT NULL CHECK (updated_at_ms >= created_at_ms),
+    closed_at_ms    INTEGER
+) STRICT;
+CREATE INDEX conversations_by_update ON conversations (updated_at_ms, conversation_id);
+CREATE TRIGGER conversations_no_delete BEFORE DELETE ON conversations
+BEGIN SELECT RAISE(ABORT, 'conversations are kept'); END;
+
+CREATE TABLE conversation_updates (
+    conversation_id TEXT NOT NULL REFERENCES conversations (conversation_id),
+    seq             INTEGER NOT NULL CHECK (seq >= 0),
+    body            TEXT NOT NULL,
+    at_ms           INTEGER NOT NULL CHECK (at_ms >= 0),
+    PRIMARY KEY (conversation_id, seq)
+) STRICT, WITHOUT ROWID;
+CREATE TRIGGER conversation_updates_no_update BEFORE UPDATE ON conversation_updates
+BEGIN SELECT RAISE(ABORT, 'conversation history is append-only'); END;
+CREATE TRIGGER conversation_updates_no_delete BEFORE DELETE ON conversation_updates
+BEGIN SELECT RAISE(ABORT, 'conversation history is append-only'); END;
 "#;

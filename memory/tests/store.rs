@@ -455,6 +455,7 @@ fn a_version_1_constellation_is_migrated_to_the_current_schema() {
     tamper(
         &path,
         "DROP TABLE agents; DROP TABLE ledger_transfers; DROP TABLE ledger_accounts; DROP TABLE session_owners; DROP TABLE key_root;
+         DROP TABLE conversation_updates; DROP TABLE conversations;
          PRAGMA user_version = 1;",
     );
     let db = Constellation::open(&path).expect("migrates");
@@ -462,5 +463,6 @@ fn a_version_1_constellation_is_migrated_to_the_current_schema() {
     assert!(db.agents().expect("the agents table exists again").is_empty());
     assert!(db.accounts().expect("the ledger exists again").is_empty());
     assert!(db.session_streams("session:").expect("the session index works").is_empty());
+    assert!(db.conversations(None, None, 10).expect("the conversations exist again").is_empty());
     assert_eq!(db.read_events("s1", 0, 10).expect("history kept").len(), 3);
 }
