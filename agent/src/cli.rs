@@ -50,51 +50,7 @@ enum Command {
     /// (and the command refuses to run when stdin is not a terminal). --seed and --clock make a
     /// run reproducible: the same constellation given the same command produces the same
     /// transcript, byte for byte.
-    Negotiate {
-        /// What to buy, such as weather.data (see `pactum providers list`).
-        intent_type: String,
-        /// The most you will pay, in major units of --currency (0.10 is ten cents of USD).
-        #[arg(long, value_name = "AMOUNT", allow_hyphen_values = true)]
-        max_price: String,
-        /// ISO 4217 currency of the price, such as USD.
-        #[arg(long, value_name = "ISO")]
-        currency: String,
-        /// The slowest answer you will wait for, in milliseconds; slower providers time out.
-        #[arg(long, value_name = "N")]
-        latency_ms: Option<u32>,
-        /// Give up if no agreement is reached within N milliseconds of the start.
-        #[arg(long, value_name = "N")]
-        deadline_ms: Option<u64>,
-        /// Free text describing what exactly is wanted (recorded, shown to providers).
-        #[arg(long, default_value = "")]
-        scope: String,
-        /// low, normal or high.
-        #[arg(long, default_value = "normal")]
-        urgency: String,
-        /// How the buyer bids: baseline (accepts anything within --max-price), banded (opens at
-        /// 60% and concedes to the maximum by the last round) or urgent (opens at 90%).
-        #[arg(long, default_value = "banded", value_parser = ["baseline", "banded", "urgent"])]
-        strategy: String,
-        /// Seed of the simulated providers and the session's randomness (random if omitted).
-        #[arg(long, value_name = "N")]
-        seed: Option<u64>,
-        /// Start the session's clock at this Unix time in milliseconds; it then advances only by
-        /// the simulated providers' latencies, so timestamps are reproducible.
-        #[arg(long, value_name = "EPOCH-MS")]
-        clock: Option<u64>,
-        /// A pactum-policy/1 TOML file: price cap, round limit, allowed rails and providers.
-        #[arg(long, value_name = "FILE")]
-        policy: Option<PathBuf>,
-        /// The balance the buyer's wallet starts with in this currency (used only the first time
-        /// the wallet is funded; default 1000.00 for two-decimal currencies).
-        #[arg(long, value_name = "AMOUNT")]
-        starting_balance: Option<String>,
-        /// Approve paying the negotiated price without asking (never above --max-price).
-        #[arg(long, short)]
-        yes: bool,
-        #[arg(long)]
-        json: bool,
-    },
+    Negotiate(negotiate_cmd::NegotiateArgs),
     /// List, show, replay, resume or abort negotiation sessions.
     #[command(subcommand)]
     Session(SessionCommand),
@@ -268,7 +224,7 @@ impl Cli {
     /// Whether the chosen command asked for JSON output (errors are then also JSON).
     pub fn json_output(&self) -> bool {
         match &self.command {
-            Command::Negotiate { json, .. } => *json,
+            Command::Negotiate(args) => args.json,
             Command::Session(
                 SessionCommand::List { json }
                 | SessionCommand::Show { json, .. }
@@ -351,40 +307,7 @@ fn durability() -> Result<Durability, Failure> {
 pub fn run(cli: Cli) -> Result<u8, Failure> {
     let context = Context { constellation: cli.constellation, directory: cli.directory };
     match cli.command {
-        Command::Negotiate {
-            intent_type,
-            max_price,
-            currency,
-            latency_ms,
-            deadline_ms,
-            scope,
-            urgency,
-            strategy,
-            seed,
-            clock,
-            policy,
-            starting_balance,
-            yes,
-            json,
-        } => negotiate_cmd::run(
-            &context,
-            negotiate_cmd::NegotiateArgs {
-                intent_type,
-                max_price,
-                currency,
-                latency_ms,
-                deadline_ms,
-                scope,
-                urgency,
-                strategy,
-                seed,
-                clock,
-                policy,
-                starting_balance,
-                yes,
-                json,
-            },
-        ),
+        Command::Negotiate(args) => negotiate_cmd::run(&context, args),
         Command::Session(command) => session_cmd::run(&context, command),
         Command::Receipt(command) => session_cmd::run_receipt(&context, command),
         Command::Transcript(command) => transcript_cmd::run(&context, command),

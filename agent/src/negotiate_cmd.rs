@@ -19,22 +19,52 @@ use crate::edge::{OsEntropy, ProcessLiveness, owner_identity, random_seed};
 use crate::failure::{EXIT_OK, Failure, exit_code_of};
 use crate::session_view::describe;
 
-/// Arguments of `pactum negotiate` (parsed by clap in `cli`).
-#[derive(Debug)]
+/// Arguments of `pactum negotiate`, and of `/negotiate` in an editor (the same names: they are
+/// a contract scripts rely on).
+#[derive(Debug, Clone, clap::Args)]
 pub struct NegotiateArgs {
+    /// What to buy, such as weather.data (see `pactum providers list`).
     pub intent_type: String,
+    /// The most you will pay, in major units of --currency (0.10 is ten cents of USD).
+    #[arg(long, value_name = "AMOUNT", allow_hyphen_values = true)]
     pub max_price: String,
+    /// ISO 4217 currency of the price, such as USD.
+    #[arg(long, value_name = "ISO")]
     pub currency: String,
+    /// The slowest answer you will wait for, in milliseconds; slower providers time out.
+    #[arg(long, value_name = "N")]
     pub latency_ms: Option<u32>,
+    /// Give up if no agreement is reached within N milliseconds of the start.
+    #[arg(long, value_name = "N")]
     pub deadline_ms: Option<u64>,
+    /// Free text describing what exactly is wanted (recorded, shown to providers).
+    #[arg(long, default_value = "")]
     pub scope: String,
+    /// low, normal or high.
+    #[arg(long, default_value = "normal")]
     pub urgency: String,
+    /// How the buyer bids: baseline (accepts anything within --max-price), banded (opens at
+    /// 60% and concedes to the maximum by the last round) or urgent (opens at 90%).
+    #[arg(long, default_value = "banded", value_parser = ["baseline", "banded", "urgent"])]
     pub strategy: String,
+    /// Seed of the simulated providers and the session's randomness (random if omitted).
+    #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    /// Start the session's clock at this Unix time in milliseconds; it then advances only by
+    /// the simulated providers' latencies, so timestamps are reproducible.
+    #[arg(long, value_name = "EPOCH-MS")]
     pub clock: Option<u64>,
+    /// A pactum-policy/1 TOML file: price cap, round limit, allowed rails and providers.
+    #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// The balance the buyer's wallet starts with in this currency (used only the first time
+    /// the wallet is funded; default 1000.00 for two-decimal currencies).
+    #[arg(long, value_name = "AMOUNT")]
     pub starting_balance: Option<String>,
+    /// Approve paying the negotiated price without asking (never above --max-price).
+    #[arg(long, short)]
     pub yes: bool,
+    #[arg(long)]
     pub json: bool,
 }
 
