@@ -5,6 +5,7 @@
 //! `tracing` to stderr (`RUST_LOG`). Exit codes: 0 success or valid, 1 tampered or invalid
 //! content, 2 usage or I/O error.
 
+mod acp;
 mod cli;
 mod clock;
 mod constellation_cmd;

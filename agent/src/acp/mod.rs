@@ -1,0 +1,3 @@
+//! `pactum acp`: the Agent Client Protocol server editors and scripts talk to.
+
+pub mod plain;
