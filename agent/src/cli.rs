@@ -69,6 +69,9 @@ enum Command {
     /// The agents of the constellation and their public keys.
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// Serve the Agent Client Protocol on stdin/stdout, for editors (Zed, JetBrains, Neovim) and
+    /// scripts. A session opened in a directory containing .pactum/ uses .pactum/constellation.db.
+    Acp,
     /// Every ledger account and its balance, with the total of each currency (always zero).
     Balance {
         #[arg(long)]
@@ -248,18 +251,36 @@ impl Cli {
             Command::Providers(ProvidersCommand::List { json })
             | Command::Agents(AgentsCommand::List { json })
             | Command::Balance { json } => *json,
+            Command::Acp => false,
         }
     }
 }
 
 /// What commands need from the environment: the constellation, opened on demand.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Context {
     constellation: Option<String>,
     directory: Option<PathBuf>,
 }
 
 impl Context {
+    /// A context naming a constellation (name or path) and, optionally, a directory file.
+    pub fn new(constellation: Option<String>, directory: Option<PathBuf>) -> Self {
+        Self { constellation, directory }
+    }
+
+    /// The global options that name this context, for running a command in it.
+    pub fn global_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(constellation) = &self.constellation {
+            args.extend(["--constellation".to_owned(), constellation.clone()]);
+        }
+        if let Some(directory) = &self.directory {
+            args.extend(["--directory".to_owned(), directory.display().to_string()]);
+        }
+        args
+    }
+
     /// The provider directory: `--directory FILE`, else the built-in one.
     pub fn directory(&self) -> Result<pactum_runtime::Directory, Failure> {
         let directory = match &self.directory {
@@ -315,5 +336,9 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Providers(command) => providers_cmd::run(&context, command),
         Command::Agents(AgentsCommand::List { json }) => providers_cmd::list_agents(&context, json),
         Command::Balance { json } => providers_cmd::balance(&context, json),
+        Command::Acp => Ok(crate::acp::serve_code(crate::acp::state::Options {
+            constellation: context.constellation,
+            directory: context.directory,
+        })),
     }
 }

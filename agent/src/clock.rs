@@ -21,3 +21,8 @@ pub fn format_ms(at_ms: u64) -> String {
         .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
         .map_or_else(|| format!("{at_ms} ms"), |ts| format!("{ts:.3}"))
 }
+
+/// The system clock's time now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    SystemClock.now_ms()
+}

@@ -147,9 +147,7 @@ pub fn print_lines(lines: &[String]) {
     write_stdout(&text);
 }
 
-/// Writes to stdout. A reader that went away (`| head`) is not an error worth a panic.
+/// Writes to stdout (or, in an editor, to the command's captured output).
 pub fn write_stdout(text: &str) {
-    use std::io::Write as _;
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+    crate::output::write_stdout(text);
 }

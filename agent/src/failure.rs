@@ -57,10 +57,7 @@ impl Failure {
     /// Prints the one-line error on stderr only (the command already printed its result) and
     /// returns the exit code.
     pub fn report_on_stderr(self) -> u8 {
-        #[allow(clippy::print_stderr)]
-        {
-            eprintln!("error[{}]: {}", self.code, self.message.replace('\n', " "));
-        }
+        crate::output::write_stderr_line(&format!("error[{}]: {}", self.code, self.message.replace('\n', " ")));
         exit_code_of(self.code)
     }
 
@@ -81,10 +78,7 @@ impl Failure {
                 }
             })
             .collect();
-        #[allow(clippy::print_stderr)]
-        {
-            eprintln!("error[{}]: {}", self.code, message);
-        }
+        crate::output::write_stderr_line(&format!("error[{}]: {}", self.code, message));
         if json {
             let document = serde_json::json!({ "error": { "code": self.code, "message": message } });
             crate::constellation_cmd::write_stdout(&format!("{document}\n"));

@@ -13,6 +13,7 @@ mod edge;
 mod failure;
 mod home;
 mod negotiate_cmd;
+mod output;
 mod providers_cmd;
 mod session_cmd;
 mod session_view;

@@ -110,7 +110,7 @@ impl Approver for TerminalApprover {
 }
 
 /// Everything checked before the constellation is touched: bad input writes nothing.
-fn build_request(args: &NegotiateArgs, directory: &Directory) -> Result<(NewSession, u64), Failure> {
+pub fn build_request(args: &NegotiateArgs, directory: &Directory) -> Result<(NewSession, u64), Failure> {
     let currency = Currency::parse(&args.currency).map_err(|e| Failure::new(e.code(), e.to_string()))?;
     let max_price = Money::parse_major(&args.max_price, currency).map_err(|e| Failure::new(e.code(), e.to_string()))?;
     let intent_type = IntentType::new(&args.intent_type).map_err(|e| Failure::new("INTENT_INVALID", e))?;
@@ -158,7 +158,19 @@ fn build_request(args: &NegotiateArgs, directory: &Directory) -> Result<(NewSess
 pub fn runtime(context: &Context, clock: Arc<dyn Clock>) -> Result<AgentRuntime, Failure> {
     let directory = context.directory()?;
     let db = context.open()?;
-    Ok(AgentRuntime::new(db, clock, directory, Arc::new(OsEntropy), Arc::new(ProcessLiveness), owner_identity()))
+    Ok(runtime_on(&db, directory, clock))
+}
+
+/// The runtime of an open constellation, owned by this process.
+pub fn runtime_on(db: &Arc<pactum_memory::Constellation>, directory: Directory, clock: Arc<dyn Clock>) -> AgentRuntime {
+    AgentRuntime::new(
+        Arc::clone(db),
+        clock,
+        directory,
+        Arc::new(OsEntropy),
+        Arc::new(ProcessLiveness),
+        owner_identity(),
+    )
 }
 
 /// Resumes sessions interrupted by a process that stopped, saying so on stderr.

@@ -261,9 +261,11 @@ fn export(context: &Context, id: &str, out: Option<PathBuf>, force: bool) -> Res
     }
     let summary = match &out {
         None => {
-            let stdout = std::io::stdout();
-            let mut lock = stdout.lock();
-            pactum_runtime::export_stream(&db, id, &mut lock)?
+            let mut stdout = std::io::BufWriter::new(crate::output::Stdout);
+            let summary = pactum_runtime::export_stream(&db, id, &mut stdout)?;
+            std::io::Write::flush(&mut stdout)
+                .map_err(|e| Failure::new("IO_ERROR", format!("cannot write the transcript: {e}")))?;
+            summary
         }
         Some(path) => {
             // Written under a temporary name and renamed, so FILE is never half-written.

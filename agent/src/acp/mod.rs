@@ -1,3 +1,578 @@
-//! `pactum acp`: the Agent Client Protocol server editors and scripts talk to.
+//! `pactum acp`: the Agent Client Protocol (v1) server editors and scripts talk to over stdio.
+//!
+//! `initialize` is answered at once (nothing is opened before it). Conversations are durable
+//! (`memory::conversations`): `session/list`, `session/load` (which replays what the editor was
+//! shown), `session/resume`, `session/close`. Prompts are slash commands or plain requests
+//! (`commands`); a negotiation runs inside the turn (`turn`), asks before any money moves, and
+//! stops on `session/cancel`. Extension methods (`_pactum/...`, `ext`) serve scripts. stdout
+//! carries protocol frames only (`output`); logs go to stderr.
 
+pub mod commands;
+pub mod ext;
 pub mod plain;
+pub mod record;
+pub mod state;
+pub mod turn;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use agent_client_protocol::schema::ProtocolVersion;
+use agent_client_protocol::v1::schema as acp;
+use agent_client_protocol::v1::{ConnectionTo, Responder};
+use agent_client_protocol::{Agent, Client, Error, Stdio, UntypedMessage};
+
+use pactum_memory::ConversationMode;
+
+use crate::acp::commands::Request;
+use crate::acp::record::Recorder;
+use crate::acp::state::{CancelSignal, Conversation, Options, Server};
+use crate::failure::Failure;
+
+/// The id of the approval-mode session option.
+pub const MODE_OPTION: &str = "mode";
+/// Most conversations one `session/list` page returns.
+const LIST_PAGE_MAX: u32 = 100;
+
+/// Runs the server until stdin closes; returns the process's exit code.
+pub fn serve_code(options: Options) -> u8 {
+    match serve(options) {
+        Ok(()) => crate::EXIT_OK,
+        Err(code) => code,
+    }
+}
+
+fn serve(options: Options) -> Result<(), u8> {
+    crate::output::protocol_owns_stdout();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!("cannot start the async runtime: {error}");
+            return Err(crate::EXIT_USAGE);
+        }
+    };
+    let server = Arc::new(Server::new(options));
+    let result = runtime.block_on(connect(server));
+    // Turns still running when the editor went away are abandoned; their sessions are resumed
+    // (or their held payments released) by the next process that opens the constellation.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    result.map_err(|error| {
+        tracing::error!("the connection failed: {error}");
+        crate::EXIT_INVALID
+    })
+}
+
+fn mode_option(mode: ConversationMode) -> acp::SessionConfigOption {
+    acp::SessionConfigOption::select(
+        MODE_OPTION,
+        "Approval",
+        mode.as_str().to_owned(),
+        vec![
+            acp::SessionConfigSelectOption::new("ask", "Ask before paying"),
+            acp::SessionConfigSelectOption::new("auto", "Pay automatically within policy"),
+            acp::SessionConfigSelectOption::new("read-only", "Never pay (negotiate only)"),
+        ],
+    )
+    .category(acp::SessionConfigOptionCategory::Mode)
+}
+
+fn not_found(session_id: acp::SessionId) -> Error {
+    acp::Error::session_not_found(session_id).into()
+}
+
+fn failure_error(failure: &Failure) -> Error {
+    Error::internal_error().data(serde_json::json!({ "code": failure.code, "message": failure.message }))
+}
+
+/// Runs blocking work (the database) off the async workers.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, Failure> + Send + 'static) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| Failure::new("INTERNAL", format!("a background task failed: {error}")))?
+}
+
+fn new_conversation_id() -> String {
+    format!("c-{:016x}", crate::edge::random_seed())
+}
+
+fn check_cwd(cwd: &Path) -> Result<(), Error> {
+    if cwd.is_absolute() {
+        Ok(())
+    } else {
+        Err(Error::invalid_params().data(format!("cwd must be an absolute path, got {}", cwd.display())))
+    }
+}
+
+fn announce_commands(cx: &ConnectionTo<Client>, session_id: &acp::SessionId) -> Result<(), Error> {
+    cx.send_notification(acp::SessionNotification::new(
+        session_id.clone(),
+        acp::SessionUpdate::AvailableCommandsUpdate(acp::AvailableCommandsUpdate::new(commands::available())),
+    ))
+}
+
+/// Attaches a stored conversation (load or resume), searching the constellation of `cwd` and
+/// the default one. Returns it with its stored updates if `with_history`.
+async fn reattach(
+    server: &Arc<Server>,
+    id: &acp::SessionId,
+    cwd: PathBuf,
+    with_history: bool,
+) -> Result<Option<(Arc<Conversation>, Vec<String>)>, Failure> {
+    let server = Arc::clone(server);
+    let id = id.0.to_string();
+    blocking(move || {
+        for workspace in server.workspaces_for(Some(&cwd))? {
+            let Some(row) = workspace.db.conversation(&id)? else { continue };
+            let history = if with_history {
+                workspace.db.conversation_updates(&id)?.into_iter().map(|u| u.body).collect()
+            } else {
+                Vec::new()
+            };
+            let conversation = match server.attached(&id) {
+                Some(attached) => attached,
+                None => server.attach(Conversation {
+                    id: id.clone(),
+                    cwd: PathBuf::from(&row.cwd),
+                    workspace,
+                    mode: Mutex::new(row.mode),
+                    turn: Mutex::new(None),
+                }),
+            };
+            return Ok(Some((conversation, history)));
+        }
+        Ok(None)
+    })
+    .await
+}
+
+fn prompt_text(prompt: &[acp::ContentBlock]) -> String {
+    prompt
+        .iter()
+        .filter_map(|block| match block {
+            acp::ContentBlock::Text(text) => Some(text.text.as_str()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs `pactum <argv>` against the conversation's constellation and returns its output.
+async fn run_cli(conversation: &Arc<Conversation>, argv: Vec<String>) -> String {
+    let context = conversation.workspace.context.clone();
+    let result = blocking(move || {
+        let mut full = vec!["pactum".to_owned()];
+        full.extend(context.global_args());
+        full.extend(argv);
+        let (code, text) = crate::output::capture(|| match <crate::cli::Cli as clap::Parser>::try_parse_from(&full) {
+            Ok(cli) => match crate::cli::run(cli) {
+                Ok(code) => code,
+                Err(failure) => {
+                    let code = crate::failure::exit_code_of(failure.code);
+                    crate::output::write_stderr_line(&format!("error[{}]: {}", failure.code, failure.message));
+                    code
+                }
+            },
+            Err(error) => {
+                crate::output::write_stdout(&error.render().to_string());
+                crate::EXIT_USAGE
+            }
+        });
+        Ok((code, text))
+    })
+    .await;
+    match result {
+        Ok((_, text)) => format!("```\n{}\n```\n", text.trim_end()),
+        Err(failure) => format!("error[{}]: {}\n", failure.code, failure.message),
+    }
+}
+
+async fn status(conversation: &Arc<Conversation>) -> String {
+    let db = Arc::clone(&conversation.workspace.db);
+    let latest = blocking(move || {
+        Ok(db.session_streams(pactum_runtime::session::model::SESSION_STREAM_PREFIX)?.into_iter().last())
+    })
+    .await;
+    let mut text = format!(
+        "Constellation: {}\nApproval mode: {}\n",
+        conversation.workspace.db.path().display(),
+        conversation.mode().as_str()
+    );
+    match latest {
+        Ok(Some(row)) => {
+            let id = commands_session_id(&row.stream_id);
+            text.push_str(&format!("Latest negotiation: {id}\n"));
+            text.push_str(&run_cli(conversation, vec!["session".into(), "show".into(), id]).await);
+        }
+        Ok(None) => text.push_str("No negotiation yet: try /negotiate or /help.\n"),
+        Err(failure) => text.push_str(&format!("error[{}]: {}\n", failure.code, failure.message)),
+    }
+    text
+}
+
+fn commands_session_id(stream_id: &str) -> String {
+    stream_id.strip_prefix(pactum_runtime::session::model::SESSION_STREAM_PREFIX).unwrap_or(stream_id).to_owned()
+}
+
+/// One turn: reads the prompt, does what it asks, keeps everything shown, and says how it ended.
+async fn run_turn(
+    server: Arc<Server>,
+    conversation: Arc<Conversation>,
+    cx: ConnectionTo<Client>,
+    text: String,
+    cancel: Arc<CancelSignal>,
+) -> Result<acp::StopReason, Failure> {
+    let _ = &server;
+    let mut recorder = Recorder::new(cx, Arc::clone(&conversation));
+    recorder.user_prompt(&text);
+    let directory = conversation.workspace.directory()?;
+    let request = commands::parse(&text, &conversation.cwd, &directory.intent_types());
+    match request {
+        Request::Answer(answer) => recorder.say(answer),
+        Request::Cli(argv) => {
+            let output = run_cli(&conversation, argv).await;
+            recorder.say(output);
+        }
+        Request::Status => {
+            let text = status(&conversation).await;
+            recorder.say(text);
+        }
+        Request::Negotiate(args) => {
+            if let Err(failure) = turn::negotiate(&mut recorder, &conversation, *args, &cancel).await {
+                recorder.say(format!("error[{}]: {}\n", failure.code, failure.message));
+            }
+        }
+    }
+    recorder.flush().await?;
+    Ok(if cancel.is_cancelled() { acp::StopReason::Cancelled } else { acp::StopReason::EndTurn })
+}
+
+async fn connect(server: Arc<Server>) -> Result<(), Error> {
+    Agent
+        .v1()
+        .name("pactum")
+        .on_receive_request(
+            async |request: acp::InitializeRequest,
+                   responder: Responder<acp::InitializeResponse>,
+                   _cx: ConnectionTo<Client>| {
+                let _ = request;
+                responder.respond(
+                    acp::InitializeResponse::new(ProtocolVersion::V1)
+                        .agent_capabilities(
+                            acp::AgentCapabilities::new()
+                                .load_session(true)
+                                .prompt_capabilities(acp::PromptCapabilities::new())
+                                .session_capabilities(
+                                    acp::SessionCapabilities::new()
+                                        .list(acp::SessionListCapabilities::new())
+                                        .resume(acp::SessionResumeCapabilities::new())
+                                        .close(acp::SessionCloseCapabilities::new()),
+                                ),
+                        )
+                        .agent_info(acp::Implementation::new("pactum", env!("CARGO_PKG_VERSION")).title("Pactum")),
+                )
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_request(
+            {
+                let server = Arc::clone(&server);
+                async move |request: acp::NewSessionRequest,
+                            responder: Responder<acp::NewSessionResponse>,
+                            cx: ConnectionTo<Client>| {
+                    if let Err(error) = check_cwd(&request.cwd) {
+                        return responder.respond_with_error(error);
+                    }
+                    let created = {
+                        let server = Arc::clone(&server);
+                        let cwd = request.cwd.clone();
+                        blocking(move || {
+                            let workspace = server.workspace(&cwd)?;
+                            let id = new_conversation_id();
+                            workspace.db.create_conversation(
+                                &id,
+                                &cwd.display().to_string(),
+                                crate::clock::now_ms(),
+                            )?;
+                            Ok(server.attach(Conversation {
+                                id,
+                                cwd,
+                                workspace,
+                                mode: Mutex::new(ConversationMode::Ask),
+                                turn: Mutex::new(None),
+                            }))
+                        })
+                        .await
+                    };
+                    let conversation = match created {
+                        Ok(conversation) => conversation,
+                        Err(failure) => return responder.respond_with_error(failure_error(&failure)),
+                    };
+                    let session_id = acp::SessionId::new(conversation.id.clone());
+                    responder.respond(
+                        acp::NewSessionResponse::new(session_id.clone())
+                            .config_options(vec![mode_option(conversation.mode())]),
+                    )?;
+                    announce_commands(&cx, &session_id)
+                }
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_request(
+            {
+                let server = Arc::clone(&server);
+                async move |request: acp::LoadSessionRequest,
+                            responder: Responder<acp::LoadSessionResponse>,
+                            cx: ConnectionTo<Client>| {
+                    if let Err(error) = check_cwd(&request.cwd) {
+                        return responder.respond_with_error(error);
+                    }
+                    let (conversation, history) =
+                        match reattach(&server, &request.session_id, request.cwd.clone(), true).await {
+                            Ok(Some(found)) => found,
+                            Ok(None) => return responder.respond_with_error(not_found(request.session_id)),
+                            Err(failure) => return responder.respond_with_error(failure_error(&failure)),
+                        };
+                    for body in history {
+                        match serde_json::from_str::<acp::SessionUpdate>(&body) {
+                            // The person's own prompts were kept to be shown here.
+                            Ok(update) => {
+                                cx.send_notification(acp::SessionNotification::new(request.session_id.clone(), update))?
+                            }
+                            Err(error) => tracing::warn!("a stored update could not be read back: {error}"),
+                        }
+                    }
+                    responder.respond(
+                        acp::LoadSessionResponse::new().config_options(vec![mode_option(conversation.mode())]),
+                    )?;
+                    announce_commands(&cx, &request.session_id)
+                }
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_request(
+            {
+                let server = Arc::clone(&server);
+                async move |request: acp::ResumeSessionRequest,
+                            responder: Responder<acp::ResumeSessionResponse>,
+                            cx: ConnectionTo<Client>| {
+                    if let Err(error) = check_cwd(&request.cwd) {
+                        return responder.respond_with_error(error);
+                    }
+                    let conversation = match reattach(&server, &request.session_id, request.cwd.clone(), false).await {
+                        Ok(Some((conversation, _))) => conversation,
+                        Ok(None) => return responder.respond_with_error(not_found(request.session_id)),
+                        Err(failure) => return responder.respond_with_error(failure_error(&failure)),
+                    };
+                    responder.respond(
+                        acp::ResumeSessionResponse::new().config_options(vec![mode_option(conversation.mode())]),
+                    )?;
+                    announce_commands(&cx, &request.session_id)
+                }
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_request(
+            {
+                let server = Arc::clone(&server);
+                async move |request: acp::ListSessionsRequest,
+                            responder: Responder<acp::ListSessionsResponse>,
+                            _cx: ConnectionTo<Client>| {
+                    let server = Arc::clone(&server);
+                    let listed =
+                        blocking(move || list(&server, request.cwd.as_deref(), request.cursor.as_deref())).await;
+                    match listed {
+                        Ok(response) => responder.respond(response),
+                        Err(failure) if failure.code == "USAGE" => {
+                            responder.respond_with_error(Error::invalid_params().data(failure.message))
+                        }
+                        Err(failure) => responder.respond_with_error(failure_error(&failure)),
+                    }
+                }
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_request(
+            {
+                let server = Arc::clone(&server);
+                async move |request: acp::CloseSessionRequest,
+                            responder: Responder<acp::CloseSessionResponse>,
+                            _cx: ConnectionTo<Client>| {
+                    let Some(conversation) = server.detach(&request.session_id.0) else {
+                        return responder.respond_with_error(not_found(request.session_id));
+                    };
+                    conversation.cancel_turn();
+                    let closed = blocking(move || {
+                        conversation.workspace.db.close_conversation(&conversation.id, crate::clock::now_ms())?;
+                        Ok(())
+                    })
+                    .await;
+                    match closed {
+                        Ok(()) => responder.respond(acp::CloseSessionResponse::new()),
+                        Err(failure) => responder.respond_with_error(failure_error(&failure)),
+                    }
+                }
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_request(
+            {
+                let server = Arc::clone(&server);
+                async move |request: acp::SetSessionConfigOptionRequest,
+                            responder: Responder<acp::SetSessionConfigOptionResponse>,
+                            _cx: ConnectionTo<Client>| {
+                    let Some(conversation) = server.attached(&request.session_id.0) else {
+                        return responder.respond_with_error(not_found(request.session_id));
+                    };
+                    let value = request.value.as_value_id().map(|v| v.0.to_string());
+                    let mode = match (&*request.config_id.0, value.as_deref().and_then(ConversationMode::parse)) {
+                        (MODE_OPTION, Some(mode)) => mode,
+                        (MODE_OPTION, None) => {
+                            return responder.respond_with_error(
+                                Error::invalid_params().data("mode is one of ask, auto, read-only"),
+                            );
+                        }
+                        (other, _) => {
+                            return responder.respond_with_error(
+                                Error::invalid_params().data(format!("unknown session option {other:?}")),
+                            );
+                        }
+                    };
+                    let stored = {
+                        let conversation = Arc::clone(&conversation);
+                        blocking(move || {
+                            conversation.workspace.db.set_conversation_mode(
+                                &conversation.id,
+                                mode,
+                                crate::clock::now_ms(),
+                            )?;
+                            Ok(())
+                        })
+                        .await
+                    };
+                    if let Err(failure) = stored {
+                        return responder.respond_with_error(failure_error(&failure));
+                    }
+                    *conversation.mode.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = mode;
+                    responder.respond(acp::SetSessionConfigOptionResponse::new(vec![mode_option(mode)]))
+                }
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_request(
+            {
+                let server = Arc::clone(&server);
+                async move |request: acp::PromptRequest,
+                            responder: Responder<acp::PromptResponse>,
+                            cx: ConnectionTo<Client>| {
+                    let Some(conversation) = server.attached(&request.session_id.0) else {
+                        return responder.respond_with_error(not_found(request.session_id));
+                    };
+                    let Some(cancel) = conversation.begin_turn() else {
+                        return responder.respond_with_error(
+                            Error::invalid_request().data("a turn is already running in this session"),
+                        );
+                    };
+                    let text = prompt_text(&request.prompt);
+                    let server = Arc::clone(&server);
+                    let task_cx = cx.clone();
+                    // The turn runs as a task: handlers run one at a time, and this one must
+                    // not hold the connection while it waits for the editor.
+                    cx.spawn(async move {
+                        let result =
+                            run_turn(server, Arc::clone(&conversation), task_cx, text, Arc::clone(&cancel)).await;
+                        conversation.end_turn();
+                        let response = result.map(acp::PromptResponse::new).map_err(|failure| failure_error(&failure));
+                        if let Err(error) = responder.respond_with_result(response) {
+                            tracing::warn!("the turn's answer could not be sent: {error}");
+                        }
+                        Ok(())
+                    })
+                }
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_notification(
+            {
+                let server = Arc::clone(&server);
+                async move |notification: acp::CancelNotification, _cx: ConnectionTo<Client>| {
+                    if let Some(conversation) = server.attached(&notification.session_id.0) {
+                        conversation.cancel_turn();
+                    }
+                    Ok(())
+                }
+            },
+            agent_client_protocol::on_receive_notification!(),
+        )
+        .on_receive_notification(
+            async |notification: UntypedMessage, _cx: ConnectionTo<Client>| {
+                tracing::debug!(method = notification.method(), "notification ignored");
+                Ok(())
+            },
+            agent_client_protocol::on_receive_notification!(),
+        )
+        // Extension methods; registered last, since handlers are tried in order.
+        .on_receive_request(
+            {
+                let server = Arc::clone(&server);
+                async move |request: UntypedMessage,
+                            responder: Responder<serde_json::Value>,
+                            cx: ConnectionTo<Client>| {
+                    let server = Arc::clone(&server);
+                    let task_cx = cx.clone();
+                    cx.spawn(async move {
+                        let result = ext::handle(&server, &task_cx, request.method(), request.params().clone()).await;
+                        if let Err(error) = responder.respond_with_result(result) {
+                            tracing::warn!("an extension method's answer could not be sent: {error}");
+                        }
+                        Ok(())
+                    })
+                }
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .connect_to(Stdio::new())
+        .await
+}
+
+/// `session/list`: conversations of the constellations for `cwd` (or the default one), newest
+/// first, a page at a time. The cursor is `<updated ms>:<conversation id>` of the last one shown.
+fn list(server: &Server, cwd: Option<&Path>, cursor: Option<&str>) -> Result<acp::ListSessionsResponse, Failure> {
+    let before = match cursor {
+        None => None,
+        Some(cursor) => {
+            let parsed = cursor.split_once(':').and_then(|(at, id)| Some((at.parse::<u64>().ok()?, id.to_owned())));
+            Some(
+                parsed
+                    .ok_or_else(|| Failure::new("USAGE", format!("cursor {cursor:?} was not given by session/list")))?,
+            )
+        }
+    };
+    let cwd_text = cwd.map(|c| c.display().to_string());
+    let mut rows = Vec::new();
+    for workspace in server.workspaces_for(cwd)? {
+        let before = before.as_ref().map(|(at, id)| (*at, id.as_str()));
+        rows.extend(workspace.db.conversations(cwd_text.as_deref(), before, LIST_PAGE_MAX + 1)?);
+    }
+    rows.sort_by(|a, b| (b.updated_at_ms, &b.conversation_id).cmp(&(a.updated_at_ms, &a.conversation_id)));
+    rows.dedup_by(|a, b| a.conversation_id == b.conversation_id);
+    let more = rows.len() > LIST_PAGE_MAX as usize;
+    rows.truncate(LIST_PAGE_MAX as usize);
+    let next = more.then(|| rows.last().map(|r| format!("{}:{}", r.updated_at_ms, r.conversation_id))).flatten();
+    let sessions = rows
+        .into_iter()
+        .map(|row| {
+            let mut info =
+                acp::SessionInfo::new(acp::SessionId::new(row.conversation_id.clone()), PathBuf::from(&row.cwd))
+                    .updated_at(crate::clock::format_ms(row.updated_at_ms));
+            if let Some(title) = row.title {
+                info = info.title(title);
+            }
+            info
+        })
+        .collect();
+    let mut response = acp::ListSessionsResponse::new(sessions);
+    if let Some(next) = next {
+        response = response.next_cursor(next);
+    }
+    Ok(response)
+}
