@@ -1,4 +1,4 @@
-//! The `pactum` program: command-line interface (and, later, the ACP server).
+//! The `pactum` program: the command-line interface and the ACP server (`pactum acp`).
 //!
 //! This is the only crate that prints. Human output goes to stdout, `--json` output is one JSON
 //! document on stdout, errors are one line `error[CODE]: message` on stderr, and logs go through
@@ -44,7 +44,14 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal as _;
+    // The ACP library logs every error answer it sends at `warn`; an editor's log needs only its
+    // real failures, so it is quieter by default.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,agent_client_protocol=error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }

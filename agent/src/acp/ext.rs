@@ -1,19 +1,198 @@
-//! Extension methods for scripts (`_pactum/...`), with structured JSON results. Documented with
-//! examples in docs/PROTOCOL.md.
+//! Extension methods for scripts (`_pactum/...`): structured JSON in and out, no conversation
+//! needed. Each reads the same data as the matching `pactum ... --json` command and returns the
+//! same document. Documented with examples in docs/PROTOCOL.md.
+//!
+//! - `_pactum/negotiate` {intentType, maxPrice, currency, approve, latencyMs?, deadlineMs?,
+//!   strategy?, seed?, clock?, scope?, cwd?}: runs a negotiation. `approve: true` is consent to
+//!   pay the negotiated price (never above maxPrice); `false` negotiates without paying.
+//! - `_pactum/session/get` {sessionId, cwd?}, `_pactum/transcript/get` {transcriptId, cwd?},
+//!   `_pactum/transcript/verify` {transcriptId, cwd?}, `_pactum/receipt/get` {sessionId, cwd?}.
+//!
+//! `cwd` (absolute) picks the constellation as for a session opened there.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use agent_client_protocol::v1::ConnectionTo;
 use agent_client_protocol::{Client, Error};
+use serde::Deserialize;
 use serde_json::Value;
 
-use crate::acp::state::Server;
+use pactum_runtime::session::shell::{Approver, OfferToApprove, Quiet};
 
+use crate::acp::state::{Server, Workspace};
+use crate::failure::Failure;
+use crate::negotiate_cmd::{NegotiateArgs, build_request, result_json, runtime_on};
+
+pub const NEGOTIATE: &str = "_pactum/negotiate";
+pub const SESSION_GET: &str = "_pactum/session/get";
+pub const TRANSCRIPT_GET: &str = "_pactum/transcript/get";
+pub const TRANSCRIPT_VERIFY: &str = "_pactum/transcript/verify";
+pub const RECEIPT_GET: &str = "_pactum/receipt/get";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NegotiateParams {
+    intent_type: String,
+    max_price: String,
+    currency: String,
+    approve: bool,
+    latency_ms: Option<u32>,
+    deadline_ms: Option<u64>,
+    #[serde(default = "default_strategy")]
+    strategy: String,
+    seed: Option<u64>,
+    clock: Option<u64>,
+    #[serde(default)]
+    scope: String,
+    cwd: Option<PathBuf>,
+    #[serde(rename = "_meta")]
+    _meta: Option<Value>,
+}
+
+fn default_strategy() -> String {
+    "banded".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SessionParams {
+    session_id: String,
+    cwd: Option<PathBuf>,
+    #[serde(rename = "_meta")]
+    _meta: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TranscriptParams {
+    transcript_id: String,
+    cwd: Option<PathBuf>,
+    #[serde(rename = "_meta")]
+    _meta: Option<Value>,
+}
+
+fn params<T: serde::de::DeserializeOwned>(method: &str, params: Value) -> Result<T, Error> {
+    serde_json::from_value(params).map_err(|error| Error::invalid_params().data(format!("{method}: {error}")))
+}
+
+/// The JSON-RPC error for a command's failure: not found → -32002, bad input → -32602, anything
+/// else → -32603; `data` carries Pactum's stable code and the message.
+fn error_of(failure: &Failure) -> Error {
+    let data = serde_json::json!({ "code": failure.code, "message": failure.message });
+    let not_found = failure.code.ends_with("NOT_FOUND");
+    let bad_input = crate::failure::exit_code_of(failure.code) == crate::EXIT_USAGE
+        && !matches!(failure.code, "IO_ERROR" | "STORE_BUSY" | "STORE_SQLITE" | "INTERNAL");
+    if not_found {
+        Error::new(-32002, "Resource not found").data(data)
+    } else if bad_input {
+        Error::invalid_params().data(data)
+    } else {
+        Error::internal_error().data(data)
+    }
+}
+
+fn workspace(server: &Server, cwd: Option<&PathBuf>) -> Result<Arc<Workspace>, Failure> {
+    match cwd {
+        Some(cwd) if !cwd.is_absolute() => {
+            Err(Failure::new("USAGE", format!("cwd must be an absolute path, got {}", cwd.display())))
+        }
+        Some(cwd) => server.workspace(cwd),
+        None => server.default_workspace(),
+    }
+}
+
+/// Runs a `pactum ... --json` command in `workspace` and returns its JSON document.
+fn cli_json(workspace: &Workspace, argv: &[&str]) -> Result<Value, Failure> {
+    let mut full = vec!["pactum".to_owned()];
+    full.extend(workspace.context.global_args());
+    full.extend(argv.iter().map(|&a| a.to_owned()));
+    full.push("--json".to_owned());
+    let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(&full)
+        .map_err(|error| Failure::new("USAGE", error.render().to_string()))?;
+    let (result, text) = crate::output::capture(|| crate::cli::run(cli));
+    let code = result?;
+    let mut document: Value = serde_json::from_str(&text)
+        .map_err(|error| Failure::new("INTERNAL", format!("a command's JSON could not be read: {error}")))?;
+    if code != crate::EXIT_OK
+        && let Some(object) = document.as_object_mut()
+    {
+        object.insert("exitCode".to_owned(), Value::from(code));
+    }
+    Ok(document)
+}
+
+/// Declines every payment: `approve: false` negotiates without paying.
+struct NegotiateOnly;
+
+impl Approver for NegotiateOnly {
+    fn approve(&mut self, _offer: &OfferToApprove) -> (bool, &'static str) {
+        (false, "client")
+    }
+}
+
+fn negotiate(server: &Server, request: NegotiateParams) -> Result<Value, Failure> {
+    let workspace = workspace(server, request.cwd.as_ref())?;
+    let args = NegotiateArgs {
+        intent_type: request.intent_type,
+        max_price: request.max_price,
+        currency: request.currency,
+        latency_ms: request.latency_ms,
+        deadline_ms: request.deadline_ms,
+        scope: request.scope,
+        urgency: "normal".to_owned(),
+        strategy: request.strategy,
+        seed: request.seed,
+        clock: request.clock,
+        policy: None,
+        starting_balance: None,
+        yes: request.approve,
+        json: true,
+    };
+    let directory = workspace.directory()?;
+    let (new_session, starting_balance) = build_request(&args, &directory)?;
+    let clock: Arc<dyn pactum_transcripts::Clock> = match args.clock {
+        Some(start_ms) => Arc::new(pactum_transcripts::ManualClock::new(start_ms)),
+        None => Arc::new(crate::clock::SystemClock),
+    };
+    let runtime = runtime_on(&workspace.db, directory, clock).with_starting_balance(starting_balance);
+    let state = runtime.negotiate(new_session, &mut NegotiateOnly, &mut Quiet)?;
+    Ok(result_json(&state))
+}
+
+/// Handles one extension request.
 pub async fn handle(
-    _server: &Arc<Server>,
+    server: &Arc<Server>,
     _cx: &ConnectionTo<Client>,
     method: &str,
-    _params: Value,
+    raw: Value,
 ) -> Result<Value, Error> {
-    Err(Error::method_not_found().data(method.to_owned()))
+    let server = Arc::clone(server);
+    let work: Box<dyn FnOnce(&Server) -> Result<Value, Failure> + Send> = match method {
+        NEGOTIATE => {
+            let request: NegotiateParams = params(method, raw)?;
+            Box::new(move |server| negotiate(server, request))
+        }
+        SESSION_GET | RECEIPT_GET => {
+            let request: SessionParams = params(method, raw)?;
+            let command = if method == SESSION_GET { ["session", "show"] } else { ["receipt", "show"] };
+            Box::new(move |server| {
+                let workspace = workspace(server, request.cwd.as_ref())?;
+                cli_json(&workspace, &[command[0], command[1], &request.session_id])
+            })
+        }
+        TRANSCRIPT_GET | TRANSCRIPT_VERIFY => {
+            let request: TranscriptParams = params(method, raw)?;
+            let action = if method == TRANSCRIPT_GET { "show" } else { "verify" };
+            Box::new(move |server| {
+                let workspace = workspace(server, request.cwd.as_ref())?;
+                cli_json(&workspace, &["transcript", action, &request.transcript_id])
+            })
+        }
+        other => return Err(Error::method_not_found().data(other.to_owned())),
+    };
+    tokio::task::spawn_blocking(move || work(&server))
+        .await
+        .map_err(|error| Error::internal_error().data(format!("a background task failed: {error}")))?
+        .map_err(|failure| error_of(&failure))
 }
