@@ -160,6 +160,9 @@ fn negotiate(server: &Server, request: NegotiateParams) -> Result<Value, Failure
     Ok(result_json(&state))
 }
 
+/// An extension request's work, run on a blocking thread.
+type Work = Box<dyn FnOnce(&Server) -> Result<Value, Failure> + Send>;
+
 /// Handles one extension request.
 pub async fn handle(
     server: &Arc<Server>,
@@ -168,7 +171,7 @@ pub async fn handle(
     raw: Value,
 ) -> Result<Value, Error> {
     let server = Arc::clone(server);
-    let work: Box<dyn FnOnce(&Server) -> Result<Value, Failure> + Send> = match method {
+    let work: Work = match method {
         NEGOTIATE => {
             let request: NegotiateParams = params(method, raw)?;
             Box::new(move |server| negotiate(server, request))
