@@ -421,8 +421,9 @@ async fn plain_prompts_and_unknown_commands_get_answers() {
     let (plain, unknown, vague) = with_agent(&home, async |mut editor| {
         editor.initialize().await?;
         let (session, _) = editor.new_session(home.path()).await?;
-        let plain =
-            editor.prompt(&session, "buy weather data for at most 5 cents within 800 ms", Answer::Allow).await?;
+        let plain = editor
+            .prompt(&session, "buy weather data for at most 5 cents within 800 ms, seed 7", Answer::Allow)
+            .await?;
         let unknown = editor.prompt(&session, "/frobnicate", Answer::Unexpected).await?;
         let vague = editor.prompt(&session, "make me rich", Answer::Unexpected).await?;
         Ok((plain, unknown, vague))

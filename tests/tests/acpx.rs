@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use common::Home;
 
-const NEGOTIATE: &str = "/negotiate weather.data --max-price 0.05 --currency USD";
+const NEGOTIATE: &str = "/negotiate weather.data --max-price 0.05 --currency USD --seed 7";
 /// Longest wait for acpx's background process to let its agent go (it stops 1 s after the
 /// last prompt with `--ttl 1`).
 const AGENT_EXIT_WAIT: Duration = Duration::from_secs(60);
@@ -60,19 +60,32 @@ impl Acpx {
         format!("{} acp", env!("CARGO_BIN_EXE_pactum-under-test"))
     }
 
+    /// acpx with `--agent "<pactum> acp"`.
     fn run(&self, args: &[&str]) -> Output {
+        let agent = Self::agent_command();
+        let mut full = vec!["--agent", agent.as_str()];
+        full.extend_from_slice(args);
+        self.run_raw(&full)
+    }
+
+    /// acpx with the shipped configuration (editor-configs/acpx/config.json) installed in its
+    /// HOME, so the agent can be named `pactum`.
+    fn run_configured(&self, args: &[&str]) -> Output {
+        let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../editor-configs/acpx/config.json");
+        let shipped = std::fs::read_to_string(shipped).expect("the shipped acpx config");
+        let config = shipped.replace("/ABSOLUTE/PATH/TO/pactum", env!("CARGO_BIN_EXE_pactum-under-test"));
+        let dir = self.home.path().join("acpx-home/.acpx");
+        std::fs::create_dir_all(&dir).expect("config dir");
+        std::fs::write(dir.join("config.json"), config).expect("config");
+        self.run_raw(args)
+    }
+
+    fn run_raw(&self, args: &[&str]) -> Output {
         let (node, cli) = installed();
         let mut command = Command::new(node);
         command
             .arg(cli)
-            .args([
-                "--agent",
-                &Self::agent_command(),
-                "--cwd",
-                &self.workspace.display().to_string(),
-                "--timeout",
-                "120",
-            ])
+            .args(["--cwd", &self.workspace.display().to_string(), "--timeout", "120"])
             .args(args)
             .current_dir(&self.workspace)
             .env("HOME", self.home.path().join("acpx-home"))
@@ -120,7 +133,8 @@ fn process_alive(pid: u64) -> bool {
 #[test]
 fn exec_with_approve_all_pays_and_with_deny_all_exits_5() {
     let acpx = Acpx::new();
-    let approved = acpx.run(&["--approve-all", "--format", "quiet", "exec", NEGOTIATE]);
+    // The shipped acpx configuration names the agent `pactum`; the denied run names the command.
+    let approved = acpx.run_configured(&["--approve-all", "--format", "quiet", "pactum", "exec", NEGOTIATE]);
     assert_eq!(approved.status.code(), Some(0), "stderr: {}", text(&approved.stderr));
     let said = text(&approved.stdout);
     assert!(said.contains("completed: paid 0.05 USD"), "{said}");

@@ -76,7 +76,7 @@ pub fn help() -> String {
      - /help\n\n\
      Or ask in plain words, for example \"buy weather data for at most 5 cents within 200 ms\": \
      name what to buy (an intent type or its words), the most you will pay ($0.05, 5 cents, 0.40 USD), \
-     and optionally a latency (within 200 ms), a deadline (deadline 5 s) or urgency (urgently).\n\
+     and optionally a latency (within 200 ms), a deadline (deadline 5 s), urgency (urgently) or a seed (seed 7).\n\
      The approval mode (ask, auto, read-only) is a session option of your editor."
         .to_owned()
 }
@@ -182,7 +182,10 @@ pub fn parse(
         let words = match shell_words::split(command) {
             Ok(words) => words,
             Err(error) => {
-                return Request::Answer(format!("I could not read that command ({error}): check its quotes."));
+                return Request::Answer(format!(
+                    "I could not read that command ({error}): check its quotes.\n\n{}",
+                    help()
+                ));
             }
         };
         let mut words = words.into_iter();
@@ -209,7 +212,7 @@ fn plain_args(request: plain::PlainRequest) -> NegotiateArgs {
         scope: String::new(),
         urgency: "normal".into(),
         strategy: request.strategy.to_owned(),
-        seed: None,
+        seed: request.seed,
         clock: None,
         policy: None,
         starting_balance: None,

@@ -8,6 +8,7 @@
 //! - Latency: `within 200 ms`, `within 2 s`, `latency 200ms` — the slowest answer accepted.
 //! - Deadline: `deadline 5 s`, `give up after 10 s` — no agreement by then ends the session.
 //! - Strategy: `urgent`/`urgently`/`asap` → urgent; `baseline`; `banded` (the default).
+//! - Seed: `seed 7` — the simulated providers' seed, to reproduce a run.
 //!
 //! Other words ("buy", "please", "for", "at most") are allowed and ignored.
 
@@ -25,6 +26,7 @@ pub struct PlainRequest {
     pub latency_ms: Option<u32>,
     pub deadline_ms: Option<u64>,
     pub strategy: &'static str,
+    pub seed: Option<u64>,
 }
 
 /// Why a prompt was not understood, in words for the person who wrote it.
@@ -158,8 +160,13 @@ pub fn parse(prompt: &str, known: &BTreeSet<&IntentType>) -> Result<PlainRequest
     let mut price = None;
     let mut latency_ms = None;
     let mut deadline_ms = None;
+    let mut seed = None;
     for (index, number, unit) in quantities(&words) {
         let before = |n: usize| index.checked_sub(n).and_then(|i| words.get(i)).map(String::as_str);
+        if before(1) == Some("seed") {
+            seed = Some(number.parse().map_err(|_| NotUnderstood(format!("seed {number} is not a whole number")))?);
+            continue;
+        }
         if let Some(found) = price_of(&number, &unit)? {
             if price.replace(found).is_some() {
                 return Err(NotUnderstood("I found more than one price; give one maximum price.".into()));
@@ -188,7 +195,15 @@ pub fn parse(prompt: &str, known: &BTreeSet<&IntentType>) -> Result<PlainRequest
     } else {
         "banded"
     };
-    Ok(PlainRequest { intent_type, max_price, currency: currency.code().to_owned(), latency_ms, deadline_ms, strategy })
+    Ok(PlainRequest {
+        intent_type,
+        max_price,
+        currency: currency.code().to_owned(),
+        latency_ms,
+        deadline_ms,
+        strategy,
+        seed,
+    })
 }
 
 #[cfg(test)]
@@ -219,6 +234,7 @@ mod tests {
                 latency_ms: Some(200),
                 deadline_ms: None,
                 strategy: "banded",
+                seed: None,
             }
         );
     }
@@ -245,6 +261,7 @@ mod tests {
         assert_eq!((request.latency_ms, request.deadline_ms, request.strategy), (Some(2_000), Some(10_000), "urgent"));
         let request = run("weather data $1 latency 150ms give up after 1.5 s baseline").expect("parses");
         assert_eq!((request.latency_ms, request.deadline_ms, request.strategy), (Some(150), Some(1_500), "baseline"));
+        assert_eq!(run("weather data $1 seed 42").expect("parses").seed, Some(42));
     }
 
     #[test]
