@@ -403,7 +403,11 @@ async fn auto_mode_pays_without_asking_and_read_only_never_pays() {
         let auto = editor.prompt(&session, NEGOTIATE, Answer::Unexpected).await?;
         editor.cx.send_request(set("read-only")).block_task().await?;
         let read_only = editor
-            .prompt(&session, "/negotiate weather.data --max-price 0.05 --currency USD --yes", Answer::Unexpected)
+            .prompt(
+                &session,
+                "/negotiate weather.data --max-price 0.05 --currency USD --seed 7 --yes",
+                Answer::Unexpected,
+            )
             .await?;
         let bad = editor.cx.send_request(set("sometimes")).block_task().await.expect_err("bad value");
         assert_eq!(bad.code, ErrorCode::INVALID_PARAMS);

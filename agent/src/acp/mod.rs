@@ -44,7 +44,7 @@ pub fn serve_code(options: Options) -> u8 {
 
 fn serve(options: Options) -> Result<(), u8> {
     crate::output::protocol_owns_stdout();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!("cannot start the async runtime: {error}");
