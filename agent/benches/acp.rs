@@ -26,38 +26,7 @@ const NEGOTIATE: &str = "/negotiate bench.item --max-price 0.85 --currency USD";
 
 /// The negotiation benchmark's directory (runtime/benches/negotiation.rs): three providers that
 /// never fail, so every turn negotiates five rounds and asks once before paying.
-const DIRECTORY: &str = r#"format = "pactum-directory/1"
-[[provider]]
-id = "alpha"
-name = "Alpha"
-intent_types = ["bench.item"]
-reference_price = { amount = "1.00", currency = "USD" }
-floor_percent = 60
-concession = "steady"
-concession_percent = 10
-latency_ms = { base = 20, jitter = 30 }
-failures = { timeout_percent = 0, refusal_percent = 0, unreachable_percent = 0 }
-[[provider]]
-id = "beta"
-name = "Beta"
-intent_types = ["bench.item"]
-reference_price = { amount = "0.95", currency = "USD" }
-floor_percent = 75
-concession = "eager"
-concession_percent = 6
-latency_ms = { base = 40, jitter = 40 }
-failures = { timeout_percent = 0, refusal_percent = 0, unreachable_percent = 0 }
-[[provider]]
-id = "gamma"
-name = "Gamma"
-intent_types = ["bench.item"]
-reference_price = { amount = "1.10", currency = "USD" }
-floor_percent = 70
-concession = "stubborn"
-concession_percent = 10
-latency_ms = { base = 10, jitter = 10 }
-failures = { timeout_percent = 0, refusal_percent = 0, unreachable_percent = 0 }
-"#;
+const DIRECTORY: &str = include_str!("../../runtime/benches/bench-directory.toml");
 
 struct Agent {
     child: Child,

@@ -38,38 +38,7 @@ const TARGET_P99: Duration = Duration::from_millis(5);
 
 /// Three providers of one intent, conceding at different speeds, none failing: every
 /// negotiation takes several rounds and completes, so each measures the whole path.
-const DIRECTORY: &str = r#"format = "pactum-directory/1"
-[[provider]]
-id = "alpha"
-name = "Alpha"
-intent_types = ["bench.item"]
-reference_price = { amount = "1.00", currency = "USD" }
-floor_percent = 60
-concession = "steady"
-concession_percent = 10
-latency_ms = { base = 20, jitter = 30 }
-failures = { timeout_percent = 0, refusal_percent = 0, unreachable_percent = 0 }
-[[provider]]
-id = "beta"
-name = "Beta"
-intent_types = ["bench.item"]
-reference_price = { amount = "0.95", currency = "USD" }
-floor_percent = 75
-concession = "eager"
-concession_percent = 6
-latency_ms = { base = 40, jitter = 40 }
-failures = { timeout_percent = 0, refusal_percent = 0, unreachable_percent = 0 }
-[[provider]]
-id = "gamma"
-name = "Gamma"
-intent_types = ["bench.item"]
-reference_price = { amount = "1.10", currency = "USD" }
-floor_percent = 70
-concession = "stubborn"
-concession_percent = 10
-latency_ms = { base = 10, jitter = 10 }
-failures = { timeout_percent = 0, refusal_percent = 0, unreachable_percent = 0 }
-"#;
+const DIRECTORY: &str = include_str!("bench-directory.toml");
 
 #[derive(Debug, Default)]
 struct FixedEntropy(AtomicU64);
