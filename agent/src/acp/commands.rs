@@ -104,7 +104,8 @@ fn absolutize_options(words: &mut [String], cwd: &Path, options: &[&str]) {
     }
 }
 
-fn session_id_of(id: &str) -> String {
+/// A negotiation session id from `s-...` or `session:s-...`.
+pub fn session_id_of(id: &str) -> String {
     id.strip_prefix(pactum_runtime::session::model::SESSION_STREAM_PREFIX).unwrap_or(id).to_owned()
 }
 

@@ -199,7 +199,7 @@ async fn status(conversation: &Arc<Conversation>) -> String {
     );
     match latest {
         Ok(Some(row)) => {
-            let id = commands_session_id(&row.stream_id);
+            let id = commands::session_id_of(&row.stream_id);
             text.push_str(&format!("Latest negotiation: {id}\n"));
             text.push_str(&run_cli(conversation, vec!["session".into(), "show".into(), id]).await);
         }
@@ -209,19 +209,13 @@ async fn status(conversation: &Arc<Conversation>) -> String {
     text
 }
 
-fn commands_session_id(stream_id: &str) -> String {
-    stream_id.strip_prefix(pactum_runtime::session::model::SESSION_STREAM_PREFIX).unwrap_or(stream_id).to_owned()
-}
-
 /// One turn: reads the prompt, does what it asks, keeps everything shown, and says how it ended.
 async fn run_turn(
-    server: Arc<Server>,
     conversation: Arc<Conversation>,
     cx: ConnectionTo<Client>,
     text: String,
     cancel: Arc<CancelSignal>,
 ) -> Result<acp::StopReason, Failure> {
-    let _ = &server;
     let mut recorder = Recorder::new(cx, Arc::clone(&conversation));
     recorder.user_prompt(&text);
     let directory = conversation.workspace.directory()?;
@@ -473,13 +467,11 @@ async fn connect(server: Arc<Server>) -> Result<(), Error> {
                         );
                     };
                     let text = prompt_text(&request.prompt);
-                    let server = Arc::clone(&server);
                     let task_cx = cx.clone();
                     // The turn runs as a task: handlers run one at a time, and this one must
                     // not hold the connection while it waits for the editor.
                     cx.spawn(async move {
-                        let result =
-                            run_turn(server, Arc::clone(&conversation), task_cx, text, Arc::clone(&cancel)).await;
+                        let result = run_turn(Arc::clone(&conversation), task_cx, text, Arc::clone(&cancel)).await;
                         conversation.end_turn();
                         let response = result.map(acp::PromptResponse::new).map_err(|failure| failure_error(&failure));
                         if let Err(error) = responder.respond_with_result(response) {

@@ -329,7 +329,8 @@ async fn ask(
     }
 }
 
-/// Runs one negotiation inside a turn; returns its final state (or `None` if it never started).
+/// Runs one negotiation inside a turn and returns its final state; input the runtime refuses
+/// before starting (an unknown intent type, a bad price) is an error and writes nothing.
 pub async fn negotiate(
     recorder: &mut Recorder,
     conversation: &Arc<Conversation>,
