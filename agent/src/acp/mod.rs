@@ -13,6 +13,7 @@ pub mod plain;
 pub mod record;
 pub mod state;
 pub mod turn;
+mod wire;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -20,13 +21,14 @@ use std::sync::{Arc, Mutex};
 use agent_client_protocol::schema::ProtocolVersion;
 use agent_client_protocol::v1::schema as acp;
 use agent_client_protocol::v1::{ConnectionTo, Responder};
-use agent_client_protocol::{Agent, Client, Error, Stdio, UntypedMessage};
+use agent_client_protocol::{Agent, Client, Error, UntypedMessage};
 
 use pactum_memory::ConversationMode;
 
 use crate::acp::commands::Request;
 use crate::acp::record::Recorder;
 use crate::acp::state::{CancelSignal, Conversation, Options, Server};
+use crate::acp::wire::stdio_lines;
 use crate::failure::Failure;
 
 /// The id of the approval-mode session option.
@@ -82,6 +84,20 @@ fn not_found(session_id: acp::SessionId) -> Error {
 
 fn failure_error(failure: &Failure) -> Error {
     Error::internal_error().data(serde_json::json!({ "code": failure.code, "message": failure.message }))
+}
+
+/// Runs a request's work as a task, so the connection keeps reading (a cancel, a permission
+/// answer) while it waits for the database; failures to answer are logged.
+fn in_task(
+    cx: &ConnectionTo<Client>,
+    work: impl std::future::Future<Output = Result<(), Error>> + Send + 'static,
+) -> Result<(), Error> {
+    cx.spawn(async move {
+        if let Err(error) = work.await {
+            tracing::warn!("a request could not be answered: {error}");
+        }
+        Ok(())
+    })
 }
 
 /// Runs blocking work (the database) off the async workers.
@@ -273,40 +289,45 @@ async fn connect(server: Arc<Server>) -> Result<(), Error> {
                 async move |request: acp::NewSessionRequest,
                             responder: Responder<acp::NewSessionResponse>,
                             cx: ConnectionTo<Client>| {
-                    if let Err(error) = check_cwd(&request.cwd) {
-                        return responder.respond_with_error(error);
-                    }
-                    let created = {
-                        let server = Arc::clone(&server);
-                        let cwd = request.cwd.clone();
-                        blocking(move || {
-                            let workspace = server.workspace(&cwd)?;
-                            let id = new_conversation_id();
-                            workspace.db.create_conversation(
-                                &id,
-                                &cwd.display().to_string(),
-                                crate::clock::now_ms(),
-                            )?;
-                            Ok(server.attach(Conversation {
-                                id,
-                                cwd,
-                                workspace,
-                                mode: Mutex::new(ConversationMode::Ask),
-                                turn: Mutex::new(None),
-                            }))
-                        })
-                        .await
-                    };
-                    let conversation = match created {
-                        Ok(conversation) => conversation,
-                        Err(failure) => return responder.respond_with_error(failure_error(&failure)),
-                    };
-                    let session_id = acp::SessionId::new(conversation.id.clone());
-                    responder.respond(
-                        acp::NewSessionResponse::new(session_id.clone())
-                            .config_options(vec![mode_option(conversation.mode())]),
-                    )?;
-                    announce_commands(&cx, &session_id)
+                    let server = Arc::clone(&server);
+                    let task_cx = cx.clone();
+                    in_task(&cx, async move {
+                        let cx = task_cx;
+                        if let Err(error) = check_cwd(&request.cwd) {
+                            return responder.respond_with_error(error);
+                        }
+                        let created = {
+                            let server = Arc::clone(&server);
+                            let cwd = request.cwd.clone();
+                            blocking(move || {
+                                let workspace = server.workspace(&cwd)?;
+                                let id = new_conversation_id();
+                                workspace.db.create_conversation(
+                                    &id,
+                                    &cwd.display().to_string(),
+                                    crate::clock::now_ms(),
+                                )?;
+                                Ok(server.attach(Conversation {
+                                    id,
+                                    cwd,
+                                    workspace,
+                                    mode: Mutex::new(ConversationMode::Ask),
+                                    turn: Mutex::new(None),
+                                }))
+                            })
+                            .await
+                        };
+                        let conversation = match created {
+                            Ok(conversation) => conversation,
+                            Err(failure) => return responder.respond_with_error(failure_error(&failure)),
+                        };
+                        let session_id = acp::SessionId::new(conversation.id.clone());
+                        responder.respond(
+                            acp::NewSessionResponse::new(session_id.clone())
+                                .config_options(vec![mode_option(conversation.mode())]),
+                        )?;
+                        announce_commands(&cx, &session_id)
+                    })
                 }
             },
             agent_client_protocol::on_receive_request!(),
@@ -317,28 +338,34 @@ async fn connect(server: Arc<Server>) -> Result<(), Error> {
                 async move |request: acp::LoadSessionRequest,
                             responder: Responder<acp::LoadSessionResponse>,
                             cx: ConnectionTo<Client>| {
-                    if let Err(error) = check_cwd(&request.cwd) {
-                        return responder.respond_with_error(error);
-                    }
-                    let (conversation, history) =
-                        match reattach(&server, &request.session_id, request.cwd.clone(), true).await {
-                            Ok(Some(found)) => found,
-                            Ok(None) => return responder.respond_with_error(not_found(request.session_id)),
-                            Err(failure) => return responder.respond_with_error(failure_error(&failure)),
-                        };
-                    for body in history {
-                        match serde_json::from_str::<acp::SessionUpdate>(&body) {
-                            // The person's own prompts were kept to be shown here.
-                            Ok(update) => {
-                                cx.send_notification(acp::SessionNotification::new(request.session_id.clone(), update))?
-                            }
-                            Err(error) => tracing::warn!("a stored update could not be read back: {error}"),
+                    let server = Arc::clone(&server);
+                    let task_cx = cx.clone();
+                    in_task(&cx, async move {
+                        let cx = task_cx;
+                        if let Err(error) = check_cwd(&request.cwd) {
+                            return responder.respond_with_error(error);
                         }
-                    }
-                    responder.respond(
-                        acp::LoadSessionResponse::new().config_options(vec![mode_option(conversation.mode())]),
-                    )?;
-                    announce_commands(&cx, &request.session_id)
+                        let (conversation, history) =
+                            match reattach(&server, &request.session_id, request.cwd.clone(), true).await {
+                                Ok(Some(found)) => found,
+                                Ok(None) => return responder.respond_with_error(not_found(request.session_id)),
+                                Err(failure) => return responder.respond_with_error(failure_error(&failure)),
+                            };
+                        for body in history {
+                            match serde_json::from_str::<acp::SessionUpdate>(&body) {
+                                // The person's own prompts were kept to be shown here.
+                                Ok(update) => cx.send_notification(acp::SessionNotification::new(
+                                    request.session_id.clone(),
+                                    update,
+                                ))?,
+                                Err(error) => tracing::warn!("a stored update could not be read back: {error}"),
+                            }
+                        }
+                        responder.respond(
+                            acp::LoadSessionResponse::new().config_options(vec![mode_option(conversation.mode())]),
+                        )?;
+                        announce_commands(&cx, &request.session_id)
+                    })
                 }
             },
             agent_client_protocol::on_receive_request!(),
@@ -349,18 +376,24 @@ async fn connect(server: Arc<Server>) -> Result<(), Error> {
                 async move |request: acp::ResumeSessionRequest,
                             responder: Responder<acp::ResumeSessionResponse>,
                             cx: ConnectionTo<Client>| {
-                    if let Err(error) = check_cwd(&request.cwd) {
-                        return responder.respond_with_error(error);
-                    }
-                    let conversation = match reattach(&server, &request.session_id, request.cwd.clone(), false).await {
-                        Ok(Some((conversation, _))) => conversation,
-                        Ok(None) => return responder.respond_with_error(not_found(request.session_id)),
-                        Err(failure) => return responder.respond_with_error(failure_error(&failure)),
-                    };
-                    responder.respond(
-                        acp::ResumeSessionResponse::new().config_options(vec![mode_option(conversation.mode())]),
-                    )?;
-                    announce_commands(&cx, &request.session_id)
+                    let server = Arc::clone(&server);
+                    let task_cx = cx.clone();
+                    in_task(&cx, async move {
+                        let cx = task_cx;
+                        if let Err(error) = check_cwd(&request.cwd) {
+                            return responder.respond_with_error(error);
+                        }
+                        let conversation =
+                            match reattach(&server, &request.session_id, request.cwd.clone(), false).await {
+                                Ok(Some((conversation, _))) => conversation,
+                                Ok(None) => return responder.respond_with_error(not_found(request.session_id)),
+                                Err(failure) => return responder.respond_with_error(failure_error(&failure)),
+                            };
+                        responder.respond(
+                            acp::ResumeSessionResponse::new().config_options(vec![mode_option(conversation.mode())]),
+                        )?;
+                        announce_commands(&cx, &request.session_id)
+                    })
                 }
             },
             agent_client_protocol::on_receive_request!(),
@@ -370,17 +403,19 @@ async fn connect(server: Arc<Server>) -> Result<(), Error> {
                 let server = Arc::clone(&server);
                 async move |request: acp::ListSessionsRequest,
                             responder: Responder<acp::ListSessionsResponse>,
-                            _cx: ConnectionTo<Client>| {
+                            cx: ConnectionTo<Client>| {
                     let server = Arc::clone(&server);
-                    let listed =
-                        blocking(move || list(&server, request.cwd.as_deref(), request.cursor.as_deref())).await;
-                    match listed {
-                        Ok(response) => responder.respond(response),
-                        Err(failure) if failure.code == "USAGE" => {
-                            responder.respond_with_error(Error::invalid_params().data(failure.message))
+                    in_task(&cx, async move {
+                        let listed =
+                            blocking(move || list(&server, request.cwd.as_deref(), request.cursor.as_deref())).await;
+                        match listed {
+                            Ok(response) => responder.respond(response),
+                            Err(failure) if failure.code == "USAGE" => {
+                                responder.respond_with_error(Error::invalid_params().data(failure.message))
+                            }
+                            Err(failure) => responder.respond_with_error(failure_error(&failure)),
                         }
-                        Err(failure) => responder.respond_with_error(failure_error(&failure)),
-                    }
+                    })
                 }
             },
             agent_client_protocol::on_receive_request!(),
@@ -390,20 +425,23 @@ async fn connect(server: Arc<Server>) -> Result<(), Error> {
                 let server = Arc::clone(&server);
                 async move |request: acp::CloseSessionRequest,
                             responder: Responder<acp::CloseSessionResponse>,
-                            _cx: ConnectionTo<Client>| {
-                    let Some(conversation) = server.detach(&request.session_id.0) else {
-                        return responder.respond_with_error(not_found(request.session_id));
-                    };
-                    conversation.cancel_turn();
-                    let closed = blocking(move || {
-                        conversation.workspace.db.close_conversation(&conversation.id, crate::clock::now_ms())?;
-                        Ok(())
+                            cx: ConnectionTo<Client>| {
+                    let server = Arc::clone(&server);
+                    in_task(&cx, async move {
+                        let Some(conversation) = server.detach(&request.session_id.0) else {
+                            return responder.respond_with_error(not_found(request.session_id));
+                        };
+                        conversation.cancel_turn();
+                        let closed = blocking(move || {
+                            conversation.workspace.db.close_conversation(&conversation.id, crate::clock::now_ms())?;
+                            Ok(())
+                        })
+                        .await;
+                        match closed {
+                            Ok(()) => responder.respond(acp::CloseSessionResponse::new()),
+                            Err(failure) => responder.respond_with_error(failure_error(&failure)),
+                        }
                     })
-                    .await;
-                    match closed {
-                        Ok(()) => responder.respond(acp::CloseSessionResponse::new()),
-                        Err(failure) => responder.respond_with_error(failure_error(&failure)),
-                    }
                 }
             },
             agent_client_protocol::on_receive_request!(),
@@ -413,41 +451,44 @@ async fn connect(server: Arc<Server>) -> Result<(), Error> {
                 let server = Arc::clone(&server);
                 async move |request: acp::SetSessionConfigOptionRequest,
                             responder: Responder<acp::SetSessionConfigOptionResponse>,
-                            _cx: ConnectionTo<Client>| {
-                    let Some(conversation) = server.attached(&request.session_id.0) else {
-                        return responder.respond_with_error(not_found(request.session_id));
-                    };
-                    let value = request.value.as_value_id().map(|v| v.0.to_string());
-                    let mode = match (&*request.config_id.0, value.as_deref().and_then(ConversationMode::parse)) {
-                        (MODE_OPTION, Some(mode)) => mode,
-                        (MODE_OPTION, None) => {
-                            return responder.respond_with_error(
-                                Error::invalid_params().data("mode is one of ask, auto, read-only"),
-                            );
+                            cx: ConnectionTo<Client>| {
+                    let server = Arc::clone(&server);
+                    in_task(&cx, async move {
+                        let Some(conversation) = server.attached(&request.session_id.0) else {
+                            return responder.respond_with_error(not_found(request.session_id));
+                        };
+                        let value = request.value.as_value_id().map(|v| v.0.to_string());
+                        let mode = match (&*request.config_id.0, value.as_deref().and_then(ConversationMode::parse)) {
+                            (MODE_OPTION, Some(mode)) => mode,
+                            (MODE_OPTION, None) => {
+                                return responder.respond_with_error(
+                                    Error::invalid_params().data("mode is one of ask, auto, read-only"),
+                                );
+                            }
+                            (other, _) => {
+                                return responder.respond_with_error(
+                                    Error::invalid_params().data(format!("unknown session option {other:?}")),
+                                );
+                            }
+                        };
+                        let stored = {
+                            let conversation = Arc::clone(&conversation);
+                            blocking(move || {
+                                conversation.workspace.db.set_conversation_mode(
+                                    &conversation.id,
+                                    mode,
+                                    crate::clock::now_ms(),
+                                )?;
+                                Ok(())
+                            })
+                            .await
+                        };
+                        if let Err(failure) = stored {
+                            return responder.respond_with_error(failure_error(&failure));
                         }
-                        (other, _) => {
-                            return responder.respond_with_error(
-                                Error::invalid_params().data(format!("unknown session option {other:?}")),
-                            );
-                        }
-                    };
-                    let stored = {
-                        let conversation = Arc::clone(&conversation);
-                        blocking(move || {
-                            conversation.workspace.db.set_conversation_mode(
-                                &conversation.id,
-                                mode,
-                                crate::clock::now_ms(),
-                            )?;
-                            Ok(())
-                        })
-                        .await
-                    };
-                    if let Err(failure) = stored {
-                        return responder.respond_with_error(failure_error(&failure));
-                    }
-                    *conversation.mode.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = mode;
-                    responder.respond(acp::SetSessionConfigOptionResponse::new(vec![mode_option(mode)]))
+                        *conversation.mode.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = mode;
+                        responder.respond(acp::SetSessionConfigOptionResponse::new(vec![mode_option(mode)]))
+                    })
                 }
             },
             agent_client_protocol::on_receive_request!(),
@@ -522,7 +563,7 @@ async fn connect(server: Arc<Server>) -> Result<(), Error> {
             },
             agent_client_protocol::on_receive_request!(),
         )
-        .connect_to(Stdio::new())
+        .connect_to(stdio_lines())
         .await
 }
 
