@@ -278,6 +278,14 @@ async fn cancel_while_asked_to_pay_returns_cancelled_and_records_an_abort() {
     let text = turn.text();
     assert!(text.contains("PACT-312") && text.contains("cancelled from the editor"), "{text}");
     assert_eq!(after.stop, acp::StopReason::EndTurn);
+    // Every tool call ends with a final status: the withdrawn payment question is failed.
+    let payment = turn.updates.iter().rev().find_map(|u| match u {
+        acp::SessionUpdate::ToolCallUpdate(update) if update.tool_call_id.0.ends_with("#payment") => {
+            update.fields.status
+        }
+        _ => None,
+    });
+    assert_eq!(payment, Some(acp::ToolCallStatus::Failed));
     let sessions = home.run(&["session", "list", "--json"]);
     let listed: Value = serde_json::from_slice(&sessions.stdout).expect("json");
     let session_id = listed[0]["session_id"].as_str().expect("one session").to_owned();
@@ -544,6 +552,10 @@ fn malformed_and_unknown_frames_get_errors_and_the_process_stays_up_until_stdin_
     assert_eq!(wire.answer()["result"]["protocolVersion"], 1);
     wire.send("this is not json");
     assert_eq!(wire.answer()["error"]["code"], -32700);
+    wire.input.write_all(b"\xff\xfe{\"not\": utf-8}\n").expect("write");
+    wire.input.flush().expect("flush");
+    let undecodable = wire.answer();
+    assert_eq!(undecodable["error"]["code"], -32700, "a line that is not UTF-8 is a parse error: {undecodable}");
     wire.send(r#"{"jsonrpc":"2.0","id":2,"method":"no/such/method","params":{}}"#);
     let unknown = wire.answer();
     assert_eq!((unknown["id"].clone(), unknown["error"]["code"].clone()), (json!(2), json!(-32601)));
@@ -569,4 +581,31 @@ fn malformed_and_unknown_frames_get_errors_and_the_process_stays_up_until_stdin_
     drop(wire.input);
     let status = wire.child.wait().expect("exit");
     assert!(status.success(), "exits cleanly on stdin EOF: {status}");
+}
+
+#[tokio::test]
+async fn long_prompts_are_kept_within_the_limits() {
+    let home = Home::new();
+    // 61 four-byte characters: 80 characters of title would be 259 bytes.
+    let emoji = format!("buy weather data for $0.05 seed 7 {}", "😀".repeat(61));
+    let huge = "x".repeat(70 * 1024);
+    let (paid, refused, session) = with_agent(&home, async |mut editor| {
+        editor.initialize().await?;
+        let (session, _) = editor.new_session(home.path()).await?;
+        let paid = editor.prompt(&session, &emoji, Answer::Allow).await?;
+        let refused = editor.prompt(&session, &huge, Answer::Unexpected).await?;
+        Ok((paid, refused, session))
+    })
+    .await;
+    assert!(paid.text().contains("completed: paid"), "{}", paid.text());
+    assert_eq!(refused.stop, acp::StopReason::EndTurn);
+    assert!(refused.text().contains("65536 bytes"), "{}", refused.text());
+    let listed = with_agent(&home, async |editor| {
+        editor.initialize().await?;
+        editor.cx.send_request(acp::ListSessionsRequest::new()).block_task().await
+    })
+    .await;
+    let info = listed.sessions.iter().find(|s| s.session_id == session).expect("listed");
+    let title = info.title.as_deref().expect("a title");
+    assert!(title.starts_with("buy weather data") && title.len() <= 256, "{title}");
 }

@@ -35,6 +35,8 @@ use crate::failure::Failure;
 pub const MODE_OPTION: &str = "mode";
 /// Most conversations one `session/list` page returns.
 const LIST_PAGE_MAX: u32 = 100;
+/// Longest prompt read; a longer one is answered with this limit (and kept shortened).
+pub const PROMPT_BYTES_MAX: usize = 64 * 1024;
 
 /// Runs the server until stdin closes; returns the process's exit code.
 pub fn serve_code(options: Options) -> u8 {
@@ -161,11 +163,18 @@ async fn reattach(
     .await
 }
 
+/// The prompt as text: text blocks as they are, resource links and embedded text resources by
+/// their URI (Pactum reads no files), other content left out.
 fn prompt_text(prompt: &[acp::ContentBlock]) -> String {
     prompt
         .iter()
         .filter_map(|block| match block {
-            acp::ContentBlock::Text(text) => Some(text.text.as_str()),
+            acp::ContentBlock::Text(text) => Some(text.text.clone()),
+            acp::ContentBlock::ResourceLink(link) => Some(link.uri.clone()),
+            acp::ContentBlock::Resource(resource) => match &resource.resource {
+                acp::EmbeddedResourceResource::TextResourceContents(text) => Some(text.uri.clone()),
+                _ => None,
+            },
             _ => None,
         })
         .collect::<Vec<_>>()
@@ -233,6 +242,16 @@ async fn run_turn(
     cancel: Arc<CancelSignal>,
 ) -> Result<acp::StopReason, Failure> {
     let mut recorder = Recorder::new(cx, Arc::clone(&conversation));
+    if text.len() > PROMPT_BYTES_MAX {
+        recorder.user_prompt(record::cut(&text, PROMPT_BYTES_MAX));
+        recorder.say(format!(
+            "That prompt is {} bytes; Pactum reads prompts of up to {PROMPT_BYTES_MAX} bytes.\n\n{}",
+            text.len(),
+            commands::help()
+        ));
+        recorder.flush().await?;
+        return Ok(acp::StopReason::EndTurn);
+    }
     recorder.user_prompt(&text);
     let directory = conversation.workspace.directory()?;
     let request = commands::parse(&text, &conversation.cwd, &directory.intent_types());
@@ -428,10 +447,15 @@ async fn connect(server: Arc<Server>) -> Result<(), Error> {
                             cx: ConnectionTo<Client>| {
                     let server = Arc::clone(&server);
                     in_task(&cx, async move {
-                        let Some(conversation) = server.detach(&request.session_id.0) else {
+                        let Some(conversation) = server.attached(&request.session_id.0) else {
                             return responder.respond_with_error(not_found(request.session_id));
                         };
-                        conversation.cancel_turn();
+                        // A running turn is cancelled and answered before the close is, and the
+                        // conversation stays attached until then (no second turn can start).
+                        if let Some(running) = conversation.cancel_turn() {
+                            running.ended().await;
+                        }
+                        server.detach(&conversation.id);
                         let closed = blocking(move || {
                             conversation.workspace.db.close_conversation(&conversation.id, crate::clock::now_ms())?;
                             Ok(())
@@ -529,7 +553,7 @@ async fn connect(server: Arc<Server>) -> Result<(), Error> {
                 let server = Arc::clone(&server);
                 async move |notification: acp::CancelNotification, _cx: ConnectionTo<Client>| {
                     if let Some(conversation) = server.attached(&notification.session_id.0) {
-                        conversation.cancel_turn();
+                        let _running = conversation.cancel_turn();
                     }
                     Ok(())
                 }
@@ -573,13 +597,22 @@ fn list(server: &Server, cwd: Option<&Path>, cursor: Option<&str>) -> Result<acp
     let before = match cursor {
         None => None,
         Some(cursor) => {
-            let parsed = cursor.split_once(':').and_then(|(at, id)| Some((at.parse::<u64>().ok()?, id.to_owned())));
+            let parsed = cursor
+                .split_once(':')
+                .and_then(|(at, id)| Some((at.parse::<u64>().ok().filter(|&at| i64::try_from(at).is_ok())?, id)))
+                .filter(|(_, id)| !id.is_empty())
+                .map(|(at, id)| (at, id.to_owned()));
             Some(
                 parsed
                     .ok_or_else(|| Failure::new("USAGE", format!("cursor {cursor:?} was not given by session/list")))?,
             )
         }
     };
+    if let Some(cwd) = cwd
+        && !cwd.is_absolute()
+    {
+        return Err(Failure::new("USAGE", format!("cwd must be an absolute path, got {}", cwd.display())));
+    }
     let cwd_text = cwd.map(|c| c.display().to_string());
     let mut rows = Vec::new();
     for workspace in server.workspaces_for(cwd)? {

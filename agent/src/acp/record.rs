@@ -12,8 +12,24 @@ use agent_client_protocol::v1::schema as acp;
 use crate::acp::state::Conversation;
 use crate::failure::Failure;
 
-/// Longest title kept for a conversation (from its first prompt).
+/// Longest title kept for a conversation (from its first prompt); also cut to the store's byte
+/// limit.
 const TITLE_CHARS_MAX: usize = 80;
+/// Largest piece of agent text in one update: longer messages (a big command output) are sent
+/// in several chunks, each well under the store's limit on one update.
+const MESSAGE_CHUNK_BYTES_MAX: usize = 64 * 1024;
+
+/// The longest prefix of `text` within `bytes`, cut at a character boundary.
+pub fn cut(text: &str, bytes: usize) -> &str {
+    if text.len() <= bytes {
+        return text;
+    }
+    let mut end = bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 pub struct Recorder {
     cx: ConnectionTo<Client>,
@@ -42,8 +58,9 @@ impl Recorder {
     pub fn user_prompt(&mut self, text: &str) {
         let title: String =
             text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(TITLE_CHARS_MAX).collect();
+        let title = cut(&title, pactum_memory::CONVERSATION_TITLE_BYTES_MAX);
         if !title.is_empty() {
-            self.title.get_or_insert(title);
+            self.title.get_or_insert_with(|| title.to_owned());
         }
         self.keep(&acp::SessionUpdate::UserMessageChunk(acp::ContentChunk::new(text.to_owned().into())));
     }
@@ -63,9 +80,18 @@ impl Recorder {
         }
     }
 
-    /// A message from the agent.
+    /// A message from the agent (in chunks, if it is long).
     pub fn say(&mut self, text: impl Into<String>) {
-        self.send(acp::SessionUpdate::AgentMessageChunk(acp::ContentChunk::new(text.into().into())));
+        let text = text.into();
+        let mut rest = text.as_str();
+        loop {
+            let piece = cut(rest, MESSAGE_CHUNK_BYTES_MAX);
+            self.send(acp::SessionUpdate::AgentMessageChunk(acp::ContentChunk::new(piece.to_owned().into())));
+            rest = &rest[piece.len()..];
+            if rest.is_empty() {
+                break;
+            }
+        }
     }
 
     /// Writes the kept updates to the constellation.
@@ -87,5 +113,16 @@ impl Recorder {
         .await
         .map_err(|error| Failure::new("INTERNAL", format!("storing the conversation: {error}")))??;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cuts_at_character_boundaries() {
+        assert_eq!(super::cut("héllo", 2), "h");
+        assert_eq!(super::cut("héllo", 3), "hé");
+        assert_eq!(super::cut("abc", 10), "abc");
+        assert_eq!(super::cut(&"😀".repeat(100), 256).len(), 256);
     }
 }

@@ -44,11 +44,17 @@ impl Workspace {
 pub struct CancelSignal {
     flag: AtomicBool,
     watch: tokio::sync::watch::Sender<bool>,
+    /// Set when the turn has answered.
+    ended: tokio::sync::watch::Sender<bool>,
 }
 
 impl CancelSignal {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self { flag: AtomicBool::new(false), watch: tokio::sync::watch::Sender::new(false) })
+        Arc::new(Self {
+            flag: AtomicBool::new(false),
+            watch: tokio::sync::watch::Sender::new(false),
+            ended: tokio::sync::watch::Sender::new(false),
+        })
     }
 
     pub fn cancel(&self) {
@@ -58,6 +64,12 @@ impl CancelSignal {
 
     pub fn is_cancelled(&self) -> bool {
         self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the turn has answered.
+    pub async fn ended(&self) {
+        let mut receiver = self.ended.subscribe();
+        let _ = receiver.wait_for(|ended| *ended).await;
     }
 
     /// Resolves once cancelled.
@@ -95,13 +107,18 @@ impl Conversation {
     }
 
     pub fn end_turn(&self) {
-        *self.turn.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        if let Some(signal) = self.turn.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            signal.ended.send_replace(true);
+        }
     }
 
-    pub fn cancel_turn(&self) {
-        if let Some(signal) = self.turn.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+    /// Cancels the running turn, if any; returns its signal, to wait for its answer.
+    pub fn cancel_turn(&self) -> Option<Arc<CancelSignal>> {
+        let turn = self.turn.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(signal) = &turn {
             signal.cancel();
         }
+        turn
     }
 }
 

@@ -46,12 +46,14 @@ struct EditorApprover {
     sender: tokio::sync::mpsc::UnboundedSender<TurnMessage>,
     cancel: Arc<CancelSignal>,
     mode: ConversationMode,
+    /// Why the turn must stop other than a cancel (the conversation could not be stored).
+    stop: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Approver for EditorApprover {
     fn approve(&mut self, offer: &OfferToApprove) -> (bool, &'static str) {
         if self.mode == ConversationMode::ReadOnly {
-            return (false, "client");
+            return (false, "read-only");
         }
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         if self.sender.send(TurnMessage::Ask(offer.clone(), reply)).is_err() {
@@ -61,7 +63,10 @@ impl Approver for EditorApprover {
     }
 
     fn abort_requested(&mut self) -> Option<String> {
-        self.cancel.is_cancelled().then(|| CANCEL_REASON.to_owned())
+        if self.cancel.is_cancelled() {
+            return Some(CANCEL_REASON.to_owned());
+        }
+        self.stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 
@@ -258,14 +263,25 @@ impl View {
             }
             kind::COMPLETED => self.advance(recorder, STAGES.len(), None),
             kind::ABORT_REQUESTED | kind::ABORT => {
+                self.close_open_calls(recorder, body);
                 let title = format!("Abort: {}", text("reason"));
                 Self::start_call(recorder, &id, title, acp::ToolKind::Other, Completed, body.clone(), line);
             }
             kind::FAILED => {
+                self.close_open_calls(recorder, body);
                 let title = format!("Failed: {} {}", text("code"), text("name"));
                 Self::start_call(recorder, &id, title, acp::ToolKind::Other, Failed, body.clone(), line);
             }
             _ => {}
+        }
+    }
+
+    /// Gives every step still open (discovery, an unanswered payment question, a settlement) its
+    /// final status when the session stops: failed, with the stopping event as its output.
+    fn close_open_calls(&mut self, recorder: &mut Recorder, body: &Value) {
+        for call in [self.discover_call.take(), self.payment_call.take(), self.settle_call.take()].into_iter().flatten()
+        {
+            Self::finish_call(recorder, &call, acp::ToolCallStatus::Failed, body.clone(), None);
         }
     }
 
@@ -308,6 +324,9 @@ async fn ask(
         ),
         acp::PermissionOption::new(REJECT_ONCE, "Do not pay", acp::PermissionOptionKind::RejectOnce),
     ];
+    if cancel.is_cancelled() {
+        return None;
+    }
     let request = acp::RequestPermissionRequest::new(recorder.session_id().clone(), question, options);
     let sent = recorder.connection().send_request(request);
     tokio::select! {
@@ -354,16 +373,30 @@ pub async fn negotiate(
     let rail = pactum_runtime::LedgerRail::ID.to_owned();
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
     let mut observer = ChannelObserver(sender.clone());
-    let mut approver = EditorApprover { sender, cancel: Arc::clone(cancel), mode };
+    let stop = Arc::new(std::sync::Mutex::new(None));
+    let mut approver = EditorApprover { sender, cancel: Arc::clone(cancel), mode, stop: Arc::clone(&stop) };
     let running = tokio::task::spawn_blocking(move || runtime.negotiate(request, &mut approver, &mut observer));
     let mut view = View::new();
     while let Some(message) = receiver.recv().await {
         match message {
-            TurnMessage::Event(event) => view.on_event(recorder, &event),
+            TurnMessage::Event(event) => {
+                view.on_event(recorder, &event);
+                // Money is about to move: what the editor has been shown is kept first.
+                if event.kind.as_str() == kind::COMMITTED {
+                    recorder.flush().await?;
+                }
+            }
             TurnMessage::Ask(offer, reply) => {
                 let question = view.payment_question(recorder, &offer, &rail);
-                // What led to the question is kept before waiting on a person.
-                recorder.flush().await?;
+                // What led to the question is kept before waiting on a person. If it cannot be,
+                // nobody is asked: the session is aborted (not recorded as a declined payment).
+                if let Err(failure) = recorder.flush().await {
+                    tracing::error!("the conversation could not be stored: {}", failure.message);
+                    *stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some("the conversation could not be stored".to_owned());
+                    let _ = reply.send(false);
+                    continue;
+                }
                 let answer = ask(recorder, question, &offer, cancel).await;
                 let _ = reply.send(answer.unwrap_or(false));
             }

@@ -61,7 +61,7 @@ pub struct OfferToApprove {
 }
 
 /// Decides, for interactive sessions, whether to pay. Returns `(approved, by)`, `by` being
-/// `terminal`, `client` or `recovery`.
+/// `terminal`, `client`, `read-only` (a mode that never pays) or `recovery`.
 pub trait Approver {
     fn approve(&mut self, offer: &OfferToApprove) -> (bool, &'static str);
 

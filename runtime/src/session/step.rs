@@ -539,8 +539,10 @@ fn approval<R: Rng + ?Sized>(d: &mut Decider<'_, R>, approved: bool, by: String)
     if !d.state.effects().iter().any(|e| matches!(e, Effect::AskApproval { .. })) {
         return Err(StepError::Unexpected("no payment awaits approval".into()));
     }
-    if !matches!(by.as_str(), "auto" | "terminal" | "client" | "recovery") {
-        return Err(StepError::Invalid(format!("approval by {by:?} is not auto, terminal, client or recovery")));
+    if !matches!(by.as_str(), "auto" | "terminal" | "client" | "read-only" | "recovery") {
+        return Err(StepError::Invalid(format!(
+            "approval by {by:?} is not auto, terminal, client, read-only or recovery"
+        )));
     }
     let config = d.config()?;
     let Some(selection) = d.state.selection.clone() else {
@@ -559,6 +561,8 @@ fn approval<R: Rng + ?Sized>(d: &mut Decider<'_, R>, approved: bool, by: String)
     if !approved {
         let reason = if by == "recovery" {
             "the process stopped before the buyer approved the payment".to_owned()
+        } else if by == "read-only" {
+            "read-only mode: negotiations never pay".to_owned()
         } else {
             "the buyer declined to pay".to_owned()
         };
