@@ -56,7 +56,10 @@ fn serve(options: Options) -> Result<(), u8> {
         }
     };
     let server = Arc::new(Server::new(options));
-    let result = runtime.block_on(connect(server));
+    let (transport, writer) = stdio_lines();
+    let result = runtime.block_on(connect(server, transport));
+    // Every frame queued before the connection ended reaches the editor.
+    writer.finish();
     // Turns still running when the editor went away are abandoned; their sessions are resumed
     // (or their held payments released) by the next process that opens the constellation.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
@@ -275,7 +278,10 @@ async fn run_turn(
     Ok(if cancel.is_cancelled() { acp::StopReason::Cancelled } else { acp::StopReason::EndTurn })
 }
 
-async fn connect(server: Arc<Server>) -> Result<(), Error> {
+async fn connect(
+    server: Arc<Server>,
+    transport: impl agent_client_protocol::ConnectTo<Agent> + 'static,
+) -> Result<(), Error> {
     Agent
         .v1()
         .name("pactum")
@@ -587,7 +593,7 @@ async fn connect(server: Arc<Server>) -> Result<(), Error> {
             },
             agent_client_protocol::on_receive_request!(),
         )
-        .connect_to(stdio_lines())
+        .connect_to(transport)
         .await
 }
 
