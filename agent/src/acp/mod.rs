@@ -91,14 +91,36 @@ fn failure_error(failure: &Failure) -> Error {
     Error::internal_error().data(serde_json::json!({ "code": failure.code, "message": failure.message }))
 }
 
-/// Runs a request's work as a task, so the connection keeps reading (a cancel, a permission
-/// answer) while it waits for the database; failures to answer are logged.
-fn in_task(
+/// Answers a request from a task, so the connection keeps reading (a cancel, a permission
+/// answer) while the work waits for the database; a failure to answer is logged.
+fn answer<T: agent_client_protocol::JsonRpcResponse + Send + 'static>(
     cx: &ConnectionTo<Client>,
-    work: impl std::future::Future<Output = Result<(), Error>> + Send + 'static,
+    responder: Responder<T>,
+    work: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
 ) -> Result<(), Error> {
     cx.spawn(async move {
-        if let Err(error) = work.await {
+        if let Err(error) = responder.respond_with_result(work.await) {
+            tracing::warn!("a request could not be answered: {error}");
+        }
+        Ok(())
+    })
+}
+
+/// Like [`answer`], for requests that open a session: once answered, the session's commands
+/// are announced (`available_commands_update`).
+fn answer_announcing<T: agent_client_protocol::JsonRpcResponse + Send + 'static>(
+    cx: &ConnectionTo<Client>,
+    responder: Responder<T>,
+    work: impl std::future::Future<Output = Result<(T, acp::SessionId), Error>> + Send + 'static,
+) -> Result<(), Error> {
+    let task_cx = cx.clone();
+    cx.spawn(async move {
+        let (result, session_id) = match work.await {
+            Ok((response, session_id)) => (Ok(response), Some(session_id)),
+            Err(error) => (Err(error), None),
+        };
+        let answered = responder.respond_with_result(result);
+        if let Err(error) = answered.and_then(|()| session_id.map_or(Ok(()), |id| announce_commands(&task_cx, &id))) {
             tracing::warn!("a request could not be answered: {error}");
         }
         Ok(())
@@ -278,6 +300,121 @@ async fn run_turn(
     Ok(if cancel.is_cancelled() { acp::StopReason::Cancelled } else { acp::StopReason::EndTurn })
 }
 
+async fn new_session(
+    server: Arc<Server>,
+    _cx: ConnectionTo<Client>,
+    request: acp::NewSessionRequest,
+) -> Result<(acp::NewSessionResponse, acp::SessionId), Error> {
+    check_cwd(&request.cwd)?;
+    let cwd = request.cwd;
+    let conversation = blocking(move || {
+        let workspace = server.workspace(&cwd)?;
+        let id = new_conversation_id();
+        workspace.db.create_conversation(&id, &cwd.display().to_string(), crate::clock::now_ms())?;
+        Ok(server.attach(Conversation {
+            id,
+            cwd,
+            workspace,
+            mode: Mutex::new(ConversationMode::Ask),
+            turn: Mutex::new(None),
+        }))
+    })
+    .await
+    .map_err(|failure| failure_error(&failure))?;
+    let session_id = acp::SessionId::new(conversation.id.clone());
+    Ok((
+        acp::NewSessionResponse::new(session_id.clone()).config_options(vec![mode_option(conversation.mode())]),
+        session_id,
+    ))
+}
+
+async fn load_session(
+    server: Arc<Server>,
+    cx: ConnectionTo<Client>,
+    request: acp::LoadSessionRequest,
+) -> Result<(acp::LoadSessionResponse, acp::SessionId), Error> {
+    check_cwd(&request.cwd)?;
+    let (conversation, history) = reattach(&server, &request.session_id, request.cwd.clone(), true)
+        .await
+        .map_err(|failure| failure_error(&failure))?
+        .ok_or_else(|| not_found(request.session_id.clone()))?;
+    // The history (the person's prompts included) is replayed before the answer.
+    for body in history {
+        match serde_json::from_str::<acp::SessionUpdate>(&body) {
+            Ok(update) => cx.send_notification(acp::SessionNotification::new(request.session_id.clone(), update))?,
+            Err(error) => tracing::warn!("a stored update could not be read back: {error}"),
+        }
+    }
+    Ok((acp::LoadSessionResponse::new().config_options(vec![mode_option(conversation.mode())]), request.session_id))
+}
+
+async fn resume_session(
+    server: Arc<Server>,
+    _cx: ConnectionTo<Client>,
+    request: acp::ResumeSessionRequest,
+) -> Result<(acp::ResumeSessionResponse, acp::SessionId), Error> {
+    check_cwd(&request.cwd)?;
+    let (conversation, _) = reattach(&server, &request.session_id, request.cwd.clone(), false)
+        .await
+        .map_err(|failure| failure_error(&failure))?
+        .ok_or_else(|| not_found(request.session_id.clone()))?;
+    Ok((acp::ResumeSessionResponse::new().config_options(vec![mode_option(conversation.mode())]), request.session_id))
+}
+
+async fn list_sessions(
+    server: Arc<Server>,
+    _cx: ConnectionTo<Client>,
+    request: acp::ListSessionsRequest,
+) -> Result<acp::ListSessionsResponse, Error> {
+    blocking(move || list(&server, request.cwd.as_deref(), request.cursor.as_deref())).await.map_err(|failure| {
+        if failure.code == "USAGE" { Error::invalid_params().data(failure.message) } else { failure_error(&failure) }
+    })
+}
+
+async fn close_session(
+    server: Arc<Server>,
+    _cx: ConnectionTo<Client>,
+    request: acp::CloseSessionRequest,
+) -> Result<acp::CloseSessionResponse, Error> {
+    let conversation = server.attached(&request.session_id.0).ok_or_else(|| not_found(request.session_id.clone()))?;
+    // A running turn is cancelled and answered before the close is, and the conversation stays
+    // attached until then (no second turn can start).
+    if let Some(running) = conversation.cancel_turn() {
+        running.ended().await;
+    }
+    server.detach(&conversation.id);
+    blocking(move || {
+        conversation.workspace.db.close_conversation(&conversation.id, crate::clock::now_ms())?;
+        Ok(())
+    })
+    .await
+    .map_err(|failure| failure_error(&failure))?;
+    Ok(acp::CloseSessionResponse::new())
+}
+
+async fn set_config_option(
+    server: Arc<Server>,
+    _cx: ConnectionTo<Client>,
+    request: acp::SetSessionConfigOptionRequest,
+) -> Result<acp::SetSessionConfigOptionResponse, Error> {
+    let conversation = server.attached(&request.session_id.0).ok_or_else(|| not_found(request.session_id.clone()))?;
+    let value = request.value.as_value_id().map(|v| v.0.to_string());
+    let mode = match (&*request.config_id.0, value.as_deref().and_then(ConversationMode::parse)) {
+        (MODE_OPTION, Some(mode)) => mode,
+        (MODE_OPTION, None) => return Err(Error::invalid_params().data("mode is one of ask, auto, read-only")),
+        (other, _) => return Err(Error::invalid_params().data(format!("unknown session option {other:?}"))),
+    };
+    let stored = Arc::clone(&conversation);
+    blocking(move || {
+        stored.workspace.db.set_conversation_mode(&stored.id, mode, crate::clock::now_ms())?;
+        Ok(())
+    })
+    .await
+    .map_err(|failure| failure_error(&failure))?;
+    *conversation.mode.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = mode;
+    Ok(acp::SetSessionConfigOptionResponse::new(vec![mode_option(mode)]))
+}
+
 async fn connect(
     server: Arc<Server>,
     transport: impl agent_client_protocol::ConnectTo<Agent> + 'static,
@@ -314,45 +451,7 @@ async fn connect(
                 async move |request: acp::NewSessionRequest,
                             responder: Responder<acp::NewSessionResponse>,
                             cx: ConnectionTo<Client>| {
-                    let server = Arc::clone(&server);
-                    let task_cx = cx.clone();
-                    in_task(&cx, async move {
-                        let cx = task_cx;
-                        if let Err(error) = check_cwd(&request.cwd) {
-                            return responder.respond_with_error(error);
-                        }
-                        let created = {
-                            let server = Arc::clone(&server);
-                            let cwd = request.cwd.clone();
-                            blocking(move || {
-                                let workspace = server.workspace(&cwd)?;
-                                let id = new_conversation_id();
-                                workspace.db.create_conversation(
-                                    &id,
-                                    &cwd.display().to_string(),
-                                    crate::clock::now_ms(),
-                                )?;
-                                Ok(server.attach(Conversation {
-                                    id,
-                                    cwd,
-                                    workspace,
-                                    mode: Mutex::new(ConversationMode::Ask),
-                                    turn: Mutex::new(None),
-                                }))
-                            })
-                            .await
-                        };
-                        let conversation = match created {
-                            Ok(conversation) => conversation,
-                            Err(failure) => return responder.respond_with_error(failure_error(&failure)),
-                        };
-                        let session_id = acp::SessionId::new(conversation.id.clone());
-                        responder.respond(
-                            acp::NewSessionResponse::new(session_id.clone())
-                                .config_options(vec![mode_option(conversation.mode())]),
-                        )?;
-                        announce_commands(&cx, &session_id)
-                    })
+                    answer_announcing(&cx, responder, new_session(Arc::clone(&server), cx.clone(), request))
                 }
             },
             agent_client_protocol::on_receive_request!(),
@@ -363,34 +462,7 @@ async fn connect(
                 async move |request: acp::LoadSessionRequest,
                             responder: Responder<acp::LoadSessionResponse>,
                             cx: ConnectionTo<Client>| {
-                    let server = Arc::clone(&server);
-                    let task_cx = cx.clone();
-                    in_task(&cx, async move {
-                        let cx = task_cx;
-                        if let Err(error) = check_cwd(&request.cwd) {
-                            return responder.respond_with_error(error);
-                        }
-                        let (conversation, history) =
-                            match reattach(&server, &request.session_id, request.cwd.clone(), true).await {
-                                Ok(Some(found)) => found,
-                                Ok(None) => return responder.respond_with_error(not_found(request.session_id)),
-                                Err(failure) => return responder.respond_with_error(failure_error(&failure)),
-                            };
-                        for body in history {
-                            match serde_json::from_str::<acp::SessionUpdate>(&body) {
-                                // The person's own prompts were kept to be shown here.
-                                Ok(update) => cx.send_notification(acp::SessionNotification::new(
-                                    request.session_id.clone(),
-                                    update,
-                                ))?,
-                                Err(error) => tracing::warn!("a stored update could not be read back: {error}"),
-                            }
-                        }
-                        responder.respond(
-                            acp::LoadSessionResponse::new().config_options(vec![mode_option(conversation.mode())]),
-                        )?;
-                        announce_commands(&cx, &request.session_id)
-                    })
+                    answer_announcing(&cx, responder, load_session(Arc::clone(&server), cx.clone(), request))
                 }
             },
             agent_client_protocol::on_receive_request!(),
@@ -401,24 +473,7 @@ async fn connect(
                 async move |request: acp::ResumeSessionRequest,
                             responder: Responder<acp::ResumeSessionResponse>,
                             cx: ConnectionTo<Client>| {
-                    let server = Arc::clone(&server);
-                    let task_cx = cx.clone();
-                    in_task(&cx, async move {
-                        let cx = task_cx;
-                        if let Err(error) = check_cwd(&request.cwd) {
-                            return responder.respond_with_error(error);
-                        }
-                        let conversation =
-                            match reattach(&server, &request.session_id, request.cwd.clone(), false).await {
-                                Ok(Some((conversation, _))) => conversation,
-                                Ok(None) => return responder.respond_with_error(not_found(request.session_id)),
-                                Err(failure) => return responder.respond_with_error(failure_error(&failure)),
-                            };
-                        responder.respond(
-                            acp::ResumeSessionResponse::new().config_options(vec![mode_option(conversation.mode())]),
-                        )?;
-                        announce_commands(&cx, &request.session_id)
-                    })
+                    answer_announcing(&cx, responder, resume_session(Arc::clone(&server), cx.clone(), request))
                 }
             },
             agent_client_protocol::on_receive_request!(),
@@ -429,18 +484,7 @@ async fn connect(
                 async move |request: acp::ListSessionsRequest,
                             responder: Responder<acp::ListSessionsResponse>,
                             cx: ConnectionTo<Client>| {
-                    let server = Arc::clone(&server);
-                    in_task(&cx, async move {
-                        let listed =
-                            blocking(move || list(&server, request.cwd.as_deref(), request.cursor.as_deref())).await;
-                        match listed {
-                            Ok(response) => responder.respond(response),
-                            Err(failure) if failure.code == "USAGE" => {
-                                responder.respond_with_error(Error::invalid_params().data(failure.message))
-                            }
-                            Err(failure) => responder.respond_with_error(failure_error(&failure)),
-                        }
-                    })
+                    answer(&cx, responder, list_sessions(Arc::clone(&server), cx.clone(), request))
                 }
             },
             agent_client_protocol::on_receive_request!(),
@@ -451,27 +495,7 @@ async fn connect(
                 async move |request: acp::CloseSessionRequest,
                             responder: Responder<acp::CloseSessionResponse>,
                             cx: ConnectionTo<Client>| {
-                    let server = Arc::clone(&server);
-                    in_task(&cx, async move {
-                        let Some(conversation) = server.attached(&request.session_id.0) else {
-                            return responder.respond_with_error(not_found(request.session_id));
-                        };
-                        // A running turn is cancelled and answered before the close is, and the
-                        // conversation stays attached until then (no second turn can start).
-                        if let Some(running) = conversation.cancel_turn() {
-                            running.ended().await;
-                        }
-                        server.detach(&conversation.id);
-                        let closed = blocking(move || {
-                            conversation.workspace.db.close_conversation(&conversation.id, crate::clock::now_ms())?;
-                            Ok(())
-                        })
-                        .await;
-                        match closed {
-                            Ok(()) => responder.respond(acp::CloseSessionResponse::new()),
-                            Err(failure) => responder.respond_with_error(failure_error(&failure)),
-                        }
-                    })
+                    answer(&cx, responder, close_session(Arc::clone(&server), cx.clone(), request))
                 }
             },
             agent_client_protocol::on_receive_request!(),
@@ -482,43 +506,7 @@ async fn connect(
                 async move |request: acp::SetSessionConfigOptionRequest,
                             responder: Responder<acp::SetSessionConfigOptionResponse>,
                             cx: ConnectionTo<Client>| {
-                    let server = Arc::clone(&server);
-                    in_task(&cx, async move {
-                        let Some(conversation) = server.attached(&request.session_id.0) else {
-                            return responder.respond_with_error(not_found(request.session_id));
-                        };
-                        let value = request.value.as_value_id().map(|v| v.0.to_string());
-                        let mode = match (&*request.config_id.0, value.as_deref().and_then(ConversationMode::parse)) {
-                            (MODE_OPTION, Some(mode)) => mode,
-                            (MODE_OPTION, None) => {
-                                return responder.respond_with_error(
-                                    Error::invalid_params().data("mode is one of ask, auto, read-only"),
-                                );
-                            }
-                            (other, _) => {
-                                return responder.respond_with_error(
-                                    Error::invalid_params().data(format!("unknown session option {other:?}")),
-                                );
-                            }
-                        };
-                        let stored = {
-                            let conversation = Arc::clone(&conversation);
-                            blocking(move || {
-                                conversation.workspace.db.set_conversation_mode(
-                                    &conversation.id,
-                                    mode,
-                                    crate::clock::now_ms(),
-                                )?;
-                                Ok(())
-                            })
-                            .await
-                        };
-                        if let Err(failure) = stored {
-                            return responder.respond_with_error(failure_error(&failure));
-                        }
-                        *conversation.mode.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = mode;
-                        responder.respond(acp::SetSessionConfigOptionResponse::new(vec![mode_option(mode)]))
-                    })
+                    answer(&cx, responder, set_config_option(Arc::clone(&server), cx.clone(), request))
                 }
             },
             agent_client_protocol::on_receive_request!(),
