@@ -149,7 +149,7 @@ fn negotiate(server: &Server, request: NegotiateParams) -> Result<Value, Failure
         yes: request.approve,
         json: true,
     };
-    let directory = workspace.directory()?;
+    let directory = workspace.directory.clone();
     let (new_session, starting_balance) = build_request(&args, &directory)?;
     let clock: Arc<dyn pactum_transcripts::Clock> = match args.clock {
         Some(start_ms) => Arc::new(pactum_transcripts::ManualClock::new(start_ms)),

@@ -278,8 +278,7 @@ async fn run_turn(
         return Ok(acp::StopReason::EndTurn);
     }
     recorder.user_prompt(&text);
-    let directory = conversation.workspace.directory()?;
-    let request = commands::parse(&text, &conversation.cwd, &directory.intent_types());
+    let request = commands::parse(&text, &conversation.cwd, &conversation.workspace.directory.intent_types());
     match request {
         Request::Answer(answer) => recorder.say(answer),
         Request::Cli(argv) => {

@@ -25,17 +25,13 @@ pub struct Options {
     pub directory: Option<PathBuf>,
 }
 
-/// An open constellation and the command context that names it.
+/// An open constellation, the command context that names it, and the provider directory
+/// (read once, when the constellation is opened).
 #[derive(Debug)]
 pub struct Workspace {
     pub db: Arc<Constellation>,
     pub context: Context,
-}
-
-impl Workspace {
-    pub fn directory(&self) -> Result<Directory, Failure> {
-        self.context.directory()
-    }
+    pub directory: Directory,
 }
 
 /// A person's request to stop the running turn: a flag the blocking negotiation polls and a
@@ -162,11 +158,12 @@ impl Server {
             return Ok(Arc::clone(open));
         }
         let context = Context::new(Some(path.display().to_string()), self.options.directory.clone());
+        let directory = context.directory()?;
         let db = context.open()?;
-        let workspace = Arc::new(Workspace { db, context });
+        let workspace = Arc::new(Workspace { db, context, directory });
         let runtime = crate::negotiate_cmd::runtime_on(
             &workspace.db,
-            workspace.directory()?,
+            workspace.directory.clone(),
             Arc::new(crate::clock::SystemClock),
         );
         crate::negotiate_cmd::recover(&runtime)?;

@@ -357,7 +357,7 @@ pub async fn negotiate(
     cancel: &Arc<CancelSignal>,
 ) -> Result<SessionState, Failure> {
     let workspace = Arc::clone(&conversation.workspace);
-    let directory = workspace.directory()?;
+    let directory = workspace.directory.clone();
     let (mut request, starting_balance) = build_request(&args, &directory)?;
     let mode = conversation.mode();
     request.auto_approve = match mode {
