@@ -8,12 +8,17 @@
 //!   depend on it.
 //! - [`Constellation::info`] and [`Constellation::backup`] (SQLite online backup API).
 //!
-//! Versioned agent memory (Loro documents) joins this crate later. Callers pass every timestamp
-//! stored with data; the only clock and randomness read here are SQLite's, once, for the
-//! constellation's creation time and random id in `meta`.
+//! - Versioned memory ([`blocks`]): Loro documents with their full history, and archival passages
+//!   searched with FTS5 ([`Passage`]).
+//!
+//! Callers pass every timestamp stored with data; the only clock and randomness read here are
+//! SQLite's: the constellation's creation time and random id in `meta`, and the random ids of
+//! memory blocks and Loro peers.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod agents;
+mod archive;
+pub mod blocks;
 mod conversations;
 mod error;
 mod events;
@@ -23,6 +28,7 @@ mod sessions;
 mod store;
 
 pub use agents::{AgentRecord, AgentRole, SecretSeed};
+pub use archive::{PASSAGE_CHARS_MAX, Passage, SEARCH_LIMIT_MAX};
 pub use conversations::{
     CONVERSATION_TITLE_BYTES_MAX, CONVERSATION_UPDATE_BYTES_MAX, CONVERSATION_UPDATES_MAX, ConversationMode,
     ConversationRow, ConversationUpdate,

@@ -6,7 +6,8 @@ pub const APPLICATION_ID: u32 = 0x5043_5431;
 
 /// Migration `i` (0-based) brings the schema from version `i` to `i + 1`. Never edit a
 /// migration that has shipped; append a new one.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6];
+pub const MIGRATIONS: &[&str] =
+    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7];
 
 /// The schema version this build writes and the newest it can open.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -194,4 +195,117 @@ CREATE TRIGGER conversation_updates_no_update BEFORE UPDATE ON conversation_upda
 BEGIN SELECT RAISE(ABORT, 'conversation history is append-only'); END;
 CREATE TRIGGER conversation_updates_no_delete BEFORE DELETE ON conversation_updates
 BEGIN SELECT RAISE(ABORT, 'conversation history is append-only'); END;
+"#;
+
+/// Versioned memory (`memory::blocks`). Each block is a Loro document: a snapshot
+/// (`memory_snapshots`, replaced on consolidation) plus one row per version holding the Loro
+/// update that version added, its frontiers, author, message and time. Version rows also hold
+/// the block's rendered content as a keyframe or a splice against the previous version, with the
+/// SHA-256 of the full content, so that reading, diffing and rolling back to any version never
+/// needs Loro time travel. Versions are append-only; blocks are never deleted.
+const MIGRATION_7: &str = r#"
+-- Loro peer ids, each owned by one author (`agent:<id>`, `partner` or `system`). An author writes
+-- with its first peer id; a fresh one is allocated only when a write based on an old version
+-- would otherwise reuse operation ids that a newer version already holds.
+CREATE TABLE memory_peers (
+    peer_id       INTEGER PRIMARY KEY,
+    author        TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL CHECK (created_at_ms >= 0)
+) STRICT;
+CREATE INDEX memory_peers_by_author ON memory_peers (author, created_at_ms, peer_id);
+CREATE TRIGGER memory_peers_no_update BEFORE UPDATE ON memory_peers
+BEGIN SELECT RAISE(ABORT, 'a peer id keeps its author'); END;
+CREATE TRIGGER memory_peers_no_delete BEFORE DELETE ON memory_peers
+BEGIN SELECT RAISE(ABORT, 'peer ids are kept: history refers to them'); END;
+
+CREATE TABLE memory_blocks (
+    block_id      TEXT PRIMARY KEY,
+    owner         TEXT NOT NULL REFERENCES agents (agent_id),
+    label         TEXT NOT NULL,
+    description   TEXT NOT NULL,
+    kind          TEXT NOT NULL CHECK (kind IN ('core', 'working', 'archival', 'log')),
+    template      TEXT,
+    shape         TEXT NOT NULL CHECK (shape IN ('text', 'map', 'list')),
+    char_limit    INTEGER NOT NULL CHECK (char_limit > 0),
+    permission    TEXT NOT NULL CHECK (permission IN ('read_only', 'append', 'read_write', 'admin')),
+    pinned        INTEGER NOT NULL CHECK (pinned IN (0, 1)),
+    version_count INTEGER NOT NULL DEFAULT 0 CHECK (version_count >= 0),
+    created_at_ms INTEGER NOT NULL CHECK (created_at_ms >= 0),
+    updated_at_ms INTEGER NOT NULL CHECK (updated_at_ms >= 0),
+    -- The version the snapshot holds (0: none yet) and the update bytes stored after it.
+    snapshot_seq  INTEGER NOT NULL DEFAULT 0 CHECK (snapshot_seq >= 0),
+    pending_bytes INTEGER NOT NULL DEFAULT 0 CHECK (pending_bytes >= 0),
+    UNIQUE (owner, label)
+) STRICT;
+CREATE TRIGGER memory_blocks_no_delete BEFORE DELETE ON memory_blocks
+BEGIN SELECT RAISE(ABORT, 'memory blocks are kept with their history'); END;
+CREATE TRIGGER memory_blocks_fixed BEFORE UPDATE OF block_id, owner, label, shape, template, created_at_ms ON memory_blocks
+BEGIN SELECT RAISE(ABORT, 'a memory block keeps its id, owner, label, shape and template'); END;
+
+CREATE TABLE memory_versions (
+    block_id        TEXT NOT NULL REFERENCES memory_blocks (block_id),
+    seq             INTEGER NOT NULL CHECK (seq >= 1),
+    op              TEXT NOT NULL,
+    author          TEXT NOT NULL,
+    message         TEXT NOT NULL,
+    at_ms           INTEGER NOT NULL CHECK (at_ms >= 0),
+    frontiers       BLOB NOT NULL,
+    update_blob     BLOB NOT NULL,
+    keyframe_seq    INTEGER NOT NULL CHECK (keyframe_seq >= 1 AND keyframe_seq <= seq),
+    chain_bytes     INTEGER NOT NULL CHECK (chain_bytes >= 0),
+    content         BLOB,
+    splice          BLOB,
+    content_sha256  BLOB NOT NULL CHECK (length(content_sha256) = 32),
+    content_chars   INTEGER NOT NULL CHECK (content_chars >= 0),
+    idempotency_key TEXT,
+    -- The version a change was made against when newer ones existed (it was merged over them).
+    base_seq        INTEGER CHECK (base_seq IS NULL OR (base_seq >= 1 AND base_seq < seq)),
+    CHECK ((content IS NULL) <> (splice IS NULL)),
+    CHECK ((keyframe_seq = seq) = (content IS NOT NULL)),
+    UNIQUE (block_id, seq)
+) STRICT;
+CREATE UNIQUE INDEX memory_versions_idempotency ON memory_versions (block_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE TRIGGER memory_versions_no_update BEFORE UPDATE ON memory_versions
+BEGIN SELECT RAISE(ABORT, 'memory history is append-only'); END;
+CREATE TRIGGER memory_versions_no_delete BEFORE DELETE ON memory_versions
+BEGIN SELECT RAISE(ABORT, 'memory history is append-only'); END;
+
+-- The latest consolidation of each block: a Loro snapshot holding versions 1..seq.
+CREATE TABLE memory_snapshots (
+    block_id      TEXT PRIMARY KEY REFERENCES memory_blocks (block_id),
+    seq           INTEGER NOT NULL CHECK (seq >= 1),
+    snapshot      BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL CHECK (created_at_ms >= 0),
+    FOREIGN KEY (block_id, seq) REFERENCES memory_versions (block_id, seq)
+) STRICT;
+
+-- Blocks attached to agents other than their owner.
+CREATE TABLE memory_shares (
+    block_id      TEXT NOT NULL REFERENCES memory_blocks (block_id),
+    agent_id      TEXT NOT NULL REFERENCES agents (agent_id),
+    permission    TEXT NOT NULL CHECK (permission IN ('read_only', 'append', 'read_write', 'admin')),
+    created_at_ms INTEGER NOT NULL CHECK (created_at_ms >= 0),
+    PRIMARY KEY (block_id, agent_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX memory_shares_by_agent ON memory_shares (agent_id, block_id);
+
+-- Archival memory: passages per agent, searched with FTS5 (BM25). Passages are append-only.
+CREATE TABLE memory_passages (
+    passage_id    INTEGER PRIMARY KEY,
+    agent_id      TEXT NOT NULL REFERENCES agents (agent_id),
+    text          TEXT NOT NULL,
+    author        TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL CHECK (created_at_ms >= 0)
+) STRICT;
+CREATE INDEX memory_passages_by_agent ON memory_passages (agent_id, passage_id);
+CREATE VIRTUAL TABLE memory_passages_fts USING fts5(
+    text, content = 'memory_passages', content_rowid = 'passage_id', tokenize = 'porter unicode61'
+);
+CREATE TRIGGER memory_passages_index AFTER INSERT ON memory_passages
+BEGIN INSERT INTO memory_passages_fts (rowid, text) VALUES (new.passage_id, new.text); END;
+CREATE TRIGGER memory_passages_no_update BEFORE UPDATE ON memory_passages
+BEGIN SELECT RAISE(ABORT, 'archival passages are append-only'); END;
+CREATE TRIGGER memory_passages_no_delete BEFORE DELETE ON memory_passages
+BEGIN SELECT RAISE(ABORT, 'archival passages are append-only'); END;
 "#;

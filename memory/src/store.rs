@@ -88,6 +88,8 @@ pub struct Constellation {
     connection: Mutex<Connection>,
     /// Copies the write-ahead log into the file in the background (writable files only).
     checkpointer: Option<Checkpointer>,
+    /// Loaded Loro documents of memory blocks, each checked against the database before use.
+    pub(crate) memory_docs: crate::blocks::DocCache,
 }
 
 /// How often the background checkpointer copies the write-ahead log into the file.
@@ -330,6 +332,7 @@ impl Constellation {
             durability: options.durability,
             connection: Mutex::new(connection),
             checkpointer: None,
+            memory_docs: Default::default(),
         };
         if read_only {
             // A write-protected file (an evidence copy, say) can be read but not migrated.
@@ -465,6 +468,34 @@ impl Constellation {
             .map_err(|e| StoreError::sqlite(&self.path, e))?;
         let value = work(&transaction)?;
         transaction.commit().map_err(|e| StoreError::sqlite(&self.path, e))?;
+        Ok(value)
+    }
+
+    /// [`Self::write`] for work whose errors are not the store's own (memory blocks).
+    pub(crate) fn write_as<T, E: From<StoreError>>(
+        &self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut connection = self.lock();
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| StoreError::sqlite(&self.path, e))?;
+        let value = work(&transaction)?;
+        transaction.commit().map_err(|e| StoreError::sqlite(&self.path, e))?;
+        Ok(value)
+    }
+
+    /// [`Self::read`] for work whose errors are not the store's own.
+    pub(crate) fn read_as<T, E: From<StoreError>>(
+        &self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut connection = self.lock();
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(|e| StoreError::sqlite(&self.path, e))?;
+        let value = work(&transaction)?;
+        transaction.finish().map_err(|e| StoreError::sqlite(&self.path, e))?;
         Ok(value)
     }
 

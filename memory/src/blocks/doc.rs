@@ -1,0 +1,177 @@
+//! A block's Loro document, by shape: text blocks keep a `LoroText` named `content`, map blocks
+//! a `LoroMap` named `fields` (one entry per template field, so concurrent edits of different
+//! fields both survive), list blocks a `LoroList` named `items` (one entry per task or log
+//! entry, so appends never rewrite earlier entries). The rendered form of a block, which is what
+//! people read and diff and what the character limit counts, is the text itself or the value as
+//! pretty-printed JSON with sorted keys.
+
+use loro::{LoroDoc, LoroValue, UpdateOptions};
+use serde_json::Value;
+
+use super::Shape;
+
+const TEXT: &str = "content";
+const FIELDS: &str = "fields";
+const ITEMS: &str = "items";
+
+/// The block's current rendered content.
+pub(crate) fn render(doc: &LoroDoc, shape: Shape) -> String {
+    match shape {
+        Shape::Text => doc.get_text(TEXT).to_string(),
+        Shape::Map => pretty(&to_json(&doc.get_map(FIELDS).get_deep_value())),
+        Shape::List => pretty(&to_json(&doc.get_list(ITEMS).get_deep_value())),
+    }
+}
+
+/// JSON as blocks render it: pretty, keys sorted, a final newline.
+pub(crate) fn pretty(value: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// Makes the document hold `value`: text for text blocks, an object for map blocks, an array
+/// for list blocks (all validated by the caller). Only what differs becomes operations: a text
+/// edit touches the changed characters, a map the changed fields, a list the changed items.
+pub(crate) fn set(doc: &LoroDoc, shape: Shape, value: &Value) -> Result<(), String> {
+    match (shape, value) {
+        (Shape::Text, Value::String(text)) => doc
+            .get_text(TEXT)
+            .update(text, UpdateOptions { timeout_ms: None, use_refined_diff: true })
+            .map_err(|e| format!("text diff failed: {e}")),
+        (Shape::Map, Value::Object(fields)) => {
+            let map = doc.get_map(FIELDS);
+            let current = match to_json(&map.get_deep_value()) {
+                Value::Object(current) => current,
+                _ => Default::default(),
+            };
+            for key in current.keys().filter(|key| !fields.contains_key(*key)) {
+                map.delete(key).map_err(|e| e.to_string())?;
+            }
+            for (key, field) in fields {
+                if current.get(key) != Some(field) {
+                    map.insert(key, to_loro(field)).map_err(|e| e.to_string())?;
+                }
+            }
+            Ok(())
+        }
+        (Shape::List, Value::Array(items)) => {
+            let list = doc.get_list(ITEMS);
+            let current: Vec<String> = match to_json(&list.get_deep_value()) {
+                Value::Array(current) => current.iter().map(Value::to_string).collect(),
+                _ => Vec::new(),
+            };
+            let wanted: Vec<String> = items.iter().map(Value::to_string).collect();
+            let mut position = 0;
+            for op in similar::capture_diff_slices(similar::Algorithm::Myers, &current, &wanted) {
+                let (_, old_range, new_range) = op.as_tag_tuple();
+                let equal = matches!(op, similar::DiffOp::Equal { .. });
+                if equal {
+                    position += old_range.len();
+                    continue;
+                }
+                if !old_range.is_empty() {
+                    list.delete(position, old_range.len()).map_err(|e| e.to_string())?;
+                }
+                for item in &items[new_range] {
+                    list.insert(position, to_loro(item)).map_err(|e| e.to_string())?;
+                    position += 1;
+                }
+            }
+            Ok(())
+        }
+        _ => Err(format!("a {} block cannot hold {value}", shape.as_str())),
+    }
+}
+
+/// Appends to a text block (on a new line) or a list block (one item).
+pub(crate) fn append(doc: &LoroDoc, shape: Shape, value: &Value) -> Result<(), String> {
+    match (shape, value) {
+        (Shape::Text, Value::String(text)) => {
+            let content = doc.get_text(TEXT);
+            let current = content.to_string();
+            let separator = if current.is_empty() || current.ends_with('\n') { "" } else { "\n" };
+            content.insert(content.len_unicode(), &format!("{separator}{text}")).map_err(|e| e.to_string())
+        }
+        (Shape::List, item) => doc.get_list(ITEMS).push(to_loro(item)).map_err(|e| e.to_string()),
+        _ => Err(format!("a {} block takes no appends; set the whole value instead", shape.as_str())),
+    }
+}
+
+/// Removes the oldest entries of a list block until its rendering has at most `limit`
+/// characters; returns how many went, or `None` if even one entry is too long.
+pub(crate) fn roll(doc: &LoroDoc, limit: usize) -> Result<Option<usize>, String> {
+    let list = doc.get_list(ITEMS);
+    let mut removed = 0;
+    while render(doc, Shape::List).chars().count() > limit {
+        if list.len() <= 1 {
+            return Ok(None);
+        }
+        list.delete(0, 1).map_err(|e| e.to_string())?;
+        removed += 1;
+    }
+    Ok(Some(removed))
+}
+
+/// A stored value as JSON (numbers stay integers; a double only appears in imported documents).
+pub(crate) fn to_json(value: &LoroValue) -> Value {
+    match value {
+        LoroValue::Null | LoroValue::Container(_) => Value::Null,
+        LoroValue::Bool(flag) => Value::Bool(*flag),
+        LoroValue::Double(number) => serde_json::Number::from_f64(*number).map_or(Value::Null, Value::Number),
+        LoroValue::I64(number) => Value::from(*number),
+        LoroValue::Binary(bytes) => Value::Array(bytes.iter().map(|b| Value::from(*b)).collect()),
+        LoroValue::String(text) => Value::String(text.to_string()),
+        LoroValue::List(items) => Value::Array(items.iter().map(to_json).collect()),
+        LoroValue::Map(entries) => Value::Object(entries.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect()),
+    }
+}
+
+fn to_loro(value: &Value) -> LoroValue {
+    match value {
+        Value::Null => LoroValue::Null,
+        Value::Bool(flag) => LoroValue::Bool(*flag),
+        Value::Number(number) => match number.as_i64() {
+            Some(integer) => LoroValue::I64(integer),
+            None => number.as_f64().map_or(LoroValue::Null, LoroValue::Double),
+        },
+        Value::String(text) => LoroValue::from(text.as_str()),
+        Value::Array(items) => LoroValue::from(items.iter().map(to_loro).collect::<Vec<_>>()),
+        Value::Object(entries) => LoroValue::from(
+            entries.iter().map(|(k, v)| (k.clone(), to_loro(v))).collect::<std::collections::HashMap<_, _>>(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn each_shape_renders_what_was_set() {
+        let doc = LoroDoc::new();
+        set(&doc, Shape::Text, &json!("hello\nworld")).expect("text");
+        assert_eq!(render(&doc, Shape::Text), "hello\nworld");
+        set(&doc, Shape::Map, &json!({"b": 1, "a": ["x"]})).expect("map");
+        assert_eq!(render(&doc, Shape::Map), "{\n  \"a\": [\n    \"x\"\n  ],\n  \"b\": 1\n}\n");
+        set(&doc, Shape::Map, &json!({"a": ["y"]})).expect("map");
+        assert_eq!(render(&doc, Shape::Map), pretty(&json!({"a": ["y"]})));
+        set(&doc, Shape::List, &json!([1, 2, 3, 4])).expect("list");
+        set(&doc, Shape::List, &json!([0, 2, 4, 5])).expect("list");
+        assert_eq!(render(&doc, Shape::List), pretty(&json!([0, 2, 4, 5])));
+    }
+
+    #[test]
+    fn a_rolling_list_drops_its_oldest_entries() {
+        let doc = LoroDoc::new();
+        for n in 0..10 {
+            append(&doc, Shape::List, &json!({ "n": n })).expect("append");
+        }
+        let limit = pretty(&json!([{ "n": 7 }, { "n": 8 }, { "n": 9 }])).chars().count();
+        assert_eq!(roll(&doc, limit), Ok(Some(7)));
+        assert_eq!(render(&doc, Shape::List), pretty(&json!([{ "n": 7 }, { "n": 8 }, { "n": 9 }])));
+        assert_eq!(roll(&doc, 3), Ok(None));
+    }
+}
