@@ -276,6 +276,9 @@ CREATE TABLE memory_snapshots (
     block_id      TEXT PRIMARY KEY REFERENCES memory_blocks (block_id),
     seq           INTEGER NOT NULL CHECK (seq >= 1),
     snapshot      BLOB NOT NULL,
+    -- The state at `seq` with minimal history (a Loro shallow snapshot): what loading the latest
+    -- version starts from.
+    shallow       BLOB NOT NULL,
     created_at_ms INTEGER NOT NULL CHECK (created_at_ms >= 0),
     FOREIGN KEY (block_id, seq) REFERENCES memory_versions (block_id, seq)
 ) STRICT;

@@ -656,6 +656,33 @@ fn content_at(tx: &Transaction<'_>, block: &Block, seq: u64) -> Result<String, M
 /// Loads the block's document at its head: the snapshot and the updates after it, checked
 /// against the head's recorded content.
 fn load_doc(tx: &Transaction<'_>, row: &BlockRow) -> Result<Loaded, MemoryError> {
+    if row.snapshot_seq > 0 {
+        match load_working(tx, row) {
+            Ok(loaded) => return Ok(loaded),
+            // An update based on a version older than the snapshot (a merge) needs the history.
+            Err(error) => tracing::debug!(block = %row.block.label, %error, "loading the whole history"),
+        }
+    }
+    load_history(tx, row)
+}
+
+/// The working document: the state at the last consolidation with the history after it (a Loro
+/// shallow snapshot), and the updates since. Enough to read and change the latest version.
+fn load_working(tx: &Transaction<'_>, row: &BlockRow) -> Result<Loaded, MemoryError> {
+    let block = &row.block;
+    let shallow: Vec<u8> = tx
+        .query_row("SELECT shallow FROM memory_snapshots WHERE block_id = ?1", [&block.block_id], |r| r.get(0))
+        .map_err(sql)?;
+    let doc = LoroDoc::new();
+    doc.import(&shallow).map_err(|e| corrupt(&block.label, format!("its shallow snapshot does not load: {e}")))?;
+    catch_up(tx, block, &doc, row.snapshot_seq)?;
+    let content = doc::render(&doc, block.shape);
+    check_head(tx, block, &content)?;
+    Ok(Loaded { doc, seq: block.version_count, content })
+}
+
+/// The document with its whole history: the full snapshot and the updates after it.
+fn load_history(tx: &Transaction<'_>, row: &BlockRow) -> Result<Loaded, MemoryError> {
     let block = &row.block;
     let doc = LoroDoc::new();
     if row.snapshot_seq > 0 {
@@ -683,15 +710,10 @@ fn catch_up(tx: &Transaction<'_>, block: &Block, doc: &LoroDoc, from: u64) -> Re
     if updates.is_empty() {
         return Ok(());
     }
-    let blobs: Vec<Vec<u8>> = updates.iter().map(|(_, blob)| blob.clone()).collect();
-    let imported = doc.import_batch(&blobs);
-    if imported.as_ref().map(|status| status.pending.is_none()).unwrap_or(false) {
-        return Ok(());
-    }
-    // Find the version at fault for the message.
-    let probe = LoroDoc::new();
+    // One import per version: Loro's `import_batch` costs several times more for a few updates
+    // on a long history (4 ms against 0.9 ms for 16 updates over 10,000 versions, measured).
     for (seq, blob) in &updates {
-        match probe.import(blob) {
+        match doc.import(blob) {
             Ok(status) if status.pending.is_none() => {}
             Ok(_) => return Err(corrupt(&block.label, format!("the update of version {seq} misses earlier changes"))),
             Err(error) => {
@@ -699,7 +721,7 @@ fn catch_up(tx: &Transaction<'_>, block: &Block, doc: &LoroDoc, from: u64) -> Re
             }
         }
     }
-    Err(corrupt(&block.label, "its updates do not load"))
+    Ok(())
 }
 
 fn check_head(tx: &Transaction<'_>, block: &Block, content: &str) -> Result<(), MemoryError> {
@@ -724,13 +746,17 @@ fn doc_at_head(cache: &DocCache, tx: &Transaction<'_>, row: &BlockRow) -> Result
             check_head(tx, block, &loaded.content)?;
             Ok(loaded)
         }
-        Some(mut loaded) if loaded.seq < block.version_count => {
-            catch_up(tx, block, &loaded.doc, loaded.seq)?;
-            loaded.content = doc::render(&loaded.doc, block.shape);
-            check_head(tx, block, &loaded.content)?;
-            loaded.seq = block.version_count;
-            Ok(loaded)
-        }
+        Some(mut loaded) if loaded.seq < block.version_count => match catch_up(tx, block, &loaded.doc, loaded.seq) {
+            Ok(()) => {
+                loaded.content = doc::render(&loaded.doc, block.shape);
+                check_head(tx, block, &loaded.content)?;
+                loaded.seq = block.version_count;
+                Ok(loaded)
+            }
+            // A working document cannot take a merge based on a version before it.
+            Err(_) if loaded.doc.is_shallow() => load_history(tx, row),
+            Err(error) => Err(error),
+        },
         _ => load_doc(tx, row),
     }
 }
@@ -910,13 +936,19 @@ fn record_version(
 
 /// Stores the document as the block's snapshot (all versions so far). Version rows stay.
 fn consolidate(tx: &Transaction<'_>, row: &mut BlockRow, doc: &LoroDoc, at_ms: u64) -> Result<(), MemoryError> {
-    let snapshot =
-        doc.export(ExportMode::Snapshot).map_err(|e| MemoryError::Invalid(format!("cannot encode a snapshot: {e}")))?;
+    let encode = |e: loro::LoroEncodeError| MemoryError::Invalid(format!("cannot encode a snapshot: {e}"));
+    // A working document lacks the early history the full snapshot must hold.
+    let snapshot = if doc.is_shallow() {
+        load_history(tx, row)?.doc.export(ExportMode::Snapshot).map_err(encode)?
+    } else {
+        doc.export(ExportMode::Snapshot).map_err(encode)?
+    };
+    let shallow = doc.export(ExportMode::shallow_snapshot(&doc.oplog_frontiers())).map_err(encode)?;
     tx.execute(
-        "INSERT INTO memory_snapshots (block_id, seq, snapshot, created_at_ms) VALUES (?1, ?2, ?3, ?4)
+        "INSERT INTO memory_snapshots (block_id, seq, snapshot, shallow, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (block_id) DO UPDATE SET seq = excluded.seq, snapshot = excluded.snapshot,
-             created_at_ms = excluded.created_at_ms",
-        params![row.block.block_id, to_i64(row.block.version_count), snapshot, to_i64(at_ms)],
+             shallow = excluded.shallow, created_at_ms = excluded.created_at_ms",
+        params![row.block.block_id, to_i64(row.block.version_count), snapshot, shallow, to_i64(at_ms)],
     )
     .map_err(sql)?;
     row.snapshot_seq = row.block.version_count;
@@ -1267,10 +1299,16 @@ impl Constellation {
         Ok(doc)
     }
 
-    /// Loads the block's document from the database alone (snapshot and updates), bypassing the
-    /// cache: what a fresh process does.
+    /// Loads the block's working document from the database alone, bypassing the cache: what a
+    /// fresh process does before a change. It holds the latest state and the history since the
+    /// last consolidation (earlier history is in the full snapshot and the version rows).
     pub fn load_block_doc(&self, owner: &str, label: &str) -> Result<LoroDoc, MemoryError> {
         self.read_memory(|tx| Ok(load_doc(tx, &find_block(tx, owner, label)?)?.doc))
+    }
+
+    /// Loads the block's document with its whole history (full snapshot and updates).
+    pub fn load_block_history(&self, owner: &str, label: &str) -> Result<LoroDoc, MemoryError> {
+        self.read_memory(|tx| Ok(load_history(tx, &find_block(tx, owner, label)?)?.doc))
     }
 
     /// The latest value of a block owned by `owner`, if it exists and has content: JSON for
@@ -1405,7 +1443,7 @@ fn apply_write(
     write: &Write,
 ) -> Result<(Loaded, Written), MemoryError> {
     let block = row.block.clone();
-    let Loaded { doc, seq: _, content: previous } = loaded;
+    let Loaded { mut doc, seq: _, content: previous } = loaded;
     if let Change::Log { key: Some(key), .. } = &write.change {
         let seen: bool = tx
             .query_row(
@@ -1432,6 +1470,10 @@ fn apply_write(
         Some(base) if base < block.version_count => Some(base),
         _ => None,
     };
+    if base.is_some() && doc.is_shallow() {
+        // Forking at an old version needs the history before the last consolidation.
+        doc = load_history(tx, row)?.doc;
+    }
     let before = doc.oplog_vv();
     // The doc the change is made on: the head, or a fork at the base version.
     let (target, base_vv) = match base {

@@ -345,7 +345,11 @@ fn consolidation_then_reload_equals_the_state_before() {
     assert_eq!(snapshot_seq as u64, CONSOLIDATE_AFTER_VERSIONS);
     drop(db);
     let reopened = open(&dir);
-    let reloaded = reopened.load_block_doc("alice", "big").expect("reload");
+    let reloaded = reopened.load_block_history("alice", "big").expect("reload");
+    let working = reopened.load_block_doc("alice", "big").expect("working");
+    assert!(working.is_shallow());
+    assert_eq!(working.get_deep_value(), before_reload.get_deep_value());
+    assert_eq!(working.oplog_vv(), before_reload.oplog_vv());
     assert_eq!(reloaded.get_deep_value(), before_reload.get_deep_value());
     assert_eq!(reloaded.oplog_vv(), before_reload.oplog_vv());
     assert_eq!(reloaded.get_text("content").to_string(), text);
@@ -546,4 +550,39 @@ fn archival_passages_are_found_by_bm25() {
     assert!(db.search_passages("alice", "\"unbalanced OR (", 10).expect("quoted").is_empty());
     let error = db.insert_passage("alice", "x", &Author::Agent("bob".into()), 1).expect_err("not bob's");
     assert_eq!(error.code(), "MEMORY_PERMISSION_DENIED");
+}
+
+#[test]
+fn a_merge_based_on_a_version_before_the_last_consolidation_loads_the_history() {
+    let (dir, first) = setup();
+    first
+        .create_block(text_block("alice", "long", Permission::ReadWrite, Some(100_000)), &Author::Partner, 1)
+        .expect("create");
+    let mut lines: Vec<String> = (0..10).map(|n| format!("line {n}")).collect();
+    for n in 0..CONSOLIDATE_AFTER_VERSIONS + 2 {
+        lines[(n % 10) as usize] = format!("line {} v{n}", n % 10);
+        set(&first, "alice", "long", Author::Partner, &(lines.join("\n") + "\n"), 2 + n);
+    }
+    let second = open(&dir);
+    // The second process holds a working document that starts at the consolidation.
+    assert!(second.block_doc("alice", "long").expect("doc").is_shallow());
+    let base_content = content(&first, "alice", "long", Some(5));
+    let stale = Write {
+        base: Some(5),
+        ..write(
+            Author::Agent("alice".into()),
+            Change::Set(base_content.replace("line 9\n", "line 9 edited at v5\n")),
+            500,
+        )
+    };
+    let merged = first.write_block("alice", "long", stale).expect("merge over 125 versions");
+    assert!(merged.content.contains("edited at v5"), "{}", merged.content);
+    // The second process catches up (its working document cannot take that update) and writes.
+    let next = second
+        .write_block("alice", "long", write(Author::Partner, Change::Append("tail".into()), 600))
+        .expect("write after the merge");
+    assert!(next.content.contains("edited at v5") && next.content.ends_with("tail"));
+    // A fresh process loads it too.
+    let third = open(&dir);
+    assert_eq!(third.load_block_doc("alice", "long").expect("load").get_text("content").to_string(), next.content);
 }
