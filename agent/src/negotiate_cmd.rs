@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use pactum_runtime::preferences::Preferences;
 use pactum_runtime::session::model::{Phase, SessionState};
 use pactum_runtime::session::shell::{AgentRuntime, Approver, NewSession, OfferToApprove, SessionObserver};
 use pactum_runtime::{
-    Currency, Directory, Intent, IntentType, Money, SettlementMode, StaticPolicy, Urgency, strategy_named,
+    Currency, DEFAULT_BUYER_ID, Directory, Intent, IntentType, Money, SettlementMode, StaticPolicy, Urgency,
+    strategy_named,
 };
 use pactum_transcripts::{Clock, Event, ManualClock};
 
@@ -25,12 +27,14 @@ use crate::session_view::describe;
 pub struct NegotiateArgs {
     /// What to buy, such as weather.data (see `pactum providers list`).
     pub intent_type: String,
-    /// The most you will pay, in major units of --currency (0.10 is ten cents of USD).
+    /// The most you will pay, in major units of --currency (0.10 is ten cents of USD). Default:
+    /// default_max_price_minor of the buyer's preferences memory block.
     #[arg(long, value_name = "AMOUNT", allow_hyphen_values = true)]
-    pub max_price: String,
-    /// ISO 4217 currency of the price, such as USD.
+    pub max_price: Option<String>,
+    /// ISO 4217 currency of the price, such as USD. Default: default_currency of the buyer's
+    /// preferences memory block.
     #[arg(long, value_name = "ISO")]
-    pub currency: String,
+    pub currency: Option<String>,
     /// The slowest answer you will wait for, in milliseconds; slower providers time out.
     #[arg(long, value_name = "N")]
     pub latency_ms: Option<u32>,
@@ -44,9 +48,10 @@ pub struct NegotiateArgs {
     #[arg(long, default_value = "normal")]
     pub urgency: String,
     /// How the buyer bids: baseline (accepts anything within --max-price), banded (opens at
-    /// 60% and concedes to the maximum by the last round) or urgent (opens at 90%).
-    #[arg(long, default_value = "banded", value_parser = ["baseline", "banded", "urgent"])]
-    pub strategy: String,
+    /// 60% and concedes to the maximum by the last round) or urgent (opens at 90%). Default:
+    /// default_strategy of the buyer's preferences memory block, else banded.
+    #[arg(long, value_parser = ["baseline", "banded", "urgent"])]
+    pub strategy: Option<String>,
     /// Seed of the simulated providers and the session's randomness (random if omitted).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -110,9 +115,48 @@ impl Approver for TerminalApprover {
 }
 
 /// Everything checked before the constellation is touched: bad input writes nothing.
-pub fn build_request(args: &NegotiateArgs, directory: &Directory) -> Result<(NewSession, u64), Failure> {
-    let currency = Currency::parse(&args.currency).map_err(|e| Failure::new(e.code(), e.to_string()))?;
-    let max_price = Money::parse_major(&args.max_price, currency).map_err(|e| Failure::new(e.code(), e.to_string()))?;
+/// The strategy when neither the command nor the buyer's preferences name one.
+pub const DEFAULT_STRATEGY: &str = "banded";
+
+/// The session a negotiate command asks for. What the arguments leave out comes from the buyer's
+/// preferences memory block (explicit arguments win; both are recorded in `session.created`);
+/// providers blocked there are added to the policy's blocked providers.
+pub fn build_request(
+    args: &NegotiateArgs,
+    directory: &Directory,
+    db: Option<&pactum_memory::Constellation>,
+) -> Result<(NewSession, u64), Failure> {
+    let preferences = match db {
+        Some(db) => Preferences::load(db, DEFAULT_BUYER_ID)?,
+        None => None,
+    };
+    let preferred = preferences.as_ref();
+    let how_to_set = "give --max-price and --currency, or set defaults with: pactum memory set preferences \
+        '{\"default_max_price_minor\": 500, \"default_currency\": \"USD\"}'";
+    let currency_text = match (&args.currency, preferred.and_then(|p| p.currency.as_ref())) {
+        (Some(given), _) => given.clone(),
+        (None, Some(default)) => default.clone(),
+        (None, None) => return Err(Failure::new("USAGE", format!("no currency: {how_to_set}"))),
+    };
+    let currency = Currency::parse(&currency_text).map_err(|e| Failure::new(e.code(), e.to_string()))?;
+    let max_price = match (&args.max_price, preferred) {
+        (Some(given), _) => Money::parse_major(given, currency).map_err(|e| Failure::new(e.code(), e.to_string()))?,
+        (None, Some(p)) if p.max_price_minor.is_some() && p.currency.as_deref() == Some(currency.code()) => {
+            Money::from_minor(p.max_price_minor.unwrap_or_default(), currency)
+                .map_err(|e| Failure::new(e.code(), e.to_string()))?
+        }
+        (None, Some(p)) if p.max_price_minor.is_some() => {
+            return Err(Failure::new(
+                "USAGE",
+                format!(
+                    "no --max-price: the default in your preferences is in {}, not {}",
+                    p.currency.as_deref().unwrap_or("?"),
+                    currency.code()
+                ),
+            ));
+        }
+        (None, _) => return Err(Failure::new("USAGE", format!("no maximum price: {how_to_set}"))),
+    };
     let intent_type = IntentType::new(&args.intent_type).map_err(|e| Failure::new("INTENT_INVALID", e))?;
     if directory.offering(&intent_type).next().is_none() {
         let known: Vec<&str> = directory.intent_types().into_iter().map(IntentType::as_str).collect();
@@ -121,10 +165,12 @@ pub fn build_request(args: &NegotiateArgs, directory: &Directory) -> Result<(New
             format!("no provider in the directory offers {intent_type}; known intent types: {}", known.join(", ")),
         ));
     }
-    let strategy = strategy_named(&args.strategy)
-        .ok_or_else(|| Failure::new("USAGE", format!("unknown strategy {:?}", args.strategy)))?;
+    let strategy_name =
+        args.strategy.as_deref().or_else(|| preferred.and_then(|p| p.strategy.as_deref())).unwrap_or(DEFAULT_STRATEGY);
+    let strategy = strategy_named(strategy_name)
+        .ok_or_else(|| Failure::new("USAGE", format!("unknown strategy {strategy_name:?}")))?;
     let urgency = Urgency::parse(&args.urgency).map_err(|e| Failure::new(e.code(), e.to_string()))?;
-    let policy = match &args.policy {
+    let mut policy = match &args.policy {
         None => StaticPolicy::default(),
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -146,8 +192,20 @@ pub fn build_request(args: &NegotiateArgs, directory: &Directory) -> Result<(New
         .as_deref()
         .map(|amount| Money::parse_major(amount, currency).map_err(|e| Failure::new(e.code(), e.to_string())))
         .transpose()?;
+    let record = preferences.map(|p| {
+        for blocked in &p.blocked_providers {
+            if !policy.blocked_providers.contains(blocked) {
+                policy.blocked_providers.push(blocked.clone());
+            }
+        }
+        p.record(json!({
+            "max_price": args.max_price,
+            "currency": args.currency,
+            "strategy": args.strategy,
+        }))
+    });
     let seed = args.seed.unwrap_or_else(random_seed);
-    let request = NewSession { intent, policy, strategy, seed, auto_approve: args.yes };
+    let request = NewSession { intent, policy, strategy, seed, auto_approve: args.yes, preferences: record };
     Ok((
         request,
         starting_balance.map_or(pactum_runtime::session::shell::STARTING_BALANCE_MINOR_DEFAULT, Money::amount_minor),
@@ -192,7 +250,9 @@ pub fn recover(runtime: &AgentRuntime) -> Result<(), Failure> {
 
 pub fn run(context: &Context, args: NegotiateArgs) -> Result<u8, Failure> {
     let directory = context.directory()?;
-    let (request, starting_balance_minor) = build_request(&args, &directory)?;
+    // Preferences come from an existing constellation; bad arguments must not create one.
+    let existing = context.open_existing()?.ok();
+    let (request, starting_balance_minor) = build_request(&args, &directory, existing.as_deref())?;
     if !args.yes && !std::io::stdin().is_terminal() {
         return Err(Failure::new(
             "APPROVAL_REQUIRED",
@@ -203,7 +263,11 @@ pub fn run(context: &Context, args: NegotiateArgs) -> Result<u8, Failure> {
         Some(start_ms) => Arc::new(ManualClock::new(start_ms)),
         None => Arc::new(crate::clock::SystemClock),
     };
-    let runtime = runtime(context, clock)?.with_starting_balance(starting_balance_minor);
+    let db = match existing {
+        Some(db) => db,
+        None => context.open()?,
+    };
+    let runtime = runtime_on(&db, directory, clock).with_starting_balance(starting_balance_minor);
     recover(&runtime)?;
     let state = runtime.negotiate(request, &mut TerminalApprover, &mut Printer::new(args.json))?;
     if args.json {

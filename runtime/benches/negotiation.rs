@@ -84,6 +84,7 @@ fn request(seed: u64) -> NewSession {
         strategy: strategy_named("banded").unwrap(),
         seed,
         auto_approve: true,
+        preferences: None,
     }
 }
 

@@ -50,6 +50,8 @@ pub enum RuntimeError {
     Directory(#[from] crate::directory::DirectoryError),
     #[error(transparent)]
     Receipt(#[from] crate::session::receipt::ReceiptError),
+    #[error(transparent)]
+    Memory(#[from] pactum_memory::blocks::MemoryError),
 }
 
 impl RuntimeError {
@@ -80,6 +82,7 @@ impl RuntimeError {
             Self::Step(error) => error.code(),
             Self::Directory(error) => error.code(),
             Self::Receipt(error) => error.code(),
+            Self::Memory(error) => error.code(),
         }
     }
 }

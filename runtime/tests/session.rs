@@ -141,6 +141,7 @@ fn request(ask: Ask<'_>) -> NewSession {
         strategy: strategy_named(ask.strategy).expect("strategy"),
         seed: ask.seed,
         auto_approve: ask.auto_approve,
+        preferences: None,
     }
 }
 

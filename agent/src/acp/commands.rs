@@ -206,13 +206,13 @@ pub fn parse(
 fn plain_args(request: plain::PlainRequest) -> NegotiateArgs {
     NegotiateArgs {
         intent_type: request.intent_type,
-        max_price: request.max_price,
-        currency: request.currency,
+        max_price: Some(request.max_price),
+        currency: Some(request.currency),
         latency_ms: request.latency_ms,
         deadline_ms: request.deadline_ms,
         scope: String::new(),
         urgency: "normal".into(),
-        strategy: request.strategy.to_owned(),
+        strategy: request.strategy.map(str::to_owned),
         seed: request.seed,
         clock: None,
         policy: None,
@@ -245,12 +245,15 @@ mod tests {
             panic!("not a negotiation");
         };
         assert_eq!(
-            (args.intent_type.as_str(), args.max_price.as_str(), args.currency.as_str()),
-            ("weather.data", "0.05", "USD")
+            (args.intent_type.as_str(), args.max_price.as_deref(), args.currency.as_deref()),
+            ("weather.data", Some("0.05"), Some("USD"))
         );
         assert_eq!(args.policy.as_deref(), Some(Path::new("/project/p.toml")));
-        let Request::Answer(text) = read("/negotiate weather.data") else { panic!("usage expected") };
-        assert!(text.contains("--max-price"), "{text}");
+        // Without a price the buyer's preferences supply it (or the negotiation says how to).
+        let Request::Negotiate(args) = read("/negotiate weather.data") else { panic!("not a negotiation") };
+        assert_eq!((args.max_price, args.currency, args.strategy), (None, None, None));
+        let Request::Answer(text) = read("/negotiate") else { panic!("usage expected") };
+        assert!(text.contains("<INTENT_TYPE>"), "{text}");
     }
 
     #[test]
@@ -258,7 +261,10 @@ mod tests {
         let Request::Negotiate(args) = read("buy weather data for at most 5 cents within 200 ms") else {
             panic!("not a negotiation");
         };
-        assert_eq!((args.max_price.as_str(), args.latency_ms, args.strategy.as_str()), ("0.05", Some(200), "banded"));
+        assert_eq!(
+            (args.max_price.as_deref(), args.latency_ms, args.strategy.as_deref()),
+            (Some("0.05"), Some(200), None)
+        );
     }
 
     #[test]

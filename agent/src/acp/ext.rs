@@ -34,13 +34,15 @@ pub const RECEIPT_GET: &str = "_pactum/receipt/get";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct NegotiateParams {
     intent_type: String,
-    max_price: String,
-    currency: String,
+    #[serde(default)]
+    max_price: Option<String>,
+    #[serde(default)]
+    currency: Option<String>,
     approve: bool,
     latency_ms: Option<u32>,
     deadline_ms: Option<u64>,
-    #[serde(default = "default_strategy")]
-    strategy: String,
+    #[serde(default)]
+    strategy: Option<String>,
     seed: Option<u64>,
     clock: Option<u64>,
     #[serde(default)]
@@ -48,10 +50,6 @@ struct NegotiateParams {
     cwd: Option<PathBuf>,
     #[serde(rename = "_meta")]
     _meta: Option<Value>,
-}
-
-fn default_strategy() -> String {
-    "banded".to_owned()
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,7 +148,7 @@ fn negotiate(server: &Server, request: NegotiateParams) -> Result<Value, Failure
         json: true,
     };
     let directory = workspace.directory.clone();
-    let (new_session, starting_balance) = build_request(&args, &directory)?;
+    let (new_session, starting_balance) = build_request(&args, &directory, Some(&workspace.db))?;
     let clock: Arc<dyn pactum_transcripts::Clock> = match args.clock {
         Some(start_ms) => Arc::new(pactum_transcripts::ManualClock::new(start_ms)),
         None => Arc::new(crate::clock::SystemClock),

@@ -25,7 +25,8 @@ pub struct PlainRequest {
     pub currency: String,
     pub latency_ms: Option<u32>,
     pub deadline_ms: Option<u64>,
-    pub strategy: &'static str,
+    /// `None` when the prompt names none (the preferences' default, else banded, applies).
+    pub strategy: Option<&'static str>,
     pub seed: Option<u64>,
 }
 
@@ -189,11 +190,13 @@ pub fn parse(prompt: &str, known: &BTreeSet<&IntentType>) -> Result<PlainRequest
         )));
     };
     let strategy = if words.iter().any(|w| matches!(w.as_str(), "urgent" | "urgently" | "asap")) {
-        "urgent"
+        Some("urgent")
     } else if words.iter().any(|w| w == "baseline") {
-        "baseline"
+        Some("baseline")
+    } else if words.iter().any(|w| w == "banded") {
+        Some("banded")
     } else {
-        "banded"
+        None
     };
     Ok(PlainRequest {
         intent_type,
@@ -233,7 +236,7 @@ mod tests {
                 currency: "USD".into(),
                 latency_ms: Some(200),
                 deadline_ms: None,
-                strategy: "banded",
+                strategy: None,
                 seed: None,
             }
         );
@@ -258,9 +261,15 @@ mod tests {
     #[test]
     fn latency_deadline_and_strategy() {
         let request = run("urgently buy weather data for $1 within 2 s, deadline 10 s").expect("parses");
-        assert_eq!((request.latency_ms, request.deadline_ms, request.strategy), (Some(2_000), Some(10_000), "urgent"));
+        assert_eq!(
+            (request.latency_ms, request.deadline_ms, request.strategy),
+            (Some(2_000), Some(10_000), Some("urgent"))
+        );
         let request = run("weather data $1 latency 150ms give up after 1.5 s baseline").expect("parses");
-        assert_eq!((request.latency_ms, request.deadline_ms, request.strategy), (Some(150), Some(1_500), "baseline"));
+        assert_eq!(
+            (request.latency_ms, request.deadline_ms, request.strategy),
+            (Some(150), Some(1_500), Some("baseline"))
+        );
         assert_eq!(run("weather data $1 seed 42").expect("parses").seed, Some(42));
     }
 

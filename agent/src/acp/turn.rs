@@ -358,7 +358,7 @@ pub async fn negotiate(
 ) -> Result<SessionState, Failure> {
     let workspace = Arc::clone(&conversation.workspace);
     let directory = workspace.directory.clone();
-    let (mut request, starting_balance) = build_request(&args, &directory)?;
+    let (mut request, starting_balance) = build_request(&args, &directory, Some(&workspace.db))?;
     let mode = conversation.mode();
     request.auto_approve = match mode {
         ConversationMode::Auto => true,

@@ -25,7 +25,7 @@ pub(crate) fn render(doc: &LoroDoc, shape: Shape) -> String {
 
 /// JSON as blocks render it: pretty, keys sorted, a final newline.
 pub(crate) fn pretty(value: &Value) -> String {
-    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    let mut text = serde_json::to_string_pretty(&sorted(value)).unwrap_or_default();
     text.push('\n');
     text
 }
@@ -58,7 +58,7 @@ pub(crate) fn set(doc: &LoroDoc, shape: Shape, value: &Value) -> Result<(), Stri
                 Value::Array(current) => current.iter().map(Value::to_string).collect(),
                 _ => Vec::new(),
             };
-            let wanted: Vec<String> = items.iter().map(Value::to_string).collect();
+            let wanted: Vec<String> = items.iter().map(|item| sorted(item).to_string()).collect();
             let mut position = 0;
             for op in similar::capture_diff_slices(similar::Algorithm::Myers, &current, &wanted) {
                 let (_, old_range, new_range) = op.as_tag_tuple();
@@ -167,6 +167,20 @@ pub(crate) fn roll(doc: &LoroDoc, limit: usize) -> Result<Option<usize>, String>
     Ok(Some(removed))
 }
 
+/// The value with every object's keys in sorted order. (`serde_json` keeps insertion order when
+/// any crate in the build enables its `preserve_order` feature, so sorting is never assumed.)
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(entries) => {
+            let mut keys: Vec<&String> = entries.keys().collect();
+            keys.sort();
+            Value::Object(keys.into_iter().map(|key| (key.clone(), sorted(&entries[key]))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
 /// A stored value as JSON (numbers stay integers; a double only appears in imported documents).
 pub(crate) fn to_json(value: &LoroValue) -> Value {
     match value {
@@ -177,7 +191,11 @@ pub(crate) fn to_json(value: &LoroValue) -> Value {
         LoroValue::Binary(bytes) => Value::Array(bytes.iter().map(|b| Value::from(*b)).collect()),
         LoroValue::String(text) => Value::String(text.to_string()),
         LoroValue::List(items) => Value::Array(items.iter().map(to_json).collect()),
-        LoroValue::Map(entries) => Value::Object(entries.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect()),
+        LoroValue::Map(entries) => {
+            let mut fields: Vec<(String, Value)> = entries.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect();
+            fields.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(fields.into_iter().collect())
+        }
     }
 }
 

@@ -28,6 +28,9 @@ pub const SESSION_STREAM_PREFIX: &str = "session:";
 pub const SESSION_FORMAT: &str = "pactum-session/1";
 /// How the best offer is chosen, recorded with every selection.
 pub const SELECTION_RULE: &str = "lowest price, then lowest latency, then provider id";
+/// The selection rule when the buyer's preferences name preferred providers.
+pub const SELECTION_RULE_PREFERRED: &str =
+    "lowest price, then a preferred provider, then lowest latency, then provider id";
 
 /// Event kinds.
 pub mod kind {
@@ -146,6 +149,24 @@ pub struct CreatedBody {
     pub seed: String,
     /// `auto` (approved in advance, e.g. `--yes`) or `interactive`.
     pub approval: String,
+    /// The defaults taken from the buyer's preferences memory block, when it had any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferences: Option<PreferencesRecord>,
+}
+
+/// What a session took from the buyer's `preferences` memory block. The intent, policy and
+/// strategy recorded beside it are what applied: explicit arguments first, then these.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreferencesRecord {
+    /// `memory:<agent>/preferences@<version>`.
+    pub source: String,
+    /// The block's value at that version.
+    pub values: Value,
+    /// What the command gave explicitly (`null`: not given, so the preference applied).
+    pub arguments: Value,
+    /// Providers chosen when offers tie on price.
+    pub preferred_providers: Vec<String>,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -562,6 +583,8 @@ pub struct SessionConfig {
     pub strategy: &'static dyn Strategy,
     pub seed: u64,
     pub auto_approve: bool,
+    /// From the buyer's preferences: providers chosen when offers tie on price.
+    pub preferred_providers: Vec<String>,
 }
 
 /// What the session needs done next; the shell performs it and feeds back the result.
@@ -1180,7 +1203,8 @@ fn config_of(created: &CreatedBody) -> Result<SessionConfig, IntentError> {
         "interactive" => false,
         other => return Err(IntentError(format!("approval {other:?} is not auto or interactive"))),
     };
-    Ok(SessionConfig { intent, policy, strategy, seed, auto_approve })
+    let preferred_providers = created.preferences.as_ref().map(|p| p.preferred_providers.clone()).unwrap_or_default();
+    Ok(SessionConfig { intent, policy, strategy, seed, auto_approve, preferred_providers })
 }
 
 #[cfg(test)]

@@ -108,6 +108,8 @@ pub struct NewSession {
     pub seed: u64,
     /// Payment approved in advance (`--yes`); otherwise the [`Approver`] is asked.
     pub auto_approve: bool,
+    /// The defaults the request took from the buyer's preferences (see [`crate::preferences`]).
+    pub preferences: Option<PreferencesRecord>,
 }
 
 /// What recovery did with one session.
@@ -315,6 +317,7 @@ impl AgentRuntime {
                 rail: LedgerRail::ID.to_owned(),
                 seed: request.seed,
                 auto_approve: request.auto_approve,
+                preferences: request.preferences,
             };
             let stream = self.stream(&session_id)?;
             let mut live = LiveSession::new(session_id, SessionState::default(), stream, None);
@@ -440,6 +443,13 @@ impl AgentRuntime {
             if latest.is_none_or(|(_, checkpoint)| checkpoint.seq + 1 < live.state.next_seq) {
                 live.stream.put_checkpoint_state(live.state.next_seq - 1, state_json(&live.state)?)?;
             }
+        }
+        // Before the session is released: if the process stops in between, recovery closes the
+        // session again and the keyed append happens once.
+        // The transcript is the record; a log that cannot take the entry (a corrupt block, a
+        // block of another kind under that label) must not keep the session from closing.
+        if let Err(error) = crate::preferences::record_outcome(&self.db, &live.state) {
+            tracing::warn!(session = %live.session_id, code = error.code(), "the outcomes log was not updated: {error}");
         }
         if !live.released {
             self.db.release_session(&live.session_id, &self.owner)?;

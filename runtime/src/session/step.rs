@@ -14,7 +14,8 @@
 //!   every one is PACT-102. Otherwise INTENT goes to the admitted providers, then the round-1 BID.
 //! - End of a round (every active provider answered): past the deadline is PACT-107. Otherwise
 //!   the asks the strategy accepts and the policy admits are candidates, and the best is
-//!   selected by lowest price, then lowest latency, then provider id. With no candidate: no
+//!   selected by lowest price, then (when the buyer's preferences name preferred providers) a
+//!   preferred provider, then lowest latency, then provider id. With no candidate: no
 //!   provider left is PACT-310 (all unreachable), PACT-311 (any timed out) or PACT-301 (refused);
 //!   the round limit reached is PACT-106; asks that stopped moving for two rounds while above the
 //!   maximum price are a deadlock, PACT-303; else a COUNTER opens the next round.
@@ -50,6 +51,7 @@ pub struct StartInput {
     pub rail: String,
     pub seed: u64,
     pub auto_approve: bool,
+    pub preferences: Option<PreferencesRecord>,
 }
 
 /// A provider's answer to a request for a quote.
@@ -241,6 +243,7 @@ fn start_session<R: Rng + ?Sized>(d: &mut Decider<'_, R>, start: StartInput) -> 
         rail: start.rail.clone(),
         seed: start.seed.to_string(),
         approval: if start.auto_approve { "auto" } else { "interactive" }.to_owned(),
+        preferences: start.preferences.clone(),
     };
     let created_seq = d.emit(kind::CREATED, &created, Party::Buyer)?;
     let (intent, policy) = (&start.intent, &start.policy);
@@ -403,9 +406,18 @@ fn quote<R: Rng + ?Sized>(
     Ok(())
 }
 
-/// Orders offers: lowest price, then lowest latency, then provider id.
-fn offer_order(a: &AskRecord, b: &AskRecord) -> std::cmp::Ordering {
-    (a.price.amount_minor, a.latency_ms, &a.provider).cmp(&(b.price.amount_minor, b.latency_ms, &b.provider))
+/// Orders offers: lowest price, then a preferred provider (if the buyer's preferences name
+/// any), then lowest latency, then provider id.
+fn offer_order(preferred: &[String]) -> impl Fn(&AskRecord, &AskRecord) -> std::cmp::Ordering + '_ {
+    let rank = |ask: &AskRecord| !preferred.contains(&ask.provider);
+    move |a, b| {
+        (a.price.amount_minor, rank(a), a.latency_ms, &a.provider).cmp(&(
+            b.price.amount_minor,
+            rank(b),
+            b.latency_ms,
+            &b.provider,
+        ))
+    }
 }
 
 fn close_round<R: Rng + ?Sized>(d: &mut Decider<'_, R>) -> Result<(), StepError> {
@@ -420,7 +432,7 @@ fn close_round<R: Rng + ?Sized>(d: &mut Decider<'_, R>) -> Result<(), StepError>
         return d.fail(FailureCode::DeadlineExceeded, detail, vec![event_ref(0), event_ref(last_answer)]);
     }
     let mut asks: Vec<AskRecord> = d.state.asks.iter().filter(|a| a.round == round).cloned().collect();
-    asks.sort_by(offer_order);
+    asks.sort_by(offer_order(&config.preferred_providers));
     let acceptable = |ask: &AskRecord| {
         ask.price.money().is_ok_and(|price| {
             strategy.accepts(price, max_price, round, rounds_max) && policy.admits_price(intent, price).is_ok()
@@ -432,7 +444,8 @@ fn close_round<R: Rng + ?Sized>(d: &mut Decider<'_, R>) -> Result<(), StepError>
             provider: best.provider.clone(),
             price: best.price.clone(),
             ask: event_ref(best.seq),
-            rule: SELECTION_RULE.to_owned(),
+            rule: if config.preferred_providers.is_empty() { SELECTION_RULE } else { SELECTION_RULE_PREFERRED }
+                .to_owned(),
             considered: asks
                 .iter()
                 .map(|ask| ConsideredOffer {
@@ -469,7 +482,7 @@ fn close_round<R: Rng + ?Sized>(d: &mut Decider<'_, R>) -> Result<(), StepError>
             .asks
             .iter()
             .filter(|a| a.round == round - 2)
-            .min_by(|a, b| offer_order(a, b))
+            .min_by(|a, b| offer_order(&config.preferred_providers)(a, b))
             .map(|a| a.seq)
             .unwrap_or_default();
         let detail = format!(
@@ -751,6 +764,7 @@ pub fn input_of(state: &SessionState, event: &Event) -> Result<Option<Input>, St
                 rail: created.rail,
                 seed,
                 auto_approve: created.approval == "auto",
+                preferences: created.preferences,
             }))
         }
         kind::DISCOVERY => {
