@@ -8,7 +8,7 @@ use pactum_memory::{Constellation, Durability, OpenOptions};
 use pactum_transcripts::Clock as _;
 
 use crate::failure::Failure;
-use crate::{constellation_cmd, home, negotiate_cmd, providers_cmd, session_cmd, transcript_cmd};
+use crate::{constellation_cmd, home, memory_cmd, negotiate_cmd, providers_cmd, session_cmd, transcript_cmd};
 
 fn long_version() -> &'static str {
     static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -60,6 +60,14 @@ enum Command {
     /// List, show, verify, export and import hash-linked transcripts.
     #[command(subcommand)]
     Transcript(TranscriptCommand),
+    /// Agents' versioned memory: show, set, edit, log, diff and roll back blocks; search archival
+    /// passages. Every change is a version; nothing removes one.
+    Memory {
+        #[command(flatten)]
+        options: memory_cmd::MemoryOptions,
+        #[command(subcommand)]
+        command: memory_cmd::MemoryCommand,
+    },
     /// Inspect or back up the constellation file.
     #[command(subcommand)]
     Constellation(ConstellationCommand),
@@ -251,6 +259,9 @@ impl Cli {
             Command::Providers(ProvidersCommand::List { json })
             | Command::Agents(AgentsCommand::List { json })
             | Command::Balance { json } => *json,
+            Command::Memory { options, command } => {
+                options.json && !matches!(command, memory_cmd::MemoryCommand::Export { out: None, .. })
+            }
             Command::Acp => false,
         }
     }
@@ -332,6 +343,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Session(command) => session_cmd::run(&context, command),
         Command::Receipt(command) => session_cmd::run_receipt(&context, command),
         Command::Transcript(command) => transcript_cmd::run(&context, command),
+        Command::Memory { options, command } => memory_cmd::run(&context, &options, command),
         Command::Constellation(command) => constellation_cmd::run(&context, command),
         Command::Providers(command) => providers_cmd::run(&context, command),
         Command::Agents(AgentsCommand::List { json }) => providers_cmd::list_agents(&context, json),
@@ -340,5 +352,17 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             constellation: context.constellation,
             directory: context.directory,
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap checks the whole command tree (duplicate names, conflicting flags) only when a
+    /// subcommand is used; this checks every one at once.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -12,6 +12,7 @@ mod constellation_cmd;
 mod edge;
 mod failure;
 mod home;
+mod memory_cmd;
 mod negotiate_cmd;
 mod output;
 mod providers_cmd;

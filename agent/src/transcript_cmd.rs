@@ -306,6 +306,19 @@ fn is_same_file(left: &Path, right: &Path) -> bool {
     }
 }
 
+/// Writes `bytes` to `path` whole: under a temporary name, synced, then renamed into place.
+pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    let partial = partial_path(path);
+    let result = std::fs::write(&partial, bytes)
+        .and_then(|()| std::fs::File::open(&partial)?.sync_all())
+        .and_then(|()| std::fs::rename(&partial, path));
+    if let Err(error) = result {
+        let _ = std::fs::remove_file(&partial);
+        return Err(Failure::new("IO_ERROR", format!("{}: cannot write: {error}", path.display())));
+    }
+    Ok(())
+}
+
 fn partial_path(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "transcript".into());
     path.with_file_name(format!(".{name}.partial-{}", std::process::id()))

@@ -140,10 +140,15 @@ impl Constellation {
         &self,
         bytes: &[u8],
         owner: Option<&str>,
+        label: Option<&str>,
         author: &Author,
         at_ms: u64,
     ) -> Result<ImportReport, MemoryError> {
-        let checked = check_file(bytes)?;
+        let mut checked = check_file(bytes)?;
+        if let Some(label) = label {
+            check_label(label)?;
+            checked.file.block.label = label.to_owned();
+        }
         let owner = owner.unwrap_or(&checked.file.block.owner).to_owned();
         if let Author::Agent(agent) = author {
             return Err(MemoryError::PermissionDenied(format!(

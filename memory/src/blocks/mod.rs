@@ -1533,7 +1533,10 @@ fn apply_write(
                 })?;
         }
     }
-    let message = write.message.clone().unwrap_or_else(|| describe(&write.change));
+    let message = write.message.clone().unwrap_or_else(|| match write.op {
+        Some("edit") => "edited".to_owned(),
+        _ => describe(&write.change),
+    });
     target.commit_with(loro::CommitOptions::new().commit_msg(&message).timestamp(timestamp(write.at_ms)));
     if base.is_some() {
         let update = target

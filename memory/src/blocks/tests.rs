@@ -380,7 +380,7 @@ fn export_then_import_keeps_every_version_and_its_metadata() {
     let other_dir = tempfile::tempdir().expect("dir");
     let other = open(&other_dir);
     with_agents(&other, &["alice"]);
-    let report = other.import_block(&exported, None, &Author::Partner, 500).expect("import");
+    let report = other.import_block(&exported, None, None, &Author::Partner, 500).expect("import");
     assert!(report.created);
     assert_eq!((report.added, report.skipped), (4, 0));
     let (_, theirs) = db.block_versions("alice", "journal", &Author::Partner, None, 10).expect("versions");
@@ -391,14 +391,14 @@ fn export_then_import_keeps_every_version_and_its_metadata() {
     }
     assert_eq!(other.export_block("alice", "journal", &Author::Partner).expect("export"), exported);
     // Importing again adds nothing.
-    let again = other.import_block(&exported, None, &Author::Partner, 600).expect("again");
+    let again = other.import_block(&exported, None, None, &Author::Partner, 600).expect("again");
     assert_eq!((again.created, again.added, again.skipped), (false, 0, 4));
 
     // An edit made elsewhere merges back in with its author.
     set(&other, "alice", "journal", Author::Agent("alice".into()), "first\nfrom elsewhere\n", 700);
     set(&db, "alice", "journal", Author::Partner, "FIRST\n", 800);
     let back = other.export_block("alice", "journal", &Author::Partner).expect("export");
-    let merged = db.import_block(&back, None, &Author::Partner, 900).expect("merge");
+    let merged = db.import_block(&back, None, None, &Author::Partner, 900).expect("merge");
     assert_eq!((merged.added, merged.skipped), (1, 4));
     let (_, versions) = db.block_versions("alice", "journal", &Author::Partner, None, 1).expect("versions");
     assert_eq!((versions[0].op.as_str(), versions[0].author.as_str()), ("import", "agent:alice"));
@@ -456,14 +456,16 @@ fn bad_imports_are_refused_before_anything_is_written() {
         ),
     ];
     for (bad, needle) in cases {
-        let error =
-            db.import_block(&serde_json::to_vec(&bad).expect("bytes"), None, &Author::Partner, 3).expect_err("bad");
+        let error = db
+            .import_block(&serde_json::to_vec(&bad).expect("bytes"), None, None, &Author::Partner, 3)
+            .expect_err("bad");
         assert_eq!(error.code(), "MEMORY_IMPORT_INVALID", "{error}");
         assert!(error.to_string().contains(needle), "{needle}: {error}");
     }
     file["block"]["block_id"] = json!("ab".repeat(16));
-    let error =
-        db.import_block(&serde_json::to_vec(&file).expect("bytes"), None, &Author::Partner, 3).expect_err("taken");
+    let error = db
+        .import_block(&serde_json::to_vec(&file).expect("bytes"), None, None, &Author::Partner, 3)
+        .expect_err("taken");
     assert_eq!(error.code(), "MEMORY_LABEL_TAKEN");
     assert_eq!(db.block("alice", "journal", &Author::Partner).expect("block").version_count, 2);
 }
