@@ -67,6 +67,10 @@ pub enum MemoryCommand {
         /// Why (recorded with the version).
         #[arg(long, short)]
         message: Option<String>,
+        /// The version the new content was based on: if the block has changed since, your change
+        /// (from that version to this content) is merged with the versions written meanwhile.
+        #[arg(long, value_name = "VERSION")]
+        base: Option<u64>,
     },
     /// Add a line to a text block, or an item to a list block (a task title or a JSON item).
     Append {
@@ -184,9 +188,9 @@ pub fn run(context: &Context, options: &MemoryOptions, command: MemoryCommand) -
     match command {
         MemoryCommand::List => memory.list(),
         MemoryCommand::Show { block, window } => memory.show(&block, window),
-        MemoryCommand::Set { label, text, message } => {
+        MemoryCommand::Set { label, text, message, base } => {
             let text = if text == "-" { read_stdin()? } else { text };
-            memory.change(&label, Change::Set(text), message, None, None)
+            memory.change(&label, Change::Set(text), message, base, None)
         }
         MemoryCommand::Append { label, text, message } => {
             memory.change(&label, Change::Append(text), message, None, None)
@@ -297,6 +301,16 @@ pub fn ensure_memory_agent(db: &Arc<Constellation>, agent_id: &str) -> Result<()
     Ok(())
 }
 
+/// The block a command names: `LABEL` (the agent's own) or `OWNER/LABEL` (a block another agent
+/// shares with it). Returns (owner, label).
+pub fn address(agent: &str, text: &str) -> Result<(String, String), Failure> {
+    match text.split_once('/') {
+        Some((owner, label)) if !owner.is_empty() && !label.is_empty() => Ok((owner.to_owned(), label.to_owned())),
+        Some(_) => Err(usage(format!("{text:?}: use LABEL or OWNER/LABEL"))),
+        None => Ok((agent.to_owned(), text.to_owned())),
+    }
+}
+
 /// One block as JSON.
 pub fn block_json(block: &Block) -> Value {
     json!({
@@ -392,6 +406,11 @@ pub fn written_json(written: &Written) -> Value {
     })
 }
 
+/// Who makes a change: the agent itself with `--as-agent`, else the partner.
+pub fn author_of(options: &MemoryOptions) -> Author {
+    if options.as_agent { Author::Agent(options.agent.clone()) } else { Author::Partner }
+}
+
 struct Memory<'a> {
     db: &'a Arc<Constellation>,
     options: &'a MemoryOptions,
@@ -399,7 +418,7 @@ struct Memory<'a> {
 
 impl Memory<'_> {
     fn author(&self) -> Author {
-        if self.options.as_agent { Author::Agent(self.options.agent.clone()) } else { Author::Partner }
+        author_of(self.options)
     }
 
     /// Who reads: the agent itself with `--as-agent`, else the partner.
@@ -407,13 +426,8 @@ impl Memory<'_> {
         self.author()
     }
 
-    /// `LABEL` (the agent's own) or `OWNER/LABEL` (a block another agent shares with it).
     fn address(&self, text: &str) -> Result<(String, String), Failure> {
-        match text.split_once('/') {
-            Some((owner, label)) if !owner.is_empty() && !label.is_empty() => Ok((owner.to_owned(), label.to_owned())),
-            Some(_) => Err(usage(format!("{text:?}: use LABEL or OWNER/LABEL"))),
-            None => Ok((self.options.agent.clone(), text.to_owned())),
-        }
+        address(&self.options.agent, text)
     }
 
     fn print_block_line(&self, block: &Block, what: &str) -> Result<u8, Failure> {

@@ -609,3 +609,73 @@ async fn long_prompts_are_kept_within_the_limits() {
     let title = info.title.as_deref().expect("a title");
     assert!(title.starts_with("buy weather data") && title.len() <= 256, "{title}");
 }
+
+/// The `diff` contents of a turn's tool calls and updates, as JSON.
+fn diffs(turn: &Turn) -> Vec<Value> {
+    turn.updates
+        .iter()
+        .map(update_json)
+        .filter_map(|update| update["content"].as_array().cloned())
+        .flatten()
+        .filter(|content| content["type"] == "diff")
+        .collect()
+}
+
+#[tokio::test]
+async fn memory_edits_and_diffs_are_diff_tool_calls_and_a_rollback_asks_first() {
+    let home = Home::new();
+    let (set, diff, declined, rolled, read_only) = with_agent(&home, async |mut editor| {
+        editor.initialize().await?;
+        let (session, _) = editor.new_session(home.path()).await?;
+        let set = editor.prompt(&session, "/memory set scratchpad first", Answer::Unexpected).await?;
+        editor.prompt(&session, "/memory append scratchpad second", Answer::Unexpected).await?;
+        let diff = editor.prompt(&session, "/memory diff scratchpad 2 3", Answer::Unexpected).await?;
+        let declined = editor.prompt(&session, "/memory rollback scratchpad 2", Answer::Reject).await?;
+        let rolled = editor.prompt(&session, "/memory rollback scratchpad 2", Answer::Allow).await?;
+        let mode = acp::SetSessionConfigOptionRequest::new(
+            session.clone(),
+            "mode",
+            acp::SessionConfigOptionValue::value_id("read-only".to_owned()),
+        );
+        editor.cx.send_request(mode).block_task().await?;
+        let read_only = editor.prompt(&session, "/memory set scratchpad nope", Answer::Unexpected).await?;
+
+        let call = async |method: &str, params: Value| -> Result<Value, Error> {
+            editor.cx.send_request(UntypedMessage::new(method, params)?).block_task().await
+        };
+        let log = call("_pactum/memory/log", json!({"label": "scratchpad"})).await?;
+        let ops: Vec<&str> =
+            log["versions"].as_array().expect("versions").iter().map(|v| v["op"].as_str().expect("op")).collect();
+        assert_eq!(ops, ["rollback", "append", "set", "create"]);
+        let shown = call("_pactum/memory/show", json!({"label": "scratchpad", "version": 3})).await?;
+        assert_eq!(shown["content"], "first\nsecond");
+        let written = call("_pactum/memory/append", json!({"label": "tasks", "text": "buy storage"})).await?;
+        assert_eq!(written["version"]["version"], 2);
+        let invalid = call("_pactum/memory/set", json!({"label": "preferences", "text": "{\"default_strategy\": 1}"}))
+            .await
+            .expect_err("invalid");
+        assert_eq!(
+            (invalid.code, invalid.data.map(|d| d["code"].clone())),
+            (ErrorCode::INVALID_PARAMS, Some(json!("MEMORY_TEMPLATE_INVALID")))
+        );
+        let missing = call("_pactum/memory/show", json!({"label": "nope"})).await.expect_err("missing");
+        assert_eq!(missing.code, ErrorCode::RESOURCE_NOT_FOUND);
+        let exported = call("_pactum/memory/export", json!({"label": "scratchpad"})).await?;
+        assert_eq!(exported["versions"].as_array().map(Vec::len), Some(4));
+        Ok((set, diff, declined, rolled, read_only))
+    })
+    .await;
+    let shown = diffs(&set);
+    assert_eq!(shown.last().expect("a diff")["newText"], "first");
+    assert_eq!(shown.last().expect("a diff")["oldText"], "");
+    assert!(shown[0]["path"].as_str().expect("path").ends_with("default.memory/buyer/scratchpad.md"), "{shown:?}");
+    let shown = diffs(&diff);
+    assert_eq!((shown[0]["oldText"].as_str(), shown[0]["newText"].as_str()), (Some("first"), Some("first\nsecond")));
+    assert_eq!(declined.asked.len(), 1, "a rollback asks first");
+    assert!(declined.text().contains("was not rolled back"), "{}", declined.text());
+    assert_eq!(rolled.asked.len(), 1);
+    assert!(rolled.text().contains("scratchpad is now version 4"), "{}", rolled.text());
+    assert_eq!(diffs(&rolled).last().expect("a diff")["newText"], "first");
+    assert!(read_only.text().contains("read-only"), "{}", read_only.text());
+    assert!(diffs(&read_only).is_empty());
+}

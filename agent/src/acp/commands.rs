@@ -24,6 +24,8 @@ pub enum Request {
     Negotiate(Box<NegotiateArgs>),
     /// A `pactum` subcommand's arguments (after the global options).
     Cli(Vec<String>),
+    /// `/memory VERB ...`: the words after `/memory`.
+    Memory(Vec<String>),
     /// Where the conversation stands (constellation, mode, latest negotiation).
     Status,
     /// A text answer (help, usage, or what was not understood).
@@ -56,6 +58,13 @@ pub fn available() -> Vec<acp::AvailableCommand> {
             Some("show|verify|replay|export <session or transcript id> [--out FILE]"),
         ),
         command("receipt", "A completed session's signed receipt, verified", Some("<session id>")),
+        command(
+            "memory",
+            "The agent's versioned memory: list, show, set, append, log, diff, rollback, export, import, search",
+            Some(
+                "list | show <label>[@<version>] | set <label> <text> | append <label> <text> | log <label> | diff <label> <a> <b> | rollback <label> <version> | search <query>",
+            ),
+        ),
         command("providers", "The providers negotiations can use", None),
         command("balance", "Every ledger account and its balance", None),
         command("help", "What Pactum understands", None),
@@ -71,6 +80,7 @@ pub fn help() -> String {
      - /sessions\n\
      - /transcript show|verify|replay|export <id> [--out FILE]\n\
      - /receipt <session id>\n\
+     - /memory list | show <label>[@<version>] | set <label> <text> | append <label> <text> | log <label> | diff <label> <a> <b> | rollback <label> <version> | export <label> | import <file> | search <query> | archive <text>\n\
      - /providers\n\
      - /balance\n\
      - /help\n\n\
@@ -164,6 +174,14 @@ fn slash(name: &str, mut words: Vec<String>, cwd: &Path) -> Request {
         "providers" if words.is_empty() => Request::Cli(vec!["providers".into(), "list".into()]),
         "balance" if words.is_empty() => Request::Cli(vec!["balance".into()]),
         "providers" | "balance" => usage(&format!("/{name}")),
+        "memory" if words.is_empty() => usage("/memory list | show <label>[@<version>] | set <label> <text> | ..."),
+        "memory" => {
+            absolutize_options(&mut words, cwd, &["--out", "-o"]);
+            if words.first().map(String::as_str) == Some("import") && words.len() > 1 {
+                words[1] = absolute(cwd, &words[1]);
+            }
+            Request::Memory(words)
+        }
         "help" => Request::Answer(help()),
         other => Request::Answer(format!("/{other} is not a Pactum command.\n\n{}", help())),
     }

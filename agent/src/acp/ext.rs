@@ -8,6 +8,11 @@
 //! - `_pactum/session/get` {sessionId, cwd?}, `_pactum/transcript/get` {transcriptId, cwd?},
 //!   `_pactum/transcript/verify` {transcriptId, cwd?}, `_pactum/receipt/get` {sessionId, cwd?}.
 //!
+//! - `_pactum/memory/<verb>` for list, show, set, append, log, diff, rollback, export, import,
+//!   search and archive: the `pactum memory` verbs, with {agent?, asAgent?, label, version, text,
+//!   message, base, from, to, before, query, limit, document (import)}; each returns the verb's
+//!   `--json` document.
+//!
 //! `cwd` (absolute) picks the constellation as for a session opened there.
 
 use std::path::PathBuf;
@@ -29,6 +34,120 @@ pub const SESSION_GET: &str = "_pactum/session/get";
 pub const TRANSCRIPT_GET: &str = "_pactum/transcript/get";
 pub const TRANSCRIPT_VERIFY: &str = "_pactum/transcript/verify";
 pub const RECEIPT_GET: &str = "_pactum/receipt/get";
+/// `_pactum/memory/<verb>`: the verbs of `pactum memory`.
+pub const MEMORY_PREFIX: &str = "_pactum/memory/";
+/// The memory verbs served as extension methods.
+pub const MEMORY_VERBS: &[&str] =
+    &["list", "show", "set", "append", "log", "diff", "rollback", "export", "import", "search", "archive"];
+
+/// Parameters of the `_pactum/memory/*` methods (each verb uses the ones it needs).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MemoryParams {
+    agent: Option<String>,
+    #[serde(default)]
+    as_agent: bool,
+    cwd: Option<PathBuf>,
+    label: Option<String>,
+    version: Option<u64>,
+    text: Option<String>,
+    message: Option<String>,
+    base: Option<u64>,
+    from: Option<u64>,
+    to: Option<u64>,
+    before: Option<u64>,
+    query: Option<String>,
+    limit: Option<usize>,
+    /// For `import`: the export document itself.
+    document: Option<Value>,
+    #[serde(rename = "_meta")]
+    _meta: Option<Value>,
+}
+
+/// The `pactum memory` arguments of a `_pactum/memory/<verb>` request.
+fn memory_argv(verb: &str, request: &MemoryParams) -> Result<Vec<String>, Failure> {
+    let need = |value: &Option<String>, name: &str| {
+        value.clone().ok_or_else(|| Failure::new("USAGE", format!("_pactum/memory/{verb} needs {name}")))
+    };
+    let number = |value: Option<u64>, name: &str| {
+        value.map(|n| n.to_string()).ok_or_else(|| Failure::new("USAGE", format!("_pactum/memory/{verb} needs {name}")))
+    };
+    let mut argv = vec!["memory".to_owned(), verb.to_owned()];
+    match verb {
+        "list" => {}
+        "show" => {
+            let label = need(&request.label, "label")?;
+            argv.push(match request.version {
+                Some(version) => format!("{label}@{version}"),
+                None => label,
+            });
+        }
+        "set" | "append" => {
+            argv.extend([need(&request.label, "label")?, need(&request.text, "text")?]);
+            if let (Some(base), "set") = (request.base, verb) {
+                argv.extend(["--base".to_owned(), base.to_string()]);
+            }
+        }
+        "log" => {
+            argv.push(need(&request.label, "label")?);
+            if let Some(limit) = request.limit {
+                argv.extend(["--limit".to_owned(), limit.to_string()]);
+            }
+            if let Some(before) = request.before {
+                argv.extend(["--before".to_owned(), before.to_string()]);
+            }
+        }
+        "diff" => {
+            argv.extend([need(&request.label, "label")?, number(request.from, "from")?, number(request.to, "to")?])
+        }
+        "rollback" => argv.extend([need(&request.label, "label")?, number(request.version, "version")?]),
+        "export" => argv.push(need(&request.label, "label")?),
+        "search" => {
+            argv.push(need(&request.query, "query")?);
+            if let Some(limit) = request.limit {
+                argv.extend(["--limit".to_owned(), limit.to_string()]);
+            }
+        }
+        "archive" => argv.push(need(&request.text, "text")?),
+        _ => return Err(Failure::new("USAGE", format!("no memory verb {verb:?}"))),
+    }
+    if let Some(message) = &request.message {
+        argv.extend(["--message".to_owned(), message.clone()]);
+    }
+    if let Some(agent) = &request.agent {
+        argv.extend(["--agent".to_owned(), agent.clone()]);
+    }
+    if request.as_agent {
+        argv.push("--as-agent".to_owned());
+    }
+    Ok(argv)
+}
+
+fn memory(server: &Server, verb: &str, request: MemoryParams) -> Result<Value, Failure> {
+    let workspace = workspace(server, request.cwd.as_ref())?;
+    if verb == "import" {
+        let document = request
+            .document
+            .as_ref()
+            .ok_or_else(|| Failure::new("USAGE", "_pactum/memory/import needs document (an export document)"))?;
+        let dir = tempfile::tempdir().map_err(|e| Failure::new("IO_ERROR", format!("a temporary directory: {e}")))?;
+        let path = dir.path().join("import.json");
+        let bytes = serde_json::to_vec(document).map_err(|e| Failure::new("INTERNAL", e.to_string()))?;
+        std::fs::write(&path, bytes).map_err(|e| Failure::new("IO_ERROR", format!("{}: {e}", path.display())))?;
+        let path = path.display().to_string();
+        let mut argv = vec!["memory", "import", path.as_str()];
+        if let Some(label) = &request.label {
+            argv.extend(["--label", label]);
+        }
+        if let Some(agent) = &request.agent {
+            argv.extend(["--agent", agent]);
+        }
+        return cli_json(&workspace, &argv);
+    }
+    let argv = memory_argv(verb, &request)?;
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    cli_json(&workspace, &argv)
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -189,6 +308,11 @@ pub async fn handle(
                 let workspace = workspace(server, request.cwd.as_ref())?;
                 cli_json(&workspace, &["transcript", action, &request.transcript_id])
             })
+        }
+        other if other.strip_prefix(MEMORY_PREFIX).is_some_and(|verb| MEMORY_VERBS.contains(&verb)) => {
+            let verb = other[MEMORY_PREFIX.len()..].to_owned();
+            let request: MemoryParams = params(method, raw)?;
+            Box::new(move |server| memory(server, &verb, request))
         }
         other => return Err(Error::method_not_found().data(other.to_owned())),
     };

@@ -9,6 +9,7 @@
 
 pub mod commands;
 pub mod ext;
+pub mod memory;
 pub mod plain;
 pub mod record;
 pub mod state;
@@ -128,7 +129,9 @@ fn answer_announcing<T: agent_client_protocol::JsonRpcResponse + Send + 'static>
 }
 
 /// Runs blocking work (the database) off the async workers.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, Failure> + Send + 'static) -> Result<T, Failure> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|error| Failure::new("INTERNAL", format!("a background task failed: {error}")))?
@@ -207,7 +210,7 @@ fn prompt_text(prompt: &[acp::ContentBlock]) -> String {
 }
 
 /// Runs `pactum <argv>` against the conversation's constellation and returns its output.
-async fn run_cli(conversation: &Arc<Conversation>, argv: Vec<String>) -> String {
+pub(crate) async fn run_cli(conversation: &Arc<Conversation>, argv: Vec<String>) -> String {
     let context = conversation.workspace.context.clone();
     let result = blocking(move || {
         let mut full = vec!["pactum".to_owned()];
@@ -285,6 +288,7 @@ async fn run_turn(
             let output = run_cli(&conversation, argv).await;
             recorder.say(output);
         }
+        Request::Memory(words) => memory::turn(&mut recorder, &conversation, words, &cancel).await,
         Request::Status => {
             let text = status(&conversation).await;
             recorder.say(text);

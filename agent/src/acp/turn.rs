@@ -309,20 +309,18 @@ impl View {
     }
 }
 
-/// Asks the editor whether to pay. `None`: the question was cancelled (and so is the turn).
-async fn ask(
+/// Asks the editor for permission (options: `allow` once, `reject` once). `None`: the question
+/// was cancelled (and so is the turn).
+pub async fn ask(
     recorder: &Recorder,
     question: acp::ToolCallUpdate,
-    offer: &OfferToApprove,
+    allow: String,
+    reject: &str,
     cancel: &CancelSignal,
 ) -> Option<bool> {
     let options = vec![
-        acp::PermissionOption::new(
-            ALLOW_ONCE,
-            format!("Pay {} to {}", offer.price, offer.provider_name),
-            acp::PermissionOptionKind::AllowOnce,
-        ),
-        acp::PermissionOption::new(REJECT_ONCE, "Do not pay", acp::PermissionOptionKind::RejectOnce),
+        acp::PermissionOption::new(ALLOW_ONCE, allow, acp::PermissionOptionKind::AllowOnce),
+        acp::PermissionOption::new(REJECT_ONCE, reject.to_owned(), acp::PermissionOptionKind::RejectOnce),
     ];
     if cancel.is_cancelled() {
         return None;
@@ -341,7 +339,7 @@ async fn ask(
                 }
             },
             Err(error) => {
-                tracing::warn!("the payment question failed: {error}; not paying");
+                tracing::warn!("the permission question failed: {error}; taking it as a refusal");
                 Some(false)
             }
         },
@@ -397,7 +395,8 @@ pub async fn negotiate(
                     let _ = reply.send(false);
                     continue;
                 }
-                let answer = ask(recorder, question, &offer, cancel).await;
+                let allow = format!("Pay {} to {}", offer.price, offer.provider_name);
+                let answer = ask(recorder, question, allow, "Do not pay", cancel).await;
                 let _ = reply.send(answer.unwrap_or(false));
             }
         }
