@@ -83,16 +83,20 @@ pub fn run(context: &Context, command: ConstellationCommand) -> Result<u8, Failu
                     "events_checked": report.events_checked,
                     "accounts_checked": report.accounts_checked,
                     "sessions_checked": report.sessions_checked,
+                    "memory_blocks_checked": report.memory_blocks_checked,
+                    "memory_versions_checked": report.memory_versions_checked,
                     "sessions_resumable": report.sessions_resumable,
                     "problems": problems,
                 }));
             } else {
                 let mut lines = vec![format!(
-                    "{}: {} transcripts ({} events), {} sessions and {} ledger accounts checked: {}",
+                    "{}: {} transcripts ({} events), {} sessions, {} memory blocks ({} versions) and {} ledger accounts checked: {}",
                     db.path().display(),
                     report.transcripts_checked,
                     report.events_checked,
                     report.sessions_checked,
+                    report.memory_blocks_checked,
+                    report.memory_versions_checked,
                     report.accounts_checked,
                     if report.is_sound() {
                         "no problems".to_owned()

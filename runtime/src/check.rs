@@ -15,7 +15,7 @@ use crate::transcripts::{list_streams, verify_stream_with};
 /// One problem found.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Problem {
-    /// What kind of problem: `transcript`, `session` or `ledger`.
+    /// What kind of problem: `transcript`, `session`, `memory` or `ledger`.
     pub area: &'static str,
     /// Which transcript or account.
     pub subject: String,
@@ -31,6 +31,8 @@ pub struct CheckReport {
     pub events_checked: u64,
     pub accounts_checked: u64,
     pub sessions_checked: u64,
+    pub memory_blocks_checked: u64,
+    pub memory_versions_checked: u64,
     /// Sessions not ended whose next step is known: the next command that opens the
     /// constellation resumes them (or they are being driven right now).
     pub sessions_resumable: Vec<String>,
@@ -108,6 +110,18 @@ pub fn check_constellation(db: &Arc<Constellation>) -> Result<CheckReport, Runti
             } else {
                 report.sessions_resumable.push(session_id.clone());
             }
+        }
+    }
+    for (owner, label) in db.all_blocks()? {
+        report.memory_blocks_checked += 1;
+        match db.verify_block(&owner, &label) {
+            Ok(versions) => report.memory_versions_checked += versions,
+            Err(error) => report.problems.push(Problem {
+                area: "memory",
+                subject: format!("{owner}/{label}"),
+                code: error.code().to_owned(),
+                detail: error.to_string(),
+            }),
         }
     }
     let accounts = db.accounts()?;

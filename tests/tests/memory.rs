@@ -291,4 +291,41 @@ fn a_corrupt_update_is_reported_and_every_version_still_reads() {
     assert_eq!(content(&home, "scratchpad@2"), "kept");
     assert_eq!(content(&home, "scratchpad"), "kept too");
     assert_eq!(versions(&home, "scratchpad").len(), 3);
+    // The constellation check names the block.
+    let check = home.run(&["constellation", "check", "--json"]);
+    assert_eq!(check.status.code(), Some(1));
+    let report = json(&check);
+    assert_eq!(report["problems"][0]["area"], "memory");
+    assert_eq!(report["problems"][0]["subject"], "buyer/scratchpad");
+    assert_eq!(report["problems"][0]["code"], "MEMORY_CORRUPT");
+}
+
+#[test]
+fn the_constellation_check_replays_every_version_of_every_block() {
+    let home = Home::new();
+    assert_ok(&home.run(&["memory", "set", "scratchpad", "a"]));
+    assert_ok(&home.run(&["memory", "append", "tasks", "pay the bill"]));
+    let check = home.run(&["constellation", "check", "--json"]);
+    assert_ok(&check);
+    let report = json(&check);
+    assert_eq!(
+        (report["memory_blocks_checked"].clone(), report["memory_versions_checked"].clone()),
+        (Value::from(6), Value::from(8))
+    );
+    // Stored content that no longer matches its hash is found too.
+    let raw = rusqlite::Connection::open(home.default_db()).expect("open");
+    raw.execute_batch(
+        "DROP TRIGGER memory_versions_no_update;
+         UPDATE memory_versions SET splice = x'000062'
+         WHERE seq = 2 AND block_id = (SELECT block_id FROM memory_blocks WHERE label = 'scratchpad');",
+    )
+    .expect("tamper");
+    drop(raw);
+    let check = home.run(&["constellation", "check", "--json"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        json(&check)["problems"][0]["detail"].as_str().expect("detail").contains("version 2"),
+        "{}",
+        stdout(&check)
+    );
 }

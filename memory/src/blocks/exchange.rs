@@ -165,6 +165,37 @@ impl Constellation {
     }
 }
 
+impl Constellation {
+    /// Checks a block's whole history: every version's update replays in order to its recorded
+    /// frontiers and content (hash and size), the stored content of every version rebuilds to its
+    /// hash, and the snapshots load to the latest version. Returns the number of versions.
+    pub fn verify_block(&self, owner: &str, label: &str) -> Result<u64, MemoryError> {
+        let bad = |detail: String| MemoryError::Corrupt { label: label.to_owned(), detail };
+        let bytes = self.export_block(owner, label, &Author::Partner)?;
+        let checked = check_file(&bytes).map_err(|error| match error {
+            MemoryError::ImportInvalid(detail) => bad(detail),
+            other => other,
+        })?;
+        let versions = checked.file.versions.len() as u64;
+        for seq in 1..=versions {
+            self.block_content(owner, label, &Author::Partner, Some(seq))?;
+        }
+        self.load_block_history(owner, label)?;
+        self.load_block_doc(owner, label)?;
+        Ok(versions)
+    }
+
+    /// Every block: (owner, label), by owner then label.
+    pub fn all_blocks(&self) -> Result<Vec<(String, String)>, MemoryError> {
+        self.read_as(|tx| {
+            let mut statement =
+                tx.prepare("SELECT owner, label FROM memory_blocks ORDER BY owner, label").map_err(sql)?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).map_err(sql)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+        })
+    }
+}
+
 struct Checked {
     file: ExportFile,
     kind: BlockKind,

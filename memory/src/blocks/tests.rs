@@ -588,3 +588,68 @@ fn a_merge_based_on_a_version_before_the_last_consolidation_loads_the_history() 
     let third = open(&dir);
     assert_eq!(third.load_block_doc("alice", "long").expect("load").get_text("content").to_string(), next.content);
 }
+
+#[derive(Clone, Debug)]
+enum Op {
+    Set(String),
+    Append(String),
+    Rollback(u64),
+    /// A set made on an older version (a merge).
+    SetOn(u64, String),
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    let text = "[abc\n]{0,24}";
+    prop_oneof![
+        text.prop_map(Op::Set),
+        "[xyz]{1,6}".prop_map(Op::Append),
+        (1_u64..40).prop_map(Op::Rollback),
+        ((1_u64..40), text).prop_map(|(base, text)| Op::SetOn(base, text)),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+    /// The stored content of every version (what show, diff and rollback read) is what Loro's own
+    /// time travel gives at that version's frontiers: the cache is derived from the history.
+    #[test]
+    fn every_version_reads_as_loro_time_travel_shows_it(ops in proptest::collection::vec(op(), 1..30)) {
+        let (_dir, db) = setup();
+        db.create_block(text_block("alice", "p", Permission::ReadWrite, Some(100_000)), &Author::Partner, 1).expect("create");
+        for (n, op) in ops.into_iter().enumerate() {
+            let head = db.block("alice", "p", &Author::Partner).expect("block").version_count;
+            let at = 10 + n as u64;
+            let author = if n % 2 == 0 { Author::Partner } else { Author::Agent("alice".into()) };
+            let result = match op {
+                Op::Set(text) => db.write_block("alice", "p", write(author, Change::Set(text), at)),
+                Op::Append(text) => db.write_block("alice", "p", write(author, Change::Append(text), at)),
+                Op::Rollback(seq) => db.write_block("alice", "p", write(author, Change::Rollback(1 + seq % head), at)),
+                Op::SetOn(base, text) => db.write_block(
+                    "alice",
+                    "p",
+                    Write { base: Some(1 + base % head), ..write(author, Change::Set(text), at) },
+                ),
+            };
+            result.expect("write");
+        }
+        let block = db.block("alice", "p", &Author::Partner).expect("block");
+        let doc = db.load_block_history("alice", "p").expect("history");
+        let frontiers: Vec<Vec<u8>> = db
+            .read_as(|tx| {
+                let mut statement = tx
+                    .prepare("SELECT frontiers FROM memory_versions WHERE block_id = ?1 ORDER BY seq")
+                    .map_err(sql)?;
+                let rows = statement.query_map([&block.block_id], |r| r.get(0)).map_err(sql)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+            })
+            .expect("frontiers");
+        for (index, bytes) in frontiers.iter().enumerate() {
+            let seq = index as u64 + 1;
+            doc.checkout(&Frontiers::decode(bytes).expect("decode")).expect("checkout");
+            proptest::prop_assert_eq!(doc.get_text("content").to_string(), content(&db, "alice", "p", Some(seq)), "version {}", seq);
+        }
+        db.verify_block("alice", "p").expect("verifies");
+    }
+}
