@@ -2,8 +2,9 @@
 //! needed. Each reads the same data as the matching `pactum ... --json` command and returns the
 //! same document. Documented with examples in docs/PROTOCOL.md.
 //!
-//! - `_pactum/negotiate` {intentType, maxPrice, currency, approve, latencyMs?, deadlineMs?,
-//!   strategy?, seed?, clock?, scope?, cwd?}: runs a negotiation. `approve: true` is consent to
+//! - `_pactum/negotiate` {intentType, approve, maxPrice?, currency?, latencyMs?, deadlineMs?,
+//!   strategy?, seed?, clock?, scope?, cwd?}: runs a negotiation (omitted price, currency and
+//!   strategy come from the buyer's preferences). `approve: true` is consent to
 //!   pay the negotiated price (never above maxPrice); `false` negotiates without paying.
 //! - `_pactum/session/get` {sessionId, cwd?}, `_pactum/transcript/get` {transcriptId, cwd?},
 //!   `_pactum/transcript/verify` {transcriptId, cwd?}, `_pactum/receipt/get` {sessionId, cwd?}.
