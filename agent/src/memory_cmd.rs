@@ -491,10 +491,7 @@ impl Memory<'_> {
         let (owner, label) = self.address(address)?;
         let (block, version, content) = self.db.block_content(&owner, &label, &self.viewer(), version)?;
         if self.options.json {
-            let value = match block.shape {
-                pactum_memory::blocks::Shape::Text => Value::String(content.clone()),
-                _ => serde_json::from_str(&content).unwrap_or(Value::Null),
-            };
+            let value = block.shape.value_of(&content).unwrap_or(Value::Null);
             print_json(&json!({
                 "block": block_json(&block),
                 "version": version_json(&version),
@@ -504,14 +501,14 @@ impl Memory<'_> {
             return Ok(EXIT_OK);
         }
         if block.kind == BlockKind::Log {
-            let entries: Vec<Value> = serde_json::from_str(&content).unwrap_or_default();
+            let entries: Vec<&str> = content.lines().collect();
             let shown = entries.len().min(window);
             let mut lines = vec![format!(
                 "{label}@{}: the last {shown} of {} entries (rolled-off entries stay in earlier versions)",
                 version.seq,
                 entries.len()
             )];
-            lines.extend(entries[entries.len() - shown..].iter().map(Value::to_string));
+            lines.extend(entries[entries.len() - shown..].iter().map(|line| (*line).to_owned()));
             print_lines(&lines);
         } else {
             crate::output::write_stdout(&content);
@@ -546,6 +543,7 @@ impl Memory<'_> {
         let (block, version, content) = self.db.block_content(&owner, &label, &self.viewer(), None)?;
         let extension = match block.shape {
             pactum_memory::blocks::Shape::Text => "md",
+            pactum_memory::blocks::Shape::Log => "jsonl",
             _ => "json",
         };
         let dir = tempfile::tempdir()

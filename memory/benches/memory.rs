@@ -1,6 +1,6 @@
 //! Versioned memory benchmarks on one text block with 10,000 versions.
 //!
-//! `cargo bench -p pactum-memory --bench memory`
+//! `cargo bench -p pactum-memory --bench memory [-- log]`
 //!
 //! The block holds about 3 KB of text in 40 to 60 lines; each version replaces, inserts or
 //! deletes one line (a seeded generator picks which), written by the partner through
@@ -31,6 +31,7 @@ const DIFFS: usize = 500;
 const ROLLBACKS: usize = 100;
 const LOADS: usize = 30;
 const CHECKOUTS: usize = 10;
+const LOG_APPENDS: u64 = 5_000;
 
 struct Rng(u64);
 
@@ -90,6 +91,11 @@ fn report(name: &str, samples: &mut [Duration], target: &str) {
 }
 
 fn main() {
+    // `cargo bench -p pactum-memory --bench memory -- log` runs the rolling-log case alone.
+    if std::env::args().skip(1).any(|arg| arg == "log") {
+        rolling_log();
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bench.db");
     let db = Constellation::open(&path).unwrap();
@@ -153,6 +159,7 @@ fn main() {
     let mut loads = Vec::new();
     let mut reads = Vec::new();
     let mut histories = Vec::new();
+    let mut cold_writes = Vec::new();
     for _ in 0..LOADS {
         let fresh = Constellation::open(&path).unwrap();
         let started = Instant::now();
@@ -167,10 +174,26 @@ fn main() {
         let started = Instant::now();
         fresh.load_block_history("buyer", "notes").unwrap();
         histories.push(started.elapsed());
+        drop(fresh);
+        // What `pactum memory append` does after opening the file: load, change, commit.
+        let fresh = Constellation::open(&path).unwrap();
+        at_ms += 1_000;
+        let write = Write {
+            author: Author::Partner,
+            change: Change::Append("one more line".into()),
+            base: None,
+            message: None,
+            op: None,
+            at_ms,
+        };
+        let started = Instant::now();
+        fresh.write_block("buyer", "notes", write).unwrap();
+        cold_writes.push(started.elapsed());
     }
     report("load latest (Loro document)", &mut loads, "<= 5 ms");
     report("read latest content", &mut reads, "-");
     report("load whole history (Loro document)", &mut histories, "-");
+    report("write from a fresh process", &mut cold_writes, "-");
 
     let db = Constellation::open(&path).unwrap();
     let mut diffs = Vec::new();
@@ -219,6 +242,47 @@ fn main() {
 
     drop(db);
     bytes_per_version(&path);
+    rolling_log();
+}
+
+/// What every negotiation does: one entry appended to a full outcomes log (20,000 characters,
+/// the oldest entries rolling off).
+fn rolling_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Constellation::open(dir.path().join("log.db")).unwrap();
+    db.ensure_agent(AgentRecord {
+        agent_id: "buyer".into(),
+        display_name: "buyer".into(),
+        role: AgentRole::Buyer,
+        key_id: "agent:buyer#1".into(),
+        public_key: [7; 32],
+        secret_key: SecretSeed::new([7; 32]),
+        created_at_ms: 0,
+    })
+    .unwrap();
+    db.ensure_default_blocks("buyer", 0).unwrap();
+    let mut appends = Vec::new();
+    for n in 0..LOG_APPENDS {
+        let entry = serde_json::json!({
+            "session": format!("s-{n:016x}"), "intent_type": "compute.inference", "outcome": "completed",
+            "provider": "tensor-forge", "price_minor": 30 + n % 7, "currency": "USD", "rounds": 4, "at_ms": 1_700_000_000_000_u64 + n,
+        });
+        let write = Write {
+            author: Author::System,
+            change: Change::Log { entry, key: Some(format!("session:{n}")) },
+            base: None,
+            message: Some(format!("session {n} ended")),
+            op: None,
+            at_ms: n,
+        };
+        let started = Instant::now();
+        db.write_block("buyer", "outcomes", write).unwrap();
+        appends.push(started.elapsed());
+    }
+    println!();
+    let mut last = appends[appends.len() - 1_000..].to_vec();
+    report("outcomes log append (last 1,000)", &mut last, "-");
+    report("outcomes log append (all)", &mut appends, "-");
 }
 
 fn frontiers_of(path: &std::path::Path, seq: u64) -> loro::Frontiers {

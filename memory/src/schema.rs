@@ -225,16 +225,18 @@ CREATE TABLE memory_blocks (
     description   TEXT NOT NULL,
     kind          TEXT NOT NULL CHECK (kind IN ('core', 'working', 'archival', 'log')),
     template      TEXT,
-    shape         TEXT NOT NULL CHECK (shape IN ('text', 'map', 'list')),
+    shape         TEXT NOT NULL CHECK (shape IN ('text', 'map', 'list', 'log')),
     char_limit    INTEGER NOT NULL CHECK (char_limit > 0),
     permission    TEXT NOT NULL CHECK (permission IN ('read_only', 'append', 'read_write', 'admin')),
     pinned        INTEGER NOT NULL CHECK (pinned IN (0, 1)),
     version_count INTEGER NOT NULL DEFAULT 0 CHECK (version_count >= 0),
     created_at_ms INTEGER NOT NULL CHECK (created_at_ms >= 0),
     updated_at_ms INTEGER NOT NULL CHECK (updated_at_ms >= 0),
-    -- The version the snapshot holds (0: none yet) and the update bytes stored after it.
+    -- The version the working snapshot holds (0: none yet), the update bytes stored after it, and
+    -- the update bytes stored after the history snapshot.
     snapshot_seq  INTEGER NOT NULL DEFAULT 0 CHECK (snapshot_seq >= 0),
     pending_bytes INTEGER NOT NULL DEFAULT 0 CHECK (pending_bytes >= 0),
+    history_pending_bytes INTEGER NOT NULL DEFAULT 0 CHECK (history_pending_bytes >= 0),
     UNIQUE (owner, label)
 ) STRICT;
 CREATE TRIGGER memory_blocks_no_delete BEFORE DELETE ON memory_blocks
@@ -271,16 +273,19 @@ BEGIN SELECT RAISE(ABORT, 'memory history is append-only'); END;
 CREATE TRIGGER memory_versions_no_delete BEFORE DELETE ON memory_versions
 BEGIN SELECT RAISE(ABORT, 'memory history is append-only'); END;
 
--- The latest consolidation of each block: a Loro snapshot holding versions 1..seq.
+-- The consolidations of each block: a Loro snapshot with the whole history of versions 1..seq,
+-- and a working snapshot (the state at shallow_seq with minimal history, a Loro shallow snapshot)
+-- that loading the latest version starts from. The working one is refreshed often, the history
+-- one as its updates grow past a quarter of its size.
 CREATE TABLE memory_snapshots (
     block_id      TEXT PRIMARY KEY REFERENCES memory_blocks (block_id),
     seq           INTEGER NOT NULL CHECK (seq >= 1),
     snapshot      BLOB NOT NULL,
-    -- The state at `seq` with minimal history (a Loro shallow snapshot): what loading the latest
-    -- version starts from.
+    shallow_seq   INTEGER NOT NULL CHECK (shallow_seq >= seq),
     shallow       BLOB NOT NULL,
     created_at_ms INTEGER NOT NULL CHECK (created_at_ms >= 0),
-    FOREIGN KEY (block_id, seq) REFERENCES memory_versions (block_id, seq)
+    FOREIGN KEY (block_id, seq) REFERENCES memory_versions (block_id, seq),
+    FOREIGN KEY (block_id, shallow_seq) REFERENCES memory_versions (block_id, seq)
 ) STRICT;
 
 -- Blocks attached to agents other than their owner.

@@ -89,7 +89,7 @@ fn negotiate_takes_its_defaults_from_preferences_and_logs_the_outcome() {
     // Each finished negotiation is one entry in the outcomes log, appended by the system.
     let log = home.run(&["memory", "show", "outcomes", "--json"]);
     assert_ok(&log);
-    let entries: Vec<Value> = serde_json::from_str(json(&log)["content"].as_str().expect("content")).expect("entries");
+    let entries = json(&log)["value"].as_array().expect("entries").clone();
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[0]["session"], result["session_id"]);
     assert!(versions(&home, "outcomes").iter().take(2).all(|v| v["author"] == "system" && v["op"] == "log"));

@@ -36,7 +36,11 @@ struct SlashMemory {
 fn block_path(conversation: &Conversation, owner: &str, label: &str, shape: Shape) -> PathBuf {
     let db = conversation.workspace.db.path();
     let stem = db.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "constellation".into());
-    let extension = if shape == Shape::Text { "md" } else { "json" };
+    let extension = match shape {
+        Shape::Text => "md",
+        Shape::Log => "jsonl",
+        Shape::Map | Shape::List => "json",
+    };
     db.with_file_name(format!("{stem}.memory")).join(owner).join(format!("{label}.{extension}"))
 }
 

@@ -1,9 +1,9 @@
 //! A block's Loro document, by shape: text blocks keep a `LoroText` named `content`, map blocks
 //! a `LoroMap` named `fields` (one entry per template field, so concurrent edits of different
-//! fields both survive), list blocks a `LoroList` named `items` (one entry per task or log
+//! fields both survive), list and log blocks a `LoroList` named `items` (one entry per task or log
 //! entry, so appends never rewrite earlier entries). The rendered form of a block, which is what
-//! people read and diff and what the character limit counts, is the text itself or the value as
-//! pretty-printed JSON with sorted keys.
+//! people read and diff and what the character limit counts, is the text itself, the value as
+//! pretty-printed JSON with sorted keys, or for a log one compact JSON entry per line.
 
 use loro::{LoroDoc, LoroText, LoroValue};
 use serde_json::Value;
@@ -20,7 +20,15 @@ pub(crate) fn render(doc: &LoroDoc, shape: Shape) -> String {
         Shape::Text => doc.get_text(TEXT).to_string(),
         Shape::Map => pretty(&to_json(&doc.get_map(FIELDS).get_deep_value())),
         Shape::List => pretty(&to_json(&doc.get_list(ITEMS).get_deep_value())),
+        Shape::Log => doc.get_list(ITEMS).to_vec().iter().map(|entry| line(&to_json(entry))).collect(),
     }
+}
+
+/// One log entry as it renders: compact JSON with sorted keys, and a newline.
+pub(crate) fn line(entry: &Value) -> String {
+    let mut text = sorted(entry).to_string();
+    text.push('\n');
+    text
 }
 
 /// JSON as blocks render it: pretty, keys sorted, a final newline.
@@ -52,7 +60,7 @@ pub(crate) fn set(doc: &LoroDoc, shape: Shape, value: &Value) -> Result<(), Stri
             }
             Ok(())
         }
-        (Shape::List, Value::Array(items)) => {
+        (Shape::List | Shape::Log, Value::Array(items)) => {
             let list = doc.get_list(ITEMS);
             let current: Vec<String> = match to_json(&list.get_deep_value()) {
                 Value::Array(current) => current.iter().map(Value::to_string).collect(),
@@ -147,22 +155,46 @@ pub(crate) fn append(doc: &LoroDoc, shape: Shape, value: &Value) -> Result<(), S
             let separator = if current.is_empty() || current.ends_with('\n') { "" } else { "\n" };
             content.insert(content.len_unicode(), &format!("{separator}{text}")).map_err(|e| e.to_string())
         }
-        (Shape::List, item) => doc.get_list(ITEMS).push(to_loro(item)).map_err(|e| e.to_string()),
+        (Shape::List | Shape::Log, item) => doc.get_list(ITEMS).push(to_loro(item)).map_err(|e| e.to_string()),
         _ => Err(format!("a {} block takes no appends; set the whole value instead", shape.as_str())),
     }
 }
 
-/// Removes the oldest entries of a list block until its rendering has at most `limit`
-/// characters; returns how many went, or `None` if even one entry is too long.
+/// How many of a log's oldest lines to drop so that `rendered` plus `line` fit in `limit`
+/// characters, and the byte offset where the kept lines start; `None` if `line` alone does not fit.
+pub(crate) fn roll_lines(rendered: &str, line: &str, limit: usize) -> Option<(usize, usize)> {
+    let mut total = rendered.chars().count() + line.chars().count();
+    if line.chars().count() > limit {
+        return None;
+    }
+    let (mut dropped, mut offset) = (0, 0);
+    for old in rendered.split_inclusive('\n') {
+        if total <= limit {
+            break;
+        }
+        total -= old.chars().count();
+        offset += old.len();
+        dropped += 1;
+    }
+    Some((dropped, offset))
+}
+
+/// Removes the oldest entries of a log until its rendering has at most `limit` characters;
+/// returns how many went, or `None` if the newest entry alone is too long.
 pub(crate) fn roll(doc: &LoroDoc, limit: usize) -> Result<Option<usize>, String> {
     let list = doc.get_list(ITEMS);
+    let sizes: Vec<usize> = list.to_vec().iter().map(|entry| line(&to_json(entry)).chars().count()).collect();
+    let mut total: usize = sizes.iter().sum();
     let mut removed = 0;
-    while render(doc, Shape::List).chars().count() > limit {
-        if list.len() <= 1 {
+    while total > limit {
+        if removed + 1 >= sizes.len() {
             return Ok(None);
         }
-        list.delete(0, 1).map_err(|e| e.to_string())?;
+        total -= sizes[removed];
         removed += 1;
+    }
+    if removed > 0 {
+        list.delete(0, removed).map_err(|e| e.to_string())?;
     }
     Ok(Some(removed))
 }
@@ -259,11 +291,11 @@ mod tests {
     fn a_rolling_list_drops_its_oldest_entries() {
         let doc = LoroDoc::new();
         for n in 0..10 {
-            append(&doc, Shape::List, &json!({ "n": n })).expect("append");
+            append(&doc, Shape::Log, &json!({ "n": n })).expect("append");
         }
-        let limit = pretty(&json!([{ "n": 7 }, { "n": 8 }, { "n": 9 }])).chars().count();
+        let limit = "{\"n\":7}\n{\"n\":8}\n{\"n\":9}\n".chars().count();
         assert_eq!(roll(&doc, limit), Ok(Some(7)));
-        assert_eq!(render(&doc, Shape::List), pretty(&json!([{ "n": 7 }, { "n": 8 }, { "n": 9 }])));
+        assert_eq!(render(&doc, Shape::Log), "{\"n\":7}\n{\"n\":8}\n{\"n\":9}\n");
         assert_eq!(roll(&doc, 3), Ok(None));
     }
 }

@@ -242,7 +242,7 @@ fn check_file(bytes: &[u8]) -> Result<Checked, MemoryError> {
         Some(name) => Some(Template::parse(name).ok_or_else(|| invalid(format!("unknown template {name:?}")))?),
     };
     let shape = match (kind, template) {
-        (BlockKind::Log, None) => Shape::List,
+        (BlockKind::Log, None) => Shape::Log,
         (BlockKind::Log, Some(_)) => return Err(invalid("a rolling log has no template")),
         (_, Some(template)) => template.shape(),
         (_, None) => Shape::Text,
@@ -354,11 +354,7 @@ fn import(
             (find_block(tx, owner, &block.label)?, true)
         }
     };
-    let loaded = if created {
-        Loaded { doc: LoroDoc::new(), seq: 0, content: String::new() }
-    } else {
-        doc_at_head(cache, tx, &row)?
-    };
+    let loaded = if created { Loaded::new(LoroDoc::new(), 0, String::new()) } else { doc_at_head(cache, tx, &row)? };
     let Loaded { doc, mut content, .. } = loaded;
     let (mut added, mut skipped) = (0, 0);
     for (version, update) in file.versions.iter().zip(&checked.updates) {
@@ -378,6 +374,7 @@ fn import(
             &before,
             &content,
             &next,
+            None,
             (op, &version.author, &version.message, version.at_ms, base, None),
         )?;
         content = next;
@@ -391,14 +388,14 @@ fn import(
         });
     }
     if added > 0 && row.snapshot_seq < row.block.version_count {
-        consolidate(tx, &mut row, &doc, at_ms)?;
+        consolidate(tx, &mut row, &doc, !doc.is_shallow(), at_ms)?;
         tx.execute(
-            "UPDATE memory_blocks SET snapshot_seq = ?2, pending_bytes = 0 WHERE block_id = ?1",
-            params![row.block.block_id, to_i64(row.snapshot_seq)],
+            "UPDATE memory_blocks SET snapshot_seq = ?2, pending_bytes = ?3, history_pending_bytes = ?4 WHERE block_id = ?1",
+            params![row.block.block_id, to_i64(row.snapshot_seq), to_i64(row.pending_bytes), to_i64(row.history_pending_bytes)],
         )
         .map_err(sql)?;
     }
     let BlockRow { block, .. } = row;
-    let loaded = Loaded { doc, seq: block.version_count, content };
+    let loaded = Loaded::new(doc, block.version_count, content);
     Ok((ImportReport { block, created, added, skipped }, loaded))
 }

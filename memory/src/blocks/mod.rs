@@ -43,10 +43,14 @@ pub use template::{LIST_FIELD_ITEMS_MAX, STRATEGY_NAMES, Template};
 use crate::error::StoreError;
 use crate::store::Constellation;
 
-/// A new snapshot is stored once this many versions follow the last one.
+/// A new working snapshot is stored once this many versions follow the last one.
 pub const CONSOLIDATE_AFTER_VERSIONS: u64 = 128;
 /// ... or once the updates after it hold this many bytes.
 pub const CONSOLIDATE_AFTER_BYTES: u64 = 256 * 1024;
+/// At a consolidation, the history snapshot is rewritten too once the updates after it hold more
+/// than this fraction of its size (1/N) and at least [`CONSOLIDATE_AFTER_BYTES`]: its rewrites
+/// then cost a constant factor of the history's size in all, however long the history grows.
+pub const HISTORY_SNAPSHOT_GROWTH_DIVISOR: u64 = 4;
 /// The largest character limit a block may have.
 pub const BLOCK_CHARS_MAX: u32 = 1_000_000;
 /// At most this many bytes in a commit message.
@@ -125,9 +129,14 @@ impl Permission {
 /// How a block's document is structured.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Shape {
+    /// Text, rendered as itself.
     Text,
+    /// Typed fields, rendered as pretty JSON.
     Map,
+    /// Items, rendered as a pretty JSON array.
     List,
+    /// Rolling-log entries, rendered as JSON Lines (one compact entry per line).
+    Log,
 }
 
 impl Shape {
@@ -136,11 +145,26 @@ impl Shape {
             Self::Text => "text",
             Self::Map => "map",
             Self::List => "list",
+            Self::Log => "log",
         }
     }
 
     fn parse(text: &str) -> Option<Self> {
-        [Self::Text, Self::Map, Self::List].into_iter().find(|shape| shape.as_str() == text)
+        [Self::Text, Self::Map, Self::List, Self::Log].into_iter().find(|shape| shape.as_str() == text)
+    }
+
+    /// The value a rendering stands for: the text itself, the JSON of a map or list, the array of
+    /// a log's entries. `None` if the rendering does not parse (it always does for stored content).
+    pub fn value_of(self, content: &str) -> Option<Value> {
+        match self {
+            Self::Text => Some(Value::String(content.to_owned())),
+            Self::Map | Self::List => serde_json::from_str(content).ok(),
+            Self::Log => content
+                .lines()
+                .map(|line| serde_json::from_str(line).ok())
+                .collect::<Option<Vec<_>>>()
+                .map(Value::Array),
+        }
     }
 }
 
@@ -388,6 +412,15 @@ struct Loaded {
     doc: LoroDoc,
     seq: u64,
     content: String,
+    /// SHA-256 of `content`.
+    digest: [u8; 32],
+}
+
+impl Loaded {
+    fn new(doc: LoroDoc, seq: u64, content: String) -> Self {
+        let digest = sha256(content.as_bytes());
+        Self { doc, seq, content, digest }
+    }
 }
 
 impl DocCache {
@@ -434,12 +467,16 @@ fn to_u64(value: i64) -> u64 {
 }
 
 const BLOCK_COLUMNS: &str = "block_id, owner, label, description, kind, template, shape, char_limit, permission, \
-     pinned, version_count, created_at_ms, updated_at_ms, snapshot_seq, pending_bytes";
+     pinned, version_count, created_at_ms, updated_at_ms, snapshot_seq, pending_bytes, history_pending_bytes";
 
 struct BlockRow {
     block: Block,
+    /// The version the working snapshot holds (0: none).
     snapshot_seq: u64,
+    /// Update bytes after the working snapshot.
     pending_bytes: u64,
+    /// Update bytes after the history snapshot.
+    history_pending_bytes: u64,
 }
 
 fn read_block_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Vec<String>, [i64; 6], Option<String>)> {
@@ -456,7 +493,7 @@ fn corrupt(label: &str, detail: impl Into<String>) -> MemoryError {
 
 fn block_from(
     (text, numbers, template): (Vec<String>, [i64; 6], Option<String>),
-    pending_bytes: i64,
+    (pending_bytes, history_pending_bytes): (i64, i64),
 ) -> Result<BlockRow, MemoryError> {
     let [block_id, owner, label, description, kind, shape, permission] =
         <[String; 7]>::try_from(text).map_err(|_| corrupt("?", "block row"))?;
@@ -487,6 +524,7 @@ fn block_from(
         },
         snapshot_seq: to_u64(snapshot_seq),
         pending_bytes: to_u64(pending_bytes),
+        history_pending_bytes: to_u64(history_pending_bytes),
     })
 }
 
@@ -495,7 +533,7 @@ fn find_block(tx: &Transaction<'_>, owner: &str, label: &str) -> Result<BlockRow
         .query_row(
             &format!("SELECT {BLOCK_COLUMNS} FROM memory_blocks WHERE owner = ?1 AND label = ?2"),
             params![owner, label],
-            |row| Ok((read_block_row(row)?, row.get::<_, i64>(14)?)),
+            |row| Ok((read_block_row(row)?, (row.get::<_, i64>(14)?, row.get::<_, i64>(15)?))),
         )
         .optional()
         .map_err(sql)?;
@@ -511,7 +549,7 @@ fn find_block(tx: &Transaction<'_>, owner: &str, label: &str) -> Result<BlockRow
 fn find_block_by_id(tx: &Transaction<'_>, block_id: &str) -> Result<Option<BlockRow>, MemoryError> {
     let row = tx
         .query_row(&format!("SELECT {BLOCK_COLUMNS} FROM memory_blocks WHERE block_id = ?1"), [block_id], |row| {
-            Ok((read_block_row(row)?, row.get::<_, i64>(14)?))
+            Ok((read_block_row(row)?, (row.get::<_, i64>(14)?, row.get::<_, i64>(15)?)))
         })
         .optional()
         .map_err(sql)?;
@@ -677,24 +715,31 @@ fn load_working(tx: &Transaction<'_>, row: &BlockRow) -> Result<Loaded, MemoryEr
     doc.import(&shallow).map_err(|e| corrupt(&block.label, format!("its shallow snapshot does not load: {e}")))?;
     catch_up(tx, block, &doc, row.snapshot_seq)?;
     let content = doc::render(&doc, block.shape);
-    check_head(tx, block, &content)?;
-    Ok(Loaded { doc, seq: block.version_count, content })
+    let loaded = Loaded::new(doc, block.version_count, content);
+    check_head(tx, block, &loaded.digest)?;
+    Ok(loaded)
 }
 
-/// The document with its whole history: the full snapshot and the updates after it.
+/// The document with its whole history: the history snapshot and the updates after it.
 fn load_history(tx: &Transaction<'_>, row: &BlockRow) -> Result<Loaded, MemoryError> {
     let block = &row.block;
     let doc = LoroDoc::new();
-    if row.snapshot_seq > 0 {
-        let snapshot: Vec<u8> = tx
-            .query_row("SELECT snapshot FROM memory_snapshots WHERE block_id = ?1", [&block.block_id], |r| r.get(0))
-            .map_err(sql)?;
+    let snapshot: Option<(i64, Vec<u8>)> = tx
+        .query_row("SELECT seq, snapshot FROM memory_snapshots WHERE block_id = ?1", [&block.block_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(sql)?;
+    let mut from = 0;
+    if let Some((seq, snapshot)) = snapshot {
         doc.import(&snapshot).map_err(|e| corrupt(&block.label, format!("its snapshot does not load: {e}")))?;
+        from = to_u64(seq);
     }
-    catch_up(tx, block, &doc, row.snapshot_seq)?;
+    catch_up(tx, block, &doc, from)?;
     let content = doc::render(&doc, block.shape);
-    check_head(tx, block, &content)?;
-    Ok(Loaded { doc, seq: block.version_count, content })
+    let loaded = Loaded::new(doc, block.version_count, content);
+    check_head(tx, block, &loaded.digest)?;
+    Ok(loaded)
 }
 
 /// Imports the updates of versions after `from` into `doc`.
@@ -724,12 +769,12 @@ fn catch_up(tx: &Transaction<'_>, block: &Block, doc: &LoroDoc, from: u64) -> Re
     Ok(())
 }
 
-fn check_head(tx: &Transaction<'_>, block: &Block, content: &str) -> Result<(), MemoryError> {
+fn check_head(tx: &Transaction<'_>, block: &Block, digest: &[u8; 32]) -> Result<(), MemoryError> {
     if block.version_count == 0 {
         return Ok(());
     }
     let head = version(tx, block, block.version_count)?;
-    if sha256(content.as_bytes()) != head.content_sha256 {
+    if *digest != head.content_sha256 {
         return Err(corrupt(
             &block.label,
             format!("its Loro document does not match the recorded content of version {}", block.version_count),
@@ -743,14 +788,14 @@ fn doc_at_head(cache: &DocCache, tx: &Transaction<'_>, row: &BlockRow) -> Result
     let block = &row.block;
     match cache.take(&block.block_id) {
         Some(loaded) if loaded.seq == block.version_count => {
-            check_head(tx, block, &loaded.content)?;
+            check_head(tx, block, &loaded.digest)?;
             Ok(loaded)
         }
-        Some(mut loaded) if loaded.seq < block.version_count => match catch_up(tx, block, &loaded.doc, loaded.seq) {
+        Some(loaded) if loaded.seq < block.version_count => match catch_up(tx, block, &loaded.doc, loaded.seq) {
             Ok(()) => {
-                loaded.content = doc::render(&loaded.doc, block.shape);
-                check_head(tx, block, &loaded.content)?;
-                loaded.seq = block.version_count;
+                let content = doc::render(&loaded.doc, block.shape);
+                let loaded = Loaded::new(loaded.doc, block.version_count, content);
+                check_head(tx, block, &loaded.digest)?;
                 Ok(loaded)
             }
             // A working document cannot take a merge based on a version before it.
@@ -848,6 +893,7 @@ fn record_version(
     before: &VersionVector,
     previous: &str,
     content: &str,
+    known_splice: Option<Vec<u8>>,
     meta: (&str, &str, &str, u64, Option<u64>, Option<&str>),
 ) -> Result<Version, MemoryError> {
     let (op, author, message, at_ms, base, key) = meta;
@@ -867,7 +913,7 @@ fn record_version(
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(sql)?;
-        let splice = splice::encode(previous.as_bytes(), content.as_bytes());
+        let splice = known_splice.unwrap_or_else(|| splice::encode(previous, content));
         let chain = to_u64(last_chain) + splice.len() as u64;
         if seq - to_u64(last_keyframe) >= splice::KEYFRAME_EVERY || chain > content.len().max(256) as u64 {
             (seq, 0, Some(content.as_bytes().to_vec()), None)
@@ -903,14 +949,16 @@ fn record_version(
     ])
     .map_err(sql)?;
     row.pending_bytes += update.len() as u64;
+    row.history_pending_bytes += update.len() as u64;
     block.version_count = seq;
     block.chars = chars;
     block.updated_at_ms = block.updated_at_ms.max(at_ms);
     if seq - row.snapshot_seq >= CONSOLIDATE_AFTER_VERSIONS || row.pending_bytes >= CONSOLIDATE_AFTER_BYTES {
-        consolidate(tx, row, doc, at_ms)?;
+        consolidate(tx, row, doc, false, at_ms)?;
     }
     tx.prepare_cached(
-        "UPDATE memory_blocks SET version_count = ?2, updated_at_ms = ?3, snapshot_seq = ?4, pending_bytes = ?5
+        "UPDATE memory_blocks SET version_count = ?2, updated_at_ms = ?3, snapshot_seq = ?4, pending_bytes = ?5,
+             history_pending_bytes = ?6
          WHERE block_id = ?1",
     )
     .map_err(sql)?
@@ -919,7 +967,8 @@ fn record_version(
         to_i64(seq),
         to_i64(row.block.updated_at_ms),
         to_i64(row.snapshot_seq),
-        to_i64(row.pending_bytes)
+        to_i64(row.pending_bytes),
+        to_i64(row.history_pending_bytes)
     ])
     .map_err(sql)?;
     Ok(Version {
@@ -934,26 +983,56 @@ fn record_version(
     })
 }
 
-/// Stores the document as the block's snapshot (all versions so far). Version rows stay.
-fn consolidate(tx: &Transaction<'_>, row: &mut BlockRow, doc: &LoroDoc, at_ms: u64) -> Result<(), MemoryError> {
+/// Stores a new working snapshot of the document (its state at the head), and a new history
+/// snapshot too when the updates after the last one have grown past its size over
+/// [`HISTORY_SNAPSHOT_GROWTH_DIVISOR`] (or `force_history`). Version rows stay. The caller
+/// stores `row`'s counters.
+fn consolidate(
+    tx: &Transaction<'_>,
+    row: &mut BlockRow,
+    doc: &LoroDoc,
+    force_history: bool,
+    at_ms: u64,
+) -> Result<(), MemoryError> {
     let encode = |e: loro::LoroEncodeError| MemoryError::Invalid(format!("cannot encode a snapshot: {e}"));
-    // A working document lacks the early history the full snapshot must hold.
-    let snapshot = if doc.is_shallow() {
-        load_history(tx, row)?.doc.export(ExportMode::Snapshot).map_err(encode)?
-    } else {
-        doc.export(ExportMode::Snapshot).map_err(encode)?
-    };
+    let seq = row.block.version_count;
     let shallow = doc.export(ExportMode::shallow_snapshot(&doc.oplog_frontiers())).map_err(encode)?;
-    tx.execute(
-        "INSERT INTO memory_snapshots (block_id, seq, snapshot, shallow, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (block_id) DO UPDATE SET seq = excluded.seq, snapshot = excluded.snapshot,
-             shallow = excluded.shallow, created_at_ms = excluded.created_at_ms",
-        params![row.block.block_id, to_i64(row.block.version_count), snapshot, shallow, to_i64(at_ms)],
-    )
-    .map_err(sql)?;
-    row.snapshot_seq = row.block.version_count;
+    let history_bytes: Option<i64> = tx
+        .query_row("SELECT length(snapshot) FROM memory_snapshots WHERE block_id = ?1", [&row.block.block_id], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(sql)?;
+    let history_due = force_history
+        || history_bytes.is_none_or(|bytes| {
+            row.history_pending_bytes >= (to_u64(bytes) / HISTORY_SNAPSHOT_GROWTH_DIVISOR).max(CONSOLIDATE_AFTER_BYTES)
+        });
+    if history_due {
+        // A working document lacks the early history the history snapshot must hold.
+        let snapshot = if doc.is_shallow() {
+            load_history(tx, row)?.doc.export(ExportMode::Snapshot).map_err(encode)?
+        } else {
+            doc.export(ExportMode::Snapshot).map_err(encode)?
+        };
+        tx.execute(
+            "INSERT INTO memory_snapshots (block_id, seq, snapshot, shallow_seq, shallow, created_at_ms)
+             VALUES (?1, ?2, ?3, ?2, ?4, ?5)
+             ON CONFLICT (block_id) DO UPDATE SET seq = excluded.seq, snapshot = excluded.snapshot,
+                 shallow_seq = excluded.shallow_seq, shallow = excluded.shallow, created_at_ms = excluded.created_at_ms",
+            params![row.block.block_id, to_i64(seq), snapshot, shallow, to_i64(at_ms)],
+        )
+        .map_err(sql)?;
+        row.history_pending_bytes = 0;
+        tracing::debug!(block = %row.block.label, seq, bytes = snapshot.len(), "memory block history consolidated");
+    } else {
+        tx.execute(
+            "UPDATE memory_snapshots SET shallow_seq = ?2, shallow = ?3, created_at_ms = ?4 WHERE block_id = ?1",
+            params![row.block.block_id, to_i64(seq), shallow, to_i64(at_ms)],
+        )
+        .map_err(sql)?;
+    }
+    row.snapshot_seq = seq;
     row.pending_bytes = 0;
-    tracing::debug!(block = %row.block.label, seq = row.snapshot_seq, bytes = snapshot.len(), "memory block consolidated");
     Ok(())
 }
 
@@ -1147,7 +1226,7 @@ impl Constellation {
                 .to_string();
             let changes = match block.shape {
                 Shape::Text => Vec::new(),
-                _ => structured_changes(&before, &after),
+                shape => structured_changes(shape.value_of(&before), shape.value_of(&after)),
             };
             Ok(BlockDiff {
                 from: version(tx, &block, from)?,
@@ -1324,10 +1403,7 @@ impl Constellation {
                 return Ok(None);
             }
             let content = content_at(tx, &block, block.version_count)?;
-            let value = match block.shape {
-                Shape::Text => Value::String(content),
-                _ => serde_json::from_str(&content).map_err(|e| corrupt(label, e.to_string()))?,
-            };
+            let value = block.shape.value_of(&content).ok_or_else(|| corrupt(label, "its content does not parse"))?;
             Ok(Some((block.version_count, value)))
         })
     }
@@ -1358,7 +1434,7 @@ fn create_block(
     let char_limit = new.char_limit.unwrap_or_else(|| new.kind.default_char_limit());
     check_limit(char_limit)?;
     let shape = match (new.kind, new.template) {
-        (BlockKind::Log, None) => Shape::List,
+        (BlockKind::Log, None) => Shape::Log,
         (BlockKind::Log, Some(_)) => {
             return Err(MemoryError::Invalid("a rolling log takes no template: its entries are the system's".into()));
         }
@@ -1412,9 +1488,10 @@ fn create_block(
         &before,
         "",
         &content,
+        None,
         ("create", &author.to_string(), &message, at_ms, None, None),
     )?;
-    Ok((row.block, Loaded { doc, seq: version.seq, content }))
+    Ok((row.block, Loaded { doc, seq: version.seq, content, digest: version.content_sha256 }))
 }
 
 fn timestamp(at_ms: u64) -> i64 {
@@ -1443,7 +1520,7 @@ fn apply_write(
     write: &Write,
 ) -> Result<(Loaded, Written), MemoryError> {
     let block = row.block.clone();
-    let Loaded { mut doc, seq: _, content: previous } = loaded;
+    let Loaded { mut doc, seq: _, content: previous, digest: previous_digest } = loaded;
     if let Change::Log { key: Some(key), .. } = &write.change {
         let seen: bool = tx
             .query_row(
@@ -1456,7 +1533,7 @@ fn apply_write(
             let content = previous.clone();
             let written =
                 Written { block: block.clone(), version: None, previous, content: content.clone(), rolled_off: 0 };
-            return Ok((Loaded { doc, seq: block.version_count, content }, written));
+            return Ok((Loaded { doc, seq: block.version_count, content, digest: previous_digest }, written));
         }
     }
     let base = match write.base {
@@ -1501,6 +1578,8 @@ fn apply_write(
     target.set_peer_id(peer).map_err(|e| MemoryError::Invalid(e.to_string()))?;
 
     let mut rolled_off = 0;
+    let mut log_content: Option<String> = None;
+    let mut log_splice: Option<Vec<u8>> = None;
     match &write.change {
         Change::Set(input) => {
             let value = parse_value(&block, input, false)?;
@@ -1512,25 +1591,37 @@ fn apply_write(
         }
         Change::Rollback(seq) => {
             let old = content_at(tx, &block, *seq)?;
-            let value = match block.shape {
-                Shape::Text => Value::String(old),
-                _ => serde_json::from_str(&old).map_err(|e| corrupt(&block.label, e.to_string()))?,
-            };
+            let value =
+                block.shape.value_of(&old).ok_or_else(|| corrupt(&block.label, "its content does not parse"))?;
             doc::set(&target, block.shape, &value).map_err(MemoryError::Invalid)?;
         }
         Change::Log { entry, .. } => {
             if !entry.is_object() {
                 return Err(MemoryError::Invalid("a log entry is a JSON object".into()));
             }
-            doc::append(&target, Shape::List, entry).map_err(MemoryError::Invalid)?;
-            rolled_off =
-                doc::roll(&target, block.char_limit as usize).map_err(MemoryError::Invalid)?.ok_or_else(|| {
-                    MemoryError::LimitExceeded {
-                        label: block.label.clone(),
-                        limit: u64::from(block.char_limit),
-                        attempted: doc::pretty(&Value::Array(vec![entry.clone()])).chars().count() as u64,
-                    }
-                })?;
+            let line = doc::line(entry);
+            let too_long = || MemoryError::LimitExceeded {
+                label: block.label.clone(),
+                limit: u64::from(block.char_limit),
+                attempted: line.chars().count() as u64,
+            };
+            if base.is_some() {
+                doc::append(&target, Shape::Log, entry).map_err(MemoryError::Invalid)?;
+                rolled_off = doc::roll(&target, block.char_limit as usize)
+                    .map_err(MemoryError::Invalid)?
+                    .ok_or_else(too_long)?;
+            } else {
+                // The new rendering is the previous one without its first `k` lines, plus this
+                // entry's line (a log renders one line per entry): no need to render it all again.
+                let (k, kept) = doc::roll_lines(&previous, &line, block.char_limit as usize).ok_or_else(too_long)?;
+                doc::append(&target, Shape::Log, entry).map_err(MemoryError::Invalid)?;
+                if k > 0 {
+                    target.get_list("items").delete(0, k).map_err(|e| MemoryError::Invalid(e.to_string()))?;
+                }
+                rolled_off = k;
+                log_splice = Some(splice::keep_tail_then_insert(previous.len(), kept, line.as_bytes()));
+                log_content = Some(format!("{}{line}", &previous[kept..]));
+            }
         }
     }
     let message = write.message.clone().unwrap_or_else(|| match write.op {
@@ -1544,11 +1635,14 @@ fn apply_write(
             .map_err(|e| MemoryError::Invalid(format!("cannot encode the change: {e}")))?;
         doc.import(&update).map_err(|e| corrupt(&block.label, format!("cannot merge the change: {e}")))?;
     }
-    let content = doc::render(&doc, block.shape);
+    let content = match log_content {
+        Some(content) => content,
+        None => doc::render(&doc, block.shape),
+    };
     if doc.oplog_vv() == before {
         let written =
             Written { block: block.clone(), version: None, previous: previous.clone(), content, rolled_off: 0 };
-        return Ok((Loaded { doc, seq: block.version_count, content: previous }, written));
+        return Ok((Loaded { doc, seq: block.version_count, content: previous, digest: previous_digest }, written));
     }
     check_chars(&block, &content)?;
     if let Change::Rollback(seq) = &write.change
@@ -1569,18 +1663,18 @@ fn apply_write(
         &before,
         &previous,
         &content,
+        log_splice,
         (op, &write.author.to_string(), &message, write.at_ms, base, key),
     )?;
     let mut block = row.block.clone();
     block.access = access(tx, &block, &write.author)?;
     let written = Written { block, version: Some(version.clone()), previous, content: content.clone(), rolled_off };
-    Ok((Loaded { doc, seq: version.seq, content }, written))
+    Ok((Loaded { doc, seq: version.seq, content, digest: version.content_sha256 }, written))
 }
 
-/// Field changes between two renderings of a map block, or item changes of a list block.
-fn structured_changes(before: &str, after: &str) -> Vec<FieldChange> {
-    let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
-    match (parse(before), parse(after)) {
+/// Field changes between two values of a map block, or item changes of a list or log block.
+fn structured_changes(before: Option<Value>, after: Option<Value>) -> Vec<FieldChange> {
+    match (before.unwrap_or(Value::Null), after.unwrap_or(Value::Null)) {
         (Value::Object(old), Value::Object(new)) => {
             let mut changes = Vec::new();
             for (field, value) in &old {

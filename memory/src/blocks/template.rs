@@ -176,7 +176,7 @@ impl Template {
                     .collect::<Result<Vec<_>, _>>()
                     .map(Value::Array)
             }
-            Shape::Text => match value {
+            Shape::Log | Shape::Text => match value {
                 Value::String(_) => Ok(value.clone()),
                 _ => Err(format!("a {} block holds text", self.as_str())),
             },

@@ -164,12 +164,43 @@ fn rolling_logs_are_written_by_the_system_alone_and_roll() {
     assert!(again.version.is_none());
     let (block, _, latest) = db.block_content("alice", "outcomes", &Author::Partner, None).expect("content");
     assert_eq!(block.version_count, 21);
-    let entries: Vec<Value> = serde_json::from_str(&latest).expect("json");
+    let entries: Vec<Value> = latest.lines().map(|line| serde_json::from_str(line).expect("json")).collect();
     assert!(entries.len() < 20 && entries.len() > 3, "{} entries kept", entries.len());
     assert_eq!(entries.last().expect("last")["n"], 20);
     assert!(latest.chars().count() <= 1_000);
     // Rolled-off entries are still in history.
-    assert!(content(&db, "alice", "outcomes", Some(2)).contains("\"n\": 1"));
+    assert!(content(&db, "alice", "outcomes", Some(2)).contains("{\"n\":1,"));
+    // What was stored is what the Loro document renders, version by version.
+    assert_eq!(db.verify_block("alice", "outcomes").expect("verifies"), 21);
+}
+
+#[test]
+fn consolidations_made_from_a_working_document_keep_the_whole_history() {
+    let (dir, first) = setup();
+    first.ensure_default_blocks("alice", 1).expect("defaults");
+    let entry = |n: u64| Change::Log { entry: json!({ "n": n, "text": "y".repeat(1_500) }), key: None };
+    for n in 0..CONSOLIDATE_AFTER_VERSIONS + 2 {
+        first.write_block("alice", "outcomes", write(Author::System, entry(n), 10 + n)).expect("log");
+    }
+    drop(first);
+    // A new process starts from the working snapshot (no early history) and writes on, through
+    // more consolidations, including history snapshots that need the early history.
+    let second = open(&dir);
+    assert!(second.block_doc("alice", "outcomes").expect("doc").is_shallow());
+    for n in 200..600 {
+        second.write_block("alice", "outcomes", write(Author::System, entry(n), 10 + n)).expect("log");
+    }
+    let history: i64 = second
+        .read_as(|tx| tx.query_row("SELECT seq FROM memory_snapshots", [], |r| r.get(0)).map_err(sql))
+        .expect("snapshot");
+    assert!(history > CONSOLIDATE_AFTER_VERSIONS as i64, "the history snapshot was rewritten (at {history})");
+    assert_eq!(second.verify_block("alice", "outcomes").expect("verifies"), 1 + 130 + 400);
+    let third = open(&dir);
+    let full = third.load_block_history("alice", "outcomes").expect("history");
+    assert_eq!(
+        full.get_list("items").len(),
+        third.load_block_doc("alice", "outcomes").expect("doc").get_list("items").len()
+    );
 }
 
 #[test]
