@@ -74,6 +74,22 @@ fn line(rng: &mut Rng) -> String {
     (0..9).map(|_| WORDS[rng.below(WORDS.len() as u64) as usize]).collect::<Vec<_>>().join(" ")
 }
 
+/// A new constellation at `path` with the agent `buyer`.
+fn with_buyer(path: &std::path::Path) -> Constellation {
+    let db = Constellation::open(path).unwrap();
+    db.ensure_agent(AgentRecord {
+        agent_id: "buyer".into(),
+        display_name: "buyer".into(),
+        role: AgentRole::Buyer,
+        key_id: "agent:buyer#1".into(),
+        public_key: [7; 32],
+        secret_key: SecretSeed::new([7; 32]),
+        created_at_ms: 0,
+    })
+    .unwrap();
+    db
+}
+
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
     let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
@@ -98,17 +114,7 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bench.db");
-    let db = Constellation::open(&path).unwrap();
-    db.ensure_agent(AgentRecord {
-        agent_id: "buyer".into(),
-        display_name: "buyer".into(),
-        role: AgentRole::Buyer,
-        key_id: "agent:buyer#1".into(),
-        public_key: [7; 32],
-        secret_key: SecretSeed::new([7; 32]),
-        created_at_ms: 0,
-    })
-    .unwrap();
+    let db = with_buyer(&path);
     db.create_block(
         NewBlock {
             owner: "buyer".into(),
@@ -249,17 +255,7 @@ fn main() {
 /// the oldest entries rolling off).
 fn rolling_log() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Constellation::open(dir.path().join("log.db")).unwrap();
-    db.ensure_agent(AgentRecord {
-        agent_id: "buyer".into(),
-        display_name: "buyer".into(),
-        role: AgentRole::Buyer,
-        key_id: "agent:buyer#1".into(),
-        public_key: [7; 32],
-        secret_key: SecretSeed::new([7; 32]),
-        created_at_ms: 0,
-    })
-    .unwrap();
+    let db = with_buyer(&dir.path().join("log.db"));
     db.ensure_default_blocks("buyer", 0).unwrap();
     let mut appends = Vec::new();
     for n in 0..LOG_APPENDS {

@@ -462,13 +462,7 @@ impl Constellation {
         &self,
         work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut connection = self.lock();
-        let transaction = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| StoreError::sqlite(&self.path, e))?;
-        let value = work(&transaction)?;
-        transaction.commit().map_err(|e| StoreError::sqlite(&self.path, e))?;
-        Ok(value)
+        self.write_as(work)
     }
 
     /// [`Self::write`] for work whose errors are not the store's own (memory blocks).
@@ -504,13 +498,7 @@ impl Constellation {
         &self,
         work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut connection = self.lock();
-        let transaction = connection
-            .transaction_with_behavior(TransactionBehavior::Deferred)
-            .map_err(|e| StoreError::sqlite(&self.path, e))?;
-        let value = work(&transaction)?;
-        transaction.finish().map_err(|e| StoreError::sqlite(&self.path, e))?;
-        Ok(value)
+        self.read_as(work)
     }
 
     /// Path, schema version, sizes and counts.

@@ -21,6 +21,17 @@ fn content(home: &Home, spec: &str) -> String {
     json(&output)["content"].as_str().expect("content").to_owned()
 }
 
+/// Changes a stored version of the scratchpad behind Pactum's back (`assignment` is SQL).
+fn tamper_scratchpad(home: &Home, assignment: &str, seq: u64) {
+    let raw = rusqlite::Connection::open(home.default_db()).expect("open");
+    raw.execute_batch(&format!(
+        "DROP TRIGGER memory_versions_no_update;
+         UPDATE memory_versions SET {assignment}
+         WHERE seq = {seq} AND block_id = (SELECT block_id FROM memory_blocks WHERE label = 'scratchpad');"
+    ))
+    .expect("tamper");
+}
+
 #[test]
 fn a_fresh_constellation_has_the_default_blocks() {
     let home = Home::new();
@@ -278,14 +289,7 @@ fn a_corrupt_update_is_reported_and_every_version_still_reads() {
     let home = Home::new();
     assert_ok(&home.run(&["memory", "set", "scratchpad", "kept"]));
     assert_ok(&home.run(&["memory", "set", "scratchpad", "kept too"]));
-    let raw = rusqlite::Connection::open(home.default_db()).expect("open");
-    raw.execute_batch(
-        "DROP TRIGGER memory_versions_no_update;
-         UPDATE memory_versions SET update_blob = x'deadbeef'
-         WHERE seq = 3 AND block_id = (SELECT block_id FROM memory_blocks WHERE label = 'scratchpad');",
-    )
-    .expect("tamper");
-    drop(raw);
+    tamper_scratchpad(&home, "update_blob = x'deadbeef'", 3);
     let line = assert_fails(&home.run(&["memory", "set", "scratchpad", "new"]), 1, "MEMORY_CORRUPT");
     assert!(line.contains("the update of version 3 does not load"), "{line}");
     assert_eq!(content(&home, "scratchpad@2"), "kept");
@@ -313,14 +317,7 @@ fn the_constellation_check_replays_every_version_of_every_block() {
         (Value::from(6), Value::from(8))
     );
     // Stored content that no longer matches its hash is found too.
-    let raw = rusqlite::Connection::open(home.default_db()).expect("open");
-    raw.execute_batch(
-        "DROP TRIGGER memory_versions_no_update;
-         UPDATE memory_versions SET splice = x'000062'
-         WHERE seq = 2 AND block_id = (SELECT block_id FROM memory_blocks WHERE label = 'scratchpad');",
-    )
-    .expect("tamper");
-    drop(raw);
+    tamper_scratchpad(&home, "splice = x'000062'", 2);
     let check = home.run(&["constellation", "check", "--json"]);
     assert_eq!(check.status.code(), Some(1));
     assert!(

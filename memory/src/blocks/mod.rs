@@ -582,6 +582,13 @@ fn access(tx: &Transaction<'_>, block: &Block, viewer: &Author) -> Result<Option
     }
 }
 
+/// The block, if `viewer` may read it, with what `viewer` may do with it.
+fn readable(tx: &Transaction<'_>, owner: &str, label: &str, viewer: &Author) -> Result<Block, MemoryError> {
+    let mut block = find_block(tx, owner, label)?.block;
+    block.access = access(tx, &block, viewer)?;
+    Ok(block)
+}
+
 /// Refuses a change `author` may not make; the message says who, what and what it would need.
 fn check_write(tx: &Transaction<'_>, block: &Block, author: &Author, change: &Change) -> Result<(), MemoryError> {
     let is_log = block.kind == BlockKind::Log;
@@ -1148,8 +1155,7 @@ impl Constellation {
             };
             keys.iter()
                 .map(|(owner, label)| {
-                    let mut block = find_block(tx, owner, label)?.block;
-                    block.access = access(tx, &block, &viewer)?;
+                    let mut block = readable(tx, owner, label, &viewer)?;
                     if *owner != agent {
                         block.shared_by = Some(owner.clone());
                     }
@@ -1162,8 +1168,7 @@ impl Constellation {
     /// One block, if `viewer` may read it.
     pub fn block(&self, owner: &str, label: &str, viewer: &Author) -> Result<Block, MemoryError> {
         self.read_memory(|tx| {
-            let mut block = find_block(tx, owner, label)?.block;
-            block.access = access(tx, &block, viewer)?;
+            let block = readable(tx, owner, label, viewer)?;
             Ok(block)
         })
     }
@@ -1177,8 +1182,7 @@ impl Constellation {
         version: Option<u64>,
     ) -> Result<(Block, Version, String), MemoryError> {
         self.read_memory(|tx| {
-            let mut block = find_block(tx, owner, label)?.block;
-            block.access = access(tx, &block, viewer)?;
+            let block = readable(tx, owner, label, viewer)?;
             let seq = version.unwrap_or(block.version_count);
             let content = content_at(tx, &block, seq)?;
             Ok((block.clone(), self::version(tx, &block, seq)?, content))
@@ -1195,8 +1199,7 @@ impl Constellation {
         limit: usize,
     ) -> Result<(Block, Vec<Version>), MemoryError> {
         self.read_memory(|tx| {
-            let mut block = find_block(tx, owner, label)?.block;
-            block.access = access(tx, &block, viewer)?;
+            let block = readable(tx, owner, label, viewer)?;
             let top = before.map_or(block.version_count, |b| b.saturating_sub(1).min(block.version_count));
             let bottom = top.saturating_sub(limit as u64);
             let versions = (bottom + 1..=top).rev().map(|seq| version(tx, &block, seq)).collect::<Result<_, _>>()?;
@@ -1321,8 +1324,7 @@ impl Constellation {
                     .map_err(sql)?;
                 }
             }
-            let mut block = find_block(tx, owner, label)?.block;
-            block.access = access(tx, &block, author)?;
+            let block = readable(tx, owner, label, author)?;
             Ok(block)
         })
     }
