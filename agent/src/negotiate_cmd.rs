@@ -131,12 +131,16 @@ pub fn build_request(
         None => None,
     };
     let preferred = preferences.as_ref();
-    let how_to_set = "give --max-price and --currency, or set defaults with: pactum memory set preferences \
-        '{\"default_max_price_minor\": 500, \"default_currency\": \"USD\"}'";
+    let how_to_set = "give one (--max-price 0.05 --currency USD, or \"at most 5 cents\" in a prompt), or set \
+        defaults with: pactum memory set preferences '{\"default_max_price_minor\": 5, \"default_currency\": \"USD\"}' \
+        (/memory set preferences ... in the editor)";
     let currency_text = match (&args.currency, preferred.and_then(|p| p.currency.as_ref())) {
         (Some(given), _) => given.clone(),
         (None, Some(default)) => default.clone(),
-        (None, None) => return Err(Failure::new("USAGE", format!("no currency: {how_to_set}"))),
+        (None, None) => {
+            let missing = if args.max_price.is_none() { "no maximum price" } else { "no currency" };
+            return Err(Failure::new("USAGE", format!("{missing}: {how_to_set}")));
+        }
     };
     let currency = Currency::parse(&currency_text).map_err(|e| Failure::new(e.code(), e.to_string()))?;
     let max_price = match (&args.max_price, preferred) {

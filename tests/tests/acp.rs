@@ -679,3 +679,25 @@ async fn memory_edits_and_diffs_are_diff_tool_calls_and_a_rollback_asks_first() 
     assert!(read_only.text().contains("read-only"), "{}", read_only.text());
     assert!(diffs(&read_only).is_empty());
 }
+
+#[tokio::test]
+async fn a_plain_prompt_without_a_price_uses_the_preferences() {
+    let home = Home::new();
+    let (before, after) = with_agent(&home, async |mut editor| {
+        editor.initialize().await?;
+        let (session, _) = editor.new_session(home.path()).await?;
+        let before = editor.prompt(&session, "buy weather data, seed 7", Answer::Unexpected).await?;
+        let preferences = r#"/memory set preferences '{"default_max_price_minor": 6, "default_currency": "USD"}'"#;
+        editor.prompt(&session, preferences, Answer::Unexpected).await?;
+        let after = editor.prompt(&session, "buy weather data, seed 7", Answer::Allow).await?;
+        Ok((before, after))
+    })
+    .await;
+    assert!(
+        before.text().contains("no maximum price") && before.text().contains("/memory set preferences"),
+        "{}",
+        before.text()
+    );
+    assert_eq!(after.asked.len(), 1);
+    assert!(after.text().contains("completed: paid"), "{}", after.text());
+}

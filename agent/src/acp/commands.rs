@@ -224,8 +224,8 @@ pub fn parse(
 fn plain_args(request: plain::PlainRequest) -> NegotiateArgs {
     NegotiateArgs {
         intent_type: request.intent_type,
-        max_price: Some(request.max_price),
-        currency: Some(request.currency),
+        max_price: request.max_price,
+        currency: request.currency,
         latency_ms: request.latency_ms,
         deadline_ms: request.deadline_ms,
         scope: String::new(),

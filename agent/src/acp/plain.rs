@@ -20,9 +20,10 @@ use pactum_runtime::{Currency, IntentType, Money};
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct PlainRequest {
     pub intent_type: String,
-    /// Major units, as `--max-price` takes them (`0.05`).
-    pub max_price: String,
-    pub currency: String,
+    /// Major units, as `--max-price` takes them (`0.05`); `None` when the prompt names no price
+    /// (the buyer's preferences then supply it, or the negotiation says how to give one).
+    pub max_price: Option<String>,
+    pub currency: Option<String>,
     pub latency_ms: Option<u32>,
     pub deadline_ms: Option<u64>,
     /// `None` when the prompt names none (the preferences' default, else banded, applies).
@@ -184,10 +185,9 @@ pub fn parse(prompt: &str, known: &BTreeSet<&IntentType>) -> Result<PlainRequest
             }
         }
     }
-    let Some((max_price, currency)) = price else {
-        return Err(NotUnderstood(format!(
-            "I understood {intent_type} but not the most you will pay: say for example \"at most 5 cents\" or \"$0.05\"."
-        )));
+    let (max_price, currency) = match price {
+        Some((amount, currency)) => (Some(amount), Some(currency.code().to_owned())),
+        None => (None, None),
     };
     let strategy = if words.iter().any(|w| matches!(w.as_str(), "urgent" | "urgently" | "asap")) {
         Some("urgent")
@@ -198,15 +198,7 @@ pub fn parse(prompt: &str, known: &BTreeSet<&IntentType>) -> Result<PlainRequest
     } else {
         None
     };
-    Ok(PlainRequest {
-        intent_type,
-        max_price,
-        currency: currency.code().to_owned(),
-        latency_ms,
-        deadline_ms,
-        strategy,
-        seed,
-    })
+    Ok(PlainRequest { intent_type, max_price, currency, latency_ms, deadline_ms, strategy, seed })
 }
 
 #[cfg(test)]
@@ -232,8 +224,8 @@ mod tests {
             request,
             PlainRequest {
                 intent_type: "weather.data".into(),
-                max_price: "0.05".into(),
-                currency: "USD".into(),
+                max_price: Some("0.05".into()),
+                currency: Some("USD".into()),
                 latency_ms: Some(200),
                 deadline_ms: None,
                 strategy: None,
@@ -254,7 +246,11 @@ mod tests {
             ("weather data for 120 cents", "1.20", "USD"),
         ] {
             let request = run(prompt).unwrap_or_else(|e| panic!("{prompt}: {e:?}"));
-            assert_eq!((request.max_price.as_str(), request.currency.as_str()), (price, currency), "{prompt}");
+            assert_eq!(
+                (request.max_price.as_deref(), request.currency.as_deref()),
+                (Some(price), Some(currency)),
+                "{prompt}"
+            );
         }
     }
 
@@ -280,8 +276,9 @@ mod tests {
             no_item.0.contains("weather.data, compute.inference") || no_item.0.contains("compute.inference"),
             "{no_item:?}"
         );
-        let no_price = run("buy weather data").expect_err("no price");
-        assert!(no_price.0.contains("at most 5 cents"), "{no_price:?}");
+        // Without a price the buyer's preferences supply one (or the negotiation says how to).
+        let no_price = run("buy weather data").expect("understood");
+        assert_eq!((no_price.max_price, no_price.currency), (None, None));
         let two = run("weather data for 5 cents or $1").expect_err("two prices");
         assert!(two.0.contains("more than one price"));
         let fraction = run("weather data for 2.5 cents").expect_err("fraction of a cent");
