@@ -182,8 +182,45 @@ pub enum MemoryCommand {
 
 /// Runs one memory command.
 pub fn run(context: &Context, options: &MemoryOptions, command: MemoryCommand) -> Result<u8, Failure> {
-    let db = context.open()?;
-    ensure_memory_agent(&db, &options.agent)?;
+    let reads = matches!(
+        command,
+        MemoryCommand::List
+            | MemoryCommand::Show { .. }
+            | MemoryCommand::Log { .. }
+            | MemoryCommand::Diff { .. }
+            | MemoryCommand::Export { .. }
+            | MemoryCommand::Search { .. }
+    );
+    let db = if reads {
+        // Reading creates nothing: no constellation, no agent, no default blocks.
+        match context.open_existing()? {
+            Ok(db) => db,
+            Err(path) if matches!(command, MemoryCommand::List) => {
+                if options.json {
+                    print_json(&Value::Array(Vec::new()));
+                } else {
+                    print_lines(&[format!(
+                        "no constellation at {} yet: the first negotiation or memory change creates it, with the default memory blocks",
+                        path.display()
+                    )]);
+                }
+                return Ok(EXIT_OK);
+            }
+            Err(path) => {
+                return Err(Failure::new("CONSTELLATION_NOT_FOUND", format!("no constellation at {}", path.display())));
+            }
+        }
+    } else {
+        let db = context.open()?;
+        ensure_memory_agent(&db, &options.agent)?;
+        db
+    };
+    if reads && options.agent != DEFAULT_BUYER_ID && db.agent(&options.agent)?.is_none() {
+        return Err(Failure::new(
+            "NOT_FOUND",
+            format!("no agent {:?} in this constellation (see pactum agents list)", options.agent),
+        ));
+    }
     let memory = Memory { db: &db, options };
     match command {
         MemoryCommand::List => memory.list(),
@@ -452,6 +489,13 @@ impl Memory<'_> {
         let blocks = self.db.blocks(&self.options.agent, &self.viewer())?;
         if self.options.json {
             print_json(&Value::Array(blocks.iter().map(block_json).collect()));
+            return Ok(EXIT_OK);
+        }
+        if blocks.is_empty() {
+            print_lines(&[format!(
+                "{} has no memory blocks yet: its first negotiation or memory change creates the default ones",
+                self.options.agent
+            )]);
             return Ok(EXIT_OK);
         }
         let mut lines = vec![format!(

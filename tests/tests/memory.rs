@@ -33,8 +33,14 @@ fn tamper_scratchpad(home: &Home, assignment: &str, seq: u64) {
 }
 
 #[test]
-fn a_fresh_constellation_has_the_default_blocks() {
+fn reading_creates_nothing_and_the_first_change_creates_the_default_blocks() {
     let home = Home::new();
+    for args in [&["memory", "list"][..], &["memory", "list", "--json"]] {
+        assert_ok(&home.run(args));
+    }
+    assert_fails(&home.run(&["memory", "show", "persona"]), 2, "CONSTELLATION_NOT_FOUND");
+    assert!(!home.default_db().exists(), "reading created a constellation");
+    assert_ok(&home.run(&["memory", "append", "scratchpad", "first note"]));
     let output = home.run(&["memory", "list", "--json"]);
     assert_ok(&output);
     let labels: Vec<String> = json(&output)

@@ -100,6 +100,12 @@ pub async fn turn(
             recorder.say(READ_ONLY.to_owned());
         }
         _ => {
+            // The editor's constellation exists: give the agent its default blocks before reading.
+            let db = Arc::clone(&conversation.workspace.db);
+            let agent = parsed.options.agent.clone();
+            if let Err(failure) = blocking(move || ensure_memory_agent(&db, &agent)).await {
+                return recorder.say(format!("error[{}]: {}\n", failure.code, failure.message));
+            }
             let output = run_cli(conversation, std::iter::once("memory".to_owned()).chain(words).collect()).await;
             recorder.say(output);
         }
