@@ -75,6 +75,7 @@ pub enum MemoryCommand {
     /// Add a line to a text block, or an item to a list block (a task title or a JSON item).
     Append {
         label: String,
+        #[arg(allow_hyphen_values = true)]
         text: String,
         #[arg(long, short)]
         message: Option<String>,
@@ -117,10 +118,11 @@ pub enum MemoryCommand {
         force: bool,
     },
     /// Import a block export: a new block with all its versions, or the versions a block you
-    /// have lacks, merged.
+    /// have lacks, merged. Everything is checked before anything is written.
     Import {
         file: PathBuf,
-        /// Import under this label (when the agent already has a block with the file's label).
+        /// Import under this label: when the agent already has a block with the file's label, or
+        /// to keep the export as a separate copy of a block you have.
         #[arg(long)]
         label: Option<String>,
     },
@@ -304,6 +306,9 @@ fn parse_permission(text: &str) -> Result<Permission, Failure> {
 }
 
 fn read_stdin() -> Result<String, Failure> {
+    if crate::output::capturing() {
+        return Err(Failure::new("USAGE", "`-` reads stdin, which carries the protocol here: give the text itself"));
+    }
     let mut bytes = Vec::new();
     std::io::stdin()
         .take(STDIN_BYTES_MAX as u64 + 1)

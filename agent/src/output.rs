@@ -28,6 +28,12 @@ pub fn capture<T>(work: impl FnOnce() -> T) -> (T, String) {
     (value, text)
 }
 
+/// Whether output is being captured (a command running inside `pactum acp`, where stdin carries
+/// the protocol and must never be read by a command).
+pub fn capturing() -> bool {
+    CAPTURE.with(|capture| capture.borrow().is_some())
+}
+
 fn captured(text: &str) -> bool {
     CAPTURE.with(|capture| match capture.borrow_mut().as_mut() {
         Some(buffer) => {

@@ -284,10 +284,8 @@ fn a_multi_round_negotiation_concedes_and_selects_the_best_offer() {
     assert_eq!(best, Some(state.agreement.as_ref().expect("agreement").price.amount_minor));
 }
 
-#[test]
-fn ties_go_to_the_faster_provider_then_the_smaller_id() {
-    let directory = Directory::parse(
-        r#"format = "pactum-directory/1"
+/// Three providers asking the same price: two fast ones and a slow one.
+const TIE_DIRECTORY: &str = r#"format = "pactum-directory/1"
 [[provider]]
 id = "b-slow"
 name = "B"
@@ -318,10 +316,11 @@ concession = "eager"
 concession_percent = 0
 latency_ms = { base = 10, jitter = 0 }
 failures = { timeout_percent = 0, refusal_percent = 0, unreachable_percent = 0 }
-"#,
-        "tie directory",
-    )
-    .expect("directory");
+"#;
+
+#[test]
+fn ties_go_to_the_faster_provider_then_the_smaller_id() {
+    let directory = Directory::parse(TIE_DIRECTORY, "tie directory").expect("directory");
     let fixture = fixture(directory);
     let ask = Ask { intent_type: "test.item", max: usd(100), strategy: "baseline", ..Ask::default() };
     let (state, _) = negotiate(&fixture, ask, &mut Always::new(false));
@@ -628,4 +627,41 @@ fn a_session_driven_by_a_live_process_is_left_alone() {
     assert_eq!(busy.code(), "SESSION_BUSY");
     let state = fixture.runtime.run(&session_id, &mut Always::new(true), &mut Quiet).expect("the owner drives on");
     assert_eq!(state.phase, Phase::Completed);
+}
+
+#[test]
+fn a_preferred_provider_wins_a_tie_on_price_and_the_rule_is_recorded() {
+    let fixture = fixture(Directory::parse(TIE_DIRECTORY, "tie directory").expect("directory"));
+    let ask = Ask { intent_type: "test.item", max: usd(100), strategy: "baseline", ..Ask::default() };
+    let mut new_session = request(ask);
+    new_session.preferences = Some(pactum_runtime::session::model::PreferencesRecord {
+        source: "memory:buyer/preferences@2".into(),
+        values: serde_json::json!({"preferred_providers": ["b-slow"]}),
+        arguments: serde_json::json!({"max_price": "1.00", "currency": "USD", "strategy": "baseline"}),
+        preferred_providers: vec!["b-slow".into()],
+    });
+    let state = fixture.runtime.negotiate(new_session, &mut Always::new(false), &mut Quiet).expect("negotiate");
+    assert_eq!(state.agreement.as_ref().expect("agreement").provider, "b-slow");
+    let events = events(&fixture, &state);
+    let selection = events.iter().find(|e| e.kind.as_str() == kind::SELECTED).expect("selection");
+    assert_eq!(selection.body["rule"], pactum_runtime::session::model::SELECTION_RULE_PREFERRED);
+    let report = replay_session(fixture.runtime.constellation(), state.session_id().expect("id")).expect("replay");
+    assert!(report.is_consistent(), "{:#?}", report.problems);
+}
+
+#[test]
+fn recovery_closes_an_ended_session_its_stopped_process_left_open_and_logs_it_once() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let (state, _) = negotiate(&fixture, Ask::default(), &mut Always::new(false));
+    let session_id = state.session_id().expect("id").to_owned();
+    let db = fixture.runtime.constellation();
+    // As if the process had stopped between the session's last event and its release.
+    assert!(db.claim_session(&session_id, "pid:1:1", None, START_MS).expect("claim"));
+    let recovered = fixture.runtime.recover(&mut Quiet).expect("recover");
+    assert_eq!(recovered.len(), 1);
+    assert!(recovered[0].outcome.is_ok(), "{:?}", recovered[0].outcome);
+    assert_eq!(db.session_owner(&session_id).expect("owner"), None);
+    let (_, entries) = db.block_value("buyer", "outcomes").expect("log").expect("entries");
+    let entries = entries.as_array().expect("array");
+    assert_eq!(entries.iter().filter(|e| e["session"] == session_id.as_str()).count(), 1, "{entries:?}");
 }

@@ -127,6 +127,9 @@ fn memory_argv(verb: &str, request: &MemoryParams) -> Result<Vec<String>, Failur
 fn memory(server: &Server, verb: &str, request: MemoryParams) -> Result<Value, Failure> {
     let workspace = workspace(server, request.cwd.as_ref())?;
     if verb == "import" {
+        if request.as_agent {
+            return Err(Failure::new("MEMORY_PERMISSION_DENIED", "imports are made by the partner, not as an agent"));
+        }
         let document = request
             .document
             .as_ref()
@@ -199,8 +202,10 @@ fn params<T: serde::de::DeserializeOwned>(method: &str, params: Value) -> Result
 fn error_of(failure: &Failure) -> Error {
     let data = serde_json::json!({ "code": failure.code, "message": failure.message });
     let not_found = failure.code.ends_with("NOT_FOUND");
-    let bad_input = crate::failure::exit_code_of(failure.code) == crate::EXIT_USAGE
-        && !matches!(failure.code, "IO_ERROR" | "STORE_BUSY" | "STORE_SQLITE" | "INTERNAL");
+    let bad_input = (crate::failure::exit_code_of(failure.code) == crate::EXIT_USAGE
+        && !matches!(failure.code, "IO_ERROR" | "STORE_BUSY" | "STORE_SQLITE" | "INTERNAL"))
+        // A document the script sent that is not a valid export.
+        || failure.code == "MEMORY_IMPORT_INVALID";
     if not_found {
         Error::new(-32002, "Resource not found").data(data)
     } else if bad_input {

@@ -2,8 +2,9 @@
 //! with `diff` content; a rollback asks permission first in the `ask` mode; a `read-only`
 //! conversation changes nothing. Reading verbs answer with the command's own output.
 //!
-//! A diff's `path` names the block, not a file: `<constellation>.memory/<agent>/<label>.md` (or
-//! `.json` for structured blocks) beside the constellation file. Nothing is written there.
+//! A diff's `path` names the block, not a file: `<constellation>.memory/<agent>/<label>.md`
+//! (`.json` for structured blocks, `.jsonl` for rolling logs) beside the constellation file.
+//! Nothing is written there.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -99,12 +100,23 @@ pub async fn turn(
         {
             recorder.say(READ_ONLY.to_owned());
         }
-        _ => {
-            // The editor's constellation exists: give the agent its default blocks before reading.
-            let db = Arc::clone(&conversation.workspace.db);
-            let agent = parsed.options.agent.clone();
-            if let Err(failure) = blocking(move || ensure_memory_agent(&db, &agent)).await {
-                return recorder.say(format!("error[{}]: {}\n", failure.code, failure.message));
+        command => {
+            // The editor's constellation exists: outside read-only, give the agent its default
+            // blocks before reading, so a first `/memory list` shows them.
+            let writes = !matches!(
+                command,
+                MemoryCommand::List
+                    | MemoryCommand::Show { .. }
+                    | MemoryCommand::Log { .. }
+                    | MemoryCommand::Export { .. }
+                    | MemoryCommand::Search { .. }
+            );
+            if !read_only || writes {
+                let db = Arc::clone(&conversation.workspace.db);
+                let agent = parsed.options.agent.clone();
+                if let Err(failure) = blocking(move || ensure_memory_agent(&db, &agent)).await {
+                    return recorder.say(format!("error[{}]: {}\n", failure.code, failure.message));
+                }
             }
             let output = run_cli(conversation, std::iter::once("memory".to_owned()).chain(words).collect()).await;
             recorder.say(output);
@@ -131,7 +143,6 @@ async fn diff(
     let db = Arc::clone(&conversation.workspace.db);
     let (options, label) = (options.clone(), label.to_owned());
     let result = blocking(move || {
-        ensure_memory_agent(&db, &options.agent)?;
         let (owner, label) = address(&options.agent, &label)?;
         let block = db.block(&owner, &label, &author_of(&options))?;
         let diff = db.diff_block(&owner, &label, &author_of(&options), from, to)?;

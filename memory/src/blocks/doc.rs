@@ -213,6 +213,11 @@ fn sorted(value: &Value) -> Value {
     }
 }
 
+/// A value as the document stores it and gives it back (JSON → Loro → JSON).
+pub(crate) fn stored_form(value: &Value) -> Value {
+    to_json(&to_loro(value))
+}
+
 /// A stored value as JSON (numbers stay integers; a double only appears in imported documents).
 pub(crate) fn to_json(value: &LoroValue) -> Value {
     match value {

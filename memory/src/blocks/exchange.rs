@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Author, Block, BlockKind, BlockRow, DESCRIPTION_CHARS_MAX, Loaded, MESSAGE_BYTES_MAX, MemoryError, Permission,
-    Shape, Template, check_label, check_limit, consolidate, doc, doc_at_head, find_block, find_block_by_id,
+    Shape, Template, check_label, check_limit, consolidate, doc, find_block, find_block_by_id, load_history,
     record_version, sha256, sql, to_i64,
 };
 use crate::error::StoreError;
@@ -155,14 +155,40 @@ impl Constellation {
                 "agent {agent} cannot import memory; imports are made by the partner"
             )));
         }
-        let (report, loaded) =
-            self.write_as(|tx| import(tx, &self.memory_docs, checked, &owner, at_ms)).map_err(|e| match e {
-                MemoryError::Store(store) => MemoryError::Store(self.with_path(store)),
-                other => other,
-            })?;
+        let (report, loaded) = self.write_as(|tx| import(tx, checked, &owner, at_ms)).map_err(|e| match e {
+            MemoryError::Store(store) => MemoryError::Store(self.with_path(store)),
+            other => other,
+        })?;
         self.memory_docs.put(&report.block.block_id, loaded);
         Ok(report)
     }
+}
+
+/// The first operation id both documents hold with different operations: two copies of one
+/// constellation that kept writing with the same peer ids. Loro would keep one side silently.
+/// (Compared op by op: the same operations may be grouped into changes differently.)
+fn reused_ids(local: &LoroDoc, imported: &LoroDoc) -> Option<loro::ID> {
+    let local_vv = local.oplog_vv();
+    let ops = |doc: &LoroDoc, span: loro::IdSpan| -> Vec<(i32, String)> {
+        doc.export_json_in_id_span(span)
+            .into_iter()
+            .flat_map(|change| change.ops)
+            .map(|op| (op.counter, serde_json::to_string(&op).unwrap_or_default()))
+            .collect()
+    };
+    for (peer, end) in imported.oplog_vv().iter() {
+        let shared = (*end).min(local_vv.get(peer).copied().unwrap_or(0));
+        if shared <= 0 {
+            continue;
+        }
+        let span = loro::IdSpan::new(*peer, 0, shared);
+        let (ours, theirs) = (ops(local, span), ops(imported, span));
+        if ours != theirs {
+            let counter = ours.iter().zip(&theirs).find(|(a, b)| a != b).map_or(0, |(a, _)| a.0);
+            return Some(loro::ID::new(*peer, counter));
+        }
+    }
+    None
 }
 
 impl Constellation {
@@ -172,7 +198,7 @@ impl Constellation {
     pub fn verify_block(&self, owner: &str, label: &str) -> Result<u64, MemoryError> {
         let bad = |detail: String| MemoryError::Corrupt { label: label.to_owned(), detail };
         let bytes = self.export_block(owner, label, &Author::Partner)?;
-        let checked = check_file(&bytes).map_err(|error| match error {
+        let checked = check_document(&bytes, usize::MAX).map_err(|error| match error {
             MemoryError::ImportInvalid(detail) => bad(detail),
             other => other,
         })?;
@@ -198,6 +224,8 @@ impl Constellation {
 
 struct Checked {
     file: ExportFile,
+    /// The file's versions replayed: the document with the file's whole history.
+    doc: LoroDoc,
     kind: BlockKind,
     shape: Shape,
     template: Option<Template>,
@@ -216,6 +244,11 @@ fn check_file(bytes: &[u8]) -> Result<Checked, MemoryError> {
     if bytes.len() > IMPORT_BYTES_MAX {
         return Err(invalid(format!("the file has {} bytes; at most {IMPORT_BYTES_MAX} are read", bytes.len())));
     }
+    check_document(bytes, IMPORT_VERSIONS_MAX)
+}
+
+/// [`check_file`] without the size limits (for checking a block's own export).
+fn check_document(bytes: &[u8], versions_max: usize) -> Result<Checked, MemoryError> {
     let file: ExportFile = serde_json::from_slice(bytes).map_err(|e| invalid(format!("{e}")))?;
     if file.format != EXPORT_FORMAT {
         return Err(invalid(format!("format {:?}; this build reads {EXPORT_FORMAT:?}", file.format)));
@@ -250,8 +283,8 @@ fn check_file(bytes: &[u8]) -> Result<Checked, MemoryError> {
     if shape.as_str() != block.shape {
         return Err(invalid(format!("shape {:?} does not fit kind and template", block.shape)));
     }
-    if file.versions.is_empty() || file.versions.len() > IMPORT_VERSIONS_MAX {
-        return Err(invalid(format!("an export holds 1 to {IMPORT_VERSIONS_MAX} versions")));
+    if file.versions.is_empty() || file.versions.len() > versions_max {
+        return Err(invalid(format!("an export holds 1 to {versions_max} versions")));
     }
     let doc = LoroDoc::new();
     let mut updates = Vec::with_capacity(file.versions.len());
@@ -296,17 +329,23 @@ fn check_file(bytes: &[u8]) -> Result<Checked, MemoryError> {
         if content.chars().count() as u64 != version.chars {
             return Err(at("its character count is wrong".into()));
         }
+        if let (Some(template), Some(value)) = (template, shape.value_of(&content))
+            && !(seq == 1 && content == doc::render(&LoroDoc::new(), shape))
+        {
+            template
+                .validate(&value)
+                .map_err(|detail| at(format!("it does not fit the {} template: {detail}", template.as_str())))?;
+        }
         updates.push(update);
     }
     if content.chars().count() as u64 > u64::from(block.char_limit) {
         return Err(invalid(format!("the latest content is longer than the block's limit of {}", block.char_limit)));
     }
-    Ok(Checked { file, kind, shape, template, permission, updates })
+    Ok(Checked { file, doc, kind, shape, template, permission, updates })
 }
 
 fn import(
     tx: &Transaction<'_>,
-    cache: &super::DocCache,
     checked: Checked,
     owner: &str,
     at_ms: u64,
@@ -318,7 +357,10 @@ fn import(
     }
     let file = &checked.file;
     let existing = find_block_by_id(tx, &file.block.block_id)?;
-    let (mut row, created) = match existing {
+    // The same block under its own owner and label merges; asked for another owner or label, the
+    // import is a copy: a new block (a new id) with the same versions.
+    let copy = existing.as_ref().is_some_and(|row| row.block.owner != owner || row.block.label != file.block.label);
+    let (mut row, created) = match existing.filter(|_| !copy) {
         Some(row) => {
             if row.block.shape != checked.shape {
                 return Err(invalid("the block here has another shape; it cannot merge"));
@@ -331,10 +373,10 @@ fn import(
                 .execute(
                     "INSERT INTO memory_blocks (block_id, owner, label, description, kind, template, shape, char_limit,
                          permission, pinned, created_at_ms, updated_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
+                     VALUES (coalesce(?1, lower(hex(randomblob(16)))), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
                      ON CONFLICT (owner, label) DO NOTHING",
                     params![
-                        block.block_id,
+                        (!copy).then_some(&block.block_id),
                         owner,
                         block.label,
                         block.description,
@@ -354,7 +396,19 @@ fn import(
             (find_block(tx, owner, &block.label)?, true)
         }
     };
-    let loaded = if created { Loaded::new(LoroDoc::new(), 0, String::new()) } else { doc_at_head(cache, tx, &row)? };
+    let loaded = if created {
+        Loaded::new(LoroDoc::new(), 0, String::new())
+    } else {
+        // A merge compares operation ids with the whole history, so it needs all of it.
+        let loaded = load_history(tx, &row)?;
+        if let Some(id) = reused_ids(&loaded.doc, &checked.doc) {
+            return Err(invalid(format!(
+                "its changes reuse operation ids this block already holds with other content (peer {}, counter {}): it comes from a copy of this constellation changed separately; import it under another label (--label) to keep it as a separate block",
+                id.peer, id.counter
+            )));
+        }
+        loaded
+    };
     let Loaded { doc, mut content, .. } = loaded;
     let (mut added, mut skipped) = (0, 0);
     for (version, update) in file.versions.iter().zip(&checked.updates) {

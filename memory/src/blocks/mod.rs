@@ -4,16 +4,18 @@
 //! every write, a permission (what its owner agent may do with it), a pinned flag and, for
 //! structured blocks, a [`Template`]. Every write is one *version*: a row holding the Loro update
 //! it added, the document's frontiers after it, its author, message and time, and the rendered
-//! content (see `splice`). Loading the document imports the latest consolidation snapshot and
-//! the updates after it; past [`CONSOLIDATE_AFTER_VERSIONS`] versions or
-//! [`CONSOLIDATE_AFTER_BYTES`] update bytes a write stores a new snapshot. Version rows are never
-//! changed or removed, so consolidation loses nothing.
+//! content (see `splice`). Loading the document imports the working snapshot (the state at the
+//! last consolidation, a Loro shallow snapshot) and the updates after it; past
+//! [`CONSOLIDATE_AFTER_VERSIONS`] versions or [`CONSOLIDATE_AFTER_BYTES`] update bytes a write
+//! stores a new working snapshot, and a new history snapshot (the whole history) once the updates
+//! after the last one outgrow a quarter of it. Version rows are never changed or removed, so
+//! consolidation loses nothing.
 //!
 //! Who writes is an [`Author`]: the partner (the person, through the CLI or the editor), the
 //! system (the runtime's rolling logs), or an agent acting on its own memory. Agents are held to
 //! their permission (`read_only < append < read_write < admin`; for a shared block, the lesser of
 //! the share's and the owner's); the partner may do anything but write a rolling log; only the
-//! system appends to rolling logs.
+//! system appends to rolling logs (an import restores a log's recorded history, it adds no entry).
 //!
 //! A write may name the version it was based on. If the block has moved on since, the change is
 //! made on a fork of the document at that version and merged (Loro's CRDT merge), so two writers
@@ -1601,7 +1603,8 @@ fn apply_write(
             if !entry.is_object() {
                 return Err(MemoryError::Invalid("a log entry is a JSON object".into()));
             }
-            let line = doc::line(entry);
+            // As the document will hold it (an integer beyond i64 becomes a double).
+            let line = doc::line(&doc::stored_form(entry));
             let too_long = || MemoryError::LimitExceeded {
                 label: block.label.clone(),
                 limit: u64::from(block.char_limit),
@@ -1647,6 +1650,17 @@ fn apply_write(
         return Ok((Loaded { doc, seq: block.version_count, content: previous, digest: previous_digest }, written));
     }
     check_chars(&block, &content)?;
+    // A merge combines changes that were each valid; the result must be too.
+    if let (Some(base), Some(template)) = (base, block.template) {
+        let value = block.shape.value_of(&content).unwrap_or(Value::Null);
+        template.validate(&value).map_err(|detail| MemoryError::TemplateInvalid {
+            label: block.label.clone(),
+            template: template.as_str(),
+            detail: format!(
+                "made on version {base} and merged with the versions since, the block would not fit: {detail}"
+            ),
+        })?;
+    }
     if let Change::Rollback(seq) = &write.change
         && base.is_none()
         && content_at(tx, &block, *seq)? != content

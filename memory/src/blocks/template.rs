@@ -10,6 +10,10 @@ use super::Shape;
 /// checks they agree).
 pub const STRATEGY_NAMES: &[&str] = &["baseline", "banded", "urgent"];
 
+/// The largest amount in minor units a field may hold: 2^53 − 1, exact in a double, as every
+/// amount in a transcript must be.
+pub const MINOR_UNITS_MAX: i64 = (1 << 53) - 1;
+
 /// At most this many items in one list field (preferred providers and the like).
 pub const LIST_FIELD_ITEMS_MAX: usize = 64;
 
@@ -244,8 +248,10 @@ fn validate_field(field: &Field, value: &Value) -> Result<Value, String> {
             _ => Err("must be a string".to_owned()),
         },
         FieldType::MinorUnits => match value.as_i64() {
-            Some(amount) if amount >= 0 && value.is_i64() => Ok(Value::from(amount)),
-            _ => Err("must be a whole number of minor units, 0 or more (5 cents is 5, not 0.05)".to_owned()),
+            Some(amount) if (0..=MINOR_UNITS_MAX).contains(&amount) && value.is_i64() => Ok(Value::from(amount)),
+            _ => Err(format!(
+                "must be a whole number of minor units from 0 to {MINOR_UNITS_MAX} (5 cents is 5, not 0.05)"
+            )),
         },
         FieldType::Currency => match value {
             Value::String(code) if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) => Ok(value.clone()),

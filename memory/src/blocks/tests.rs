@@ -684,3 +684,58 @@ proptest::proptest! {
         db.verify_block("alice", "p").expect("verifies");
     }
 }
+
+#[test]
+fn an_import_from_a_copy_that_wrote_separately_is_refused_not_half_merged() {
+    let (dir, original) = setup();
+    original
+        .create_block(text_block("alice", "notes", Permission::ReadWrite, None), &Author::Partner, 1)
+        .expect("create");
+    set(&original, "alice", "notes", Author::Partner, "shared start\n", 2);
+    let copy_path = dir.path().join("copy.db");
+    original.backup(&copy_path).expect("backup");
+    let copy = Constellation::open(&copy_path).expect("copy");
+    // Both write as the partner: same peer id, same operation ids, different content.
+    set(&original, "alice", "notes", Author::Partner, "shared start\nfrom the original\n", 3);
+    set(&copy, "alice", "notes", Author::Partner, "shared start\nfrom the copy\n", 4);
+    let exported = copy.export_block("alice", "notes", &Author::Partner).expect("export");
+    let error = original.import_block(&exported, None, None, &Author::Partner, 5).expect_err("refused");
+    assert_eq!(error.code(), "MEMORY_IMPORT_INVALID");
+    assert!(error.to_string().contains("reuse operation ids"), "{error}");
+    assert_eq!(original.block("alice", "notes", &Author::Partner).expect("block").version_count, 3);
+    // Under another label it is kept as a separate block.
+    let report = original.import_block(&exported, None, Some("notes-copy"), &Author::Partner, 6).expect("copy");
+    assert!(report.created);
+    assert_eq!(content(&original, "alice", "notes-copy", None), "shared start\nfrom the copy\n");
+    assert_eq!(content(&original, "alice", "notes", None), "shared start\nfrom the original\n");
+}
+
+#[test]
+fn an_old_export_edited_elsewhere_merges_into_a_block_consolidated_since() {
+    let (_dir, db) = setup();
+    db.create_block(text_block("alice", "long", Permission::ReadWrite, Some(100_000)), &Author::Partner, 1)
+        .expect("create");
+    set(&db, "alice", "long", Author::Partner, "a\nb\nc\n", 2);
+    let early = db.export_block("alice", "long", &Author::Partner).expect("export");
+    let other_dir = tempfile::tempdir().expect("dir");
+    let other = open(&other_dir);
+    with_agents(&other, &["alice"]);
+    other.import_block(&early, None, None, &Author::Partner, 3).expect("import");
+    set(&other, "alice", "long", Author::Agent("alice".into()), "a\nb\nc\nfrom elsewhere\n", 4);
+    for n in 0..CONSOLIDATE_AFTER_VERSIONS + 5 {
+        set(&db, "alice", "long", Author::Partner, &format!("a{n}\nb\nc\n"), 10 + n);
+    }
+    let back = other.export_block("alice", "long", &Author::Partner).expect("export");
+    let merged = db.import_block(&back, None, None, &Author::Partner, 500).expect("merge");
+    assert_eq!(merged.added, 1);
+    let latest = content(&db, "alice", "long", None);
+    assert!(
+        latest.starts_with(&format!("a{}\n", CONSOLIDATE_AFTER_VERSIONS + 4)) && latest.ends_with("from elsewhere\n"),
+        "{latest}"
+    );
+    // Imported for another agent, it is a copy of its own.
+    with_agents(&db, &["alice", "bob"]);
+    let copy = db.import_block(&back, Some("bob"), None, &Author::Partner, 501).expect("other owner");
+    assert!(copy.created && copy.block.block_id != merged.block.block_id);
+    assert_eq!(content(&db, "bob", "long", None), "a\nb\nc\nfrom elsewhere\n");
+}

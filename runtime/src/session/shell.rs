@@ -444,10 +444,10 @@ impl AgentRuntime {
                 live.stream.put_checkpoint_state(live.state.next_seq - 1, state_json(&live.state)?)?;
             }
         }
-        // Before the session is released: if the process stops in between, recovery closes the
-        // session again and the keyed append happens once.
-        // The transcript is the record; a log that cannot take the entry (a corrupt block, a
-        // block of another kind under that label) must not keep the session from closing.
+        // Before the session is released: if the process stops in between, recovery finds the
+        // ended session still owned, closes it again, and the keyed append happens once. The
+        // transcript is the record; a log that cannot take the entry (a corrupt block, a block
+        // of another kind under that label) must not keep the session from closing.
         if let Err(error) = crate::preferences::record_outcome(&self.db, &live.state) {
             tracing::warn!(session = %live.session_id, code = error.code(), "the outcomes log was not updated: {error}");
         }
@@ -483,10 +483,17 @@ impl AgentRuntime {
             let terminal = matches!(row.last_kind.as_deref(), Some(kind::COMPLETED | kind::FAILED));
             let orphaned =
                 row.owner.as_deref().is_none_or(|owner| owner != self.owner && !self.liveness.is_alive(owner));
+            let session_id = row.stream_id[SESSION_STREAM_PREFIX.len()..].to_owned();
+            if terminal && orphaned && row.owner.is_some() {
+                // Ended, but its process stopped before closing it (outcome log, release).
+                tracing::info!(session = %session_id, "closing a session a stopped process ended");
+                let outcome = self.claim(&session_id).and_then(|()| self.close_session(&session_id));
+                recovered.push(Recovered { session_id, outcome });
+                continue;
+            }
             if terminal || !orphaned || row.event_count == 0 {
                 continue;
             }
-            let session_id = row.stream_id[SESSION_STREAM_PREFIX.len()..].to_owned();
             tracing::info!(session = %session_id, "resuming a session interrupted by a stopped process");
             let outcome = self.resume_session(&session_id, &mut DeclineAll, observer);
             recovered.push(Recovered { session_id, outcome });
