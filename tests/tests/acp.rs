@@ -660,6 +660,9 @@ async fn memory_edits_and_diffs_are_diff_tool_calls_and_a_rollback_asks_first() 
         );
         let missing = call("_pactum/memory/show", json!({"label": "nope"})).await.expect_err("missing");
         assert_eq!(missing.code, ErrorCode::RESOURCE_NOT_FOUND);
+        // `-` would read stdin, which carries the protocol: refused at once, never a hang.
+        let dash = call("_pactum/memory/archive", json!({"text": "-"})).await.expect_err("no stdin");
+        assert_eq!(dash.code, ErrorCode::INVALID_PARAMS);
         let exported = call("_pactum/memory/export", json!({"label": "scratchpad"})).await?;
         assert_eq!(exported["versions"].as_array().map(Vec::len), Some(4));
         Ok((set, diff, declined, rolled, read_only))
