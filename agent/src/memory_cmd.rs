@@ -182,17 +182,24 @@ pub enum MemoryCommand {
     },
 }
 
+impl MemoryCommand {
+    /// Whether the command only reads (and so creates nothing: no file, agent or block).
+    pub fn only_reads(&self) -> bool {
+        matches!(
+            self,
+            Self::List
+                | Self::Show { .. }
+                | Self::Log { .. }
+                | Self::Diff { .. }
+                | Self::Export { .. }
+                | Self::Search { .. }
+        )
+    }
+}
+
 /// Runs one memory command.
 pub fn run(context: &Context, options: &MemoryOptions, command: MemoryCommand) -> Result<u8, Failure> {
-    let reads = matches!(
-        command,
-        MemoryCommand::List
-            | MemoryCommand::Show { .. }
-            | MemoryCommand::Log { .. }
-            | MemoryCommand::Diff { .. }
-            | MemoryCommand::Export { .. }
-            | MemoryCommand::Search { .. }
-    );
+    let reads = command.only_reads();
     let db = if reads {
         // Reading creates nothing: no constellation, no agent, no default blocks.
         match context.open_existing()? {
@@ -428,11 +435,12 @@ pub fn written_lines(label: &str, written: &Written) -> Vec<String> {
     if written.rolled_off > 0 {
         lines.push(format!("{} oldest log entries rolled off (they stay in earlier versions)", written.rolled_off));
     }
-    let diff = similar::TextDiff::from_lines(&written.previous, &written.content)
-        .unified_diff()
-        .context_radius(2)
-        .header(&format!("{label}@{}", version.seq - 1), &format!("{label}@{}", version.seq))
-        .to_string();
+    let diff = pactum_memory::blocks::unified_diff(
+        label,
+        (version.seq - 1, &written.previous),
+        (version.seq, &written.content),
+        2,
+    );
     lines.extend(diff.lines().map(str::to_owned));
     lines
 }
@@ -590,11 +598,7 @@ impl Memory<'_> {
     fn edit(&self, address: &str, message: Option<String>) -> Result<u8, Failure> {
         let (owner, label) = self.address(address)?;
         let (block, version, content) = self.db.block_content(&owner, &label, &self.viewer(), None)?;
-        let extension = match block.shape {
-            pactum_memory::blocks::Shape::Text => "md",
-            pactum_memory::blocks::Shape::Log => "jsonl",
-            _ => "json",
-        };
+        let extension = block.shape.file_extension();
         let dir = tempfile::tempdir()
             .map_err(|e| Failure::new("IO_ERROR", format!("cannot make a temporary directory: {e}")))?;
         let path = dir.path().join(format!("{label}.{extension}"));

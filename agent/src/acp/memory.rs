@@ -37,12 +37,7 @@ struct SlashMemory {
 fn block_path(conversation: &Conversation, owner: &str, label: &str, shape: Shape) -> PathBuf {
     let db = conversation.workspace.db.path();
     let stem = db.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "constellation".into());
-    let extension = match shape {
-        Shape::Text => "md",
-        Shape::Log => "jsonl",
-        Shape::Map | Shape::List => "json",
-    };
-    db.with_file_name(format!("{stem}.memory")).join(owner).join(format!("{label}.{extension}"))
+    db.with_file_name(format!("{stem}.memory")).join(owner).join(format!("{label}.{}", shape.file_extension()))
 }
 
 fn call_id(conversation: &Conversation) -> String {
@@ -103,15 +98,7 @@ pub async fn turn(
         command => {
             // The editor's constellation exists: outside read-only, give the agent its default
             // blocks before reading, so a first `/memory list` shows them.
-            let writes = !matches!(
-                command,
-                MemoryCommand::List
-                    | MemoryCommand::Show { .. }
-                    | MemoryCommand::Log { .. }
-                    | MemoryCommand::Export { .. }
-                    | MemoryCommand::Search { .. }
-            );
-            if !read_only || writes {
+            if !read_only || !command.only_reads() {
                 let db = Arc::clone(&conversation.workspace.db);
                 let agent = parsed.options.agent.clone();
                 if let Err(failure) = blocking(move || ensure_memory_agent(&db, &agent)).await {

@@ -155,6 +155,15 @@ impl Shape {
         [Self::Text, Self::Map, Self::List, Self::Log].into_iter().find(|shape| shape.as_str() == text)
     }
 
+    /// The extension of a file holding this rendering (for editors and diff paths).
+    pub fn file_extension(self) -> &'static str {
+        match self {
+            Self::Text => "md",
+            Self::Map | Self::List => "json",
+            Self::Log => "jsonl",
+        }
+    }
+
     /// The value a rendering stands for: the text itself, the JSON of a map or list, the array of
     /// a log's entries. `None` if the rendering does not parse (it always does for stored content).
     pub fn value_of(self, content: &str) -> Option<Value> {
@@ -1045,6 +1054,16 @@ fn consolidate(
     Ok(())
 }
 
+/// A unified diff between two versions' contents, headed `label@from` and `label@to`, with
+/// `context` lines around each change (empty when they are equal).
+pub fn unified_diff(label: &str, (from, before): (u64, &str), (to, after): (u64, &str), context: usize) -> String {
+    similar::TextDiff::from_lines(before, after)
+        .unified_diff()
+        .context_radius(context)
+        .header(&format!("{label}@{from}"), &format!("{label}@{to}"))
+        .to_string()
+}
+
 /// The blocks a new agent starts with: persona, partner, preferences, tasks, scratchpad and
 /// the outcomes log.
 pub fn default_blocks(owner: &str) -> Vec<NewBlock> {
@@ -1224,11 +1243,7 @@ impl Constellation {
             access(tx, &block, viewer)?;
             let before = content_at(tx, &block, from)?;
             let after = content_at(tx, &block, to)?;
-            let unified = similar::TextDiff::from_lines(&before, &after)
-                .unified_diff()
-                .context_radius(3)
-                .header(&format!("{label}@{from}"), &format!("{label}@{to}"))
-                .to_string();
+            let unified = unified_diff(label, (from, &before), (to, &after), 3);
             let changes = match block.shape {
                 Shape::Text => Vec::new(),
                 shape => structured_changes(shape.value_of(&before), shape.value_of(&after)),
