@@ -7,7 +7,7 @@ pub const APPLICATION_ID: u32 = 0x5043_5431;
 /// Migration `i` (0-based) brings the schema from version `i` to `i + 1`. Never edit a
 /// migration that has shipped; append a new one.
 pub const MIGRATIONS: &[&str] =
-    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7];
+    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7, MIGRATION_8];
 
 /// The schema version this build writes and the newest it can open.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -316,4 +316,39 @@ CREATE TRIGGER memory_passages_no_update BEFORE UPDATE ON memory_passages
 BEGIN SELECT RAISE(ABORT, 'archival passages are append-only'); END;
 CREATE TRIGGER memory_passages_no_delete BEFORE DELETE ON memory_passages
 BEGIN SELECT RAISE(ABORT, 'archival passages are append-only'); END;
+"#;
+
+/// Migration 8: the passport. Outcomes of transcripts that verified, one row per party; a
+/// transcript is ingested once (its hash is the key). Both tables are append-only.
+const MIGRATION_8: &str = r#"
+CREATE TABLE passport_sources (
+    transcript_hash TEXT PRIMARY KEY CHECK (length(transcript_hash) = 64),
+    source          TEXT NOT NULL,
+    format          TEXT NOT NULL,
+    ended_at_ms     INTEGER NOT NULL CHECK (ended_at_ms >= 0),
+    ingested_at_ms  INTEGER NOT NULL CHECK (ingested_at_ms >= 0)
+) STRICT;
+CREATE INDEX passport_sources_by_source ON passport_sources (source);
+CREATE TABLE passport_events (
+    event_id        INTEGER PRIMARY KEY,
+    agent_id        TEXT NOT NULL,
+    counterparty    TEXT NOT NULL,
+    outcome         TEXT NOT NULL
+                    CHECK (outcome IN ('success', 'failure', 'policy_violation', 'dispute_lost', 'neutral')),
+    code            TEXT,
+    fault_domain    TEXT,
+    at_ms           INTEGER NOT NULL CHECK (at_ms >= 0),
+    amount_minor    INTEGER CHECK (amount_minor >= 0),
+    currency        TEXT,
+    transcript_hash TEXT NOT NULL REFERENCES passport_sources (transcript_hash)
+) STRICT;
+CREATE INDEX passport_events_by_agent ON passport_events (agent_id, at_ms);
+CREATE TRIGGER passport_sources_no_update BEFORE UPDATE ON passport_sources
+BEGIN SELECT RAISE(ABORT, 'passport sources are append-only'); END;
+CREATE TRIGGER passport_sources_no_delete BEFORE DELETE ON passport_sources
+BEGIN SELECT RAISE(ABORT, 'passport sources are append-only'); END;
+CREATE TRIGGER passport_events_no_update BEFORE UPDATE ON passport_events
+BEGIN SELECT RAISE(ABORT, 'passport events are append-only'); END;
+CREATE TRIGGER passport_events_no_delete BEFORE DELETE ON passport_events
+BEGIN SELECT RAISE(ABORT, 'passport events are append-only'); END;
 "#;

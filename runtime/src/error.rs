@@ -52,6 +52,9 @@ pub enum RuntimeError {
     Receipt(#[from] crate::session::receipt::ReceiptError),
     #[error(transparent)]
     Memory(#[from] pactum_memory::blocks::MemoryError),
+    /// A transcript offered to the passport cannot be read as a negotiation's outcome.
+    #[error("{0}")]
+    PassportSource(String),
 }
 
 impl RuntimeError {
@@ -83,6 +86,7 @@ impl RuntimeError {
             Self::Directory(error) => error.code(),
             Self::Receipt(error) => error.code(),
             Self::Memory(error) => error.code(),
+            Self::PassportSource(_) => "PASSPORT_SOURCE_INVALID",
         }
     }
 }

@@ -128,6 +128,7 @@ failure_codes! {
     SettlementPolicyViolation = "PACT-108", Settlement, Policy, Terminal, "The policy check before settlement refused the payment.";
     IdentityInvalid = "PACT-201", Admission, Identity, Terminal, "A counterparty's identity or signature did not verify.";
     CredentialExpired = "PACT-202", Admission, Identity, Terminal, "A counterparty's credential has expired.";
+    PassportDenied = "PACT-203", Admission, Identity, Terminal, "The passport gate denied every provider that offers the intent.";
     ProviderRefused = "PACT-301", Negotiation, Provider, Terminal, "Every provider refused the intent.";
     NegotiationDeadlock = "PACT-303", Negotiation, Provider, Terminal, "Offers stayed out of band: the parties stopped converging.";
     NoProviders = "PACT-309", Discovery, Provider, Terminal, "No provider in the directory offers the intent type.";
