@@ -39,7 +39,7 @@ pub use events::{CheckpointRow, EventRow, StreamOrigin, StreamRecord};
 pub use ledger::{
     Account, AccountKind, LedgerCheck, LedgerError, LedgerTx, Transfer, TransferOutcome, TransferRequest,
 };
-pub use passport::{PassportEventRow, PassportSource};
+pub use passport::{PassportEventRow, PassportRowRef, PassportSource};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use sessions::{OwnerChange, SessionRow};
 pub use store::{BUSY_TIMEOUT_MS, BackupReport, Constellation, Durability, Info, OpenOptions};

@@ -38,6 +38,24 @@ pub struct PassportEventRow {
     pub transcript_hash: String,
 }
 
+fn text(value: rusqlite::types::ValueRef<'_>) -> Result<Option<&str>, StoreError> {
+    match value {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        other => other.as_str().map(Some).map_err(|e| StoreError::Corrupt { detail: format!("passport row: {e}") }),
+    }
+}
+
+/// One outcome row, borrowed from the store (see [`Constellation::passport_scan`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PassportRowRef<'a> {
+    pub counterparty: &'a str,
+    pub outcome: &'a str,
+    pub code: Option<&'a str>,
+    pub fault_domain: Option<&'a str>,
+    pub at_ms: u64,
+    pub transcript_hash: &'a str,
+}
+
 fn sql(error: rusqlite::Error) -> StoreError {
     StoreError::Sqlite { path: Default::default(), source: error }
 }
@@ -142,7 +160,7 @@ impl Constellation {
             let mut statement = tx
                 .prepare_cached(
                     "SELECT counterparty, outcome, code, fault_domain, at_ms, amount_minor, currency, transcript_hash
-                     FROM passport_events WHERE agent_id = ?1 AND at_ms <= ?2 ORDER BY at_ms, event_id",
+                     FROM passport_events WHERE agent_id = ?1 AND at_ms <= ?2 ORDER BY at_ms, transcript_hash",
                 )
                 .map_err(sql)?;
             let rows = statement
@@ -161,6 +179,55 @@ impl Constellation {
                 })
                 .map_err(sql)?;
             rows.collect::<Result<_, _>>().map_err(sql)
+        })
+        .map_err(|e| self.with_path(e))
+    }
+
+    /// Calls `each` with every outcome of `agent_id` up to `until_ms` (inclusive), oldest
+    /// first, borrowing the row (nothing is copied): scoring 100,000 outcomes reads them in one
+    /// sequential range.
+    pub fn passport_scan(
+        &self,
+        agent_id: &str,
+        until_ms: u64,
+        mut each: impl FnMut(PassportRowRef<'_>) -> Result<(), String>,
+    ) -> Result<(), StoreError> {
+        self.read(|tx| {
+            let mut statement = tx
+                .prepare_cached(
+                    "SELECT counterparty, outcome, code, fault_domain, at_ms, transcript_hash
+                     FROM passport_events WHERE agent_id = ?1 AND at_ms <= ?2 ORDER BY at_ms, transcript_hash",
+                )
+                .map_err(sql)?;
+            let mut rows = statement.query(params![agent_id, to_i64(until_ms.min(i64::MAX as u64))?]).map_err(sql)?;
+            while let Some(row) = rows.next().map_err(sql)? {
+                let required = |index: usize| -> Result<&str, StoreError> {
+                    text(row.get_ref(index).map_err(sql)?)?
+                        .ok_or_else(|| StoreError::Corrupt { detail: "passport row with a missing field".into() })
+                };
+                let row_ref = PassportRowRef {
+                    counterparty: required(0)?,
+                    outcome: required(1)?,
+                    code: text(row.get_ref(2).map_err(sql)?)?,
+                    fault_domain: text(row.get_ref(3).map_err(sql)?)?,
+                    at_ms: to_u64(row.get(4).map_err(sql)?),
+                    transcript_hash: required(5)?,
+                };
+                each(row_ref).map_err(|detail| StoreError::Corrupt { detail })?;
+            }
+            Ok(())
+        })
+        .map_err(|e| self.with_path(e))
+    }
+
+    /// The time of `agent_id`'s latest outcome.
+    pub fn passport_latest_ms(&self, agent_id: &str) -> Result<Option<u64>, StoreError> {
+        self.read(|tx| {
+            tx.query_row("SELECT max(at_ms) FROM passport_events WHERE agent_id = ?1", [agent_id], |row| {
+                row.get::<_, Option<i64>>(0)
+            })
+            .map(|at| at.map(to_u64))
+            .map_err(sql)
         })
         .map_err(|e| self.with_path(e))
     }

@@ -318,8 +318,8 @@ CREATE TRIGGER memory_passages_no_delete BEFORE DELETE ON memory_passages
 BEGIN SELECT RAISE(ABORT, 'archival passages are append-only'); END;
 "#;
 
-/// Migration 8: the passport. Outcomes of transcripts that verified, one row per party; a
-/// transcript is ingested once (its hash is the key). Both tables are append-only.
+/// Migration 8: the passport. Outcomes of transcripts that verified, one row per party and
+/// transcript; a transcript is ingested once (its hash is the key). Both tables are append-only.
 const MIGRATION_8: &str = r#"
 CREATE TABLE passport_sources (
     transcript_hash TEXT PRIMARY KEY CHECK (length(transcript_hash) = 64),
@@ -330,7 +330,6 @@ CREATE TABLE passport_sources (
 ) STRICT;
 CREATE INDEX passport_sources_by_source ON passport_sources (source);
 CREATE TABLE passport_events (
-    event_id        INTEGER PRIMARY KEY,
     agent_id        TEXT NOT NULL,
     counterparty    TEXT NOT NULL,
     outcome         TEXT NOT NULL
@@ -340,9 +339,10 @@ CREATE TABLE passport_events (
     at_ms           INTEGER NOT NULL CHECK (at_ms >= 0),
     amount_minor    INTEGER CHECK (amount_minor >= 0),
     currency        TEXT,
-    transcript_hash TEXT NOT NULL REFERENCES passport_sources (transcript_hash)
-) STRICT;
-CREATE INDEX passport_events_by_agent ON passport_events (agent_id, at_ms);
+    transcript_hash TEXT NOT NULL REFERENCES passport_sources (transcript_hash),
+    -- Clustered by agent and time: scoring an agent reads its rows in one sequential range.
+    PRIMARY KEY (agent_id, at_ms, transcript_hash)
+) STRICT, WITHOUT ROWID;
 CREATE TRIGGER passport_sources_no_update BEFORE UPDATE ON passport_sources
 BEGIN SELECT RAISE(ABORT, 'passport sources are append-only'); END;
 CREATE TRIGGER passport_sources_no_delete BEFORE DELETE ON passport_sources

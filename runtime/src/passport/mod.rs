@@ -277,14 +277,26 @@ pub fn events_from_rows(rows: Vec<PassportEventRow>) -> Result<Vec<PassportEvent
 
 /// `agent_id`'s score as of `as_of_ms`, from what the passport holds.
 pub fn passport_score(db: &Constellation, agent_id: &str, as_of_ms: u64) -> Result<Score, RuntimeError> {
-    let events = events_from_rows(db.passport_events(agent_id, as_of_ms)?)?;
-    Ok(score::score(agent_id, &events, as_of_ms))
+    let mut scorer = score::Scorer::new(as_of_ms);
+    db.passport_scan(agent_id, as_of_ms, |row| {
+        let outcome = Outcome::parse(row.outcome).ok_or_else(|| format!("unknown passport outcome {:?}", row.outcome))?;
+        scorer.add(score::EventRef {
+            counterparty: row.counterparty,
+            outcome,
+            code: row.code,
+            fault_domain: row.fault_domain,
+            at_ms: row.at_ms,
+            transcript_hash: row.transcript_hash,
+        });
+        Ok(())
+    })?;
+    Ok(scorer.finish(agent_id))
 }
 
 /// The time of `agent_id`'s latest recorded outcome. A session's clock runs ahead of the wall
 /// clock by its simulated latencies, so "now" for a person may be before it.
 pub fn latest_outcome_ms(db: &Constellation, agent_id: &str) -> Result<Option<u64>, RuntimeError> {
-    Ok(db.passport_events(agent_id, u64::MAX)?.last().map(|row| row.at_ms))
+    Ok(db.passport_latest_ms(agent_id)?)
 }
 
 /// The gate for one agent, as of `as_of_ms`.

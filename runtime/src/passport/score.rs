@@ -183,43 +183,131 @@ fn milli_points(numerator: u128, denominator: u128) -> u32 {
     u32::try_from(ratio(numerator, denominator, u64::from(SCORE_MAX_MILLI))).unwrap_or(SCORE_MAX_MILLI)
 }
 
-fn newer(current: &mut Option<Latest>, event: &PassportEvent) {
+/// One outcome, borrowed: what [`Scorer::add`] reads (rows streamed from the store need no copy).
+#[derive(Clone, Copy, Debug)]
+pub struct EventRef<'a> {
+    pub counterparty: &'a str,
+    pub outcome: Outcome,
+    pub code: Option<&'a str>,
+    pub fault_domain: Option<&'a str>,
+    pub at_ms: u64,
+    pub transcript_hash: &'a str,
+}
+
+impl<'a> From<&'a PassportEvent> for EventRef<'a> {
+    fn from(event: &'a PassportEvent) -> Self {
+        Self {
+            counterparty: &event.counterparty,
+            outcome: event.outcome,
+            code: event.code.as_deref(),
+            fault_domain: event.fault_domain.as_deref(),
+            at_ms: event.at_ms,
+            transcript_hash: &event.transcript_hash,
+        }
+    }
+}
+
+fn newer(current: &mut Option<Latest>, event: &EventRef<'_>) {
     let replace = match current {
         None => true,
-        Some(latest) => (event.at_ms, &event.transcript_hash) > (latest.at_ms, &latest.transcript_hash),
+        Some(latest) => (event.at_ms, event.transcript_hash) > (latest.at_ms, latest.transcript_hash.as_str()),
     };
     if replace {
         *current = Some(Latest {
             at_ms: event.at_ms,
-            code: event.code.clone(),
-            fault_domain: event.fault_domain.clone(),
-            counterparty: event.counterparty.clone(),
-            transcript_hash: event.transcript_hash.clone(),
+            code: event.code.map(str::to_owned),
+            fault_domain: event.fault_domain.map(str::to_owned),
+            counterparty: event.counterparty.to_owned(),
+            transcript_hash: event.transcript_hash.to_owned(),
         });
+    }
+}
+
+/// Scores outcomes one at a time, in any order ([`score`] over a slice uses it too).
+#[derive(Debug)]
+pub struct Scorer {
+    as_of_ms: u64,
+    tallies: [Tally; 5],
+    by_counterparty: HashMap<String, u64>,
+    considered: u64,
+    latest_failure: Option<Latest>,
+    latest_violation: Option<Latest>,
+    latest_dispute: Option<Latest>,
+}
+
+impl Scorer {
+    pub fn new(as_of_ms: u64) -> Self {
+        Self {
+            as_of_ms,
+            tallies: Default::default(),
+            by_counterparty: HashMap::new(),
+            considered: 0,
+            latest_failure: None,
+            latest_violation: None,
+            latest_dispute: None,
+        }
+    }
+
+    /// Adds one outcome; outcomes later than `as_of` are ignored.
+    pub fn add(&mut self, event: EventRef<'_>) {
+        if event.at_ms > self.as_of_ms {
+            return;
+        }
+        self.considered += 1;
+        let weight = decay(self.as_of_ms - event.at_ms);
+        let tally = &mut self.tallies[event.outcome as usize];
+        tally.count += 1;
+        tally.weight += weight;
+        match self.by_counterparty.get_mut(event.counterparty) {
+            Some(volume) => *volume += weight,
+            None => {
+                self.by_counterparty.insert(event.counterparty.to_owned(), weight);
+            }
+        }
+        match event.outcome {
+            Outcome::Failure => newer(&mut self.latest_failure, &event),
+            Outcome::PolicyViolation => newer(&mut self.latest_violation, &event),
+            Outcome::DisputeLost => newer(&mut self.latest_dispute, &event),
+            Outcome::Success | Outcome::Neutral => {}
+        }
+    }
+
+    /// The score of everything added.
+    pub fn finish(self, agent_id: &str) -> Score {
+        let Self {
+            as_of_ms,
+            tallies,
+            by_counterparty,
+            considered,
+            latest_failure,
+            latest_violation,
+            latest_dispute,
+        } = self;
+        finish(agent_id, as_of_ms, tallies, &by_counterparty, considered, latest_failure, latest_violation, latest_dispute)
     }
 }
 
 /// Scores `agent_id` from its outcomes as of `as_of_ms`. Outcomes later than `as_of_ms` are
 /// ignored; the order of `events` does not matter.
 pub fn score(agent_id: &str, events: &[PassportEvent], as_of_ms: u64) -> Score {
-    let mut tallies: [Tally; 5] = Default::default();
-    let mut by_counterparty: HashMap<&str, u64> = HashMap::new();
-    let mut considered = 0u64;
-    let (mut latest_failure, mut latest_violation, mut latest_dispute) = (None, None, None);
-    for event in events.iter().filter(|event| event.at_ms <= as_of_ms) {
-        considered += 1;
-        let weight = decay(as_of_ms - event.at_ms);
-        let tally = &mut tallies[event.outcome as usize];
-        tally.count += 1;
-        tally.weight += weight;
-        *by_counterparty.entry(event.counterparty.as_str()).or_default() += weight;
-        match event.outcome {
-            Outcome::Failure => newer(&mut latest_failure, event),
-            Outcome::PolicyViolation => newer(&mut latest_violation, event),
-            Outcome::DisputeLost => newer(&mut latest_dispute, event),
-            Outcome::Success | Outcome::Neutral => {}
-        }
+    let mut scorer = Scorer::new(as_of_ms);
+    for event in events {
+        scorer.add(event.into());
     }
+    scorer.finish(agent_id)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    agent_id: &str,
+    as_of_ms: u64,
+    tallies: [Tally; 5],
+    by_counterparty: &HashMap<String, u64>,
+    considered: u64,
+    latest_failure: Option<Latest>,
+    latest_violation: Option<Latest>,
+    latest_dispute: Option<Latest>,
+) -> Score {
     let [successes, failures, policy_violations, disputes_lost, neutral] = tallies;
     let s = u128::from(successes.weight);
     let f = u128::from(failures.weight);
@@ -252,7 +340,7 @@ pub fn score(agent_id: &str, events: &[PassportEvent], as_of_ms: u64) -> Score {
         .unwrap_or(CONFIDENCE_MAX_MILLI)
         .min(CONFIDENCE_MAX_MILLI);
 
-    let mut top: Vec<(String, u64)> = by_counterparty.iter().map(|(id, v)| ((*id).to_owned(), *v)).collect();
+    let mut top: Vec<(String, u64)> = by_counterparty.iter().map(|(id, v)| (id.clone(), *v)).collect();
     top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     top.truncate(3);
 
