@@ -160,11 +160,11 @@ pub fn session_outcomes(events: &[Event], transcript_hash: &str) -> Result<(Vec<
                 }
                 rows.push(r);
             }
-            if buyer_outcome == Outcome::Neutral {
-                if let Some(first) = rows.first_mut() {
-                    first.code = Some(code.code().to_owned());
-                    first.fault_domain = Some(code.fault_domain().as_str().to_owned());
-                }
+            if buyer_outcome == Outcome::Neutral
+                && let Some(first) = rows.first_mut()
+            {
+                first.code = Some(code.code().to_owned());
+                first.fault_domain = Some(code.fault_domain().as_str().to_owned());
             }
             Ok((rows, ended_at_ms))
         }
@@ -255,24 +255,6 @@ pub fn ingest_sessions(db: &Arc<Constellation>, now_ms: u64) -> Result<IngestSum
         }
     }
     Ok(summary)
-}
-
-/// Converts stored rows to scoring input (rows with an unknown outcome are refused).
-pub fn events_from_rows(rows: Vec<PassportEventRow>) -> Result<Vec<PassportEvent>, RuntimeError> {
-    rows.into_iter()
-        .map(|row| {
-            let outcome = Outcome::parse(&row.outcome)
-                .ok_or_else(|| RuntimeError::PassportSource(format!("unknown passport outcome {:?}", row.outcome)))?;
-            Ok(PassportEvent {
-                counterparty: row.counterparty,
-                outcome,
-                code: row.code,
-                fault_domain: row.fault_domain,
-                at_ms: row.at_ms,
-                transcript_hash: row.transcript_hash,
-            })
-        })
-        .collect()
 }
 
 /// `agent_id`'s score as of `as_of_ms`, from what the passport holds.

@@ -176,7 +176,7 @@ pub fn decay(age_ms: u64) -> u64 {
 }
 
 fn ratio(numerator: u128, denominator: u128, scale: u64) -> u64 {
-    if denominator == 0 { 0 } else { u64::try_from(numerator * u128::from(scale) / denominator).unwrap_or(u64::MAX) }
+    (numerator * u128::from(scale)).checked_div(denominator).map_or(0, |q| u64::try_from(q).unwrap_or(u64::MAX))
 }
 
 fn milli_points(numerator: u128, denominator: u128) -> u32 {

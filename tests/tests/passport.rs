@@ -1,0 +1,154 @@
+//! `pactum passport`: outcomes ingested only from sessions that verify (once each), scores that
+//! are the same bit for bit for the same history and `--as-of`, and the gate's exit codes.
+
+mod common;
+
+use common::{Home, assert_fails, assert_ok, json, stderr};
+use serde_json::Value;
+
+const CLOCK: &str = "1700000000000";
+/// Long after every session above ended (their clocks start at CLOCK).
+const AS_OF: &str = "1700000600000";
+
+fn negotiate(home: &Home, seed: u32) {
+    let seed = seed.to_string();
+    let output = home.run(&[
+        "negotiate",
+        "compute.inference",
+        "--max-price",
+        "0.30",
+        "--currency",
+        "USD",
+        "--yes",
+        "--seed",
+        &seed,
+        "--clock",
+        CLOCK,
+    ]);
+    // Some seeds fail (exit 3, with their PACT code): those outcomes count too.
+    assert!(matches!(output.status.code(), Some(0 | 3)), "{}", stderr(&output));
+}
+
+fn show(home: &Home, agent: &str) -> Value {
+    let output = home.run(&["passport", "show", agent, "--as-of", AS_OF, "--json"]);
+    assert_ok(&output);
+    let mut document = json(&output);
+    document.as_object_mut().expect("object").remove("ingested");
+    document
+}
+
+#[test]
+fn scores_are_deterministic_and_ingestion_happens_once() {
+    let home = Home::new();
+    for seed in 11..=26 {
+        negotiate(&home, seed);
+    }
+    let first = home.run(&["passport", "show", "tensor-forge", "--as-of", AS_OF, "--json"]);
+    assert_ok(&first);
+    assert_eq!(json(&first)["ingested"]["sessions_added"], 16, "every ended session is ingested first");
+    let again = home.run(&["passport", "ingest", "--json"]);
+    assert_ok(&again);
+    assert_eq!(json(&again)["sessions_added"], 0, "ingestion is idempotent");
+
+    let tensor = show(&home, "tensor-forge");
+    assert_eq!(tensor, show(&home, "tensor-forge"), "same history and as-of, same document");
+    assert_eq!(tensor["formula"], "pactum-passport/1");
+    assert_eq!(tensor["as_of_ms"], 1_700_000_600_000u64);
+    let breakdown = &tensor["breakdown"];
+    assert!(breakdown["successes"]["count"].as_u64().unwrap_or(0) > 5, "{tensor}");
+    assert_eq!(breakdown["counterparties"], 1, "the buyer is its only counterparty");
+    assert_eq!(breakdown["concentration_penalty_milli"], 15_000);
+
+    // A second constellation given the same commands scores identically, bit for bit (its
+    // transcripts hash differently only because its agents have their own keys).
+    let other = Home::new();
+    for seed in 11..=26 {
+        negotiate(&other, seed);
+    }
+    let without_hashes = |mut document: Value| {
+        for latest in ["latest_failure", "latest_policy_violation", "latest_dispute_lost"] {
+            if let Some(object) = document["breakdown"][latest].as_object_mut() {
+                object.remove("transcript_hash");
+            }
+        }
+        document
+    };
+    assert_eq!(without_hashes(show(&other, "tensor-forge")), without_hashes(tensor.clone()));
+    assert_eq!(without_hashes(show(&other, "buyer")), without_hashes(show(&home, "buyer")));
+
+    // As of a time before any session, nothing counts.
+    let before = home.run(&["passport", "show", "tensor-forge", "--as-of", "2020-01-01T00:00:00Z", "--json"]);
+    assert_ok(&before);
+    assert_eq!(json(&before)["breakdown"]["events"], 0);
+    assert_eq!(json(&before)["score_milli"], 50_000);
+}
+
+#[test]
+fn the_gate_exits_one_with_a_stable_reason() {
+    let home = Home::new();
+    for seed in 11..=16 {
+        negotiate(&home, seed);
+    }
+    let pass = home.run(&["passport", "check", "tensor-forge", "--min-score", "50", "--as-of", AS_OF, "--json"]);
+    assert_ok(&pass);
+    assert_eq!(json(&pass)["pass"], true);
+
+    let low = home.run(&["passport", "check", "tensor-forge", "--min-score", "99.5", "--as-of", AS_OF, "--json"]);
+    assert_eq!(low.status.code(), Some(1), "{}", stderr(&low));
+    let low = json(&low);
+    assert_eq!(low["reason"], "LOW_SCORE");
+    assert_eq!(low["thresholds"]["min_score_milli"], 99_500);
+    let narrative = low["narrative"].as_str().unwrap_or_default();
+    assert!(narrative.starts_with("Passport policy gate denied tensor-forge (LOW_SCORE): score "), "{narrative}");
+    assert!(narrative.contains("Triggering factor: "), "{narrative}");
+
+    let newcomer = home.run(&["passport", "check", "nobody-yet", "--min-score", "10", "--json"]);
+    assert_eq!(newcomer.status.code(), Some(1));
+    assert_eq!(json(&newcomer)["reason"], "INSUFFICIENT_HISTORY");
+
+    let human = home.run(&["passport", "check", "nobody-yet", "--min-score", "10"]);
+    assert!(common::stdout(&human).contains("(INSUFFICIENT_HISTORY)"));
+
+    let bad = home.run(&["passport", "check", "tensor-forge", "--min-score", "101"]);
+    assert_fails(&bad, 2, "USAGE");
+    let bad = home.run(&["passport", "check", "tensor-forge", "--min-score", "50", "--min-confidence", "0.1234"]);
+    assert_fails(&bad, 2, "USAGE");
+}
+
+#[test]
+fn a_tampered_session_is_left_out() {
+    let home = Home::new();
+    for seed in 11..=13 {
+        negotiate(&home, seed);
+    }
+    {
+        let raw = rusqlite::Connection::open(home.default_db()).expect("sqlite");
+        raw.execute_batch(
+            "DROP TRIGGER transcript_events_no_update;
+             UPDATE transcript_events SET body = replace(body, '\"amount_minor\":24', '\"amount_minor\":1')
+             WHERE stream_id = (SELECT stream_id FROM transcript_streams WHERE stream_id LIKE 'session:%'
+                                ORDER BY created_at_ms, stream_id LIMIT 1)
+               AND kind = 'round.ask';",
+        )
+        .expect("tamper");
+    }
+    let output = home.run(&["passport", "ingest", "--json"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let report = json(&output);
+    assert_eq!(report["sessions_added"], 2);
+    let refused = report["refused"].as_array().expect("refused");
+    assert_eq!(refused.len(), 1, "{report}");
+    assert!(refused[0]["reason"].as_str().unwrap_or_default().contains("does not verify"), "{report}");
+    // Asked again, it is still left out, and the others are not counted twice.
+    let output = home.run(&["passport", "ingest", "--json"]);
+    assert_eq!(json(&output)["sessions_added"], 0);
+    assert_eq!(show(&home, "buyer")["breakdown"]["events"], 2);
+}
+
+#[test]
+fn reading_a_passport_creates_nothing() {
+    let home = Home::new();
+    let output = home.run(&["passport", "show", "buyer"]);
+    assert_fails(&output, 2, "AGENT_NOT_FOUND");
+    assert!(!home.default_db().exists());
+}
