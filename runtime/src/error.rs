@@ -52,6 +52,8 @@ pub enum RuntimeError {
     Receipt(#[from] crate::session::receipt::ReceiptError),
     #[error(transparent)]
     Memory(#[from] pactum_memory::blocks::MemoryError),
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
 }
 
 impl RuntimeError {
@@ -83,6 +85,7 @@ impl RuntimeError {
             Self::Directory(error) => error.code(),
             Self::Receipt(error) => error.code(),
             Self::Memory(error) => error.code(),
+            Self::Bundle(error) => error.code(),
         }
     }
 }
