@@ -14,6 +14,9 @@ use sha2::Digest as _;
 
 const CLOCK: &str = "1700000000000";
 
+/// A file, a name for the changed copy, the change, and the code that names it.
+type FileChange = (&'static str, &'static str, fn(&str) -> String, &'static str);
+
 /// A completed negotiation; returns its session id.
 fn completed_session(home: &Home) -> String {
     negotiate(home, &[])
@@ -152,7 +155,7 @@ fn a_full_bundle_verifies_and_a_change_to_any_one_file_is_named() {
     assert_eq!(receipt["policy_hash"], format!("sha256:{}", hex::encode(sha2::Sha256::digest(&policy))));
 
     // Each file changed alone: its hash no longer matches the manifest...
-    let cases: [(&str, &str, fn(&str) -> String, &str); 4] = [
+    let cases: [FileChange; 4] = [
         (
             "transcript.jsonl",
             "t",
