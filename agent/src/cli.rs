@@ -9,7 +9,8 @@ use pactum_transcripts::Clock as _;
 
 use crate::failure::Failure;
 use crate::{
-    constellation_cmd, home, memory_cmd, negotiate_cmd, passport_cmd, providers_cmd, session_cmd, transcript_cmd,
+    bundle_cmd, constellation_cmd, home, memory_cmd, negotiate_cmd, passport_cmd, providers_cmd, session_cmd,
+    transcript_cmd,
 };
 
 fn long_version() -> &'static str {
@@ -74,6 +75,9 @@ enum Command {
     /// transcripts that verify.
     #[command(subcommand)]
     Passport(passport_cmd::PassportCommand),
+    /// Verify evidence bundles written by `pactum transcript bundle`.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
     /// Inspect or back up the constellation file.
     #[command(subcommand)]
     Constellation(ConstellationCommand),
@@ -214,6 +218,34 @@ pub enum TranscriptCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write a session's evidence bundle (pactum-bundle/1) to DIR: its transcript, receipt,
+    /// policy and a manifest, with field commitments signed by the buyer (docs/BUNDLES.md).
+    Bundle {
+        /// Session id.
+        session: String,
+        /// Directory to create (an existing one must be empty, unless --force).
+        dir: PathBuf,
+        /// full: everything; partner: what a provider may see; auditor: all but the seed and
+        /// the preferences. Every view carries the same signed commitments root.
+        #[arg(long, value_enum, default_value = "full")]
+        view: bundle_cmd::ViewArg,
+        /// Replace DIR if it exists and is not empty.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Verify a bundle directory: every file as listed, the transcript, receipt, policy and the
+    /// signed commitments (exit 0 valid, 1 naming each problem).
+    Verify {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,8 +286,10 @@ impl Cli {
                 TranscriptCommand::List { json }
                 | TranscriptCommand::Show { json, .. }
                 | TranscriptCommand::Verify { json, .. }
-                | TranscriptCommand::Import { json, .. },
+                | TranscriptCommand::Import { json, .. }
+                | TranscriptCommand::Bundle { json, .. },
             ) => *json,
+            Command::Bundle(BundleCommand::Verify { json, .. }) => *json,
             Command::Transcript(TranscriptCommand::Export { .. }) => false,
             Command::Constellation(
                 ConstellationCommand::Info { json }
@@ -351,6 +385,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Receipt(command) => session_cmd::run_receipt(&context, command),
         Command::Transcript(command) => transcript_cmd::run(&context, command),
         Command::Memory { options, command } => memory_cmd::run(&context, &options, command),
+        Command::Bundle(BundleCommand::Verify { dir, json }) => bundle_cmd::verify(&dir, json),
         Command::Constellation(command) => constellation_cmd::run(&context, command),
         Command::Passport(command) => passport_cmd::run(&context, command),
         Command::Providers(command) => providers_cmd::run(&context, command),

@@ -71,7 +71,8 @@ pub fn run(context: &Context, command: PassportCommand) -> Result<u8, Failure> {
 
 /// `60`, `45.25` → thousandths (`60000`, `45250`); at most `max` and three decimals; no floats.
 pub fn parse_milli(text: &str, max: u32, flag: &str) -> Result<u32, Failure> {
-    let bad = || Failure::new("USAGE", format!("{flag} {text:?}: expected a number from 0 to {max}, at most three decimals"));
+    let bad =
+        || Failure::new("USAGE", format!("{flag} {text:?}: expected a number from 0 to {max}, at most three decimals"));
     let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
     let digits = |s: &str| !s.is_empty() && s.len() <= 9 && s.bytes().all(|b| b.is_ascii_digit());
     if !digits(whole) || (!fraction.is_empty() && (!digits(fraction) || fraction.len() > 3)) || text.ends_with('.') {
@@ -96,7 +97,10 @@ fn parse_as_of(text: Option<&str>, db: &pactum_memory::Constellation, agent: &st
         return Ok(ms);
     }
     let timestamp: jiff::Timestamp = text.parse().map_err(|_| {
-        Failure::new("USAGE", format!("--as-of {text:?}: expected RFC 3339 (2026-11-20T12:00:00Z) or Unix milliseconds"))
+        Failure::new(
+            "USAGE",
+            format!("--as-of {text:?}: expected RFC 3339 (2026-11-20T12:00:00Z) or Unix milliseconds"),
+        )
     })?;
     u64::try_from(timestamp.as_millisecond())
         .map_err(|_| Failure::new("USAGE", format!("--as-of {text:?}: before 1970")))
@@ -304,10 +308,8 @@ fn ingest(context: &Context, session: Option<&str>, json: bool) -> Result<u8, Fa
     if json {
         print_json(&ingest_json(&summary));
     } else {
-        let mut lines = vec![format!(
-            "ingested {} session(s), {} passport row(s)",
-            summary.sessions_added, summary.rows_added
-        )];
+        let mut lines =
+            vec![format!("ingested {} session(s), {} passport row(s)", summary.sessions_added, summary.rows_added)];
         lines.extend(summary.refused.iter().map(|(source, reason)| format!("left out {source}: {reason}")));
         print_lines(&lines);
     }

@@ -43,6 +43,9 @@ pub fn run(context: &Context, command: TranscriptCommand) -> Result<u8, Failure>
         }
         TranscriptCommand::Export { id, out, force } => export(context, &id, out, force),
         TranscriptCommand::Import { file, json } => import(context, &file, json),
+        TranscriptCommand::Bundle { session, dir, view, force, json } => {
+            crate::bundle_cmd::write(context, &session, &dir, view, force, json)
+        }
     }
 }
 

@@ -176,6 +176,25 @@ impl Constellation {
         .map_err(|e| self.with_path(e))
     }
 
+    /// The constellation's key root, if it has one. Reading never creates it (commands that
+    /// only read, such as writing an evidence bundle, create nothing).
+    pub fn key_root(&self) -> Result<Option<SecretSeed>, StoreError> {
+        self.read(|tx| {
+            let seed: Option<Vec<u8>> = tx
+                .query_row("SELECT seed FROM key_root WHERE id = 1", [], |row| row.get(0))
+                .optional()
+                .map_err(sql_error)?;
+            seed.map(|seed| {
+                let seed: [u8; 32] = seed
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt { detail: "the key root is not 32 bytes".into() })?;
+                Ok(SecretSeed::new(seed))
+            })
+            .transpose()
+        })
+        .map_err(|e| self.with_path(e))
+    }
+
     /// The agent with this id.
     pub fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
         self.read(|tx| read_agent(tx, agent_id)).map_err(|e| self.with_path(e))

@@ -74,7 +74,10 @@ impl Constellation {
     pub fn passport_ingest(&self, source: &PassportSource, events: &[PassportEventRow]) -> Result<bool, StoreError> {
         if let Some(row) = events.iter().find(|row| row.transcript_hash != source.transcript_hash) {
             return Err(StoreError::Corrupt {
-                detail: format!("passport row of {} filed under transcript {}", row.transcript_hash, source.transcript_hash),
+                detail: format!(
+                    "passport row of {} filed under transcript {}",
+                    row.transcript_hash, source.transcript_hash
+                ),
             });
         }
         self.write(|tx| {

@@ -55,6 +55,8 @@ pub enum RuntimeError {
     /// A transcript offered to the passport cannot be read as a negotiation's outcome.
     #[error("{0}")]
     PassportSource(String),
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
 }
 
 impl RuntimeError {
@@ -87,6 +89,7 @@ impl RuntimeError {
             Self::Receipt(error) => error.code(),
             Self::Memory(error) => error.code(),
             Self::PassportSource(_) => "PASSPORT_SOURCE_INVALID",
+            Self::Bundle(error) => error.code(),
         }
     }
 }

@@ -132,7 +132,8 @@ pub fn session_outcomes(events: &[Event], transcript_hash: &str) -> Result<(Vec<
                 Attribution::CitedElseBuyer if cited.is_empty() => BTreeSet::from([buyer.clone()]),
                 Attribution::CitedElseBuyer => cited,
             };
-            let fault_outcome = if code.code().starts_with("PACT-1") { Outcome::PolicyViolation } else { Outcome::Failure };
+            let fault_outcome =
+                if code.code().starts_with("PACT-1") { Outcome::PolicyViolation } else { Outcome::Failure };
             let providers: BTreeSet<&String> = state.admitted.iter().collect();
             let mut rows = Vec::new();
             // The buyer's counterparty: the provider at fault, else the selected one, else the
@@ -218,7 +219,11 @@ pub fn ingest_session(db: &Arc<Constellation>, session_id: &str, now_ms: u64) ->
         ended_at_ms,
         ingested_at_ms: now_ms,
     };
-    Ok(if db.passport_ingest(&source, &rows)? { Ingested::Added { rows: rows.len() } } else { Ingested::AlreadyIngested })
+    Ok(if db.passport_ingest(&source, &rows)? {
+        Ingested::Added { rows: rows.len() }
+    } else {
+        Ingested::AlreadyIngested
+    })
 }
 
 /// What [`ingest_sessions`] did.
@@ -261,7 +266,8 @@ pub fn ingest_sessions(db: &Arc<Constellation>, now_ms: u64) -> Result<IngestSum
 pub fn passport_score(db: &Constellation, agent_id: &str, as_of_ms: u64) -> Result<Score, RuntimeError> {
     let mut scorer = score::Scorer::new(as_of_ms);
     db.passport_scan(agent_id, as_of_ms, |row| {
-        let outcome = Outcome::parse(row.outcome).ok_or_else(|| format!("unknown passport outcome {:?}", row.outcome))?;
+        let outcome =
+            Outcome::parse(row.outcome).ok_or_else(|| format!("unknown passport outcome {:?}", row.outcome))?;
         scorer.add(score::EventRef {
             counterparty: row.counterparty,
             outcome,

@@ -274,16 +274,18 @@ impl Scorer {
 
     /// The score of everything added.
     pub fn finish(self, agent_id: &str) -> Score {
-        let Self {
+        let Self { as_of_ms, tallies, by_counterparty, considered, latest_failure, latest_violation, latest_dispute } =
+            self;
+        finish(
+            agent_id,
             as_of_ms,
             tallies,
-            by_counterparty,
+            &by_counterparty,
             considered,
             latest_failure,
             latest_violation,
             latest_dispute,
-        } = self;
-        finish(agent_id, as_of_ms, tallies, &by_counterparty, considered, latest_failure, latest_violation, latest_dispute)
+        )
     }
 }
 
@@ -334,7 +336,8 @@ fn finish(
 
     let counterparties = by_counterparty.values().filter(|&&v| v > 0).count() as u64;
     let volume_confidence = ratio(u128::from(volume), u128::from(volume) + u128::from(VOLUME_HALF), UNIT);
-    let diversity_confidence = UNIT / 2 + ratio(u128::from(counterparties.min(DIVERSITY_FULL)), u128::from(DIVERSITY_FULL), UNIT / 2);
+    let diversity_confidence =
+        UNIT / 2 + ratio(u128::from(counterparties.min(DIVERSITY_FULL)), u128::from(DIVERSITY_FULL), UNIT / 2);
     let confidence = u128::from(volume_confidence) * u128::from(diversity_confidence) / u128::from(UNIT);
     let confidence_milli = u32::try_from(confidence / u128::from(UNIT / u64::from(CONFIDENCE_MAX_MILLI)))
         .unwrap_or(CONFIDENCE_MAX_MILLI)
@@ -452,11 +455,8 @@ mod tests {
 
     #[test]
     fn outcomes_after_as_of_are_ignored_and_order_does_not_matter() {
-        let events = vec![
-            event("b", Outcome::Success, 5),
-            event("c", Outcome::Failure, 7),
-            event("d", Outcome::Success, 50),
-        ];
+        let events =
+            vec![event("b", Outcome::Success, 5), event("c", Outcome::Failure, 7), event("d", Outcome::Success, 50)];
         let mut reversed = events.clone();
         reversed.reverse();
         assert_eq!(score("a", &events, 10), score("a", &reversed, 10));
