@@ -212,6 +212,15 @@ pub enum TranscriptCommand {
         #[arg(long, requires = "out")]
         force: bool,
     },
+    /// Tell what happened in a negotiation, from its transcript (stored, or a .jsonl file) once
+    /// it verifies: who offered what, policy and passport decisions, the failure with its code,
+    /// fault and evidence, the receipt.
+    Replay {
+        /// A session id, a transcript id, or a file.
+        target: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Import a pactum-transcript/1 file; it is verified before anything is stored.
     Import {
         file: PathBuf,
@@ -287,6 +296,7 @@ impl Cli {
                 | TranscriptCommand::Show { json, .. }
                 | TranscriptCommand::Verify { json, .. }
                 | TranscriptCommand::Import { json, .. }
+                | TranscriptCommand::Replay { json, .. }
                 | TranscriptCommand::Bundle { json, .. },
             ) => *json,
             Command::Bundle(BundleCommand::Verify { json, .. }) => *json,

@@ -18,6 +18,7 @@ mod negotiate_cmd;
 mod output;
 mod passport_cmd;
 mod providers_cmd;
+mod replay_cmd;
 mod session_cmd;
 mod session_view;
 mod transcript_cmd;

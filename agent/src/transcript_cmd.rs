@@ -43,6 +43,7 @@ pub fn run(context: &Context, command: TranscriptCommand) -> Result<u8, Failure>
         }
         TranscriptCommand::Export { id, out, force } => export(context, &id, out, force),
         TranscriptCommand::Import { file, json } => import(context, &file, json),
+        TranscriptCommand::Replay { target, json } => crate::replay_cmd::run(context, &target, json),
         TranscriptCommand::Bundle { session, dir, view, force, json } => {
             crate::bundle_cmd::write(context, &session, &dir, view, force, json)
         }
@@ -51,7 +52,7 @@ pub fn run(context: &Context, command: TranscriptCommand) -> Result<u8, Failure>
 
 /// A verify target is a file if it looks like a path or names an existing file; otherwise an id.
 /// (Transcript ids cannot contain '/', so `./name` always means a file.)
-fn is_file_target(target: &str) -> bool {
+pub fn is_file_target(target: &str) -> bool {
     target.contains('/') || target.ends_with(".jsonl") || Path::new(target).is_file()
 }
 

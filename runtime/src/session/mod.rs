@@ -6,3 +6,4 @@ pub mod receipt;
 pub mod replay;
 pub mod shell;
 pub mod step;
+pub mod story;
