@@ -59,6 +59,11 @@ pub fn available() -> Vec<acp::AvailableCommand> {
         ),
         command("receipt", "A completed session's signed receipt, verified", Some("<session id>")),
         command(
+            "passport",
+            "An agent's record as a counterparty: score, confidence and their breakdown",
+            Some("<agent> [--as-of TIME]"),
+        ),
+        command(
             "memory",
             "The agent's versioned memory: list, show, set, append, log, diff, rollback, export, import, search",
             Some(
@@ -80,6 +85,7 @@ pub fn help() -> String {
      - /sessions\n\
      - /transcript show|verify|replay|export <id> [--out FILE]\n\
      - /receipt <session id>\n\
+     - /passport <agent> [--as-of TIME]\n\
      - /memory list | show <label>[@<version>] | set <label> <text> | append <label> <text> | log <label> | diff <label> <a> <b> | rollback <label> <version> | export <label> | import <file> | search <query> | archive <text>\n\
      - /providers\n\
      - /balance\n\
@@ -158,7 +164,10 @@ fn slash(name: &str, mut words: Vec<String>, cwd: &Path) -> Request {
                     (vec!["transcript", "verify"], absolute(cwd, &id))
                 }
                 "verify" => (vec!["transcript", "verify"], transcript_id_of(&id)),
-                "replay" => (vec!["session", "replay"], session_id_of(&id)),
+                "replay" if id.ends_with(".jsonl") || id.contains('/') => {
+                    (vec!["transcript", "replay"], absolute(cwd, &id))
+                }
+                "replay" => (vec!["transcript", "replay"], transcript_id_of(&id)),
                 "export" => (vec!["transcript", "export"], transcript_id_of(&id)),
                 _ => return usage("/transcript show|verify|replay|export <id> [--out FILE]"),
             };
@@ -167,6 +176,14 @@ fn slash(name: &str, mut words: Vec<String>, cwd: &Path) -> Request {
             argv.extend(rest);
             Request::Cli(argv)
         }
+        "passport" => match words.as_slice() {
+            [agent, rest @ ..] if matches!(rest, [] | [_, _]) && rest.first().is_none_or(|o| o == "--as-of") => {
+                let mut argv = vec!["passport".to_owned(), "show".to_owned(), agent.clone()];
+                argv.extend(rest.iter().cloned());
+                Request::Cli(argv)
+            }
+            _ => usage("/passport <agent> [--as-of TIME]"),
+        },
         "receipt" => match words.as_slice() {
             [id] => Request::Cli(vec!["receipt".into(), "show".into(), session_id_of(id)]),
             _ => usage("/receipt <session id>"),
@@ -292,7 +309,13 @@ mod tests {
             other => panic!("{text}: {other:?}"),
         };
         assert_eq!(cli("/sessions"), ["session", "list"]);
-        assert_eq!(cli("/transcript replay session:s-1"), ["session", "replay", "s-1"]);
+        assert_eq!(cli("/transcript replay session:s-1"), ["transcript", "replay", "session:s-1"]);
+        assert_eq!(cli("/transcript replay s-1"), ["transcript", "replay", "session:s-1"]);
+        assert_eq!(cli("/passport tensor-forge"), ["passport", "show", "tensor-forge"]);
+        assert_eq!(
+            cli("/passport tensor-forge --as-of 2026-11-20T00:00:00Z"),
+            ["passport", "show", "tensor-forge", "--as-of", "2026-11-20T00:00:00Z"]
+        );
         assert_eq!(cli("/transcript show s-1"), ["transcript", "show", "session:s-1"]);
         assert_eq!(
             cli("/transcript export s-1 --out t.jsonl"),

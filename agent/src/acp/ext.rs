@@ -35,6 +35,8 @@ pub const SESSION_GET: &str = "_pactum/session/get";
 pub const TRANSCRIPT_GET: &str = "_pactum/transcript/get";
 pub const TRANSCRIPT_VERIFY: &str = "_pactum/transcript/verify";
 pub const RECEIPT_GET: &str = "_pactum/receipt/get";
+pub const TRANSCRIPT_REPLAY: &str = "_pactum/transcript/replay";
+pub const PASSPORT_GET: &str = "_pactum/passport/get";
 /// `_pactum/memory/<verb>`: the verbs of `pactum memory`.
 pub const MEMORY_PREFIX: &str = "_pactum/memory/";
 /// The memory verbs served as extension methods.
@@ -193,6 +195,17 @@ struct TranscriptParams {
     _meta: Option<Value>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PassportParams {
+    agent_id: String,
+    /// RFC 3339 or Unix milliseconds.
+    as_of: Option<String>,
+    cwd: Option<PathBuf>,
+    #[serde(rename = "_meta")]
+    _meta: Option<Value>,
+}
+
 fn params<T: serde::de::DeserializeOwned>(method: &str, params: Value) -> Result<T, Error> {
     serde_json::from_value(params).map_err(|error| Error::invalid_params().data(format!("{method}: {error}")))
 }
@@ -307,12 +320,27 @@ pub async fn handle(
                 cli_json(&workspace, &[command[0], command[1], &request.session_id])
             })
         }
-        TRANSCRIPT_GET | TRANSCRIPT_VERIFY => {
+        TRANSCRIPT_GET | TRANSCRIPT_VERIFY | TRANSCRIPT_REPLAY => {
             let request: TranscriptParams = params(method, raw)?;
-            let action = if method == TRANSCRIPT_GET { "show" } else { "verify" };
+            let action = match method {
+                TRANSCRIPT_GET => "show",
+                TRANSCRIPT_VERIFY => "verify",
+                _ => "replay",
+            };
             Box::new(move |server| {
                 let workspace = workspace(server, request.cwd.as_ref())?;
                 cli_json(&workspace, &["transcript", action, &request.transcript_id])
+            })
+        }
+        PASSPORT_GET => {
+            let request: PassportParams = params(method, raw)?;
+            Box::new(move |server| {
+                let workspace = workspace(server, request.cwd.as_ref())?;
+                let mut argv = vec!["passport", "show", request.agent_id.as_str()];
+                if let Some(as_of) = &request.as_of {
+                    argv.extend(["--as-of", as_of.as_str()]);
+                }
+                cli_json(&workspace, &argv)
             })
         }
         other if other.strip_prefix(MEMORY_PREFIX).is_some_and(|verb| MEMORY_VERBS.contains(&verb)) => {
