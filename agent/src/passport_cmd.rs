@@ -38,6 +38,23 @@ pub enum PassportCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Record your ruling on a dispute over an ended session: --upheld (the provider failed you
+    /// after all: a lost dispute on its passport) or --dismissed. Signed by the buyer, stored as
+    /// its own transcript; a ruling is never replaced.
+    Dispute {
+        session: String,
+        /// The provider the dispute is against.
+        #[arg(long)]
+        against: String,
+        #[arg(long, conflicts_with = "dismissed", required_unless_present = "dismissed")]
+        upheld: bool,
+        #[arg(long)]
+        dismissed: bool,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Verify and ingest ended sessions: one by id, or every one not ingested yet.
     Ingest {
         /// A session id; all ended sessions when left out.
@@ -50,7 +67,10 @@ pub enum PassportCommand {
 impl PassportCommand {
     pub fn json(&self) -> bool {
         match self {
-            Self::Show { json, .. } | Self::Check { json, .. } | Self::Ingest { json, .. } => *json,
+            Self::Show { json, .. }
+            | Self::Check { json, .. }
+            | Self::Ingest { json, .. }
+            | Self::Dispute { json, .. } => *json,
         }
     }
 }
@@ -66,6 +86,32 @@ pub fn run(context: &Context, command: PassportCommand) -> Result<u8, Failure> {
             check(context, &agent, requirement, as_of.as_deref(), json)
         }
         PassportCommand::Ingest { session, json } => ingest(context, session.as_deref(), json),
+        PassportCommand::Dispute { session, against, upheld, dismissed: _, reason, json } => {
+            let db = context.open_existing()?.map_err(|path| {
+                Failure::new("SESSION_NOT_FOUND", format!("there is no constellation at {} yet", path.display()))
+            })?;
+            let clock: std::sync::Arc<dyn pactum_runtime::Clock> = std::sync::Arc::new(crate::clock::SystemClock);
+            let session = crate::acp::commands::session_id_of(&session);
+            let ruling = passport::dispute::record_dispute(&db, clock, &session, &against, upheld, &reason)?;
+            let stream = passport::dispute::dispute_stream_id(&session, &against);
+            if json {
+                print_json(&json!({
+                    "transcript": stream,
+                    "session_id": ruling.session_id,
+                    "session_head": ruling.session_head,
+                    "against": ruling.against,
+                    "filed_by": ruling.filed_by,
+                    "outcome": ruling.outcome,
+                    "reason": ruling.reason,
+                }));
+            } else {
+                print_lines(&[format!(
+                    "dispute over {} against {}: {} (transcript {stream}, signed by {})",
+                    ruling.session_id, ruling.against, ruling.outcome, ruling.filed_by
+                )]);
+            }
+            Ok(EXIT_OK)
+        }
     }
 }
 
@@ -122,6 +168,7 @@ fn ingest_quietly(db: &std::sync::Arc<pactum_memory::Constellation>) -> Result<I
 fn ingest_json(summary: &IngestSummary) -> Value {
     json!({
         "sessions_added": summary.sessions_added,
+        "disputes_added": summary.disputes_added,
         "rows_added": summary.rows_added,
         "refused": summary.refused.iter().map(|(source, reason)| json!({"source": source, "reason": reason})).collect::<Vec<_>>(),
     })
@@ -301,7 +348,12 @@ fn ingest(context: &Context, session: Option<&str>, json: bool) -> Result<u8, Fa
                 Ingested::Added { rows } => rows,
                 Ingested::AlreadyIngested => 0,
             };
-            IngestSummary { sessions_added: usize::from(rows > 0), rows_added: rows, refused: Vec::new() }
+            IngestSummary {
+                sessions_added: usize::from(rows > 0),
+                disputes_added: 0,
+                rows_added: rows,
+                refused: Vec::new(),
+            }
         }
         None => ingest_quietly(&db)?,
     };

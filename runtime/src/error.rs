@@ -55,6 +55,12 @@ pub enum RuntimeError {
     /// A transcript offered to the passport cannot be read as a negotiation's outcome.
     #[error("{0}")]
     PassportSource(String),
+    /// A dispute that cannot be recorded.
+    #[error("{0}")]
+    Dispute(String),
+    /// A ruling on this dispute is recorded already; rulings are never replaced.
+    #[error("{0} has a ruling already; a ruling is never replaced")]
+    DisputeExists(String),
     #[error(transparent)]
     Bundle(#[from] crate::bundle::BundleError),
 }
@@ -89,6 +95,8 @@ impl RuntimeError {
             Self::Receipt(error) => error.code(),
             Self::Memory(error) => error.code(),
             Self::PassportSource(_) => "PASSPORT_SOURCE_INVALID",
+            Self::Dispute(_) => "DISPUTE_INVALID",
+            Self::DisputeExists(_) => "DISPUTE_EXISTS",
             Self::Bundle(error) => error.code(),
         }
     }

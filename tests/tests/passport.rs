@@ -152,3 +152,58 @@ fn reading_a_passport_creates_nothing() {
     assert_fails(&output, 2, "AGENT_NOT_FOUND");
     assert!(!home.default_db().exists());
 }
+
+#[test]
+fn an_upheld_dispute_flags_the_provider_and_a_ruling_is_never_replaced() {
+    let home = Home::new();
+    for seed in 11..=16 {
+        negotiate(&home, seed);
+    }
+    let list = home.run(&["session", "list", "--json"]);
+    let sessions = json(&list);
+    let session = sessions
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["phase"] == "completed"))
+        .and_then(|s| s["session_id"].as_str())
+        .expect("a completed session")
+        .to_owned();
+    let provider = "tensor-forge";
+    let ruling = home.run(&[
+        "passport",
+        "dispute",
+        &session,
+        "--against",
+        provider,
+        "--upheld",
+        "--reason",
+        "results never arrived",
+        "--json",
+    ]);
+    assert_ok(&ruling);
+    let ruling = json(&ruling);
+    assert_eq!(ruling["outcome"], "upheld");
+    assert_eq!(ruling["transcript"], format!("dispute:{session}:{provider}"));
+    // The ruling is a signed transcript of its own, and it verifies.
+    let verify = home.run(&["transcript", "verify", &format!("dispute:{session}:{provider}"), "--json"]);
+    assert_ok(&verify);
+
+    let check = home.run(&["passport", "check", provider, "--min-score", "10", "--json"]);
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    let check = json(&check);
+    assert_eq!(check["reason"], "DISPUTE_FLAGGED");
+    assert!(check["triggering_factor"].as_str().unwrap_or_default().starts_with("dispute lost with buyer"), "{check}");
+
+    let again = home.run(&[
+        "passport",
+        "dispute",
+        &session,
+        "--against",
+        provider,
+        "--dismissed",
+        "--reason",
+        "second thoughts",
+    ]);
+    assert_fails(&again, 1, "DISPUTE_EXISTS");
+    let not_a_party = home.run(&["passport", "dispute", &session, "--against", "buyer", "--upheld", "--reason", "x"]);
+    assert_fails(&not_a_party, 2, "DISPUTE_INVALID");
+}

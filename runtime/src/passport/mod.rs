@@ -8,6 +8,7 @@
 //!   ingested once, keyed by its hash (a session's head hash). Only the party at fault is
 //!   penalised ([`attribution`]); the others' rows are neutral.
 
+pub mod dispute;
 pub mod gate;
 pub mod score;
 
@@ -230,12 +231,13 @@ pub fn ingest_session(db: &Arc<Constellation>, session_id: &str, now_ms: u64) ->
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct IngestSummary {
     pub sessions_added: usize,
+    pub disputes_added: usize,
     pub rows_added: usize,
     /// Sessions that were not ingested, with the reason (they do not verify, say).
     pub refused: Vec<(String, String)>,
 }
 
-/// Ingests every ended local session not ingested yet. A session that does not verify is
+/// Ingests every ended local session and every dispute ruling not ingested yet. A session that does not verify is
 /// reported and left out; the others are still ingested.
 pub fn ingest_sessions(db: &Arc<Constellation>, now_ms: u64) -> Result<IngestSummary, RuntimeError> {
     let known = db.passport_source_names()?;
@@ -254,6 +256,23 @@ pub fn ingest_sessions(db: &Arc<Constellation>, now_ms: u64) -> Result<IngestSum
             Ok(Ingested::AlreadyIngested) => {}
             Err(error @ (RuntimeError::Tampered { .. } | RuntimeError::PassportSource(_))) => {
                 tracing::warn!(stream = %row.stream_id, %error, "session left out of the passport");
+                summary.refused.push((row.stream_id.clone(), error.to_string()));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    for row in db.session_streams(dispute::DISPUTE_STREAM_PREFIX)? {
+        if row.event_count == 0 || known.contains(&row.stream_id) {
+            continue;
+        }
+        match dispute::ingest_dispute(db, &row.stream_id, now_ms) {
+            Ok(Ingested::Added { rows }) => {
+                summary.disputes_added += 1;
+                summary.rows_added += rows;
+            }
+            Ok(Ingested::AlreadyIngested) => {}
+            Err(error @ (RuntimeError::Tampered { .. } | RuntimeError::PassportSource(_))) => {
+                tracing::warn!(stream = %row.stream_id, %error, "dispute left out of the passport");
                 summary.refused.push((row.stream_id.clone(), error.to_string()));
             }
             Err(error) => return Err(error),
