@@ -52,6 +52,10 @@ pub enum RuntimeError {
     Receipt(#[from] crate::session::receipt::ReceiptError),
     #[error(transparent)]
     Memory(#[from] pactum_memory::blocks::MemoryError),
+    /// A stored session that cannot be expressed as a PACT v4 transcript (an event without a
+    /// signature or without the fields of its kind).
+    #[error("cannot export as PACT v4: {0}")]
+    PactV4Export(String),
 }
 
 impl RuntimeError {
@@ -83,6 +87,7 @@ impl RuntimeError {
             Self::Directory(error) => error.code(),
             Self::Receipt(error) => error.code(),
             Self::Memory(error) => error.code(),
+            Self::PactV4Export(_) => "PACT_V4_EXPORT_FAILED",
         }
     }
 }
