@@ -43,7 +43,9 @@ use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
 use crate::canonical::{self, CanonicalError, compare_utf16, parse_strict, to_canonical_string};
-use crate::event::Event;
+use crate::event::{Digest, Event, EventKind, StreamId, UnsealedEvent};
+use crate::keys::KeyId;
+use crate::limits::SIGNATURE_BATCH_SIZE;
 
 /// The version string of a PACT v4 transcript.
 pub const PACT_V4_FORMAT: &str = "pact-transcript/4.0";
@@ -505,12 +507,44 @@ fn check_hash_chain(transcript: &Map<String, Value>, rounds: &[&Map<String, Valu
     Ok(())
 }
 
-/// Checks every round's signature; `Err` says why one is not valid.
-fn check_signatures(rounds: &[&Map<String, Value>]) -> Vec<Result<(), String>> {
-    rounds.iter().map(|round| check_signature(round)).collect()
+/// A round's signature, decoded and ready to verify.
+struct DecodedSignature {
+    key: ed25519_dalek::VerifyingKey,
+    signature: ed25519_dalek::Signature,
+    message: [u8; 32],
 }
 
-fn check_signature(round: &Map<String, Value>) -> Result<(), String> {
+/// Checks every round's signature; `Err` says why one is not valid. Signatures are verified in
+/// batches of [`SIGNATURE_BATCH_SIZE`]; a batch that fails is checked one by one, so the result
+/// of each round is its single verification.
+fn check_signatures(rounds: &[&Map<String, Value>]) -> Vec<Result<(), String>> {
+    let decoded: Vec<Result<DecodedSignature, String>> = rounds.iter().map(|round| decode_signature(round)).collect();
+    let mut results: Vec<Result<(), String>> = Vec::with_capacity(decoded.len());
+    for chunk in decoded.chunks(SIGNATURE_BATCH_SIZE) {
+        let ready: Vec<&DecodedSignature> = chunk.iter().filter_map(|item| item.as_ref().ok()).collect();
+        let messages: Vec<&[u8]> = ready.iter().map(|item| &item.message[..]).collect();
+        let signatures: Vec<ed25519_dalek::Signature> = ready.iter().map(|item| item.signature).collect();
+        let keys: Vec<ed25519_dalek::VerifyingKey> = ready.iter().map(|item| item.key).collect();
+        let batch_ok = ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok();
+        for item in chunk {
+            results.push(match item {
+                Err(message) => Err(message.clone()),
+                Ok(_) if batch_ok => Ok(()),
+                Ok(item) => verify_one(item),
+            });
+        }
+    }
+    results
+}
+
+fn verify_one(item: &DecodedSignature) -> Result<(), String> {
+    use ed25519_dalek::Verifier as _;
+    item.key
+        .verify(&item.message, &item.signature)
+        .map_err(|_| "the Ed25519 signature over envelope_hash does not verify".into())
+}
+
+fn decode_signature(round: &Map<String, Value>) -> Result<DecodedSignature, String> {
     let signature = round.get("signature").and_then(Value::as_object).ok_or("signature is not an object")?;
     match signature.get("scheme") {
         None => {}
@@ -531,15 +565,13 @@ fn check_signature(round: &Map<String, Value>) -> Result<(), String> {
         .and_then(Value::as_str)
         .and_then(base58_decode::<64>)
         .ok_or("signature_b58 is not 64 bytes of base58")?;
-    let envelope_hash = round
+    let message = round
         .get("envelope_hash")
         .and_then(Value::as_str)
-        .and_then(|text| hex_32(text))
+        .and_then(hex_32)
         .ok_or("envelope_hash is not 64 hex digits")?;
     let key = ed25519_dalek::VerifyingKey::from_bytes(&key_bytes).map_err(|_| "public_key_b58 is not a curve point")?;
-    let signature = ed25519_dalek::Signature::from_bytes(&signature_bytes);
-    use ed25519_dalek::Verifier as _;
-    key.verify(&envelope_hash, &signature).map_err(|_| "the Ed25519 signature over envelope_hash does not verify".into())
+    Ok(DecodedSignature { key, signature: ed25519_dalek::Signature::from_bytes(&signature_bytes), message })
 }
 
 /// 32 bytes from 64 hex digits (either case, as JavaScript's hex decoders accept).
@@ -606,13 +638,40 @@ fn pactum_checks(
     }
 }
 
+/// A Pactum event read from an envelope without copying its body.
+struct Envelope<'a> {
+    kind: EventKind,
+    body: &'a Value,
+    signer: KeyId,
+    hash: Digest,
+    /// The hash recomputed from the fields.
+    recomputed: Digest,
+    /// `H(canon(body))`.
+    message_hash: String,
+}
+
+fn read_envelope(envelope: &Value) -> Result<Envelope<'_>, String> {
+    let object = envelope.as_object().ok_or("not a JSON object")?;
+    let text = |name: &str| object.get(name).and_then(Value::as_str).ok_or_else(|| format!("{name} is missing or not a string"));
+    let integer = |name: &str| exact_integer(object.get(name)).ok_or_else(|| format!("{name} is not an integer"));
+    let digest = |name: &str| text(name)?.parse::<Digest>().map_err(|e| format!("{name}: {}", e.problem));
+    let stream = StreamId::new(text("stream")?).map_err(|e| e.to_string())?;
+    let kind = EventKind::new(text("kind")?).map_err(|e| e.to_string())?;
+    let signer = KeyId::new(text("signer")?).map_err(|e| e.to_string())?;
+    let body = object.get("body").ok_or("body is missing")?;
+    let (seq, at_ms, prev, hash) = (integer("seq")?, integer("at_ms")?, digest("prev")?, digest("hash")?);
+    let canonical_body = to_canonical_string(body).map_err(|e| e.to_string())?;
+    let unsealed = UnsealedEvent { stream: &stream, seq, kind: &kind, body, at_ms, prev, signer: Some(&signer) };
+    let recomputed = unsealed.digest_with_canonical_body(&canonical_body).map_err(|e| e.to_string())?;
+    Ok(Envelope { kind, body, signer, hash, recomputed, message_hash: sha256_hex(&canonical_body) })
+}
+
 /// Whether a round's content is bound by its signature through its Pactum envelope.
 fn check_round_content(round: &Map<String, Value>, envelope: Option<&Value>, signature_ok: bool) -> Result<(), String> {
     let envelope = envelope.ok_or("no signed envelope is included, so its type, sender and price are unsigned")?;
-    let event = Event::from_json(envelope.clone()).map_err(|e| format!("the included envelope is malformed: {e}"))?;
-    let recomputed = event.compute_hash().map_err(|e| format!("the included envelope has no canonical form: {e}"))?;
-    if recomputed != event.hash {
-        return Err(format!("the included envelope's content hashes to {recomputed}, not its hash {}", event.hash));
+    let event = read_envelope(envelope).map_err(|e| format!("the included envelope is malformed: {e}"))?;
+    if event.recomputed != event.hash {
+        return Err(format!("the included envelope's content hashes to {}, not its hash {}", event.recomputed, event.hash));
     }
     if round.get("envelope_hash").and_then(Value::as_str) != Some(event.hash.to_hex().as_str()) {
         return Err(format!("envelope_hash is not the included envelope's hash {}", event.hash));
@@ -621,22 +680,22 @@ fn check_round_content(round: &Map<String, Value>, envelope: Option<&Value>, sig
         return Err("the signature over envelope_hash does not verify".into());
     }
     let kind = event.kind.as_str();
-    let expected_summary = pactum_content_summary(kind, &event.body)
+    let expected_summary = pactum_content_summary(kind, event.body)
         .ok_or_else(|| format!("the included envelope ({kind}) is not a negotiation round"))?;
-    let expected_type = expected_summary.get("round_type").cloned();
-    if round.get("round_type") != expected_type.as_ref() {
+    let expected_type = expected_summary.get("round_type");
+    if round.get("round_type") != expected_type {
         return Err(format!(
             "round_type is {}, the signed envelope says {}",
             describe(round.get("round_type")),
-            describe(expected_type.as_ref())
+            describe(expected_type)
         ));
     }
     let sender = expected_summary.get("sender").and_then(Value::as_str).unwrap_or_default();
     if round.get("agent_id").and_then(Value::as_str) != Some(sender) {
         return Err(format!("agent_id is {}, the signed envelope's sender is {sender:?}", describe(round.get("agent_id"))));
     }
-    let signer_agent = event.signer.as_ref().and_then(|signer| signer.as_str().split_once('#')).map(|(agent, _)| agent);
-    if signer_agent != Some(format!("agent:{sender}").as_str()) {
+    let signer_agent = event.signer.as_str().split_once('#').map(|(agent, _)| agent);
+    if signer_agent.and_then(|agent| agent.strip_prefix("agent:")) != Some(sender) {
         return Err(format!("the envelope is not signed by a key of its sender {sender:?}"));
     }
     if round.get("content_summary") != Some(&expected_summary) {
@@ -646,9 +705,8 @@ fn check_round_content(round: &Map<String, Value>, envelope: Option<&Value>, sig
             describe(Some(&expected_summary))
         ));
     }
-    let message_hash = canonical_hash(&event.body).map_err(|e| e.to_string())?;
-    if round.get("message_hash").and_then(Value::as_str) != Some(message_hash.as_str()) {
-        return Err(format!("message_hash is not the hash {message_hash} of the signed envelope's body"));
+    if round.get("message_hash").and_then(Value::as_str) != Some(event.message_hash.as_str()) {
+        return Err(format!("message_hash is not the hash {} of the signed envelope's body", event.message_hash));
     }
     Ok(())
 }
@@ -657,8 +715,7 @@ fn check_round_content(round: &Map<String, Value>, envelope: Option<&Value>, sig
 /// alternating BID/COUNTER and ASK, ending in ACCEPT), built the way Pactum exports sessions:
 /// for benchmarks and tests. Keys come from fixed seeds, so the bytes never change.
 pub fn synthetic_transcript(round_count: usize) -> Value {
-    use crate::event::{EventKind, StreamId};
-    use crate::keys::{Ed25519Signer, EventSigner as _, KeyId};
+    use crate::keys::{Ed25519Signer, EventSigner as _};
 
     let party = |agent: &str, seed: u8| {
         let key_id = KeyId::new(format!("agent:{agent}#1")).unwrap_or_else(|_| unreachable!("a valid key id"));
