@@ -37,7 +37,7 @@ pub use stream::{
     Checkpoint, CheckpointId, EventStore, Head, MemoryStore, NewEvent, ReduceError, Reducer, Replay, StoreError,
     TranscriptError, TranscriptStream,
 };
-pub use pact_v4::{IntegrityStatus, V4Issue, V4IssueType, V4Report, verify_v4, verify_v4_text};
+pub use pact_v4::{IntegrityStatus, V4Issue, V4IssueType, V4Report, verify_v4, verify_v4_bytes, verify_v4_text};
 pub use verify::{Anchor, Break, BreakReason, Verifier, VerifyReport, verify_digest_signature, verify_events};
 
 pub use ed25519_dalek::{SigningKey, VerifyingKey};

@@ -323,6 +323,25 @@ pub fn round_from_event(
     Ok(Value::Object(round))
 }
 
+/// [`verify_v4_text`] for bytes read from a file: more than [`V4_DOCUMENT_BYTES_MAX`] bytes, or
+/// bytes that are not UTF-8, are an INVALID document.
+pub fn verify_v4_bytes(bytes: &[u8]) -> V4Report {
+    if bytes.len() > V4_DOCUMENT_BYTES_MAX {
+        let mut report = V4Report::new();
+        let message = format!("the document is larger than the limit of {V4_DOCUMENT_BYTES_MAX} bytes");
+        report.fail(IntegrityStatus::Invalid, V4IssueType::JsonInvalid, message);
+        return report;
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => verify_v4_text(text),
+        Err(error) => {
+            let mut report = V4Report::new();
+            report.fail(IntegrityStatus::Invalid, V4IssueType::JsonInvalid, format!("invalid UTF-8: {error}"));
+            report
+        }
+    }
+}
+
 /// Parses `text` strictly (I-JSON) and verifies it; see the module documentation.
 pub fn verify_v4_text(text: &str) -> V4Report {
     if text.len() > V4_DOCUMENT_BYTES_MAX {
