@@ -335,7 +335,9 @@ fn print_v4_report(report: &V4Report, what: &str, json: bool, allow_compromised:
                 "{what}: {PACT_V4_FORMAT} {status}: {} rounds, {} signatures verified",
                 report.rounds, report.signatures_verified
             ),
-            Some(error) => format!("{what}: {PACT_V4_FORMAT} {status}: {}: {}", error.issue_type.as_str(), error.message),
+            Some(error) => {
+                format!("{what}: {PACT_V4_FORMAT} {status}: {}: {}", error.issue_type.as_str(), error.message)
+            }
         }];
         for warning in &report.warnings {
             lines.push(format!("  warning {}: {}", warning.issue_type.as_str(), warning.message));

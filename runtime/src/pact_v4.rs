@@ -23,8 +23,8 @@ use serde_json::{Map, Value, json};
 
 use crate::error::RuntimeError;
 use crate::session::model::{
-    CreatedBody, DiscoveryBody, FailureBody, SELECTION_RULE, SELECTION_RULE_PREFERRED, SESSION_STREAM_PREFIX,
-    kind, parse_event_ref,
+    CreatedBody, DiscoveryBody, FailureBody, SELECTION_RULE, SELECTION_RULE_PREFERRED, SESSION_STREAM_PREFIX, kind,
+    parse_event_ref,
 };
 use crate::transcripts::{stream_events, stream_key_ring, verify_stream};
 
@@ -47,7 +47,8 @@ pub struct V4Export {
 /// stream is verified first: a transcript that does not verify is refused
 /// (`TRANSCRIPT_TAMPERED`), because the v4 form would no longer show where it broke.
 pub fn export_session_v4(db: &Arc<Constellation>, id: &str) -> Result<V4Export, RuntimeError> {
-    let stream = if id.starts_with(SESSION_STREAM_PREFIX) { id.to_owned() } else { format!("{SESSION_STREAM_PREFIX}{id}") };
+    let stream =
+        if id.starts_with(SESSION_STREAM_PREFIX) { id.to_owned() } else { format!("{SESSION_STREAM_PREFIX}{id}") };
     let report = verify_stream(db, &stream)?;
     if let Some(broken) = report.first_break {
         return Err(RuntimeError::Tampered { stream, broken });
@@ -84,8 +85,10 @@ pub fn build_v4_transcript(events: &[Event], keys: &KeyRing) -> Result<Value, Ru
     let created: CreatedBody = parse(first)?;
     let stream = first.stream.as_str();
 
-    let mut round_events: Vec<&Event> =
-        events.iter().filter(|e| e.kind.as_str() != kind::CREATED && pactum_round_type(e.kind.as_str()).is_some()).collect();
+    let mut round_events: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.kind.as_str() != kind::CREATED && pactum_round_type(e.kind.as_str()).is_some())
+        .collect();
     if round_events.is_empty() {
         round_events.push(first);
     }
@@ -112,8 +115,10 @@ pub fn build_v4_transcript(events: &[Event], keys: &KeyRing) -> Result<Value, Ru
     let policy_hash = created.policy_hash.strip_prefix("sha256:").unwrap_or(&created.policy_hash);
     transcript.insert("policy_hash".into(), Value::String(policy_hash.to_owned()));
     transcript.insert("strategy_hash".into(), Value::String(strategy_hash(&created)?));
-    let discovery = events.iter().find(|e| e.kind.as_str() == kind::DISCOVERY).map(parse::<DiscoveryBody>).transpose()?;
-    transcript.insert("identity_snapshot_hash".into(), Value::String(identity_snapshot_hash(&created, discovery.as_ref())?));
+    let discovery =
+        events.iter().find(|e| e.kind.as_str() == kind::DISCOVERY).map(parse::<DiscoveryBody>).transpose()?;
+    transcript
+        .insert("identity_snapshot_hash".into(), Value::String(identity_snapshot_hash(&created, discovery.as_ref())?));
     transcript.insert("rounds".into(), Value::Array(rounds));
 
     let last = events.last().unwrap_or(first);
@@ -160,8 +165,14 @@ pub fn build_v4_transcript(events: &[Event], keys: &KeyRing) -> Result<Value, Ru
 }
 
 /// One round from a Pactum event, signed by a key in `keys`.
-fn round_of(round_number: usize, event: &Event, keys: &KeyRing, previous_round_hash: &str) -> Result<Value, RuntimeError> {
-    let signer = event.signer.as_ref().ok_or_else(|| invalid(format!("event {} ({}) is not signed", event.seq, event.kind)))?;
+fn round_of(
+    round_number: usize,
+    event: &Event,
+    keys: &KeyRing,
+    previous_round_hash: &str,
+) -> Result<Value, RuntimeError> {
+    let signer =
+        event.signer.as_ref().ok_or_else(|| invalid(format!("event {} ({}) is not signed", event.seq, event.kind)))?;
     let public_key = keys
         .get(signer)
         .ok_or_else(|| invalid(format!("event {} ({}): no public key for {signer}", event.seq, event.kind)))?;

@@ -463,7 +463,8 @@ fn reference_checks(
             return Vec::new();
         };
         if timestamp_ms < previous_ms {
-            let message = format!("round {index}: timestamp_ms {timestamp_ms} is before round {}'s {previous_ms}", index - 1);
+            let message =
+                format!("round {index}: timestamp_ms {timestamp_ms} is before round {}'s {previous_ms}", index - 1);
             report.fail(tampered, V4IssueType::TimestampNonMonotonic, message);
             return Vec::new();
         }
@@ -516,10 +517,7 @@ fn check_hash_chain(transcript: &Map<String, Value>, rounds: &[&Map<String, Valu
         let recorded = round.get("round_hash");
         let computed = canonical_hash_without(round, &["round_hash"]).map_err(|e| format!("round {index}: {e}"))?;
         if recorded.and_then(Value::as_str) != Some(computed.as_str()) {
-            return Err(format!(
-                "round {index}: round_hash is {}, the round hashes to {computed}",
-                describe(recorded)
-            ));
+            return Err(format!("round {index}: round_hash is {}, the round hashes to {computed}", describe(recorded)));
         }
         expected_previous = computed;
     }
@@ -623,10 +621,8 @@ fn pactum_checks(
     signatures: &SignatureResults,
     report: &mut V4Report,
 ) {
-    let envelopes = transcript
-        .get("metadata")
-        .and_then(|metadata| metadata.get("pactum_envelopes"))
-        .and_then(Value::as_array);
+    let envelopes =
+        transcript.get("metadata").and_then(|metadata| metadata.get("pactum_envelopes")).and_then(Value::as_array);
     let mut unsigned = Vec::new();
     for (index, round) in rounds.iter().enumerate() {
         let envelope = envelopes.and_then(|list| list.get(index));
@@ -671,7 +667,9 @@ struct Envelope<'a> {
 
 fn read_envelope(envelope: &Value) -> Result<Envelope<'_>, String> {
     let object = envelope.as_object().ok_or("not a JSON object")?;
-    let text = |name: &str| object.get(name).and_then(Value::as_str).ok_or_else(|| format!("{name} is missing or not a string"));
+    let text = |name: &str| {
+        object.get(name).and_then(Value::as_str).ok_or_else(|| format!("{name} is missing or not a string"))
+    };
     let integer = |name: &str| exact_integer(object.get(name)).ok_or_else(|| format!("{name} is not an integer"));
     let digest = |name: &str| text(name)?.parse::<Digest>().map_err(|e| format!("{name}: {}", e.problem));
     let stream = StreamId::new(text("stream")?).map_err(|e| e.to_string())?;
@@ -690,7 +688,10 @@ fn check_round_content(round: &Map<String, Value>, envelope: Option<&Value>, sig
     let envelope = envelope.ok_or("no signed envelope is included, so its type, sender and price are unsigned")?;
     let event = read_envelope(envelope).map_err(|e| format!("the included envelope is malformed: {e}"))?;
     if event.recomputed != event.hash {
-        return Err(format!("the included envelope's content hashes to {}, not its hash {}", event.recomputed, event.hash));
+        return Err(format!(
+            "the included envelope's content hashes to {}, not its hash {}",
+            event.recomputed, event.hash
+        ));
     }
     if round.get("envelope_hash").and_then(Value::as_str) != Some(event.hash.to_hex().as_str()) {
         return Err(format!("envelope_hash is not the included envelope's hash {}", event.hash));
@@ -711,7 +712,10 @@ fn check_round_content(round: &Map<String, Value>, envelope: Option<&Value>, sig
     }
     let sender = expected_summary.get("sender").and_then(Value::as_str).unwrap_or_default();
     if round.get("agent_id").and_then(Value::as_str) != Some(sender) {
-        return Err(format!("agent_id is {}, the signed envelope's sender is {sender:?}", describe(round.get("agent_id"))));
+        return Err(format!(
+            "agent_id is {}, the signed envelope's sender is {sender:?}",
+            describe(round.get("agent_id"))
+        ));
     }
     let signer_agent = event.signer.as_str().split_once('#').map(|(agent, _)| agent);
     if signer_agent.and_then(|agent| agent.strip_prefix("agent:")) != Some(sender) {
@@ -750,14 +754,30 @@ pub fn synthetic_transcript(round_count: usize) -> Value {
         let price = serde_json::json!({ "amount_minor": 1_000 + index as u64, "currency": "USD" });
         let negotiation_round = (index + 1) / 2;
         let (kind, signer, body) = if index == 0 {
-            ("round.intent", &buyer, serde_json::json!({ "round": 0, "round_type": "INTENT", "sender": "buyer", "receivers": ["provider-a"] }))
+            (
+                "round.intent",
+                &buyer,
+                serde_json::json!({ "round": 0, "round_type": "INTENT", "sender": "buyer", "receivers": ["provider-a"] }),
+            )
         } else if index + 1 == round_count {
-            ("round.accept", &buyer, serde_json::json!({ "round": negotiation_round, "round_type": "ACCEPT", "sender": "buyer", "receiver": "provider-a", "price": price }))
+            (
+                "round.accept",
+                &buyer,
+                serde_json::json!({ "round": negotiation_round, "round_type": "ACCEPT", "sender": "buyer", "receiver": "provider-a", "price": price }),
+            )
         } else if index % 2 == 0 {
-            ("round.ask", &provider, serde_json::json!({ "round": negotiation_round, "round_type": "ASK", "sender": "provider-a", "receiver": "buyer", "price": price }))
+            (
+                "round.ask",
+                &provider,
+                serde_json::json!({ "round": negotiation_round, "round_type": "ASK", "sender": "provider-a", "receiver": "buyer", "price": price }),
+            )
         } else {
             let (kind, round_type) = if index == 1 { ("round.bid", "BID") } else { ("round.counter", "COUNTER") };
-            (kind, &buyer, serde_json::json!({ "round": negotiation_round, "round_type": round_type, "sender": "buyer", "receivers": ["provider-a"], "price": price }))
+            (
+                kind,
+                &buyer,
+                serde_json::json!({ "round": negotiation_round, "round_type": round_type, "sender": "buyer", "receivers": ["provider-a"], "price": price }),
+            )
         };
         let kind = EventKind::new(kind).unwrap_or_else(|_| unreachable!("a valid kind"));
         let at_ms = created_at_ms + index as u64;
