@@ -738,7 +738,7 @@ fn check_round_content(round: &Map<String, Value>, envelope: Option<&Value>, sig
 /// alternating BID/COUNTER and ASK, ending in ACCEPT), built the way Pactum exports sessions:
 /// for benchmarks and tests. Keys come from fixed seeds, so the bytes never change.
 pub fn synthetic_transcript(round_count: usize) -> Value {
-    use crate::keys::{Ed25519Signer, EventSigner as _};
+    use crate::keys::Ed25519Signer;
 
     let party = |agent: &str, seed: u8| {
         let key_id = KeyId::new(format!("agent:{agent}#1")).unwrap_or_else(|_| unreachable!("a valid key id"));
@@ -752,7 +752,7 @@ pub fn synthetic_transcript(round_count: usize) -> Value {
     let (mut rounds, mut envelopes) = (Vec::with_capacity(round_count), Vec::with_capacity(round_count));
     for index in 0..round_count.max(1) {
         let price = serde_json::json!({ "amount_minor": 1_000 + index as u64, "currency": "USD" });
-        let negotiation_round = (index + 1) / 2;
+        let negotiation_round = index.div_ceil(2);
         let (kind, signer, body) = if index == 0 {
             (
                 "round.intent",
@@ -790,7 +790,6 @@ pub fn synthetic_transcript(round_count: usize) -> Value {
         previous_event = event.hash;
         envelopes.push(event.to_json());
         rounds.push(round);
-        let _ = signer.key_id();
     }
     let mut transcript = Map::new();
     transcript.insert("transcript_version".into(), Value::String(PACT_V4_FORMAT.into()));
