@@ -336,14 +336,14 @@ fn print_v4_report(report: &V4Report, what: &str, json: bool, allow_compromised:
                 report.rounds, report.signatures_verified
             ),
             Some(error) => {
-                format!("{what}: {PACT_V4_FORMAT} {status}: {}: {}", error.issue_type.as_str(), error.message)
+                format!("{what}: {PACT_V4_FORMAT} {status}: {}: {}", error.entry_type.as_str(), error.message)
             }
         }];
         for warning in &report.warnings {
-            lines.push(format!("  warning {}: {}", warning.issue_type.as_str(), warning.message));
+            lines.push(format!("  warning {}: {}", warning.entry_type.as_str(), warning.message));
         }
         for finding in &report.pactum_findings {
-            lines.push(format!("  pactum {}: {}", finding.issue_type.as_str(), finding.message));
+            lines.push(format!("  pactum {}: {}", finding.entry_type.as_str(), finding.message));
         }
         if accepted && !report.is_valid() {
             lines.push("  exit status 0: TAMPERED accepted by --allow-compromised".into());

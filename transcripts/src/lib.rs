@@ -33,7 +33,7 @@ pub use keys::{
     Ed25519Signer, EventSigner, KeyError, KeyId, KeyRing, SignatureBytes, public_key_bytes_to_base64url,
     public_key_from_base64url, public_key_to_base64url,
 };
-pub use pact_v4::{IntegrityStatus, V4Issue, V4IssueType, V4Report, verify_v4, verify_v4_bytes, verify_v4_text};
+pub use pact_v4::{IntegrityStatus, V4Entry, V4EntryType, V4Report, verify_v4, verify_v4_bytes, verify_v4_text};
 pub use stream::{
     Checkpoint, CheckpointId, EventStore, Head, MemoryStore, NewEvent, ReduceError, Reducer, Replay, StoreError,
     TranscriptError, TranscriptStream,

@@ -78,7 +78,7 @@ impl IntegrityStatus {
 
 /// The type of an error, a warning or a finding, as the report names it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum V4IssueType {
+pub enum V4EntryType {
     /// Not JSON, not an object, or larger than [`V4_DOCUMENT_BYTES_MAX`] (INVALID).
     JsonInvalid,
     /// `transcript_version` is not `pact-transcript/4.0` (INVALID).
@@ -98,7 +98,7 @@ pub enum V4IssueType {
     TerminalWithoutFinalHash,
 }
 
-impl V4IssueType {
+impl V4EntryType {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::JsonInvalid => "JSON_INVALID",
@@ -118,20 +118,20 @@ impl V4IssueType {
 
 /// One error, warning or finding: its type and a sentence naming the round and the values.
 #[derive(Clone, PartialEq, Eq, Debug)]
-pub struct V4Issue {
-    pub issue_type: V4IssueType,
+pub struct V4Entry {
+    pub entry_type: V4EntryType,
     pub message: String,
 }
 
-impl V4Issue {
-    fn new(issue_type: V4IssueType, message: impl Into<String>) -> Self {
-        Self { issue_type, message: message.into() }
+impl V4Entry {
+    fn new(entry_type: V4EntryType, message: impl Into<String>) -> Self {
+        Self { entry_type, message: message.into() }
     }
 
     /// `{"type": ..., "message": ...}`.
     pub fn to_json(&self) -> Value {
         let mut object = Map::new();
-        object.insert("type".into(), Value::String(self.issue_type.as_str().to_owned()));
+        object.insert("type".into(), Value::String(self.entry_type.as_str().to_owned()));
         object.insert("message".into(), Value::String(self.message.clone()));
         Value::Object(object)
     }
@@ -144,10 +144,10 @@ pub struct V4Report {
     pub format: &'static str,
     pub integrity_status: IntegrityStatus,
     /// The reference verifier stops at the first error, so this holds at most one.
-    pub errors: Vec<V4Issue>,
-    pub warnings: Vec<V4Issue>,
+    pub errors: Vec<V4Entry>,
+    pub warnings: Vec<V4Entry>,
     /// Pactum's stricter findings; they never change `integrity_status`.
-    pub pactum_findings: Vec<V4Issue>,
+    pub pactum_findings: Vec<V4Entry>,
     /// Rounds in the document (0 when it is not a v4 transcript).
     pub rounds: usize,
     /// Round signatures checked and valid.
@@ -171,15 +171,15 @@ impl V4Report {
         self.integrity_status == IntegrityStatus::Valid
     }
 
-    fn fail(&mut self, status: IntegrityStatus, issue_type: V4IssueType, message: impl Into<String>) {
+    fn fail(&mut self, status: IntegrityStatus, entry_type: V4EntryType, message: impl Into<String>) {
         self.integrity_status = status;
-        self.errors.push(V4Issue::new(issue_type, message));
+        self.errors.push(V4Entry::new(entry_type, message));
     }
 
     /// The report as JSON: `format`, `integrity_status`, `errors`, `warnings`, `pactum_findings`
     /// (each a list of `{type, message}`), `rounds` and `signatures_verified`.
     pub fn to_json(&self) -> Value {
-        let list = |issues: &[V4Issue]| Value::Array(issues.iter().map(V4Issue::to_json).collect());
+        let list = |entries: &[V4Entry]| Value::Array(entries.iter().map(V4Entry::to_json).collect());
         let mut object = Map::new();
         object.insert("format".into(), Value::String(self.format.to_owned()));
         object.insert("integrity_status".into(), Value::String(self.integrity_status.as_str().to_owned()));
@@ -329,14 +329,14 @@ pub fn verify_v4_bytes(bytes: &[u8]) -> V4Report {
     if bytes.len() > V4_DOCUMENT_BYTES_MAX {
         let mut report = V4Report::new();
         let message = format!("the document is larger than the limit of {V4_DOCUMENT_BYTES_MAX} bytes");
-        report.fail(IntegrityStatus::Invalid, V4IssueType::JsonInvalid, message);
+        report.fail(IntegrityStatus::Invalid, V4EntryType::JsonInvalid, message);
         return report;
     }
     match std::str::from_utf8(bytes) {
         Ok(text) => verify_v4_text(text),
         Err(error) => {
             let mut report = V4Report::new();
-            report.fail(IntegrityStatus::Invalid, V4IssueType::JsonInvalid, format!("invalid UTF-8: {error}"));
+            report.fail(IntegrityStatus::Invalid, V4EntryType::JsonInvalid, format!("invalid UTF-8: {error}"));
             report
         }
     }
@@ -348,7 +348,7 @@ pub fn verify_v4_text(text: &str) -> V4Report {
         let mut report = V4Report::new();
         report.fail(
             IntegrityStatus::Invalid,
-            V4IssueType::JsonInvalid,
+            V4EntryType::JsonInvalid,
             format!("the document is {} bytes; the limit is {V4_DOCUMENT_BYTES_MAX}", text.len()),
         );
         return report;
@@ -357,7 +357,7 @@ pub fn verify_v4_text(text: &str) -> V4Report {
         Ok(document) => verify_v4(&document),
         Err(error) => {
             let mut report = V4Report::new();
-            report.fail(IntegrityStatus::Invalid, V4IssueType::JsonInvalid, error.to_string());
+            report.fail(IntegrityStatus::Invalid, V4EntryType::JsonInvalid, error.to_string());
             report
         }
     }
@@ -367,14 +367,14 @@ pub fn verify_v4_text(text: &str) -> V4Report {
 pub fn verify_v4(document: &Value) -> V4Report {
     let mut report = V4Report::new();
     let Some(transcript) = document.as_object() else {
-        report.fail(IntegrityStatus::Invalid, V4IssueType::JsonInvalid, "the document is not a JSON object");
+        report.fail(IntegrityStatus::Invalid, V4EntryType::JsonInvalid, "the document is not a JSON object");
         return report;
     };
     let version = transcript.get("transcript_version");
     if version.and_then(Value::as_str) != Some(PACT_V4_FORMAT) {
         report.fail(
             IntegrityStatus::Invalid,
-            V4IssueType::VersionUnsupported,
+            V4EntryType::VersionUnsupported,
             format!("transcript_version is {}, not {PACT_V4_FORMAT:?}", describe(version)),
         );
         return report;
@@ -382,7 +382,7 @@ pub fn verify_v4(document: &Value) -> V4Report {
     let rounds = match rounds_of(transcript) {
         Ok(rounds) => rounds,
         Err(message) => {
-            report.fail(IntegrityStatus::Invalid, V4IssueType::RoundsInvalid, message);
+            report.fail(IntegrityStatus::Invalid, V4EntryType::RoundsInvalid, message);
             return report;
         }
     };
@@ -448,7 +448,7 @@ fn reference_checks(
             let found = describe(round.get("round_number"));
             report.fail(
                 tampered,
-                V4IssueType::RoundSequenceInvalid,
+                V4EntryType::RoundSequenceInvalid,
                 format!("round {index}: round_number is {found}, expected {index}"),
             );
             return Vec::new();
@@ -459,25 +459,25 @@ fn reference_checks(
         let Some(timestamp_ms) = exact_integer(round.get("timestamp_ms")) else {
             let found = describe(round.get("timestamp_ms"));
             let message = format!("round {index}: timestamp_ms is {found}, not a non-negative integer");
-            report.fail(tampered, V4IssueType::TimestampNonMonotonic, message);
+            report.fail(tampered, V4EntryType::TimestampNonMonotonic, message);
             return Vec::new();
         };
         if timestamp_ms < previous_ms {
             let message =
                 format!("round {index}: timestamp_ms {timestamp_ms} is before round {}'s {previous_ms}", index - 1);
-            report.fail(tampered, V4IssueType::TimestampNonMonotonic, message);
+            report.fail(tampered, V4EntryType::TimestampNonMonotonic, message);
             return Vec::new();
         }
         previous_ms = timestamp_ms;
     }
     if let Err(message) = check_hash_chain(transcript, rounds) {
-        report.fail(tampered, V4IssueType::HashChainBroken, message);
+        report.fail(tampered, V4EntryType::HashChainBroken, message);
         return Vec::new();
     }
     let signatures = check_signatures(rounds);
     if let Some(index) = signatures.iter().position(|result| result.is_err()) {
         let message = signatures[index].clone().err().unwrap_or_default();
-        report.fail(tampered, V4IssueType::SignatureInvalid, format!("round {index}: {message}"));
+        report.fail(tampered, V4EntryType::SignatureInvalid, format!("round {index}: {message}"));
     } else {
         report.signatures_verified = signatures.len();
     }
@@ -490,10 +490,10 @@ fn reference_checks(
             Ok(expected) if final_hash.as_str() == Some(expected.as_str()) => {}
             Ok(expected) => report.fail(
                 tampered,
-                V4IssueType::FinalHashMismatch,
+                V4EntryType::FinalHashMismatch,
                 format!("final_hash is {}, the transcript hashes to {expected}", describe(Some(final_hash))),
             ),
-            Err(error) => report.fail(tampered, V4IssueType::FinalHashMismatch, error.to_string()),
+            Err(error) => report.fail(tampered, V4EntryType::FinalHashMismatch, error.to_string()),
         }
     }
     signatures
@@ -603,14 +603,14 @@ fn failure_event_warning(transcript: &Map<String, Value>, report: &mut V4Report)
     let recorded = failure_event.get("transcript_hash");
     match canonical_hash_without(transcript, &["failure_event", "final_hash"]) {
         Ok(expected) if recorded.and_then(Value::as_str) == Some(expected.as_str()) => {}
-        Ok(expected) => report.warnings.push(V4Issue::new(
-            V4IssueType::FailureEventHashMismatch,
+        Ok(expected) => report.warnings.push(V4Entry::new(
+            V4EntryType::FailureEventHashMismatch,
             format!(
                 "failure_event.transcript_hash is {}, the transcript before it hashes to {expected}",
                 describe(recorded)
             ),
         )),
-        Err(error) => report.warnings.push(V4Issue::new(V4IssueType::FailureEventHashMismatch, error.to_string())),
+        Err(error) => report.warnings.push(V4Entry::new(V4EntryType::FailureEventHashMismatch, error.to_string())),
     }
 }
 
@@ -628,13 +628,13 @@ fn pactum_checks(
         let envelope = envelopes.and_then(|list| list.get(index));
         let signature_ok = signatures.get(index).copied().unwrap_or(false);
         if let Err(reason) = check_round_content(round, envelope, signature_ok) {
-            unsigned.push(V4Issue::new(V4IssueType::RoundContentUnsigned, format!("round {index}: {reason}")));
+            unsigned.push(V4Entry::new(V4EntryType::RoundContentUnsigned, format!("round {index}: {reason}")));
         }
     }
     if unsigned.len() > V4_FINDINGS_MAX {
         let more = unsigned.len() - V4_FINDINGS_MAX;
         unsigned.truncate(V4_FINDINGS_MAX);
-        unsigned.push(V4Issue::new(V4IssueType::RoundContentUnsigned, format!("and {more} more rounds")));
+        unsigned.push(V4Entry::new(V4EntryType::RoundContentUnsigned, format!("and {more} more rounds")));
     }
     report.pactum_findings.extend(unsigned);
 
@@ -646,8 +646,8 @@ fn pactum_checks(
         } else {
             format!("its last round is {}", last_type.unwrap_or_default())
         };
-        report.pactum_findings.push(V4Issue::new(
-            V4IssueType::TerminalWithoutFinalHash,
+        report.pactum_findings.push(V4Entry::new(
+            V4EntryType::TerminalWithoutFinalHash,
             format!("the transcript is terminal ({why}) but has no final_hash: rounds could be cut or appended unseen"),
         ));
     }
@@ -839,8 +839,8 @@ mod tests {
         object.insert("final_hash".into(), Value::String(hash));
     }
 
-    fn types(issues: &[V4Issue]) -> Vec<&'static str> {
-        issues.iter().map(|issue| issue.issue_type.as_str()).collect()
+    fn types(entries: &[V4Entry]) -> Vec<&'static str> {
+        entries.iter().map(|entry| entry.entry_type.as_str()).collect()
     }
 
     #[track_caller]
