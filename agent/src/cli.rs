@@ -169,6 +169,17 @@ pub enum ProvidersCommand {
     },
 }
 
+/// File formats `pactum transcript export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// `pactum-transcript/1` JSON Lines.
+    #[value(name = "pactum-v1")]
+    PactumV1,
+    /// `pact-transcript/4.0` JSON.
+    #[value(name = "pact-v4")]
+    PactV4,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TranscriptCommand {
     /// List the transcripts in the constellation.
@@ -183,10 +194,15 @@ pub enum TranscriptCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Verify a stored transcript or a .jsonl file (exit 0 valid, 1 tampered or invalid).
+    /// Verify a stored transcript, a .jsonl file or a PACT v4 JSON file (recognised by its
+    /// content); exit 0 valid, 1 tampered or invalid.
     Verify {
         /// A transcript id, or a file (anything containing '/' or ending in .jsonl, or an existing file).
         target: String,
+        /// PACT v4 files only: a TAMPERED verdict is still reported as TAMPERED, but exits 0
+        /// (an INVALID document still exits 1).
+        #[arg(long)]
+        allow_compromised: bool,
         /// Trusted public keys for a file, as a JSON object {"<key id>": "<base64url key>"};
         /// without it, a file is checked against the keys in its own header.
         #[arg(long, value_name = "FILE")]
@@ -202,9 +218,14 @@ pub enum TranscriptCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Export a transcript as a pactum-transcript/1 JSON Lines file.
+    /// Export a transcript as a pactum-transcript/1 JSON Lines file, or a session as a PACT v4
+    /// transcript (`--format pact-v4`).
     Export {
         id: String,
+        /// `pactum-v1`: the pactum-transcript/1 JSON Lines file; `pact-v4`: a pact-transcript/4.0
+        /// JSON document (sessions only, canonical JSON, the same bytes every time).
+        #[arg(long, value_enum, default_value_t = ExportFormat::PactumV1)]
+        format: ExportFormat,
         /// Write to FILE instead of stdout (written whole, then renamed into place).
         #[arg(long, short, value_name = "FILE")]
         out: Option<PathBuf>,

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use pactum_runtime::{ImportOutcome, StreamSummary, VerifyOptions};
 use pactum_transcripts::jsonl::{self, KeySource};
-use pactum_transcripts::{Digest, Event, KeyId, KeyRing, VerifyReport};
+use pactum_transcripts::pact_v4::{PACT_V4_FORMAT, V4_DOCUMENT_BYTES_MAX, V4Report, verify_v4_bytes};
+use pactum_transcripts::{Digest, Event, IntegrityStatus, KeyId, KeyRing, VerifyReport};
 use serde_json::{Value, json};
 
-use crate::cli::{Context, TranscriptCommand};
+use crate::cli::{Context, ExportFormat, TranscriptCommand};
 use crate::clock::{SystemClock, format_ms};
 use crate::constellation_cmd::{print_json, print_lines};
 use crate::failure::{EXIT_INVALID, EXIT_OK, Failure};
@@ -20,7 +21,7 @@ pub fn run(context: &Context, command: TranscriptCommand) -> Result<u8, Failure>
     match command {
         TranscriptCommand::List { json } => list(context, json),
         TranscriptCommand::Show { id, json } => show(context, &id, json),
-        TranscriptCommand::Verify { target, keys, require_signed, head, json } => {
+        TranscriptCommand::Verify { target, keys, require_signed, head, json, allow_compromised } => {
             let expected_head = head
                 .map(|text| {
                     text.parse::<Digest>().map_err(|_| {
@@ -29,6 +30,20 @@ pub fn run(context: &Context, command: TranscriptCommand) -> Result<u8, Failure>
                 })
                 .transpose()?;
             let options = VerifyOptions { require_signed, expected_head };
+            if is_file_target(&target)
+                && let Some(report) = detect_v4(Path::new(&target))?
+            {
+                if keys.is_some() || require_signed || options.expected_head.is_some() {
+                    return Err(Failure::new(
+                        "USAGE",
+                        "--keys, --require-signed and --head apply to pactum-transcript/1; a PACT v4 file carries its own keys",
+                    ));
+                }
+                return Ok(print_v4_report(&report, &target, json, allow_compromised));
+            }
+            if allow_compromised {
+                return Err(Failure::new("USAGE", "--allow-compromised applies to PACT v4 files only"));
+            }
             if is_file_target(&target) {
                 verify_file(Path::new(&target), keys.as_deref(), options, json)
             } else {
@@ -41,7 +56,10 @@ pub fn run(context: &Context, command: TranscriptCommand) -> Result<u8, Failure>
                 verify_stored(context, &target, options, json)
             }
         }
-        TranscriptCommand::Export { id, out, force } => export(context, &id, out, force),
+        TranscriptCommand::Export { id, out, force, format } => match format {
+            ExportFormat::PactumV1 => export(context, &id, out, force),
+            ExportFormat::PactV4 => export_v4(context, &id, out, force),
+        },
         TranscriptCommand::Import { file, json } => import(context, &file, json),
         TranscriptCommand::Replay { target, json } => crate::replay_cmd::run(context, &target, json),
         TranscriptCommand::Bundle { session, dir, view, force, json } => {
@@ -250,19 +268,98 @@ fn read_key_file(path: &Path) -> Result<KeyRing, Failure> {
     Ok(ring)
 }
 
-fn export(context: &Context, id: &str, out: Option<PathBuf>, force: bool) -> Result<u8, Failure> {
+/// Refuses to write over the constellation, or over an existing file without `--force`.
+fn check_destination(out: Option<&Path>, db: &pactum_memory::Constellation, force: bool) -> Result<(), Failure> {
+    let Some(path) = out else { return Ok(()) };
+    if is_same_file(path, db.path()) {
+        return Err(Failure::new("USAGE", format!("{}: that is the constellation itself", path.display())));
+    }
+    if path.exists() && !force {
+        return Err(Failure::new(
+            "DESTINATION_EXISTS",
+            format!("{} already exists; pass --force to replace it", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// `transcript export --format pact-v4`: the session as one canonical JSON document.
+fn export_v4(context: &Context, id: &str, out: Option<PathBuf>, force: bool) -> Result<u8, Failure> {
     let db = open_for(context, id)?;
-    if let Some(path) = &out {
-        if is_same_file(path, db.path()) {
-            return Err(Failure::new("USAGE", format!("{}: that is the constellation itself", path.display())));
-        }
-        if path.exists() && !force {
-            return Err(Failure::new(
-                "DESTINATION_EXISTS",
-                format!("{} already exists; pass --force to replace it", path.display()),
-            ));
+    check_destination(out.as_deref(), &db, force)?;
+    let export = pactum_runtime::export_session_v4(&db, id)?;
+    match &out {
+        None => crate::constellation_cmd::write_stdout(&export.text),
+        Some(path) => {
+            write_whole(path, export.text.as_bytes())?;
+            tracing::info!(path = %path.display(), rounds = export.rounds, "PACT v4 transcript exported");
         }
     }
+    Ok(EXIT_OK)
+}
+
+/// Bytes looked at to tell a PACT v4 document from a pactum-transcript/1 file: the JSONL header
+/// line is short, and a v4 document names `transcript_version` near its start.
+const DETECT_PREFIX_BYTES: usize = 64 * 1024;
+
+/// Recognises a PACT v4 file by its content (a JSON object with `transcript_version`) and
+/// verifies it; `None` for anything else (a pactum-transcript/1 file goes its own way).
+fn detect_v4(path: &Path) -> Result<Option<V4Report>, Failure> {
+    use std::io::Read as _;
+    let io = |e: std::io::Error| Failure::new("IO_ERROR", format!("{}: cannot read: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    let limit = u64::try_from(V4_DOCUMENT_BYTES_MAX + 1).unwrap_or(u64::MAX);
+    let mut reader = file.take(limit);
+    (&mut reader).take(DETECT_PREFIX_BYTES as u64).read_to_end(&mut bytes).map_err(io)?;
+    let prefix = String::from_utf8_lossy(&bytes).into_owned();
+    if !prefix.trim_start().starts_with('{') || !prefix.contains("\"transcript_version\"") {
+        return Ok(None);
+    }
+    // A pactum-transcript/1 header line is a complete object naming its `format`.
+    if let Some(line) = prefix.lines().next()
+        && let Ok(Value::Object(header)) = pactum_transcripts::canonical::parse_strict(line)
+        && header.contains_key("format")
+        && !header.contains_key("transcript_version")
+    {
+        return Ok(None);
+    }
+    reader.read_to_end(&mut bytes).map_err(io)?;
+    Ok(Some(verify_v4_bytes(&bytes)))
+}
+
+fn print_v4_report(report: &V4Report, what: &str, json: bool, allow_compromised: bool) -> u8 {
+    let accepted = report.is_valid() || (allow_compromised && report.integrity_status == IntegrityStatus::Tampered);
+    if json {
+        print_json(&report.to_json());
+    } else {
+        let status = report.integrity_status.as_str();
+        let mut lines = vec![match report.errors.first() {
+            None => format!(
+                "{what}: {PACT_V4_FORMAT} {status}: {} rounds, {} signatures verified",
+                report.rounds, report.signatures_verified
+            ),
+            Some(error) => {
+                format!("{what}: {PACT_V4_FORMAT} {status}: {}: {}", error.entry_type.as_str(), error.message)
+            }
+        }];
+        for warning in &report.warnings {
+            lines.push(format!("  warning {}: {}", warning.entry_type.as_str(), warning.message));
+        }
+        for finding in &report.pactum_findings {
+            lines.push(format!("  pactum {}: {}", finding.entry_type.as_str(), finding.message));
+        }
+        if accepted && !report.is_valid() {
+            lines.push("  exit status 0: TAMPERED accepted by --allow-compromised".into());
+        }
+        print_lines(&lines);
+    }
+    if accepted { EXIT_OK } else { EXIT_INVALID }
+}
+
+fn export(context: &Context, id: &str, out: Option<PathBuf>, force: bool) -> Result<u8, Failure> {
+    let db = open_for(context, id)?;
+    check_destination(out.as_deref(), &db, force)?;
     let summary = match &out {
         None => {
             let mut stdout = std::io::BufWriter::new(crate::output::Stdout);

@@ -14,6 +14,7 @@ mod failure;
 mod identities;
 mod intent;
 mod money;
+mod pact_v4;
 pub mod passport;
 pub mod preferences;
 mod rail;
@@ -37,6 +38,7 @@ pub use intent::{
     StaticPolicy, Urgency,
 };
 pub use money::{AMOUNT_MINOR_MAX, Currency, Money, MoneyError};
+pub use pact_v4::{V4_EXPORTER, V4Export, build_v4_transcript, export_session_v4};
 pub use pactum_transcripts::{Clock, ManualClock};
 pub use rail::{
     LedgerRail, PaymentRequest, Rail, RailError, RailEvidence, RailPhase, escrow_account, external_account,

@@ -245,6 +245,13 @@ impl UnsealedEvent<'_> {
         Ok(self.digest_and_body_len()?.0)
     }
 
+    /// The hash, given the body's canonical text (a caller that already canonicalized the body
+    /// for another purpose does not pay for it twice).
+    pub(crate) fn digest_with_canonical_body(&self, canonical_body: &str) -> Result<Digest, CanonicalError> {
+        let (content, _) = self.content_with_body(Some(canonical_body))?;
+        Ok(Digest::tagged(EVENT_HASH_TAG, content.as_bytes()))
+    }
+
     /// The hash and the size of the body's canonical form (one pass, for the verifier's limit).
     pub fn digest_and_body_len(&self) -> Result<(Digest, usize), CanonicalError> {
         let (content, body_len) = self.content_with_body(None)?;

@@ -7,6 +7,8 @@
 //! - [`TranscriptStream`]: append, checkpoint, replay and verify over any [`EventStore`]; this
 //!   crate knows no database (the constellation store implements the trait elsewhere).
 //! - [`jsonl`]: the `pactum-transcript/1` file format, verifiable without a database.
+//! - [`pact_v4`]: PACT v4 (`pact-transcript/4.0`) transcripts: the reference verdict and
+//!   Pactum's stricter findings.
 //!
 //! The exact hashing recipe is in docs/TRANSCRIPT-FORMAT.md. Nothing here reads the clock
 //! (a [`Clock`] is injected) or prints.
@@ -18,6 +20,7 @@ mod event;
 pub mod jsonl;
 mod keys;
 pub mod limits;
+pub mod pact_v4;
 mod stream;
 mod verify;
 
@@ -30,6 +33,7 @@ pub use keys::{
     Ed25519Signer, EventSigner, KeyError, KeyId, KeyRing, SignatureBytes, public_key_bytes_to_base64url,
     public_key_from_base64url, public_key_to_base64url,
 };
+pub use pact_v4::{IntegrityStatus, V4Entry, V4EntryType, V4Report, verify_v4, verify_v4_bytes, verify_v4_text};
 pub use stream::{
     Checkpoint, CheckpointId, EventStore, Head, MemoryStore, NewEvent, ReduceError, Reducer, Replay, StoreError,
     TranscriptError, TranscriptStream,
