@@ -8,7 +8,9 @@ use pactum_memory::{Constellation, Durability, OpenOptions};
 use pactum_transcripts::Clock as _;
 
 use crate::failure::Failure;
-use crate::{constellation_cmd, home, memory_cmd, negotiate_cmd, providers_cmd, session_cmd, transcript_cmd};
+use crate::{
+    constellation_cmd, home, memory_cmd, negotiate_cmd, policy_cmd, providers_cmd, session_cmd, transcript_cmd,
+};
 
 fn long_version() -> &'static str {
     static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -68,6 +70,10 @@ enum Command {
         #[command(subcommand)]
         command: memory_cmd::MemoryCommand,
     },
+    /// Policies as code (pactum-policy/2, rules in CEL): check, store, list, show, and explain
+    /// a session's policy decisions.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCommand),
     /// Inspect or back up the constellation file.
     #[command(subcommand)]
     Constellation(ConstellationCommand),
@@ -262,6 +268,7 @@ impl Cli {
             Command::Memory { options, command } => {
                 options.json && !matches!(command, memory_cmd::MemoryCommand::Export { out: None, .. })
             }
+            Command::Policy(command) => command.json(),
             Command::Acp => false,
         }
     }
@@ -345,6 +352,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Transcript(command) => transcript_cmd::run(&context, command),
         Command::Memory { options, command } => memory_cmd::run(&context, &options, command),
         Command::Constellation(command) => constellation_cmd::run(&context, command),
+        Command::Policy(command) => policy_cmd::run(&context, command),
         Command::Providers(command) => providers_cmd::run(&context, command),
         Command::Agents(AgentsCommand::List { json }) => providers_cmd::list_agents(&context, json),
         Command::Balance { json } => providers_cmd::balance(&context, json),

@@ -15,6 +15,7 @@ mod home;
 mod memory_cmd;
 mod negotiate_cmd;
 mod output;
+mod policy_cmd;
 mod providers_cmd;
 mod session_cmd;
 mod session_view;

@@ -23,6 +23,7 @@ mod conversations;
 mod error;
 mod events;
 mod ledger;
+mod policies;
 mod schema;
 mod sessions;
 mod store;
@@ -38,6 +39,7 @@ pub use events::{CheckpointRow, EventRow, StreamOrigin, StreamRecord};
 pub use ledger::{
     Account, AccountKind, LedgerCheck, LedgerError, LedgerTx, Transfer, TransferOutcome, TransferRequest,
 };
+pub use policies::{PolicyAdded, PolicyRow};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use sessions::{OwnerChange, SessionRow};
 pub use store::{BUSY_TIMEOUT_MS, BackupReport, Constellation, Durability, Info, OpenOptions};

@@ -13,6 +13,7 @@ mod failure;
 mod identities;
 mod intent;
 mod money;
+pub mod policy;
 pub mod preferences;
 mod rail;
 pub mod session;

@@ -137,7 +137,7 @@ fn request(ask: Ask<'_>) -> NewSession {
     .expect("intent");
     NewSession {
         intent,
-        policy: ask.policy,
+        policy: pactum_runtime::policy::Policy::from_static(ask.policy),
         strategy: strategy_named(ask.strategy).expect("strategy"),
         seed: ask.seed,
         auto_approve: ask.auto_approve,
