@@ -276,9 +276,9 @@ fn explain_session(context: &Context, session_id: &str, json: bool) -> Result<u8
         .iter()
         .find(|e| e.kind.as_str() == kind::CREATED)
         .and_then(|e| serde_json::from_value::<CreatedBody>(e.body.clone()).ok())
-        .ok_or_else(|| Failure::new("EVENT_INVALID", format!("session {session_id} has no valid session.created")))?;
+        .ok_or_else(|| Failure::new("STORE_CORRUPT", format!("session {session_id} has no valid session.created")))?;
     let policy = Policy::from_json(&created.policy)
-        .map_err(|e| Failure::new("EVENT_INVALID", format!("session {session_id}: recorded policy: {e}")))?;
+        .map_err(|e| Failure::new("STORE_CORRUPT", format!("session {session_id}: recorded policy: {e}")))?;
     let mut lines = vec![format!(
         "session {session_id}: policy {} ({}), {} rule(s)",
         if policy.name().is_empty() { "-" } else { policy.name() },
@@ -292,7 +292,7 @@ fn explain_session(context: &Context, session_id: &str, json: bool) -> Result<u8
             continue;
         }
         let body: PolicyEvaluatedBody = serde_json::from_value(event.body.clone())
-            .map_err(|e| Failure::new("EVENT_INVALID", format!("event {}: {e}", event.seq)))?;
+            .map_err(|e| Failure::new("STORE_CORRUPT", format!("event {}: {e}", event.seq)))?;
         for evaluation in &body.evaluations {
             let verified = verify(&policy, evaluation);
             let text = explain(evaluation);

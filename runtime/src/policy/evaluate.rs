@@ -350,7 +350,8 @@ pub fn evaluate(policy: &Policy, context: &Context) -> Evaluation {
 pub fn explain(evaluation: &Evaluation) -> String {
     let subject = &evaluation.subject;
     let at = match evaluation.context.get("round").and_then(Value::as_u64) {
-        Some(round) if evaluation.stage != Stage::Admission => format!("{} (round {round})", evaluation.stage.as_str()),
+        Some(round) if evaluation.stage == Stage::Round => format!("round {round}"),
+        Some(round) if evaluation.stage == Stage::Settlement => format!("settlement (round {round})"),
         _ => evaluation.stage.as_str().to_owned(),
     };
     let mut lines = Vec::new();
