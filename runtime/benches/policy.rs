@@ -56,7 +56,10 @@ fn main() {
                  && offer.price.currency == intent.max_price.currency && round <= rounds_max",
             )]),
         ),
-        ("one list comprehension", policy(&[("known", "['acme', 'globex', 'tensor-forge'].exists(p, p == offer.provider)")])),
+        (
+            "one list comprehension",
+            policy(&[("known", "['acme', 'globex', 'tensor-forge'].exists(p, p == offer.provider)")]),
+        ),
         (
             "eight rules",
             policy(&[
@@ -99,5 +102,7 @@ fn main() {
             per_rule_us[per_rule_us.len() - 1]
         );
     }
-    println!("target: at most {TARGET_PER_RULE_US} µs per rule (the whole evaluation, context included, divided by the rules)");
+    println!(
+        "target: at most {TARGET_PER_RULE_US} µs per rule (the whole evaluation, context included, divided by the rules)"
+    );
 }

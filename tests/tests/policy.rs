@@ -31,7 +31,7 @@ when = "offer.latency_ms <= 200"
 description = "answers must come within 200 ms"
 "#;
 
-fn negotiate<'a>(policy: &'a str) -> Vec<&'a str> {
+fn negotiate(policy: &str) -> Vec<&str> {
     vec![
         "negotiate",
         "compute.inference",

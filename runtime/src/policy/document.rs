@@ -578,7 +578,7 @@ struct RuleWire {
 
 enum Parsed {
     V1(Policy),
-    V2(PolicyLayer),
+    V2(Box<PolicyLayer>),
 }
 
 /// Line and column (1-based) of a byte offset.
@@ -611,7 +611,7 @@ fn parse_any(text: &str, source_name: &str) -> Result<Parsed, PolicyError> {
             .map_err(|e| invalid(e.to_string())),
         Some(POLICY_FORMAT_V2) => {
             let wire: V2Wire = toml::from_str(text).map_err(|e| toml_error(text, source_name, &e))?;
-            PolicyLayer::from_wire(wire).map(Parsed::V2).map_err(|e| e.within(source_name))
+            PolicyLayer::from_wire(wire).map(|layer| Parsed::V2(Box::new(layer))).map_err(|e| e.within(source_name))
         }
         other => Err(invalid(format!(
             "{source_name}: format {:?} is not supported; this build reads {POLICY_FORMAT} and {POLICY_FORMAT_V2}",
@@ -729,7 +729,7 @@ impl PolicyLayer {
     /// Parses a `pactum-policy/2` file's text without resolving `extends`.
     pub fn parse_toml(text: &str, source_name: &str) -> Result<Self, PolicyError> {
         match parse_any(text, source_name)? {
-            Parsed::V2(layer) => Ok(layer),
+            Parsed::V2(layer) => Ok(*layer),
             Parsed::V1(_) => Err(invalid(format!("{source_name}: a {POLICY_FORMAT} file has no layer form"))),
         }
     }

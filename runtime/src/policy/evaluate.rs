@@ -290,13 +290,13 @@ impl Run<'_, '_> {
                         .filter(|(_, o)| *o != Outcome::Allow)
                         .map(|(name, o)| format!("{name} {}", if *o == Outcome::Deny { "denied" } else { "failed" }))
                         .collect();
-                    let outcome = if results.iter().any(|(_, o)| *o == Outcome::Error) && !any {
-                        Outcome::Error
-                    } else if any && results.iter().all(|(_, o)| *o == Outcome::Error) {
-                        Outcome::Error
+                    // All: any failure fails the group. Any: the group fails only if every member did.
+                    let failed = if any {
+                        results.iter().all(|(_, o)| *o == Outcome::Error)
                     } else {
-                        Outcome::Deny
+                        results.iter().any(|(_, o)| *o == Outcome::Error)
                     };
+                    let outcome = if failed { Outcome::Error } else { Outcome::Deny };
                     (outcome, format!("{} ({})", rule.description, failing.join(", ")))
                 }
             }
