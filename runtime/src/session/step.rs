@@ -11,16 +11,22 @@
 //!   intent's maximum price must be within the policy's cap (PACT-105); the deadline must not
 //!   have passed (PACT-107).
 //! - Discovery: no provider offering the intent in its currency is PACT-309; policy excluding
-//!   every one is PACT-102. Otherwise INTENT goes to the admitted providers, then the round-1 BID.
+//!   every one (static limits or an admission rule) is PACT-102. Otherwise INTENT goes to the admitted providers, then the round-1 BID.
 //! - End of a round (every active provider answered): past the deadline is PACT-107. Otherwise
 //!   the asks the strategy accepts and the policy admits are candidates, and the best is
 //!   selected by lowest price, then (when the buyer's preferences name preferred providers) a
 //!   preferred provider, then lowest latency, then provider id. With no candidate: no
 //!   provider left is PACT-310 (all unreachable), PACT-311 (any timed out) or PACT-301 (refused);
-//!   the round limit reached is PACT-106; asks that stopped moving for two rounds while above the
+//!   the round limit reached is PACT-101 when the only asks otherwise acceptable were denied by a
+//!   round rule (`policy_rule:<name>`), else PACT-106; asks that stopped moving for two rounds while above the
 //!   maximum price are a deadlock, PACT-303; else a COUNTER opens the next round.
 //! - Approval: declined is ABORT and PACT-312; past the deadline PACT-107; the policy check
-//!   before settlement may refuse (PACT-108); else ACCEPT and the commitment.
+//!   before settlement (static limits, then settlement rules) may refuse (PACT-108); else ACCEPT
+//!   and the commitment.
+//!
+//! Policy rules (`pactum-policy/2`, CEL) are evaluated on plain data built from the session's
+//! records, never the clock; each stage's evaluations are recorded in one `policy.evaluated`
+//! event, written only when the policy has rules for that stage.
 //! - Settlement: prepare, commit, receipt; a failed commit is aborted before the session fails.
 
 use rand_core::Rng;
