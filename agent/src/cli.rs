@@ -9,8 +9,8 @@ use pactum_transcripts::Clock as _;
 
 use crate::failure::Failure;
 use crate::{
-    bundle_cmd, constellation_cmd, home, memory_cmd, negotiate_cmd, passport_cmd, providers_cmd, session_cmd,
-    transcript_cmd,
+    bundle_cmd, constellation_cmd, home, memory_cmd, negotiate_cmd, passport_cmd, policy_cmd, providers_cmd,
+    session_cmd, transcript_cmd,
 };
 
 fn long_version() -> &'static str {
@@ -78,6 +78,10 @@ enum Command {
     /// Verify evidence bundles written by `pactum transcript bundle`.
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Policies as code (pactum-policy/2, rules in CEL): check, store, list, show, and explain
+    /// a session's policy decisions.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCommand),
     /// Inspect or back up the constellation file.
     #[command(subcommand)]
     Constellation(ConstellationCommand),
@@ -334,6 +338,7 @@ impl Cli {
                 options.json && !matches!(command, memory_cmd::MemoryCommand::Export { out: None, .. })
             }
             Command::Passport(command) => command.json(),
+            Command::Policy(command) => command.json(),
             Command::Acp => false,
         }
     }
@@ -419,6 +424,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Bundle(BundleCommand::Verify { dir, json }) => bundle_cmd::verify(&dir, json),
         Command::Constellation(command) => constellation_cmd::run(&context, command),
         Command::Passport(command) => passport_cmd::run(&context, command),
+        Command::Policy(command) => policy_cmd::run(&context, command),
         Command::Providers(command) => providers_cmd::run(&context, command),
         Command::Agents(AgentsCommand::List { json }) => providers_cmd::list_agents(&context, json),
         Command::Balance { json } => providers_cmd::balance(&context, json),

@@ -17,6 +17,7 @@ mod memory_cmd;
 mod negotiate_cmd;
 mod output;
 mod passport_cmd;
+mod policy_cmd;
 mod providers_cmd;
 mod replay_cmd;
 mod session_cmd;

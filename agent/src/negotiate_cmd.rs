@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use pactum_runtime::policy::Policy;
 use pactum_runtime::preferences::Preferences;
 use pactum_runtime::session::model::{Phase, SessionState};
 use pactum_runtime::session::shell::{AgentRuntime, Approver, NewSession, OfferToApprove, SessionObserver};
 use pactum_runtime::{
-    Currency, DEFAULT_BUYER_ID, Directory, Intent, IntentType, Money, SettlementMode, StaticPolicy, Urgency,
-    strategy_named,
+    Currency, DEFAULT_BUYER_ID, Directory, Intent, IntentType, Money, SettlementMode, Urgency, strategy_named,
 };
 use pactum_transcripts::{Clock, Event, ManualClock};
 
@@ -59,8 +59,10 @@ pub struct NegotiateArgs {
     /// the simulated providers' latencies, so timestamps are reproducible.
     #[arg(long, value_name = "EPOCH-MS")]
     pub clock: Option<u64>,
-    /// A pactum-policy/1 TOML file: price cap, round limit, allowed rails and providers.
-    #[arg(long, value_name = "FILE")]
+    /// A policy: a pactum-policy/1 or /2 TOML file (price cap, round limit, allowed rails and
+    /// providers; rules in CEL), or the name of a policy stored with `pactum policy add` when
+    /// no such file exists.
+    #[arg(long, value_name = "FILE|NAME")]
     pub policy: Option<PathBuf>,
     /// The balance the buyer's wallet starts with in this currency (used only the first time
     /// the wallet is funded; default 1000.00 for two-decimal currencies).
@@ -175,13 +177,8 @@ pub fn build_request(
         .ok_or_else(|| Failure::new("USAGE", format!("unknown strategy {strategy_name:?}")))?;
     let urgency = Urgency::parse(&args.urgency).map_err(|e| Failure::new(e.code(), e.to_string()))?;
     let mut policy = match &args.policy {
-        None => StaticPolicy::default(),
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Failure::new("POLICY_INVALID", format!("{}: cannot read: {e}", path.display())))?;
-            StaticPolicy::parse_toml(&text, &path.display().to_string())
-                .map_err(|e| Failure::new(e.code(), e.to_string()))?
-        }
+        None => Policy::default(),
+        Some(argument) => crate::policy_cmd::policy_argument(argument, db)?,
     };
     let start_ms = args.clock.unwrap_or_else(|| crate::clock::SystemClock.now_ms());
     let deadline_ms = args
@@ -196,12 +193,10 @@ pub fn build_request(
         .as_deref()
         .map(|amount| Money::parse_major(amount, currency).map_err(|e| Failure::new(e.code(), e.to_string())))
         .transpose()?;
+    if let Some(p) = &preferences {
+        policy = policy.with_blocked_providers(&p.blocked_providers).map_err(crate::policy_cmd::failure_of)?;
+    }
     let record = preferences.map(|p| {
-        for blocked in &p.blocked_providers {
-            if !policy.blocked_providers.contains(blocked) {
-                policy.blocked_providers.push(blocked.clone());
-            }
-        }
         p.record(json!({
             "max_price": args.max_price,
             "currency": args.currency,

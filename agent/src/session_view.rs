@@ -148,6 +148,18 @@ pub fn describe(event: &Event) -> Option<String> {
             )
         }
         kind::COMPLETED => "completed".to_owned(),
+        kind::POLICY_EVALUATED => {
+            let evaluated: pactum_runtime::session::model::PolicyEvaluatedBody = parse(body)?;
+            let verdicts: Vec<String> = evaluated
+                .evaluations
+                .iter()
+                .map(|e| match &e.denied_by {
+                    Some(rule) => format!("{} denied by {rule}", e.subject),
+                    None => format!("{} allowed", e.subject),
+                })
+                .collect();
+            format!("policy rules ({}): {}", evaluated.stage.as_str(), verdicts.join(", "))
+        }
         kind::FAILED => {
             let failure: FailureBody = parse(body)?;
             format!(

@@ -24,6 +24,7 @@ mod error;
 mod events;
 mod ledger;
 mod passport;
+mod policies;
 mod schema;
 mod sessions;
 mod store;
@@ -40,6 +41,7 @@ pub use ledger::{
     Account, AccountKind, LedgerCheck, LedgerError, LedgerTx, Transfer, TransferOutcome, TransferRequest,
 };
 pub use passport::{PassportEventRow, PassportRowRef, PassportSource};
+pub use policies::{PolicyAdded, PolicyRow};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use sessions::{OwnerChange, SessionRow};
 pub use store::{BUSY_TIMEOUT_MS, BackupReport, Constellation, Durability, Info, OpenOptions};

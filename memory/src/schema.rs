@@ -6,8 +6,17 @@ pub const APPLICATION_ID: u32 = 0x5043_5431;
 
 /// Migration `i` (0-based) brings the schema from version `i` to `i + 1`. Never edit a
 /// migration that has shipped; append a new one.
-pub const MIGRATIONS: &[&str] =
-    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7, MIGRATION_8];
+pub const MIGRATIONS: &[&str] = &[
+    MIGRATION_1,
+    MIGRATION_2,
+    MIGRATION_3,
+    MIGRATION_4,
+    MIGRATION_5,
+    MIGRATION_6,
+    MIGRATION_7,
+    MIGRATION_8,
+    MIGRATION_9,
+];
 
 /// The schema version this build writes and the newest it can open.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -318,9 +327,28 @@ CREATE TRIGGER memory_passages_no_delete BEFORE DELETE ON memory_passages
 BEGIN SELECT RAISE(ABORT, 'archival passages are append-only'); END;
 "#;
 
-/// Migration 8: the passport. Outcomes of transcripts that verified, one row per party and
-/// transcript; a transcript is ingested once (its hash is the key). Both tables are append-only.
+/// Stored policies (`pactum policy add`): each row is one version of a named policy, resolved
+/// (its canonical JSON is self-contained and hashes to `policy_hash`) with the source text it
+/// came from. Append-only: a new version is a new row.
 const MIGRATION_8: &str = r#"
+CREATE TABLE policies (
+    name           TEXT NOT NULL,
+    version        INTEGER NOT NULL CHECK (version >= 1),
+    policy_hash    TEXT NOT NULL,
+    canonical_json TEXT NOT NULL,
+    source         TEXT NOT NULL,
+    created_at_ms  INTEGER NOT NULL CHECK (created_at_ms >= 0),
+    PRIMARY KEY (name, version)
+) STRICT;
+CREATE TRIGGER policies_no_update BEFORE UPDATE ON policies
+BEGIN SELECT RAISE(ABORT, 'stored policies are append-only'); END;
+CREATE TRIGGER policies_no_delete BEFORE DELETE ON policies
+BEGIN SELECT RAISE(ABORT, 'stored policies are append-only'); END;
+"#;
+
+/// Migration 9: the passport. Outcomes of transcripts that verified, one row per party and
+/// transcript; a transcript is ingested once (its hash is the key). Both tables are append-only.
+const MIGRATION_9: &str = r#"
 CREATE TABLE passport_sources (
     transcript_hash TEXT PRIMARY KEY CHECK (length(transcript_hash) = 64),
     source          TEXT NOT NULL,

@@ -22,7 +22,7 @@ use pactum_runtime::session::shell::{
     AgentRuntime, Approver, KeyEntropy, NewSession, OfferToApprove, OwnerLiveness, Quiet,
 };
 use pactum_runtime::{
-    Currency, Directory, Intent, IntentType, ManualClock, Money, SettlementMode, StaticPolicy, Urgency, strategy_named,
+    Currency, Directory, Intent, IntentType, ManualClock, Money, SettlementMode, Urgency, strategy_named,
 };
 use pactum_transcripts::Digest;
 
@@ -80,7 +80,7 @@ fn request(seed: u64) -> NewSession {
     .unwrap();
     NewSession {
         intent,
-        policy: StaticPolicy::default(),
+        policy: pactum_runtime::policy::Policy::default(),
         strategy: strategy_named("banded").unwrap(),
         seed,
         auto_approve: true,

@@ -16,6 +16,7 @@ mod intent;
 mod money;
 mod pact_v4;
 pub mod passport;
+pub mod policy;
 pub mod preferences;
 mod rail;
 pub mod session;

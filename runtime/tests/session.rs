@@ -106,6 +106,8 @@ struct Ask<'a> {
     latency_ms_max: Option<u32>,
     deadline_ms: Option<u64>,
     policy: StaticPolicy,
+    /// A `pactum-policy/2` policy with rules, used instead of `policy` when set.
+    rules: Option<pactum_runtime::policy::Policy>,
     auto_approve: bool,
 }
 
@@ -119,6 +121,7 @@ impl Default for Ask<'_> {
             latency_ms_max: None,
             deadline_ms: None,
             policy: StaticPolicy::default(),
+            rules: None,
             auto_approve: true,
         }
     }
@@ -137,7 +140,7 @@ fn request(ask: Ask<'_>) -> NewSession {
     .expect("intent");
     NewSession {
         intent,
-        policy: ask.policy,
+        policy: ask.rules.unwrap_or_else(|| pactum_runtime::policy::Policy::from_static(ask.policy)),
         strategy: strategy_named(ask.strategy).expect("strategy"),
         seed: ask.seed,
         auto_approve: ask.auto_approve,
@@ -664,4 +667,56 @@ fn recovery_closes_an_ended_session_its_stopped_process_left_open_and_logs_it_on
     let (_, entries) = db.block_value("buyer", "outcomes").expect("log").expect("entries");
     let entries = entries.as_array().expect("array");
     assert_eq!(entries.iter().filter(|e| e["session"] == session_id.as_str()).count(), 1, "{entries:?}");
+}
+
+fn rules_policy(rules: &str) -> pactum_runtime::policy::Policy {
+    let text = format!("format = \"pactum-policy/2\"\nname = \"test\"\nversion = 1\n{rules}");
+    pactum_runtime::policy::Policy::parse_toml(&text, "test.toml").expect("policy")
+}
+
+#[test]
+fn a_settlement_rule_refusing_the_selection_is_108_with_the_rule_as_evidence() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let rules = rules_policy(
+        "[[rules]]\nname = \"not_nimbus\"\nstage = \"settlement\"\nwhen = \"selection.provider != 'nimbus-weather' && selection.provider != 'stratus-weather'\"\ndescription = \"these providers are not paid\"\n",
+    );
+    let (state, events) = negotiate(&fixture, Ask { rules: Some(rules), ..Ask::default() }, &mut Always::new(true));
+    check_failure(
+        &state,
+        &events,
+        FailureCode::SettlementPolicyViolation,
+        &[kind::SELECTED, kind::POLICY_EVALUATED],
+        &["not_nimbus"],
+    );
+    let evaluated: Vec<&Event> = events.iter().filter(|e| e.kind.as_str() == kind::POLICY_EVALUATED).collect();
+    assert_eq!(evaluated.len(), 1, "only the settlement stage has rules");
+}
+
+#[test]
+fn an_admission_rule_excluding_every_provider_is_102_and_rules_allowing_change_no_decision() {
+    let first = fixture(Directory::builtin().expect("directory"));
+    let deny = rules_policy(
+        "[[rules]]\nname = \"nobody\"\nstage = \"admission\"\nwhen = \"provider.id == 'acme'\"\ndescription = \"only acme\"\n",
+    );
+    let (state, events) = negotiate(&first, Ask { rules: Some(deny), ..Ask::default() }, &mut Always::new(true));
+    check_failure(
+        &state,
+        &events,
+        FailureCode::ProviderNotAllowed,
+        &[kind::DISCOVERY, kind::POLICY_EVALUATED],
+        &["nobody"],
+    );
+
+    let plain = fixture(Directory::builtin().expect("directory"));
+    let (without, _) = negotiate(&plain, Ask::default(), &mut Always::new(true));
+    let allowing = fixture(Directory::builtin().expect("directory"));
+    let allow = rules_policy(
+        "[[rules]]\nname = \"anyone\"\nstage = \"round\"\nwhen = \"offer.latency_ms >= 0\"\ndescription = \"any offer\"\n",
+    );
+    let (with, events) = negotiate(&allowing, Ask { rules: Some(allow), ..Ask::default() }, &mut Always::new(true));
+    assert!(events.iter().any(|e| e.kind.as_str() == kind::POLICY_EVALUATED));
+    assert_eq!(
+        with.agreement.as_ref().map(|a| (&a.provider, &a.price)),
+        without.agreement.as_ref().map(|a| (&a.provider, &a.price))
+    );
 }

@@ -19,6 +19,7 @@ use pactum_transcripts::{Digest, ReduceError};
 use crate::failure::FailureCode;
 use crate::intent::{Intent, IntentError, StaticPolicy};
 use crate::money::{Currency, Money};
+use crate::policy::{Evaluation, Policy, Stage};
 use crate::rail::{PaymentRequest, RailPhase};
 use crate::strategy::{Strategy, strategy_named};
 
@@ -56,6 +57,8 @@ pub mod kind {
     pub const RECEIPT: &str = "receipt.issued";
     pub const COMPLETED: &str = "session.completed";
     pub const FAILED: &str = "session.failed";
+    /// Written only for policies with rules: the evaluations of one stage's check.
+    pub const POLICY_EVALUATED: &str = "policy.evaluated";
 }
 
 /// Where a session is.
@@ -362,6 +365,18 @@ pub struct CompletedBody {
     pub amount: PriceBody,
 }
 
+/// `policy.evaluated`: the rules of a stage evaluated on each provider (admission) or ask (round),
+/// or on the selected offer (settlement). Each evaluation holds its context, so it can be
+/// explained and re-verified from the transcript alone.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyEvaluatedBody {
+    pub stage: Stage,
+    /// The round (0 at admission).
+    pub round: u32,
+    pub evaluations: Vec<Evaluation>,
+}
+
 /// `session.failed`: the one FailureEvent of a failed session.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -579,7 +594,10 @@ pub enum Party {
 #[derive(Debug)]
 pub struct SessionConfig {
     pub intent: Intent,
+    /// The static part of the policy.
     pub policy: StaticPolicy,
+    /// The whole resolved policy (its rules are evaluated at each stage).
+    pub resolved: Policy,
     pub strategy: &'static dyn Strategy,
     pub seed: u64,
     pub auto_approve: bool,
@@ -1103,6 +1121,27 @@ impl SessionState {
                 self.phase = Phase::Failed;
                 Ok(Party::Buyer)
             }
+            POLICY_EVALUATED => {
+                self.expect_phase(seq, kind, &[Phase::Discovering, Phase::Negotiating])?;
+                let body: PolicyEvaluatedBody = parse(seq, kind, body)?;
+                let config = self.config().map_err(|e| refuse(seq, kind, e.to_string()))?;
+                if body.evaluations.is_empty() || !config.resolved.has_rules_at(body.stage) {
+                    return Err(refuse(seq, kind, "evaluations are recorded for the stages that have rules"));
+                }
+                for evaluation in &body.evaluations {
+                    if evaluation.stage != body.stage {
+                        return Err(refuse(seq, kind, "an evaluation of another stage"));
+                    }
+                    crate::policy::verify(&config.resolved, evaluation).map_err(|mismatch| {
+                        refuse(
+                            seq,
+                            kind,
+                            format!("the evaluation of {} does not verify: {mismatch}", evaluation.subject),
+                        )
+                    })?;
+                }
+                Ok(Party::Buyer)
+            }
             other => Err(refuse(seq, other, "not an event of a negotiation session")),
         }
     }
@@ -1188,8 +1227,9 @@ pub fn payment_id_for(session_id: &str) -> String {
 
 fn config_of(created: &CreatedBody) -> Result<SessionConfig, IntentError> {
     let intent = Intent::from_json(&created.intent)?;
-    let policy = StaticPolicy::from_json(&created.policy)?;
-    if policy.policy_hash() != created.policy_hash {
+    let resolved = Policy::from_json(&created.policy).map_err(|e| IntentError(e.to_string()))?;
+    let policy = resolved.static_part().clone();
+    if resolved.policy_hash() != created.policy_hash {
         return Err(IntentError("policy_hash does not match the recorded policy".into()));
     }
     let strategy = strategy_named(&created.strategy)
@@ -1204,7 +1244,7 @@ fn config_of(created: &CreatedBody) -> Result<SessionConfig, IntentError> {
         other => return Err(IntentError(format!("approval {other:?} is not auto or interactive"))),
     };
     let preferred_providers = created.preferences.as_ref().map(|p| p.preferred_providers.clone()).unwrap_or_default();
-    Ok(SessionConfig { intent, policy, strategy, seed, auto_approve, preferred_providers })
+    Ok(SessionConfig { intent, policy, resolved, strategy, seed, auto_approve, preferred_providers })
 }
 
 #[cfg(test)]

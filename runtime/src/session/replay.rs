@@ -254,7 +254,10 @@ pub fn outcome_problems(state: &SessionState) -> Vec<Divergence> {
             let resolves = if let Some(seq) = parse_event_ref(reference) {
                 seq < failure_seq
             } else if let Some(rule) = reference.strip_prefix("policy_rule:") {
-                PolicyRule::named(rule).is_some()
+                match state.config() {
+                    Ok(config) => config.resolved.names_rule(rule),
+                    Err(_) => PolicyRule::named(rule).is_some(),
+                }
             } else {
                 false
             };

@@ -21,8 +21,9 @@ use crate::directory::{Directory, IntentType};
 use crate::error::RuntimeError;
 use crate::event_store::ConstellationEventStore;
 use crate::identities::{DEFAULT_BUYER_ID, derive_agent_seed, ensure_agent, signer_for};
-use crate::intent::{Intent, StaticPolicy};
+use crate::intent::Intent;
 use crate::money::{Currency, Money};
+use crate::policy::Policy;
 use crate::rail::{LedgerRail, RailError, RailPhase, fund_wallet};
 use crate::session::model::*;
 use crate::session::step::*;
@@ -102,7 +103,7 @@ impl SessionObserver for Quiet {
 #[derive(Debug)]
 pub struct NewSession {
     pub intent: Intent,
-    pub policy: StaticPolicy,
+    pub policy: Policy,
     pub strategy: &'static dyn Strategy,
     /// Drives the simulated providers and the session's RNG (and so its id).
     pub seed: u64,

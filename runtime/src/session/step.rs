@@ -11,16 +11,22 @@
 //!   intent's maximum price must be within the policy's cap (PACT-105); the deadline must not
 //!   have passed (PACT-107).
 //! - Discovery: no provider offering the intent in its currency is PACT-309; policy excluding
-//!   every one is PACT-102. Otherwise INTENT goes to the admitted providers, then the round-1 BID.
+//!   every one (static limits or an admission rule) is PACT-102. Otherwise INTENT goes to the admitted providers, then the round-1 BID.
 //! - End of a round (every active provider answered): past the deadline is PACT-107. Otherwise
 //!   the asks the strategy accepts and the policy admits are candidates, and the best is
 //!   selected by lowest price, then (when the buyer's preferences name preferred providers) a
 //!   preferred provider, then lowest latency, then provider id. With no candidate: no
 //!   provider left is PACT-310 (all unreachable), PACT-311 (any timed out) or PACT-301 (refused);
-//!   the round limit reached is PACT-106; asks that stopped moving for two rounds while above the
+//!   the round limit reached is PACT-101 when the only asks otherwise acceptable were denied by a
+//!   round rule (`policy_rule:<name>`), else PACT-106; asks that stopped moving for two rounds while above the
 //!   maximum price are a deadlock, PACT-303; else a COUNTER opens the next round.
 //! - Approval: declined is ABORT and PACT-312; past the deadline PACT-107; the policy check
-//!   before settlement may refuse (PACT-108); else ACCEPT and the commitment.
+//!   before settlement (static limits, then settlement rules) may refuse (PACT-108); else ACCEPT
+//!   and the commitment.
+//!
+//! Policy rules (`pactum-policy/2`, CEL) are evaluated on plain data built from the session's
+//! records, never the clock; each stage's evaluations are recorded in one `policy.evaluated`
+//! event, written only when the policy has rules for that stage.
 //! - Settlement: prepare, commit, receipt; a failed commit is aborted before the session fails.
 
 use rand_core::Rng;
@@ -30,8 +36,9 @@ use serde_json::Value;
 use pactum_transcripts::{Digest, Event, ReduceError, SignatureBytes, verify_digest_signature};
 
 use crate::failure::FailureCode;
-use crate::intent::{Intent, PolicyRule, StaticPolicy};
+use crate::intent::{Intent, PolicyRule};
 use crate::money::Money;
+use crate::policy::{Context, Evaluation, OfferFacts, Policy, Stage, evaluate};
 use crate::rail::RailPhase;
 use crate::session::model::*;
 use crate::session::receipt::attach_signature;
@@ -46,7 +53,7 @@ pub struct StartInput {
     pub session_id: String,
     pub buyer: PartyBody,
     pub intent: Intent,
-    pub policy: StaticPolicy,
+    pub policy: Policy,
     pub strategy: &'static dyn Strategy,
     pub rail: String,
     pub seed: u64,
@@ -231,14 +238,14 @@ fn start_session<R: Rng + ?Sized>(d: &mut Decider<'_, R>, start: StartInput) -> 
     if d.state.phase != Phase::New {
         return Err(StepError::Unexpected("the session has already started".into()));
     }
-    start.policy.check().map_err(|e| StepError::Invalid(e.to_string()))?;
+    start.policy.static_part().check().map_err(|e| StepError::Invalid(e.to_string()))?;
     let created = CreatedBody {
         format: SESSION_FORMAT.to_owned(),
         session_id: start.session_id,
         buyer: start.buyer,
         intent: start.intent.to_json(),
         policy: start.policy.to_json(),
-        policy_hash: start.policy.policy_hash(),
+        policy_hash: start.policy.policy_hash().to_owned(),
         strategy: start.strategy.name().to_owned(),
         rail: start.rail.clone(),
         seed: start.seed.to_string(),
@@ -246,7 +253,7 @@ fn start_session<R: Rng + ?Sized>(d: &mut Decider<'_, R>, start: StartInput) -> 
         preferences: start.preferences.clone(),
     };
     let created_seq = d.emit(kind::CREATED, &created, Party::Buyer)?;
-    let (intent, policy) = (&start.intent, &start.policy);
+    let (intent, policy) = (&start.intent, start.policy.static_part());
     let evidence = |rule: PolicyRule| vec![event_ref(created_seq), format!("policy_rule:{}", rule.name())];
     if let Err(rule) = policy.admits_settlement(&start.rail, intent.settlement_mode()) {
         let code = match rule {
@@ -283,8 +290,21 @@ fn discovered<R: Rng + ?Sized>(d: &mut Decider<'_, R>, mut offering: Vec<Provide
     offering.dedup_by(|a, b| a.agent_id == b.agent_id);
     let mut admitted = Vec::new();
     let mut excluded = Vec::new();
+    let mut evaluations = Vec::new();
+    let rail = d.state.created.as_ref().map(|c| c.rail.clone()).unwrap_or_default();
+    let admission_rules = config.resolved.has_rules_at(Stage::Admission);
     for provider in &offering {
         match config.policy.admits_provider(&provider.agent_id) {
+            Ok(()) if admission_rules => {
+                let context = Context::admission(&config.intent, &provider.agent_id, &provider.name, &rail);
+                let evaluation = evaluate(&config.resolved, &context);
+                match &evaluation.denied_by {
+                    Some(rule) => excluded
+                        .push(ExcludedProvider { provider: provider.agent_id.clone(), policy_rule: rule.clone() }),
+                    None => admitted.push(provider.agent_id.clone()),
+                }
+                evaluations.push(evaluation);
+            }
             Ok(()) => admitted.push(provider.agent_id.clone()),
             Err(rule) => excluded
                 .push(ExcludedProvider { provider: provider.agent_id.clone(), policy_rule: rule.name().to_owned() }),
@@ -297,6 +317,7 @@ fn discovered<R: Rng + ?Sized>(d: &mut Decider<'_, R>, mut offering: Vec<Provide
         &DiscoveryBody { offering, admitted: admitted.clone(), excluded: excluded.clone() },
         Party::Buyer,
     )?;
+    let evaluated_seq = emit_evaluations(d, Stage::Admission, 0, evaluations)?;
     if !offered {
         let detail = format!(
             "no provider in the directory offers {} in {}",
@@ -307,6 +328,7 @@ fn discovered<R: Rng + ?Sized>(d: &mut Decider<'_, R>, mut offering: Vec<Provide
     }
     if admitted.is_empty() {
         let mut evidence = vec![event_ref(discovery_seq)];
+        evidence.extend(evaluated_seq.map(event_ref));
         for rule in &excluded {
             let reference = format!("policy_rule:{}", rule.policy_rule);
             if !evidence.contains(&reference) {
@@ -406,6 +428,20 @@ fn quote<R: Rng + ?Sized>(
     Ok(())
 }
 
+/// Records the evaluations of a stage (nothing when there are none: sessions whose policy has
+/// no rules for the stage write exactly the events they always did). Returns the event's seq.
+fn emit_evaluations<R: Rng + ?Sized>(
+    d: &mut Decider<'_, R>,
+    stage: Stage,
+    round: u32,
+    evaluations: Vec<Evaluation>,
+) -> Result<Option<u64>, StepError> {
+    if evaluations.is_empty() {
+        return Ok(None);
+    }
+    d.emit(kind::POLICY_EVALUATED, &PolicyEvaluatedBody { stage, round, evaluations }, Party::Buyer).map(Some)
+}
+
 /// Orders offers: lowest price, then a preferred provider (if the buyer's preferences name
 /// any), then lowest latency, then provider id.
 fn offer_order(preferred: &[String]) -> impl Fn(&AskRecord, &AskRecord) -> std::cmp::Ordering + '_ {
@@ -433,11 +469,33 @@ fn close_round<R: Rng + ?Sized>(d: &mut Decider<'_, R>) -> Result<(), StepError>
     }
     let mut asks: Vec<AskRecord> = d.state.asks.iter().filter(|a| a.round == round).cloned().collect();
     asks.sort_by(offer_order(&config.preferred_providers));
-    let acceptable = |ask: &AskRecord| {
+    let within_limits = |ask: &AskRecord| {
         ask.price.money().is_ok_and(|price| {
             strategy.accepts(price, max_price, round, rounds_max) && policy.admits_price(intent, price).is_ok()
         })
     };
+    let evaluations: Vec<Evaluation> = if config.resolved.has_rules_at(Stage::Round) {
+        let rail = d.state.created.as_ref().map(|c| c.rail.clone()).unwrap_or_default();
+        asks.iter()
+            .filter_map(|ask| {
+                let price = ask.price.money().ok()?;
+                let name = d.state.provider(&ask.provider).map(|p| p.name.clone()).unwrap_or_default();
+                let offer = OfferFacts { provider: &ask.provider, price, latency_ms: ask.latency_ms };
+                Some(evaluate(&config.resolved, &Context::round(intent, &name, &rail, round, rounds_max, offer)))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let denied_by =
+        |ask: &AskRecord| evaluations.iter().find(|e| e.subject == ask.provider).and_then(|e| e.denied_by.clone());
+    let acceptable = |ask: &AskRecord| within_limits(ask) && denied_by(ask).is_none();
+    let rule_denials: Vec<(AskRecord, String)> = asks
+        .iter()
+        .filter(|ask| within_limits(ask))
+        .filter_map(|ask| denied_by(ask).map(|rule| (ask.clone(), rule)))
+        .collect();
+    let evaluated_seq = emit_evaluations(d, Stage::Round, round, evaluations.clone())?;
     if let Some(best) = asks.iter().find(|ask| acceptable(ask)) {
         let selection = SelectionBody {
             round,
@@ -464,6 +522,18 @@ fn close_round<R: Rng + ?Sized>(d: &mut Decider<'_, R>) -> Result<(), StepError>
     };
     let best_text = best.price.money().map(|m| m.to_string()).unwrap_or_default();
     let bid_text = d.state.bid.as_ref().and_then(|b| b.money().ok()).map(|m| m.to_string()).unwrap_or_default();
+    if round >= rounds_max
+        && let (Some((ask, rule)), Some(evaluated_seq)) = (rule_denials.first(), evaluated_seq)
+    {
+        let price = ask.price.money().map(|m| m.to_string()).unwrap_or_default();
+        let detail = format!(
+            "no agreement after {rounds_max} rounds: policy rule {rule} denied the ask of {price} from {}, the only \
+             offer(s) otherwise acceptable",
+            ask.provider
+        );
+        let evidence = vec![event_ref(evaluated_seq), event_ref(ask.seq), format!("policy_rule:{rule}")];
+        return d.fail(FailureCode::PolicyViolation, detail, evidence);
+    }
     if round >= rounds_max {
         let detail = format!(
             "no agreement after {rounds_max} rounds: the last offer was {bid_text}, the best ask {best_text} from {}",
@@ -597,6 +667,23 @@ fn approval<R: Rng + ?Sized>(d: &mut Decider<'_, R>, approved: bool, by: String)
         let detail = format!("the policy check before settlement refused paying {price} to {}", selection.provider);
         let evidence = vec![event_ref(selection.seq), format!("policy_rule:{}", rule.name())];
         return d.fail(FailureCode::SettlementPolicyViolation, detail, evidence);
+    }
+    if config.resolved.has_rules_at(Stage::Settlement) {
+        let latency_ms =
+            d.state.asks.iter().find(|a| a.seq == selection.ask_seq).map(|a| a.latency_ms).unwrap_or_default();
+        let name = d.state.provider(&selection.provider).map(|p| p.name.clone()).unwrap_or_default();
+        let facts = OfferFacts { provider: &selection.provider, price, latency_ms };
+        let context =
+            Context::settlement(&config.intent, &name, &rail, selection.round, config.policy.rounds_max, facts);
+        let evaluation = evaluate(&config.resolved, &context);
+        let denied_by = evaluation.denied_by.clone();
+        let evaluated_seq = emit_evaluations(d, Stage::Settlement, selection.round, vec![evaluation])?;
+        if let (Some(rule), Some(evaluated_seq)) = (denied_by, evaluated_seq) {
+            let detail =
+                format!("policy rule {rule} refused paying {price} to {} before settlement", selection.provider);
+            let evidence = vec![event_ref(selection.seq), event_ref(evaluated_seq), format!("policy_rule:{rule}")];
+            return d.fail(FailureCode::SettlementPolicyViolation, detail, evidence);
+        }
     }
     let accept = AcceptMessage {
         round: d.state.round,
@@ -751,7 +838,7 @@ pub fn input_of(state: &SessionState, event: &Event) -> Result<Option<Input>, St
         kind::CREATED => {
             let created: CreatedBody = serde_json::from_value(body.clone()).map_err(bad)?;
             let intent = Intent::from_json(&created.intent).map_err(|e| e.to_string())?;
-            let policy = StaticPolicy::from_json(&created.policy).map_err(|e| e.to_string())?;
+            let policy = Policy::from_json(&created.policy).map_err(|e| e.to_string())?;
             let strategy = crate::strategy::strategy_named(&created.strategy)
                 .ok_or_else(|| format!("unknown strategy {:?}", created.strategy))?;
             let seed = created.seed.parse().map_err(|_| "seed is not a number".to_owned())?;

@@ -12,9 +12,7 @@ use pactum_memory::Constellation;
 use pactum_runtime::session::shell::{
     AgentRuntime, Approver, KeyEntropy, NewSession, OfferToApprove, OwnerLiveness, Quiet,
 };
-use pactum_runtime::{
-    Currency, Directory, Intent, IntentType, Money, SettlementMode, StaticPolicy, Urgency, strategy_named,
-};
+use pactum_runtime::{Currency, Directory, Intent, IntentType, Money, SettlementMode, Urgency, strategy_named};
 use pactum_transcripts::Clock;
 
 #[derive(Debug)]
@@ -103,7 +101,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
         let request = NewSession {
             intent,
-            policy: StaticPolicy::default(),
+            policy: pactum_runtime::policy::Policy::default(),
             strategy: strategy_named(strategy).ok_or("strategy")?,
             seed,
             // Half the sessions ask for approval, so recovery meets both kinds.
