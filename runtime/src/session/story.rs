@@ -110,7 +110,7 @@ fn event_summary(event: &Event) -> String {
     let body = &event.body;
     let who = body.get("sender").or_else(|| body.get("provider")).and_then(Value::as_str);
     let round = body.get("round").and_then(Value::as_u64);
-    let price = body.get("price").and_then(|p| parse::<PriceBody>(p)).map(|p| money_text(&p));
+    let price = body.get("price").and_then(parse::<PriceBody>).map(|p| money_text(&p));
     let mut text = format!("event {} {}", event.seq, event.kind.as_str());
     if let Some(who) = who {
         text.push_str(&format!(" by {who}"));
@@ -201,7 +201,7 @@ pub fn tell(events: &[Event]) -> Result<Story, String> {
         provider: receipt.get("payee").and_then(Value::as_str).unwrap_or_default().to_owned(),
         amount: receipt
             .get("amount")
-            .and_then(|a| parse::<PriceBody>(a))
+            .and_then(parse::<PriceBody>)
             .unwrap_or(PriceBody { amount_minor: 0, currency: String::new() }),
         problem: verify_receipt_in_session(&state).err().map(|e| e.to_string()),
     });
@@ -258,7 +258,7 @@ fn resolve(reference: &str, events: &[Event], policy_hash: &str) -> Option<Strin
 fn narrate(story: &Story, state: &SessionState) -> Vec<String> {
     let mut sentences = Vec::new();
     let intent_type = story.intent.get("intent_type").and_then(Value::as_str).unwrap_or("?");
-    let max = story.intent.get("max_price").and_then(|p| parse::<PriceBody>(p)).map(|p| money_text(&p));
+    let max = story.intent.get("max_price").and_then(parse::<PriceBody>).map(|p| money_text(&p));
     sentences.push(format!(
         "{} looked for {intent_type}{} with the {} strategy under policy {}.",
         story.buyer,
