@@ -44,6 +44,22 @@ pub fn describe(event: &Event) -> Option<String> {
                 let ids: Vec<&str> = discovery.offering.iter().map(|p| p.agent_id.as_str()).collect();
                 format!("discovery: {} offering: {}", ids.len(), ids.join(", "))
             };
+            if let Some(record) = &discovery.passport {
+                let checks: Vec<String> = record
+                    .checks
+                    .iter()
+                    .map(|check| {
+                        format!(
+                            "{} {} ({}/{})",
+                            check.agent_id,
+                            check.reason.map_or("passed", |reason| reason.as_str()),
+                            pactum_runtime::passport::gate::milli_text(check.score_milli),
+                            pactum_runtime::passport::gate::confidence_text(check.confidence_milli),
+                        )
+                    })
+                    .collect();
+                line.push_str(&format!("; passport: {}", checks.join(", ")));
+            }
             if !discovery.excluded.is_empty() {
                 let excluded: Vec<String> =
                     discovery.excluded.iter().map(|e| format!("{} ({})", e.provider, e.policy_rule)).collect();

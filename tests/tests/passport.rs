@@ -207,3 +207,86 @@ fn an_upheld_dispute_flags_the_provider_and_a_ruling_is_never_replaced() {
     let not_a_party = home.run(&["passport", "dispute", &session, "--against", "buyer", "--upheld", "--reason", "x"]);
     assert_fails(&not_a_party, 2, "DISPUTE_INVALID");
 }
+
+fn write_policy(home: &Home, name: &str, min_score: &str) -> String {
+    let text = format!(
+        "format = \"pactum-policy/2\"\nname = \"{name}\"\nversion = 1\n\n[passport]\nmin_score = \"{min_score}\"\nmin_confidence = \"0.2\"\n"
+    );
+    home.write_file(&format!("{name}.toml"), text.as_bytes()).display().to_string()
+}
+
+fn gated(home: &Home, policy: &str, seed: &str) -> (Option<i32>, Value) {
+    let output = home.run(&[
+        "negotiate",
+        "compute.inference",
+        "--max-price",
+        "0.30",
+        "--currency",
+        "USD",
+        "--yes",
+        "--seed",
+        seed,
+        "--clock",
+        CLOCK,
+        "--policy",
+        policy,
+        "--json",
+    ]);
+    (output.status.code(), json(&output))
+}
+
+#[test]
+fn the_passport_gate_admits_and_denies_providers_and_replay_shows_it() {
+    let home = Home::new();
+    for seed in 11..=26 {
+        negotiate(&home, seed);
+    }
+    // Passable: tensor-forge has a long record; cirrus-compute is at fault too often.
+    let policy = write_policy(&home, "gated", "60");
+    let (code, result) = gated(&home, &policy, "101");
+    // Admitted providers negotiate as usual (the simulation may still time out or refuse).
+    assert!(matches!(code, Some(0 | 3)), "{result}");
+    assert_ne!(result["failure"]["code"], "PACT-203", "{result}");
+    let session = result["session_id"].as_str().expect("id").to_owned();
+    let replay = home.run(&["session", "replay", &session, "--json"]);
+    assert_ok(&replay);
+    assert_eq!(json(&replay)["consistent"], true);
+    let story = home.run(&["transcript", "replay", &session, "--json"]);
+    assert_ok(&story);
+    let story = json(&story)["story"].clone();
+    let decisions = story["decisions"].as_array().expect("decisions");
+    let passport: Vec<&Value> = decisions.iter().filter(|d| d.get("passport").is_some()).collect();
+    assert_eq!(passport.len(), 2, "one passport check per provider offering: {story}");
+    let tensor = passport.iter().find(|d| d["subject"] == "tensor-forge").expect("tensor-forge");
+    assert_eq!(tensor["passport"]["pass"], true, "{tensor}");
+    let cirrus = passport.iter().find(|d| d["subject"] == "cirrus-compute").expect("cirrus-compute");
+    assert_eq!(cirrus["passport"]["pass"], false, "{cirrus}");
+    assert!(cirrus["passport"]["reason"].is_string());
+    let narrative = story["narrative"].as_array().expect("narrative");
+    assert!(
+        narrative
+            .iter()
+            .any(|s| s.as_str().unwrap_or_default().starts_with("Passport policy gate admitted tensor-forge"))
+    );
+
+    // Unpassable: every provider denied → PACT-203 with passport evidence that resolves.
+    let strict = write_policy(&home, "strict", "99.9");
+    let (code, result) = gated(&home, &strict, "102");
+    assert_eq!(code, Some(3), "{result}");
+    assert_eq!(result["failure"]["code"], "PACT-203");
+    assert_eq!(result["failure"]["fault_domain"], "identity");
+    let evidence: Vec<&str> =
+        result["failure"]["evidence_refs"].as_array().expect("refs").iter().filter_map(Value::as_str).collect();
+    assert!(evidence.contains(&"passport:tensor-forge:LOW_SCORE"), "{evidence:?}");
+    assert!(evidence.iter().any(|r| r.starts_with("passport:cirrus-compute:")), "{evidence:?}");
+    let session = result["session_id"].as_str().expect("id").to_owned();
+    let replay = home.run(&["session", "replay", &session, "--json"]);
+    assert_ok(&replay);
+    assert_eq!(json(&replay)["consistent"], true);
+    let story = json(&home.run(&["transcript", "replay", &session, "--json"]))["story"].clone();
+    for evidence in story["failure"]["evidence"].as_array().expect("evidence") {
+        assert!(evidence["resolves_to"].is_string(), "{evidence}");
+    }
+    let check = home.run(&["constellation", "check", "--json"]);
+    assert_ok(&check);
+}

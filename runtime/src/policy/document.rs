@@ -36,15 +36,9 @@ const SCORE_MILLI_MAX: u32 = 100_000;
 /// Largest passport confidence, in thousandths (1).
 const CONFIDENCE_MILLI_MAX: u32 = 1_000;
 
-/// The minimum passport a provider must hold. Parsed, hashed and recorded; enforced by the
-/// passport gate, not by rules.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct PassportRequirement {
-    /// Minimum score, 0..=100_000 (thousandths of a point out of 100).
-    pub min_score_milli: u32,
-    /// Minimum confidence, 0..=1000 (thousandths).
-    pub min_confidence_milli: u32,
-}
+/// The minimum passport a provider must hold: parsed, hashed and recorded with the policy;
+/// enforced by the passport gate (`crate::passport`) when providers are admitted.
+pub use crate::passport::PassportRequirement;
 
 /// What a rule tests.
 #[derive(Clone, PartialEq, Eq, Debug)]

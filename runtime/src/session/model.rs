@@ -179,13 +179,35 @@ pub struct ExcludedProvider {
     pub policy_rule: String,
 }
 
-/// `discovery.completed`: who offers the intent (the input) and whom policy admits (the decision).
+/// `discovery.completed`: who offers the intent and their passports (the input) and whom policy
+/// and the passport gate admit (the decision).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoveryBody {
     pub offering: Vec<ProviderRef>,
     pub admitted: Vec<String>,
     pub excluded: Vec<ExcludedProvider>,
+    /// The passport context at negotiation time, when the policy requires a passport.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passport: Option<PassportRecord>,
+}
+
+/// The passport gate's input and answers at admission: the requirement and one check per
+/// provider offering the intent (score, confidence, reason, triggering factor, as of when).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassportRecord {
+    pub requirement: crate::passport::PassportRequirement,
+    pub checks: Vec<crate::passport::PassportCheck>,
+}
+
+/// `policy_rule` of a provider excluded by the passport gate (its evidence is
+/// `passport:<agent>:<REASON>`).
+pub const PASSPORT_EXCLUSION: &str = "passport";
+
+/// `passport:<agent>:<REASON>` evidence.
+pub fn passport_ref(agent_id: &str, reason: &str) -> String {
+    format!("passport:{agent_id}:{reason}")
 }
 
 /// `round.intent`: what the buyer tells providers it wants (never its maximum price).
@@ -494,6 +516,9 @@ pub struct SessionState {
     pub created: Option<CreatedBody>,
     pub offering: Vec<ProviderRef>,
     pub admitted: Vec<String>,
+    /// The passport context recorded at admission, when the policy requires a passport.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passport: Option<PassportRecord>,
     /// The current round (0 until the first bid).
     pub round: u32,
     pub bid: Option<PriceBody>,
@@ -558,6 +583,7 @@ impl Default for SessionState {
             created: None,
             offering: Vec::new(),
             admitted: Vec::new(),
+            passport: None,
             round: 0,
             bid: None,
             bid_seq: None,
@@ -805,8 +831,21 @@ impl SessionState {
                 if discovery.admitted.iter().any(|id| !discovery.offering.iter().any(|p| &p.agent_id == id)) {
                     return Err(refuse(seq, kind, "an admitted provider is not offering"));
                 }
+                if let Some(record) = &discovery.passport {
+                    let checked: Vec<&str> = record.checks.iter().map(|c| c.agent_id.as_str()).collect();
+                    let offered: Vec<&str> = discovery.offering.iter().map(|p| p.agent_id.as_str()).collect();
+                    if checked != offered {
+                        return Err(refuse(seq, kind, "one passport check per offering provider, in the same order"));
+                    }
+                    let denied_but_admitted =
+                        record.checks.iter().any(|c| !c.pass && discovery.admitted.contains(&c.agent_id));
+                    if denied_but_admitted {
+                        return Err(refuse(seq, kind, "a provider the passport gate denied was admitted"));
+                    }
+                }
                 self.offering = discovery.offering;
                 self.admitted = discovery.admitted;
+                self.passport = discovery.passport;
                 Ok(Party::Buyer)
             }
             INTENT => {

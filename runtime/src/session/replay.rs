@@ -258,6 +258,12 @@ pub fn outcome_problems(state: &SessionState) -> Vec<Divergence> {
                     Ok(config) => config.resolved.names_rule(rule),
                     Err(_) => PolicyRule::named(rule).is_some(),
                 }
+            } else if let Some(denial) = reference.strip_prefix("passport:") {
+                state.passport.as_ref().is_some_and(|record| {
+                    record.checks.iter().any(|check| {
+                        check.reason.is_some_and(|reason| denial == format!("{}:{}", check.agent_id, reason.as_str()))
+                    })
+                })
             } else {
                 false
             };
@@ -266,7 +272,7 @@ pub fn outcome_problems(state: &SessionState) -> Vec<Divergence> {
                     code: "EVIDENCE_UNRESOLVED",
                     seq: failure_seq,
                     problem: format!("evidence {reference:?} does not resolve inside the transcript"),
-                    expected: "event:<seq before the failure> or policy_rule:<a rule of the recorded policy>".into(),
+                    expected: "event:<seq before the failure>, policy_rule:<a rule of the recorded policy> or passport:<agent>:<a recorded denial>".into(),
                     found: reference.clone(),
                 });
             }

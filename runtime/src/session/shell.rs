@@ -540,7 +540,9 @@ impl AgentRuntime {
             let now = self.clock.now_ms().max(live.state.last_at_ms);
             let inputs = match first {
                 Effect::Discover { intent_type, currency } => {
-                    vec![(Input::Discovered { offering: self.discover(intent_type, *currency)? }, now)]
+                    let offering = self.discover(intent_type, *currency)?;
+                    let passports = self.passports(&config, &offering, now)?;
+                    vec![(Input::Discovered { offering, passports }, now)]
                 }
                 Effect::RequestQuote { .. } => self.request_quotes(&live.session_id, &config, &effects, now),
                 Effect::AskApproval { provider, price, round } => {
@@ -580,6 +582,32 @@ impl AgentRuntime {
 
     /// The providers offering an intent type in a currency, each with its identity (created on
     /// first use).
+    /// The passport of every provider offering the intent, as of `now`, when the policy requires
+    /// one; ended sessions not in the passport yet are verified and ingested first.
+    fn passports(
+        &self,
+        config: &SessionConfig,
+        offering: &[ProviderRef],
+        now: u64,
+    ) -> Result<Option<PassportRecord>, RuntimeError> {
+        let Some(requirement) = config.resolved.passport_requirement() else { return Ok(None) };
+        let ingested = crate::passport::ingest_sessions(&self.db, now)?;
+        for (source, reason) in &ingested.refused {
+            tracing::warn!(%source, %reason, "left out of the passport");
+        }
+        // As of the session's time, or the provider's latest outcome if later: simulated
+        // latencies move sessions' clocks ahead of the wall clock, and an outcome already
+        // recorded must count.
+        let checks = offering
+            .iter()
+            .map(|provider| {
+                let latest = crate::passport::latest_outcome_ms(&self.db, &provider.agent_id)?.unwrap_or(0);
+                crate::passport::check_passport(&self.db, &provider.agent_id, requirement, now.max(latest))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(PassportRecord { requirement, checks }))
+    }
+
     fn discover(&self, intent_type: &str, currency: Currency) -> Result<Vec<ProviderRef>, RuntimeError> {
         let intent_type =
             IntentType::new(intent_type).map_err(|e| RuntimeError::Intent(crate::intent::IntentError(e)))?;

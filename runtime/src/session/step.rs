@@ -38,6 +38,7 @@ use pactum_transcripts::{Digest, Event, ReduceError, SignatureBytes, verify_dige
 use crate::failure::FailureCode;
 use crate::intent::{Intent, PolicyRule};
 use crate::money::Money;
+use crate::passport::PassportRequirement;
 use crate::policy::{Context, Evaluation, OfferFacts, Policy, Stage, evaluate};
 use crate::rail::RailPhase;
 use crate::session::model::*;
@@ -83,6 +84,8 @@ pub enum Input {
     Start(Box<StartInput>),
     Discovered {
         offering: Vec<ProviderRef>,
+        /// The passport of each provider offering the intent, when the policy requires one.
+        passports: Option<PassportRecord>,
     },
     Quote {
         provider: String,
@@ -223,7 +226,7 @@ pub fn step<R: Rng + ?Sized>(state: &SessionState, input: Input, now_ms: u64, rn
     let mut decider = Decider { state: state.clone(), events: Vec::new(), now_ms, rng };
     match input {
         Input::Start(start) => start_session(&mut decider, *start)?,
-        Input::Discovered { offering } => discovered(&mut decider, offering)?,
+        Input::Discovered { offering, passports } => discovered(&mut decider, offering, passports)?,
         Input::Quote { provider, round, answer } => quote(&mut decider, provider, round, answer)?,
         Input::Approval { approved, by } => approval(&mut decider, approved, by)?,
         Input::Abort { reason } => abort(&mut decider, reason)?,
@@ -281,20 +284,72 @@ fn start_session<R: Rng + ?Sized>(d: &mut Decider<'_, R>, start: StartInput) -> 
     Ok(())
 }
 
-fn discovered<R: Rng + ?Sized>(d: &mut Decider<'_, R>, mut offering: Vec<ProviderRef>) -> Result<(), StepError> {
+/// Checks the recorded passport answers against the policy: one per provider offering the
+/// intent, under the policy's requirement, each consistent with itself.
+fn check_passports(
+    requirement: Option<PassportRequirement>,
+    offering: &[ProviderRef],
+    passports: Option<PassportRecord>,
+) -> Result<Option<PassportRecord>, StepError> {
+    let Some(requirement) = requirement else {
+        return match passports {
+            None => Ok(None),
+            Some(_) => Err(StepError::Invalid("passport checks given, but the policy requires no passport".into())),
+        };
+    };
+    let mut record = passports.ok_or_else(|| {
+        StepError::Invalid("the policy requires a passport, and no passport checks were given".into())
+    })?;
+    if record.requirement != requirement {
+        return Err(StepError::Invalid("the passport checks were made under another requirement".into()));
+    }
+    record.checks.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+    let ids: Vec<&str> = record.checks.iter().map(|c| c.agent_id.as_str()).collect();
+    let offered: Vec<&str> = offering.iter().map(|p| p.agent_id.as_str()).collect();
+    if ids != offered {
+        return Err(StepError::Invalid("there must be one passport check per provider offering the intent".into()));
+    }
+    for check in &record.checks {
+        let thresholds = check.min_score_milli == requirement.min_score_milli
+            && check.min_confidence_milli == requirement.min_confidence_milli;
+        if !thresholds || check.pass != check.reason.is_none() || check.pass != check.triggering_factor.is_none() {
+            return Err(StepError::Invalid(format!("the passport check of {} is inconsistent", check.agent_id)));
+        }
+    }
+    Ok(Some(record))
+}
+
+fn discovered<R: Rng + ?Sized>(
+    d: &mut Decider<'_, R>,
+    mut offering: Vec<ProviderRef>,
+    passports: Option<PassportRecord>,
+) -> Result<(), StepError> {
     if !d.state.effects().iter().any(|e| matches!(e, Effect::Discover { .. })) {
         return Err(StepError::Unexpected("discovery is not awaited".into()));
     }
     let config = d.config()?;
     offering.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
     offering.dedup_by(|a, b| a.agent_id == b.agent_id);
+    let passports = check_passports(config.resolved.passport_requirement(), &offering, passports)?;
     let mut admitted = Vec::new();
     let mut excluded = Vec::new();
     let mut evaluations = Vec::new();
+    let mut passport_denials = Vec::new();
     let rail = d.state.created.as_ref().map(|c| c.rail.clone()).unwrap_or_default();
     let admission_rules = config.resolved.has_rules_at(Stage::Admission);
     for provider in &offering {
+        let denial = passports
+            .as_ref()
+            .and_then(|record| record.checks.iter().find(|c| c.agent_id == provider.agent_id))
+            .and_then(|check| check.reason);
         match config.policy.admits_provider(&provider.agent_id) {
+            Ok(()) if denial.is_some() => {
+                excluded.push(ExcludedProvider {
+                    provider: provider.agent_id.clone(),
+                    policy_rule: PASSPORT_EXCLUSION.to_owned(),
+                });
+                passport_denials.push(passport_ref(&provider.agent_id, denial.map_or("", |r| r.as_str())));
+            }
             Ok(()) if admission_rules => {
                 let context = Context::admission(&config.intent, &provider.agent_id, &provider.name, &rail);
                 let evaluation = evaluate(&config.resolved, &context);
@@ -314,7 +369,7 @@ fn discovered<R: Rng + ?Sized>(d: &mut Decider<'_, R>, mut offering: Vec<Provide
     let offered = !offering.is_empty();
     let discovery_seq = d.emit(
         kind::DISCOVERY,
-        &DiscoveryBody { offering, admitted: admitted.clone(), excluded: excluded.clone() },
+        &DiscoveryBody { offering, admitted: admitted.clone(), excluded: excluded.clone(), passport: passports },
         Party::Buyer,
     )?;
     let evaluated_seq = emit_evaluations(d, Stage::Admission, 0, evaluations)?;
@@ -326,10 +381,19 @@ fn discovered<R: Rng + ?Sized>(d: &mut Decider<'_, R>, mut offering: Vec<Provide
         );
         return d.fail(FailureCode::NoProviders, detail, vec![event_ref(discovery_seq)]);
     }
+    if admitted.is_empty() && passport_denials.len() == excluded.len() {
+        let mut evidence = vec![event_ref(discovery_seq)];
+        evidence.extend(passport_denials.iter().take(EVIDENCE_REFS_MAX).cloned());
+        let names: Vec<&str> = excluded.iter().map(|e| e.provider.as_str()).collect();
+        let detail =
+            format!("the passport gate denied every provider offering {}: {}", intent.intent_type(), names.join(", "));
+        return d.fail(FailureCode::PassportDenied, detail, evidence);
+    }
     if admitted.is_empty() {
         let mut evidence = vec![event_ref(discovery_seq)];
         evidence.extend(evaluated_seq.map(event_ref));
-        for rule in &excluded {
+        evidence.extend(passport_denials.iter().take(EVIDENCE_REFS_MAX).cloned());
+        for rule in excluded.iter().filter(|e| e.policy_rule != PASSPORT_EXCLUSION) {
             let reference = format!("policy_rule:{}", rule.policy_rule);
             if !evidence.contains(&reference) {
                 evidence.push(reference);
@@ -856,7 +920,7 @@ pub fn input_of(state: &SessionState, event: &Event) -> Result<Option<Input>, St
         }
         kind::DISCOVERY => {
             let discovery: DiscoveryBody = serde_json::from_value(body.clone()).map_err(bad)?;
-            Input::Discovered { offering: discovery.offering }
+            Input::Discovered { offering: discovery.offering, passports: discovery.passport }
         }
         kind::ASK => {
             let message: AskMessage = serde_json::from_value(body.clone()).map_err(bad)?;

@@ -9,7 +9,8 @@ use serde_json::Value;
 use pactum_transcripts::{Event, KeyId};
 
 use crate::session::model::{
-    DiscoveryBody, FailureBody, OfferMessage, Phase, PriceBody, SelectionBody, SessionState, kind, parse_event_ref,
+    DiscoveryBody, FailureBody, OfferMessage, PASSPORT_EXCLUSION, Phase, PriceBody, SelectionBody, SessionState, kind,
+    parse_event_ref,
 };
 use crate::session::receipt::verify_receipt_in_session;
 
@@ -148,8 +149,26 @@ pub fn tell(events: &[Event]) -> Result<Story, String> {
             }
             kind::DISCOVERY => {
                 if let Some(discovery) = parse::<DiscoveryBody>(&event.body) {
+                    for check in discovery.passport.iter().flat_map(|record| &record.checks) {
+                        decisions.push(serde_json::json!({
+                            "seq": event.seq, "stage": "admission", "subject": check.agent_id,
+                            "decision": if check.pass { "passport passed" } else { "passport denied" },
+                            "passport": check, "narrative": crate::passport::narrate(check),
+                        }));
+                    }
                     for exclusion in discovery.excluded {
-                        let reference = format!("policy_rule:{}", exclusion.policy_rule);
+                        let reference = if exclusion.policy_rule == PASSPORT_EXCLUSION {
+                            let reason = discovery
+                                .passport
+                                .iter()
+                                .flat_map(|record| &record.checks)
+                                .find(|check| check.agent_id == exclusion.provider)
+                                .and_then(|check| check.reason)
+                                .map_or("", |reason| reason.as_str());
+                            format!("passport:{}:{reason}", exclusion.provider)
+                        } else {
+                            format!("policy_rule:{}", exclusion.policy_rule)
+                        };
                         decisions.push(serde_json::json!({
                             "seq": event.seq, "stage": "admission", "subject": exclusion.provider,
                             "decision": "excluded", "by": reference,
@@ -217,7 +236,7 @@ pub fn tell(events: &[Event]) -> Result<Story, String> {
             .iter()
             .map(|reference| Evidence {
                 reference: reference.clone(),
-                resolves_to: resolve(reference, events, &created.policy_hash),
+                resolves_to: resolve(reference, events, &created.policy_hash, &state),
             })
             .collect(),
         seq: state.failure_seq.unwrap_or_default(),
@@ -245,7 +264,13 @@ pub fn tell(events: &[Event]) -> Result<Story, String> {
 }
 
 /// What an evidence reference points at, if it resolves inside the transcript.
-fn resolve(reference: &str, events: &[Event], policy_hash: &str) -> Option<String> {
+fn resolve(reference: &str, events: &[Event], policy_hash: &str, state: &SessionState) -> Option<String> {
+    if let Some(denial) = reference.strip_prefix("passport:") {
+        let check = state.passport.as_ref()?.checks.iter().find(|check| {
+            check.reason.is_some_and(|reason| denial == format!("{}:{}", check.agent_id, reason.as_str()))
+        })?;
+        return Some(crate::passport::narrate(check));
+    }
     if let Some(seq) = parse_event_ref(reference) {
         return events.get(usize::try_from(seq).ok()?).filter(|e| e.seq == seq).map(event_summary);
     }
@@ -286,6 +311,14 @@ fn narrate(story: &Story, state: &SessionState) -> Vec<String> {
         }
         sentence.push('.');
         sentences.push(sentence);
+    }
+    if let Some(record) = &state.passport {
+        sentences.push(format!(
+            "The policy required a passport score of at least {} and confidence {}:",
+            crate::passport::gate::milli_text(record.requirement.min_score_milli),
+            crate::passport::gate::confidence_text(record.requirement.min_confidence_milli)
+        ));
+        sentences.extend(record.checks.iter().map(crate::passport::narrate));
     }
     for bid in &story.bids {
         let asks: Vec<String> = story
@@ -345,11 +378,9 @@ fn narrate(story: &Story, state: &SessionState) -> Vec<String> {
             failure.code, failure.name, failure.stage, failure.fault_domain, failure.terminality, failure.detail
         ));
         for evidence in &failure.evidence {
-            sentences.push(format!(
-                "Evidence {}: {}.",
-                evidence.reference,
-                evidence.resolves_to.as_deref().unwrap_or("does not resolve in this transcript")
-            ));
+            let what = evidence.resolves_to.as_deref().unwrap_or("does not resolve in this transcript");
+            let end = if what.ends_with('.') { "" } else { "." };
+            sentences.push(format!("Evidence {}: {what}{end}", evidence.reference));
         }
     }
     if !state.phase.is_terminal() {
