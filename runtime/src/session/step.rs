@@ -10,8 +10,12 @@
 //! - Admission (`Start`): the rail and settlement mode must be allowed (PACT-103/104); the
 //!   intent's maximum price must be within the policy's cap (PACT-105); the deadline must not
 //!   have passed (PACT-107).
-//! - Discovery: no provider offering the intent in its currency is PACT-309; policy excluding
-//!   every one (static limits or an admission rule) is PACT-102. Otherwise INTENT goes to the admitted providers, then the round-1 BID.
+//! - Discovery: no provider offering the intent in its currency is PACT-309. When the policy
+//!   requires a passport, the shell's recorded checks (one per offering provider, made under the
+//!   policy's requirement) exclude the denied ones; the passport gate denying every one is
+//!   PACT-203 with `passport:<agent>:<REASON>` evidence. Policy excluding every one (static
+//!   limits, an admission rule, or these together with passport denials) is PACT-102. Otherwise
+//!   INTENT goes to the admitted providers, then the round-1 BID.
 //! - End of a round (every active provider answered): past the deadline is PACT-107. Otherwise
 //!   the asks the strategy accepts and the policy admits are candidates, and the best is
 //!   selected by lowest price, then (when the buyer's preferences name preferred providers) a
