@@ -55,9 +55,11 @@ pub enum PassportCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Verify and ingest ended sessions: one by id, or every one not ingested yet.
+    /// Verify and ingest ended sessions (one by id, or every one not ingested yet), or a PACT v4
+    /// transcript file (VALID, no Pactum findings, every round signed by the key this
+    /// constellation knows for its agent).
     Ingest {
-        /// A session id; all ended sessions when left out.
+        /// A session id or a PACT v4 file; all ended sessions when left out.
         session: Option<String>,
         #[arg(long)]
         json: bool,
@@ -343,6 +345,19 @@ fn ingest(context: &Context, session: Option<&str>, json: bool) -> Result<u8, Fa
         Failure::new("SESSION_NOT_FOUND", format!("there is no constellation at {} yet", path.display()))
     })?;
     let summary = match session {
+        Some(path) if crate::transcript_cmd::is_file_target(path) => {
+            let text = read_v4_file(std::path::Path::new(path))?;
+            let rows = match passport::v4::ingest_v4(&db, &text, now_ms())? {
+                Ingested::Added { rows } => rows,
+                Ingested::AlreadyIngested => 0,
+            };
+            IngestSummary {
+                sessions_added: usize::from(rows > 0),
+                disputes_added: 0,
+                rows_added: rows,
+                refused: Vec::new(),
+            }
+        }
         Some(id) => {
             let rows = match passport::ingest_session(&db, id, now_ms())? {
                 Ingested::Added { rows } => rows,
@@ -366,6 +381,21 @@ fn ingest(context: &Context, session: Option<&str>, json: bool) -> Result<u8, Fa
         print_lines(&lines);
     }
     Ok(if summary.refused.is_empty() { EXIT_OK } else { EXIT_INVALID })
+}
+
+/// A v4 file, read through its size limit.
+fn read_v4_file(path: &std::path::Path) -> Result<String, Failure> {
+    let bad = |message: String| Failure::new("IO_ERROR", format!("{}: {message}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let limit = pactum_transcripts::pact_v4::V4_DOCUMENT_BYTES_MAX as u64;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, limit + 1), &mut bytes)
+        .map_err(|e| bad(e.to_string()))?;
+    if bytes.len() as u64 > limit {
+        return Err(Failure::new("PASSPORT_SOURCE_INVALID", format!("{}: larger than {limit} bytes", path.display())));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| Failure::new("PASSPORT_SOURCE_INVALID", format!("{}: not UTF-8", path.display())))
 }
 
 #[cfg(test)]

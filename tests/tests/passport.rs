@@ -290,3 +290,82 @@ fn the_passport_gate_admits_and_denies_providers_and_replay_shows_it() {
     let check = home.run(&["constellation", "check", "--json"]);
     assert_ok(&check);
 }
+
+#[test]
+fn a_pact_v4_transcript_counts_only_when_it_verifies_and_its_keys_are_known() {
+    // A and its copy B share keys; the session negotiated in A after the copy is new to B.
+    let a = Home::new();
+    negotiate(&a, 11);
+    let copy = a.path().join("copy.db");
+    assert_ok(&a.run(&["constellation", "backup", copy.to_str().expect("utf-8")]));
+    let output = a.run(&[
+        "negotiate",
+        "compute.inference",
+        "--max-price",
+        "0.30",
+        "--currency",
+        "USD",
+        "--yes",
+        "--seed",
+        "12",
+        "--clock",
+        CLOCK,
+        "--json",
+    ]);
+    let session = json(&output)["session_id"].as_str().expect("id").to_owned();
+    let file = a.path().join("t.json");
+    let file_arg = file.to_str().expect("utf-8");
+    assert_ok(&a.run(&["transcript", "export", &session, "--format", "pact-v4", "--out", file_arg]));
+
+    // In A itself the export is the session it came from: counted once.
+    let own = a.run(&["passport", "ingest", file_arg, "--json"]);
+    assert_ok(&own);
+    assert_eq!(json(&own)["rows_added"], 0);
+
+    let b = copy.to_str().expect("utf-8");
+    let before = json(&a.run(&["--constellation", b, "passport", "show", "buyer", "--as-of", AS_OF, "--json"]));
+    let added = a.run(&["--constellation", b, "passport", "ingest", file_arg, "--json"]);
+    assert_ok(&added);
+    assert!(json(&added)["rows_added"].as_u64().unwrap_or(0) >= 2, "{}", common::stdout(&added));
+    let again = a.run(&["--constellation", b, "passport", "ingest", file_arg, "--json"]);
+    assert_eq!(json(&again)["rows_added"], 0, "idempotent on the transcript hash");
+    let after = json(&a.run(&["--constellation", b, "passport", "show", "buyer", "--as-of", AS_OF, "--json"]));
+    assert_eq!(
+        after["breakdown"]["events"].as_u64().unwrap_or(0),
+        before["breakdown"]["events"].as_u64().unwrap_or(0) + 1
+    );
+
+    // A transcript with an edited price does not verify and is refused.
+    let text = std::fs::read_to_string(&file).expect("read");
+    let mut document: Value = serde_json::from_str(&text).expect("json");
+    let rounds = document["rounds"].as_array_mut().expect("rounds");
+    let ask = rounds.iter_mut().find(|r| r["round_type"] == "ASK").expect("an ask");
+    ask["content_summary"]["price"]["amount_minor"] = 1.into();
+    let edited = a.write_file("edited.json", document.to_string().as_bytes());
+    let refused = a.run(&["--constellation", b, "passport", "ingest", edited.to_str().expect("utf-8")]);
+    assert_fails(&refused, 1, "PASSPORT_SOURCE_INVALID");
+
+    // A transcript signed by keys this constellation does not know for its agents is refused.
+    let stranger = Home::new();
+    let output = stranger.run(&[
+        "negotiate",
+        "compute.inference",
+        "--max-price",
+        "0.30",
+        "--currency",
+        "USD",
+        "--yes",
+        "--seed",
+        "13",
+        "--clock",
+        CLOCK,
+        "--json",
+    ]);
+    let foreign_session = json(&output)["session_id"].as_str().expect("id").to_owned();
+    let foreign = stranger.path().join("foreign.json");
+    let foreign_arg = foreign.to_str().expect("utf-8");
+    assert_ok(&stranger.run(&["transcript", "export", &foreign_session, "--format", "pact-v4", "--out", foreign_arg]));
+    let refused = a.run(&["--constellation", b, "passport", "ingest", foreign_arg]);
+    let line = assert_fails(&refused, 1, "PASSPORT_SOURCE_INVALID");
+    assert!(line.contains("does not know"), "{line}");
+}

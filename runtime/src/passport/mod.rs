@@ -11,6 +11,7 @@
 pub mod dispute;
 pub mod gate;
 pub mod score;
+pub mod v4;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -83,37 +84,13 @@ pub fn session_outcomes(events: &[Event], transcript_hash: &str) -> Result<(Vec<
             .map_err(|e| e.to_string())?;
     }
     let buyer = state.buyer_id().ok_or("the transcript has no session.created")?.to_owned();
-    let ended_at_ms = state.last_at_ms;
-    let row = |agent: &str, counterparty: &str, outcome: Outcome, code: Option<FailureCode>| PassportEventRow {
-        agent_id: agent.to_owned(),
-        counterparty: counterparty.to_owned(),
-        outcome: outcome.as_str().to_owned(),
-        code: code.map(|c| c.code().to_owned()),
-        fault_domain: code.map(|c| c.fault_domain().as_str().to_owned()),
-        at_ms: ended_at_ms,
-        amount_minor: None,
-        currency: None,
-        transcript_hash: transcript_hash.to_owned(),
-    };
-    match state.phase {
+    let ended = match state.phase {
         Phase::Completed => {
             let agreement = state.agreement.as_ref().ok_or("a completed session without an agreement")?;
-            let (provider, price) = (&agreement.provider, &agreement.price);
-            let mut rows =
-                vec![row(&buyer, provider, Outcome::Success, None), row(provider, &buyer, Outcome::Success, None)];
-            for r in &mut rows {
-                r.amount_minor = Some(price.amount_minor);
-                r.currency = Some(price.currency.clone());
+            Ended::Completed {
+                provider: agreement.provider.clone(),
+                price: Some((agreement.price.amount_minor, agreement.price.currency.clone())),
             }
-            // The other providers negotiated too; the deal went elsewhere.
-            rows.extend(
-                state
-                    .admitted
-                    .iter()
-                    .filter(|id| *id != provider && **id != buyer)
-                    .map(|id| row(id, &buyer, Outcome::Neutral, None)),
-            );
-            Ok((rows, ended_at_ms))
         }
         Phase::Failed => {
             let failure = state.failure.as_ref().ok_or("a failed session without its failure event")?;
@@ -126,51 +103,95 @@ pub fn session_outcomes(events: &[Event], transcript_hash: &str) -> Result<(Vec<
                 .filter_map(|event| sender_of(&event.body))
                 .filter(|sender| *sender != buyer)
                 .collect();
+            Ended::Failed { code, cited, selected: state.selection.as_ref().map(|s| s.provider.clone()) }
+        }
+        phase => return Err(format!("the session is still {}", phase.as_str())),
+    };
+    Ok((outcome_rows(&buyer, &state.admitted, ended, transcript_hash, state.last_at_ms), state.last_at_ms))
+}
+
+/// How a negotiation ended, as the passport needs it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Ended {
+    Completed {
+        provider: String,
+        price: Option<(u64, String)>,
+    },
+    /// `cited`: the parties (not the buyer) whose messages the failure's evidence cites.
+    Failed {
+        code: FailureCode,
+        cited: BTreeSet<String>,
+        selected: Option<String>,
+    },
+}
+
+/// One row per party of an ended negotiation: the buyer and every provider that took part.
+pub fn outcome_rows(
+    buyer: &str,
+    participants: &[String],
+    ended: Ended,
+    transcript_hash: &str,
+    ended_at_ms: u64,
+) -> Vec<PassportEventRow> {
+    let row = |agent: &str, counterparty: &str, outcome: Outcome, code: Option<FailureCode>| PassportEventRow {
+        agent_id: agent.to_owned(),
+        counterparty: counterparty.to_owned(),
+        outcome: outcome.as_str().to_owned(),
+        code: code.map(|c| c.code().to_owned()),
+        fault_domain: code.map(|c| c.fault_domain().as_str().to_owned()),
+        at_ms: ended_at_ms,
+        amount_minor: None,
+        currency: None,
+        transcript_hash: transcript_hash.to_owned(),
+    };
+    let providers: BTreeSet<&String> = participants.iter().filter(|id| *id != buyer).collect();
+    match ended {
+        Ended::Completed { provider, price } => {
+            let mut rows =
+                vec![row(buyer, &provider, Outcome::Success, None), row(&provider, buyer, Outcome::Success, None)];
+            if let Some((amount_minor, currency)) = price {
+                for r in &mut rows {
+                    r.amount_minor = Some(amount_minor);
+                    r.currency = Some(currency.clone());
+                }
+            }
+            // The other providers negotiated too; the deal went elsewhere.
+            rows.extend(
+                providers.into_iter().filter(|id| **id != provider).map(|id| row(id, buyer, Outcome::Neutral, None)),
+            );
+            rows
+        }
+        Ended::Failed { code, cited, selected } => {
             let at_fault: BTreeSet<String> = match attribution(code) {
                 Attribution::Nobody => BTreeSet::new(),
-                Attribution::Buyer => BTreeSet::from([buyer.clone()]),
+                Attribution::Buyer => BTreeSet::from([buyer.to_owned()]),
                 Attribution::Cited => cited,
-                Attribution::CitedElseBuyer if cited.is_empty() => BTreeSet::from([buyer.clone()]),
+                Attribution::CitedElseBuyer if cited.is_empty() => BTreeSet::from([buyer.to_owned()]),
                 Attribution::CitedElseBuyer => cited,
             };
             let fault_outcome =
                 if code.code().starts_with("PACT-1") { Outcome::PolicyViolation } else { Outcome::Failure };
-            let providers: BTreeSet<&String> = state.admitted.iter().collect();
-            let mut rows = Vec::new();
             // The buyer's counterparty: the provider at fault, else the selected one, else the
-            // first admitted, else nobody in particular.
+            // first participant, else nobody in particular.
             let buyer_counterparty = at_fault
                 .iter()
-                .find(|id| **id != buyer)
-                .or(state.selection.as_ref().map(|s| &s.provider))
-                .or(state.admitted.first())
+                .find(|id| *id != buyer)
                 .cloned()
+                .or(selected)
+                .or(providers.iter().next().map(|id| (*id).clone()))
                 .unwrap_or_else(|| "directory".to_owned());
-            let outcome_of = |agent: &String| if at_fault.contains(agent) { fault_outcome } else { Outcome::Neutral };
-            let with_code = |outcome: Outcome| (outcome != Outcome::Neutral).then_some(code);
-            let buyer_outcome = outcome_of(&buyer);
-            rows.push(row(&buyer, &buyer_counterparty, buyer_outcome, with_code(buyer_outcome)));
-            for provider in providers.iter().copied().chain(at_fault.iter().filter(|id| !state.admitted.contains(id))) {
-                if *provider == buyer {
-                    continue;
-                }
-                let outcome = outcome_of(provider);
-                let mut r = row(provider, &buyer, outcome, with_code(outcome));
-                if outcome == Outcome::Neutral {
-                    r.code = Some(code.code().to_owned());
-                    r.fault_domain = Some(code.fault_domain().as_str().to_owned());
-                }
-                rows.push(r);
+            // Everyone who took part carries the code; only the party at fault is penalised.
+            let with = |agent: &str, counterparty: &str| {
+                let outcome = if at_fault.contains(agent) { fault_outcome } else { Outcome::Neutral };
+                row(agent, counterparty, outcome, Some(code))
+            };
+            let mut rows = vec![with(buyer, &buyer_counterparty)];
+            let extra: Vec<&String> = at_fault.iter().filter(|id| *id != buyer && !providers.contains(id)).collect();
+            for provider in providers.iter().copied().chain(extra) {
+                rows.push(with(provider, buyer));
             }
-            if buyer_outcome == Outcome::Neutral
-                && let Some(first) = rows.first_mut()
-            {
-                first.code = Some(code.code().to_owned());
-                first.fault_domain = Some(code.fault_domain().as_str().to_owned());
-            }
-            Ok((rows, ended_at_ms))
+            rows
         }
-        phase => Err(format!("the session is still {}", phase.as_str())),
     }
 }
 
