@@ -251,7 +251,7 @@ impl Policy {
                 )));
             }
         }
-        let mut compiled = Vec::with_capacity(rules.len());
+        let mut compiled: Vec<Option<expr::Compiled>> = Vec::with_capacity(rules.len());
         for rule in &rules {
             match &rule.test {
                 RuleTest::When(source) => compiled.push(Some(expr::compile(&rule.name, rule.stage, source)?)),
@@ -286,6 +286,13 @@ impl Policy {
             })),
             "rules": rules.iter().map(Rule::to_json).collect::<Vec<_>>(),
         });
+        let iterations: u64 = compiled.iter().flatten().map(|c| c.iterations).sum();
+        if iterations > expr::POLICY_ITERATIONS_MAX {
+            return Err(PolicyError::Unbounded(format!(
+                "policy {name}: its rules may run {iterations} comprehension iterations together, more than {}",
+                expr::POLICY_ITERATIONS_MAX
+            )));
+        }
         let hash = hash_of(&json)?;
         Ok(Self {
             inner: Arc::new(Inner { v1: false, name, version, static_part, passport, rules, compiled, json, hash }),

@@ -20,6 +20,12 @@ pub const WHEN_BYTES_MAX: usize = 4 * 1024;
 /// Deepest nesting of comprehensions (`all`, `exists`, `exists_one`, `map`, `filter`): two levels
 /// bound the work of a rule to the square of its list literals' lengths.
 pub const COMPREHENSION_NESTING_MAX: usize = 2;
+/// The most loop iterations one rule may run: the product of the lengths of the lists its nested
+/// comprehensions iterate, summed over its comprehensions (every list is written in the rule, so
+/// this is known before it runs).
+pub const RULE_ITERATIONS_MAX: u64 = 4_096;
+/// The most loop iterations all the rules of one policy may run together.
+pub const POLICY_ITERATIONS_MAX: u64 = 16_384;
 
 /// The standard CEL environment, built once: compiling and evaluating never rebuild it.
 pub(crate) static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
@@ -108,6 +114,8 @@ pub(crate) fn variables(stage: Stage) -> &'static [(&'static str, Field)] {
 pub(crate) struct Compiled {
     pub program: Program,
     pub paths: Vec<String>,
+    /// The most loop iterations the rule can run.
+    pub iterations: u64,
 }
 
 /// Parses, checks and compiles `source` for a rule of `stage`.
@@ -131,15 +139,16 @@ pub(crate) fn compile(rule: &str, stage: Stage, source: &str) -> Result<Compiled
             None => invalid("parse error".into()),
         }
     })?;
-    let mut checker = Checker { rule, stage, scopes: Vec::new(), paths: Vec::new() };
+    let mut checker = Checker { rule, stage, scopes: Vec::new(), paths: Vec::new(), multiplier: 1, iterations: 0 };
     checker.check(program.expression(), 0)?;
     if definitely_not_bool(program.expression()) {
         return Err(invalid("the expression does not give a bool (true allows, false denies)".into()));
     }
+    let iterations = checker.iterations;
     let mut paths = checker.paths;
     paths.sort();
     paths.dedup();
-    Ok(Compiled { program, paths })
+    Ok(Compiled { program, paths, iterations })
 }
 
 struct Checker<'a> {
@@ -149,6 +158,21 @@ struct Checker<'a> {
     scopes: Vec<String>,
     /// Context paths read, such as `offer.latency_ms`.
     paths: Vec<String>,
+    /// How many times the node being checked runs (the product of the enclosing ranges).
+    multiplier: u64,
+    /// Loop iterations counted so far.
+    iterations: u64,
+}
+
+/// The most elements a comprehension's range can have: a list written in the rule, or a
+/// `map`/`filter` over one (never longer than its own range). `None` for anything else — a
+/// variable could be a map, and maps iterate in no fixed order.
+fn range_len(node: &IdedExpr) -> Option<u64> {
+    match &node.expr {
+        Expr::List(list) => Some(list.elements.len() as u64),
+        Expr::Comprehension(inner) => range_len(&inner.iter_range),
+        _ => None,
+    }
 }
 
 impl Checker<'_> {
@@ -221,16 +245,24 @@ impl Checker<'_> {
                         self.rule
                     )));
                 }
-                let iterates_list = matches!(comprehension.iter_range.expr, Expr::List(_) | Expr::Comprehension(_))
-                    || matches!(&comprehension.iter_range.expr, Expr::Ident(name) if self.scopes.contains(name));
-                if !iterates_list {
+                let Some(length) = range_len(&comprehension.iter_range) else {
                     return Err(PolicyError::Nondeterministic(format!(
-                        "rule {}: a comprehension must iterate a list written in the rule (maps have no fixed order)",
+                        "rule {}: a comprehension must iterate a list written in the rule, or a map or filter \
+                         over one (a variable may hold a map, and maps have no fixed order)",
                         self.rule
                     )));
-                }
+                };
                 self.check(&comprehension.iter_range, depth + 1)?;
                 self.check(&comprehension.accu_init, depth + 1)?;
+                let outer = self.multiplier;
+                self.multiplier = outer.saturating_mul(length.max(1));
+                self.iterations = self.iterations.saturating_add(outer.saturating_mul(length));
+                if self.iterations > RULE_ITERATIONS_MAX {
+                    return Err(PolicyError::Unbounded(format!(
+                        "rule {}: its comprehensions may run {} iterations, more than {RULE_ITERATIONS_MAX}",
+                        self.rule, self.iterations
+                    )));
+                }
                 let bound = 1 + usize::from(comprehension.iter_var2.is_some()) + 1;
                 self.scopes.push(comprehension.iter_var.clone());
                 if let Some(second) = &comprehension.iter_var2 {
@@ -241,6 +273,7 @@ impl Checker<'_> {
                     .into_iter()
                     .try_for_each(|part| self.check(part, depth + 1));
                 self.scopes.truncate(self.scopes.len() - bound);
+                self.multiplier = outer;
                 checked
             }
         }

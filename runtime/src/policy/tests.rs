@@ -214,6 +214,35 @@ fn clock_and_randomness_are_refused() {
     assert_eq!(rejected("intent.exists(k, k == 'type')", "admission").code(), "POLICY_NONDETERMINISTIC");
 }
 
+/// A comprehension variable may hold a map; iterating it would follow the hash map's order,
+/// which changes from run to run.
+#[test]
+fn iterating_a_bound_variable_that_may_be_a_map_is_refused() {
+    assert_eq!(rejected("[provider].all(m, m.map(k, k)[0] == 'id')", "admission").code(), "POLICY_NONDETERMINISTIC");
+    assert_eq!(rejected("[[1, 2]].all(l, l.all(x, x > 0))", "admission").code(), "POLICY_NONDETERMINISTIC");
+    assert!(policy("[[rules]]\nname = \"r\"\nstage = \"admission\"\nwhen = \"[1, 2].map(x, x * 2).all(y, y > 0)\"\ndescription = \"r\"\n").is_ok());
+}
+
+/// Loops over long lists written in the rule are bounded before they run.
+#[test]
+fn rules_that_would_run_too_long_are_refused() {
+    // 70 × 70 nested iterations (plus the outer 70) is over the bound of one rule; 60 × 60 is not.
+    let nested = |n: usize| {
+        let list = format!("[{}]", vec!["0"; n].join(", "));
+        format!("{list}.all(x, {list}.all(y, x == y))")
+    };
+    let error = rejected(&nested(70), "admission");
+    assert_eq!(error.code(), "POLICY_UNBOUNDED");
+    assert!(error.to_string().contains("4970 iterations"), "{error}");
+    assert!(policy(&format!("[[rules]]\nname = \"r\"\nstage = \"admission\"\nwhen = \"{}\"\ndescription = \"r\"\n", nested(60))).is_ok());
+    // 20 rules of 1,024 iterations each: every rule is within its bound, the policy is not.
+    let list = format!("[{}]", vec!["0"; 1024].join(", "));
+    let rules: String = (0..20)
+        .map(|i| format!("[[rules]]\nname = \"r{i}\"\nstage = \"admission\"\nwhen = \"{list}.all(x, x == 0)\"\ndescription = \"r\"\n"))
+        .collect();
+    assert_eq!(policy(&rules).expect_err("too slow together").code(), "POLICY_UNBOUNDED");
+}
+
 #[test]
 fn unbounded_policies_are_refused() {
     let deep = "[1].all(a, [2].all(b, [3].all(c, a < b)))";
