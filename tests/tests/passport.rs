@@ -369,3 +369,43 @@ fn a_pact_v4_transcript_counts_only_when_it_verifies_and_its_keys_are_known() {
     let line = assert_fails(&refused, 1, "PASSPORT_SOURCE_INVALID");
     assert!(line.contains("does not know"), "{line}");
 }
+
+#[test]
+fn imported_sessions_and_providers_not_paid_are_refused() {
+    // A session made elsewhere verifies against the keys its file carries: it does not count.
+    let elsewhere = Home::new();
+    let output = elsewhere.run(&[
+        "negotiate", "compute.inference", "--max-price", "0.30", "--currency", "USD", "--yes", "--seed", "5",
+        "--clock", CLOCK, "--json",
+    ]);
+    let foreign = json(&output)["session_id"].as_str().expect("id").to_owned();
+    let file = elsewhere.path().join("foreign.jsonl");
+    let file_arg = file.to_str().expect("utf-8");
+    assert_ok(&elsewhere.run(&["transcript", "export", &format!("session:{foreign}"), "--out", file_arg]));
+
+    let home = Home::new();
+    negotiate(&home, 11);
+    assert_ok(&home.run(&["transcript", "import", file_arg]));
+    let refused = home.run(&["passport", "ingest", &foreign]);
+    assert_fails(&refused, 1, "PASSPORT_SOURCE_INVALID");
+    let bulk = home.run(&["passport", "ingest", "--json"]);
+    assert_ok(&bulk);
+    let before = show(&home, "tensor-forge")["breakdown"]["events"].clone();
+    let disputed =
+        home.run(&["passport", "dispute", &foreign, "--against", "tensor-forge", "--upheld", "--reason", "x"]);
+    assert_fails(&disputed, 2, "DISPUTE_INVALID");
+    assert_eq!(show(&home, "tensor-forge")["breakdown"]["events"], before);
+
+    // In a completed session, only the provider paid is the buyer's counterparty.
+    let sessions = json(&home.run(&["session", "list", "--json"]));
+    let completed = sessions
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["phase"] == "completed" && s["origin"] != "imported"))
+        .cloned()
+        .expect("a completed session");
+    let session = completed["session_id"].as_str().expect("id");
+    let paid = completed["provider"].as_str().unwrap_or("tensor-forge");
+    let other = if paid == "tensor-forge" { "cirrus-compute" } else { "tensor-forge" };
+    let output = home.run(&["passport", "dispute", session, "--against", other, "--upheld", "--reason", "x"]);
+    assert_fails(&output, 2, "DISPUTE_INVALID");
+}

@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use pactum_memory::{Constellation, PassportEventRow, PassportSource};
+use pactum_memory::{Constellation, PassportEventRow, PassportSource, StreamOrigin};
+use pactum_transcripts::public_key_bytes_to_base64url;
 use pactum_transcripts::{Clock, EventKind, EventSigner, StreamId, TranscriptStream};
 use serde::{Deserialize, Serialize};
 
@@ -60,15 +61,73 @@ pub fn record_dispute(
             "a dispute needs a reason of 1 to {DISPUTE_REASON_BYTES_MAX} bytes of printable text"
         )));
     }
-    let session_stream = format!("{SESSION_STREAM_PREFIX}{session_id}");
-    if db.stream(&session_stream)?.is_none_or(|s| s.event_count == 0) {
+    let session = disputed_session(db, session_id).map_err(|error| match error {
+        RuntimeError::PassportSource(detail) => RuntimeError::Dispute(detail),
+        other => other,
+    })?;
+    let (state, head) = (&session.state, &session.head);
+    let buyer = state.buyer_id().unwrap_or_default().to_owned();
+    if let Err(detail) = took_part(state, against) {
+        return Err(RuntimeError::Dispute(format!("session {session_id}: {detail}")));
+    }
+    let stream_id = dispute_stream_id(session_id, against);
+    if db.stream(&stream_id)?.is_some_and(|s| s.event_count > 0) {
+        return Err(RuntimeError::DisputeExists(stream_id));
+    }
+    let agent = db
+        .agent(&buyer)?
+        .ok_or_else(|| RuntimeError::Dispute(format!("the buyer {buyer} is not an agent of this constellation")))?;
+    let signer = signer_for(&agent)?;
+    let recorded = state.created.as_ref().map(|c| c.buyer.public_key.as_str()).unwrap_or_default();
+    if public_key_bytes_to_base64url(&signer.verifying_key().to_bytes()) != recorded {
+        return Err(RuntimeError::Dispute(format!(
+            "session {session_id} was signed by another key for {buyer} than this constellation's {}",
+            signer.key_id()
+        )));
+    }
+    let body = DisputeBody {
+        format: DISPUTE_FORMAT.to_owned(),
+        session_id: session_id.to_owned(),
+        session_head: head.clone(),
+        against: against.to_owned(),
+        filed_by: buyer,
+        outcome: if upheld { "upheld" } else { "dismissed" }.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let stream = TranscriptStream::open(
+        ConstellationEventStore::new(Arc::clone(db)),
+        StreamId::new(stream_id.clone()).map_err(|e| RuntimeError::Dispute(e.to_string()))?,
+        clock,
+    )?;
+    let value = serde_json::to_value(&body).map_err(|e| RuntimeError::Dispute(e.to_string()))?;
+    let kind = EventKind::new(DISPUTE_RESOLVED).map_err(|e| RuntimeError::Dispute(e.to_string()))?;
+    stream.append(kind, value, Some(&signer as &dyn EventSigner))?;
+    Ok(body)
+}
+
+/// A verified local session, folded.
+struct DisputedSession {
+    state: SessionState,
+    head: String,
+}
+
+/// The session a dispute is about: it must be one this constellation ran (not imported: its
+/// parties' keys would be someone else's), verify, follow the protocol and have ended.
+fn disputed_session(db: &Arc<Constellation>, session_id: &str) -> Result<DisputedSession, RuntimeError> {
+    let stream_id = format!("{SESSION_STREAM_PREFIX}{session_id}");
+    let Some(record) = db.stream(&stream_id)?.filter(|s| s.event_count > 0) else {
         return Err(RuntimeError::SessionNotFound(session_id.to_owned()));
+    };
+    if record.origin != StreamOrigin::Local {
+        return Err(RuntimeError::PassportSource(format!(
+            "{stream_id} was imported: only sessions this constellation ran can be disputed"
+        )));
     }
-    let report = verify_stream(db, &session_stream)?;
+    let report = verify_stream(db, &stream_id)?;
     if let Some(broken) = report.first_break {
-        return Err(RuntimeError::Tampered { stream: session_stream, broken });
+        return Err(RuntimeError::Tampered { stream: stream_id, broken });
     }
-    let (_, events) = stream_events(db, &session_stream)?;
+    let (_, events) = stream_events(db, &stream_id)?;
     let mut state = SessionState::default();
     for event in &events {
         state
@@ -88,53 +147,33 @@ pub fn record_dispute(
             phase: state.phase.as_str(),
         });
     }
-    let buyer = state.buyer_id().unwrap_or_default().to_owned();
-    if against == buyer || !state.offering.iter().any(|p| p.agent_id == against) {
-        return Err(RuntimeError::Dispute(format!(
-            "{against} is not a provider of session {session_id} (a dispute is against a counterparty of the buyer)"
-        )));
-    }
-    if state.phase == Phase::Failed && !state.admitted.iter().any(|p| p == against) {
-        return Err(RuntimeError::Dispute(format!("{against} took no part in session {session_id}")));
-    }
-    let stream_id = dispute_stream_id(session_id, against);
-    if db.stream(&stream_id)?.is_some_and(|s| s.event_count > 0) {
-        return Err(RuntimeError::DisputeExists(stream_id));
-    }
-    let agent = db
-        .agent(&buyer)?
-        .ok_or_else(|| RuntimeError::Dispute(format!("the buyer {buyer} is not an agent of this constellation")))?;
-    let signer = signer_for(&agent)?;
-    let created = state.created.as_ref().map(|c| c.buyer.key_id.as_str()).unwrap_or_default();
-    if signer.key_id().as_str() != created {
-        return Err(RuntimeError::Dispute(format!(
-            "the session was signed with {created}, and this constellation's key for {buyer} is {}",
-            signer.key_id()
-        )));
-    }
-    let body = DisputeBody {
-        format: DISPUTE_FORMAT.to_owned(),
-        session_id: session_id.to_owned(),
-        session_head: report.head_hash.map(|h| h.to_hex()).unwrap_or_default(),
-        against: against.to_owned(),
-        filed_by: buyer,
-        outcome: if upheld { "upheld" } else { "dismissed" }.to_owned(),
-        reason: reason.to_owned(),
+    Ok(DisputedSession { state, head: report.head_hash.map(|h| h.to_hex()).unwrap_or_default() })
+}
+
+/// Whether `against` was the buyer's counterparty: the provider paid in a completed session, an
+/// admitted provider in a failed one.
+fn took_part(state: &SessionState, against: &str) -> Result<(), String> {
+    let ok = match state.phase {
+        Phase::Completed => state.agreement.as_ref().is_some_and(|a| a.provider == against),
+        _ => state.admitted.iter().any(|p| p == against) && state.buyer_id() != Some(against),
     };
-    let stream = TranscriptStream::open(
-        ConstellationEventStore::new(Arc::clone(db)),
-        StreamId::new(stream_id.clone()).map_err(|e| RuntimeError::Dispute(e.to_string()))?,
-        clock,
-    )?;
-    let value = serde_json::to_value(&body).map_err(|e| RuntimeError::Dispute(e.to_string()))?;
-    let kind = EventKind::new(DISPUTE_RESOLVED).map_err(|e| RuntimeError::Dispute(e.to_string()))?;
-    stream.append(kind, value, Some(&signer as &dyn EventSigner))?;
-    Ok(body)
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{against} was not the buyer's counterparty (a dispute is against the provider paid, or one that negotiated \
+             in a failed session)"
+        ))
+    }
 }
 
 /// Ingests a dispute stream (it must verify, be signed by the session's buyer and name a
 /// session that is in this constellation and still ends at the recorded head).
 pub fn ingest_dispute(db: &Arc<Constellation>, stream_id: &str, now_ms: u64) -> Result<Ingested, RuntimeError> {
+    let bad = |detail: &str| RuntimeError::PassportSource(format!("{stream_id}: {detail}"));
+    if db.stream(stream_id)?.is_none_or(|s| s.origin != StreamOrigin::Local) {
+        return Err(bad("only rulings made in this constellation count"));
+    }
     let report = verify_stream(db, stream_id)?;
     if let Some(broken) = report.first_break {
         return Err(RuntimeError::Tampered { stream: stream_id.to_owned(), broken });
@@ -144,7 +183,6 @@ pub fn ingest_dispute(db: &Arc<Constellation>, stream_id: &str, now_ms: u64) -> 
         return Ok(Ingested::AlreadyIngested);
     }
     let (_, events) = stream_events(db, stream_id)?;
-    let bad = |detail: &str| RuntimeError::PassportSource(format!("{stream_id}: {detail}"));
     let [event] = events.as_slice() else { return Err(bad("a dispute is exactly one event")) };
     if event.kind.as_str() != DISPUTE_RESOLVED {
         return Err(bad("not a dispute.resolved event"));
@@ -153,19 +191,24 @@ pub fn ingest_dispute(db: &Arc<Constellation>, stream_id: &str, now_ms: u64) -> 
     if body.format != DISPUTE_FORMAT || !matches!(body.outcome.as_str(), "upheld" | "dismissed") {
         return Err(bad("not a pactum-dispute/1 ruling"));
     }
-    let session_stream = format!("{SESSION_STREAM_PREFIX}{}", body.session_id);
-    let session = verify_stream(db, &session_stream)?;
-    if session.first_break.is_some() || session.head_hash.map(|h| h.to_hex()) != Some(body.session_head.clone()) {
+    if dispute_stream_id(&body.session_id, &body.against) != stream_id {
+        return Err(bad("the ruling is not about the session and party its transcript is named for"));
+    }
+    let session = disputed_session(db, &body.session_id)?;
+    if session.head != body.session_head {
         return Err(bad("the disputed session is not the verified transcript the ruling names"));
     }
-    let (_, session_events) = stream_events(db, &session_stream)?;
-    let buyer_key = session_events
-        .first()
-        .and_then(|created| created.body.pointer("/buyer/key_id"))
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
-    let buyer = session_events.first().and_then(|c| c.body.pointer("/buyer/agent_id")).and_then(|v| v.as_str());
-    if event.signer.as_ref().map(|k| k.as_str().to_owned()) != buyer_key || buyer != Some(body.filed_by.as_str()) {
+    took_part(&session.state, &body.against).map_err(|detail| bad(&detail))?;
+    let created = session.state.created.as_ref().ok_or_else(|| bad("the session has no session.created"))?;
+    // The key that signed the ruling must be the very key the session recorded for its buyer
+    // (key ids alone are the same in every constellation).
+    let signer = event.signer.as_ref().map(|k| k.as_str().to_owned()).unwrap_or_default();
+    let signer_key = db
+        .signing_keys()?
+        .into_iter()
+        .find(|(key_id, _)| *key_id == signer)
+        .map(|(_, key)| public_key_bytes_to_base64url(&key));
+    if signer_key.as_deref() != Some(created.buyer.public_key.as_str()) || created.buyer.agent_id != body.filed_by {
         return Err(bad("a ruling must be signed by the disputed session's buyer"));
     }
     let rows = if body.outcome == "upheld" {

@@ -42,15 +42,14 @@ pub enum Attribution {
     /// The parties whose messages the failure's evidence cites (providers that refused, timed
     /// out, asked out of band...); nobody when none is cited.
     Cited,
-    /// The parties whose messages the evidence cites, else the buyer.
-    CitedElseBuyer,
 }
 
 /// Whose fault each failure code is. Exhaustive: a new code must be placed here.
 pub fn attribution(code: FailureCode) -> Attribution {
     use FailureCode::*;
     match code {
-        PolicyViolation | SettlementPolicyViolation => Attribution::CitedElseBuyer,
+        // The buyer's own rules refusing an offer: nobody misbehaved.
+        PolicyViolation | SettlementPolicyViolation => Attribution::Nobody,
         RailNotAllowed | SettlementModeNotAllowed | MaxPriceExceeded => Attribution::Buyer,
         ProviderNotAllowed | RoundLimitExceeded | DeadlineExceeded => Attribution::Nobody,
         IdentityInvalid | CredentialExpired => Attribution::Cited,
@@ -166,8 +165,6 @@ pub fn outcome_rows(
                 Attribution::Nobody => BTreeSet::new(),
                 Attribution::Buyer => BTreeSet::from([buyer.to_owned()]),
                 Attribution::Cited => cited,
-                Attribution::CitedElseBuyer if cited.is_empty() => BTreeSet::from([buyer.to_owned()]),
-                Attribution::CitedElseBuyer => cited,
             };
             let fault_outcome =
                 if code.code().starts_with("PACT-1") { Outcome::PolicyViolation } else { Outcome::Failure };
@@ -212,8 +209,15 @@ pub enum Ingested {
 /// Ingests an ended local session: verifies its stream, folds it and stores its outcome.
 pub fn ingest_session(db: &Arc<Constellation>, session_id: &str, now_ms: u64) -> Result<Ingested, RuntimeError> {
     let stream_id = format!("{SESSION_STREAM_PREFIX}{session_id}");
-    if db.stream(&stream_id)?.is_none_or(|s| s.event_count == 0) {
+    let Some(record) = db.stream(&stream_id)?.filter(|s| s.event_count > 0) else {
         return Err(RuntimeError::SessionNotFound(session_id.to_owned()));
+    };
+    // An imported stream verifies only against the keys its own file carried: anyone can make
+    // one in any agent's name. Outside transcripts count as PACT v4 files, under their rules.
+    if record.origin != pactum_memory::StreamOrigin::Local {
+        return Err(RuntimeError::PassportSource(format!(
+            "{stream_id} was imported: only sessions this constellation ran count (see docs/PASSPORT.md)"
+        )));
     }
     let report = verify_stream(db, &stream_id)?;
     if let Some(broken) = report.first_break {
