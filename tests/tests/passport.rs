@@ -375,8 +375,18 @@ fn imported_sessions_and_providers_not_paid_are_refused() {
     // A session made elsewhere verifies against the keys its file carries: it does not count.
     let elsewhere = Home::new();
     let output = elsewhere.run(&[
-        "negotiate", "compute.inference", "--max-price", "0.30", "--currency", "USD", "--yes", "--seed", "5",
-        "--clock", CLOCK, "--json",
+        "negotiate",
+        "compute.inference",
+        "--max-price",
+        "0.30",
+        "--currency",
+        "USD",
+        "--yes",
+        "--seed",
+        "5",
+        "--clock",
+        CLOCK,
+        "--json",
     ]);
     let foreign = json(&output)["session_id"].as_str().expect("id").to_owned();
     let file = elsewhere.path().join("foreign.jsonl");

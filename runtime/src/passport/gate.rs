@@ -75,6 +75,28 @@ pub struct PassportCheck {
     pub triggering_factor: Option<String>,
 }
 
+impl PassportCheck {
+    /// Whether the answer agrees with its own numbers: a pass meets both thresholds and has no
+    /// reason; a denial has a reason and a triggering factor, and `LOW_SCORE` / `LOW_CONFIDENCE`
+    /// only below their threshold. (Other reasons depend on the history behind the score.)
+    pub fn is_consistent(&self) -> bool {
+        let score_ok = self.score_milli >= self.min_score_milli;
+        let confidence_ok = self.confidence_milli >= self.min_confidence_milli;
+        match self.reason {
+            None => score_ok && confidence_ok && self.triggering_factor.is_none(),
+            Some(reason) => {
+                self.triggering_factor.is_some()
+                    && !self.pass
+                    && match reason {
+                        DenialReason::LowScore => !score_ok,
+                        DenialReason::LowConfidence => score_ok && !confidence_ok,
+                        _ => true,
+                    }
+            }
+        }
+    }
+}
+
 /// `45.2` for 45,200 thousandths: trailing zeros dropped, at most three decimals.
 pub fn milli_text(milli: u32) -> String {
     let (whole, fraction) = (milli / 1000, milli % 1000);
@@ -301,6 +323,22 @@ mod tests {
         let check = gate(&events, PassportRequirement { min_score_milli: 0, min_confidence_milli: 900 });
         assert_eq!(check.reason, Some(DenialReason::LowConfidence));
         assert_eq!(check.triggering_factor.as_deref(), Some("3 outcome(s) with 1 counterparty"));
+    }
+
+    #[test]
+    fn checks_agree_with_their_numbers() {
+        let mut check = gate(&good_record(), PassportRequirement { min_score_milli: 60_000, min_confidence_milli: 0 });
+        assert!(check.is_consistent());
+        check.score_milli = 10;
+        assert!(!check.is_consistent(), "a pass below the minimum score");
+        let mut denied = gate(&good_record(), PassportRequirement { min_score_milli: 99_000, min_confidence_milli: 0 });
+        assert_eq!(denied.reason, Some(DenialReason::LowScore));
+        assert!(denied.is_consistent());
+        denied.score_milli = 99_500;
+        assert!(!denied.is_consistent(), "LOW_SCORE at or above the minimum");
+        denied.score_milli = 10;
+        denied.triggering_factor = None;
+        assert!(!denied.is_consistent(), "a denial without its factor");
     }
 
     #[test]

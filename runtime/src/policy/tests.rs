@@ -234,7 +234,13 @@ fn rules_that_would_run_too_long_are_refused() {
     let error = rejected(&nested(70), "admission");
     assert_eq!(error.code(), "POLICY_UNBOUNDED");
     assert!(error.to_string().contains("4970 iterations"), "{error}");
-    assert!(policy(&format!("[[rules]]\nname = \"r\"\nstage = \"admission\"\nwhen = \"{}\"\ndescription = \"r\"\n", nested(60))).is_ok());
+    assert!(
+        policy(&format!(
+            "[[rules]]\nname = \"r\"\nstage = \"admission\"\nwhen = \"{}\"\ndescription = \"r\"\n",
+            nested(60)
+        ))
+        .is_ok()
+    );
     // 20 rules of 1,024 iterations each: every rule is within its bound, the policy is not.
     let list = format!("[{}]", vec!["0"; 1024].join(", "));
     let rules: String = (0..20)

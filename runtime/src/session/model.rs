@@ -831,7 +831,26 @@ impl SessionState {
                 if discovery.admitted.iter().any(|id| !discovery.offering.iter().any(|p| &p.agent_id == id)) {
                     return Err(refuse(seq, kind, "an admitted provider is not offering"));
                 }
+                let required = self.config().ok().and_then(|config| config.resolved.passport_requirement());
+                if discovery.passport.as_ref().map(|record| record.requirement) != required {
+                    return Err(refuse(
+                        seq,
+                        kind,
+                        "the passport context must be present exactly when the policy requires a passport, under its requirement",
+                    ));
+                }
                 if let Some(record) = &discovery.passport {
+                    if let Some(check) = record.checks.iter().find(|c| {
+                        !c.is_consistent()
+                            || c.min_score_milli != record.requirement.min_score_milli
+                            || c.min_confidence_milli != record.requirement.min_confidence_milli
+                    }) {
+                        return Err(refuse(
+                            seq,
+                            kind,
+                            format!("the passport check of {} is inconsistent", check.agent_id),
+                        ));
+                    }
                     let checked: Vec<&str> = record.checks.iter().map(|c| c.agent_id.as_str()).collect();
                     let offered: Vec<&str> = discovery.offering.iter().map(|p| p.agent_id.as_str()).collect();
                     if checked != offered {

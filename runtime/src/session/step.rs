@@ -316,7 +316,7 @@ fn check_passports(
     for check in &record.checks {
         let thresholds = check.min_score_milli == requirement.min_score_milli
             && check.min_confidence_milli == requirement.min_confidence_milli;
-        if !thresholds || check.pass != check.reason.is_none() || check.pass != check.triggering_factor.is_none() {
+        if !thresholds || !check.is_consistent() {
             return Err(StepError::Invalid(format!("the passport check of {} is inconsistent", check.agent_id)));
         }
     }
