@@ -2,7 +2,6 @@
 //! transcript once it verifies — who offered what, what policy and the passport decided, the
 //! failure with its code, fault and evidence, the receipt.
 
-use std::io::BufReader;
 use std::path::Path;
 
 use pactum_runtime::session::model::SESSION_STREAM_PREFIX;
@@ -66,23 +65,29 @@ fn from_constellation(context: &Context, target: &str) -> Result<Source, Failure
     Ok(Source { name: stream_id, origin: "constellation", events, signatures: report.signatures_verified })
 }
 
+/// Largest transcript file `replay` reads: it is read once into memory, then verified and
+/// parsed from those same bytes (a file that changes while being read cannot tell one story
+/// and verify another).
+const REPLAY_FILE_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
 fn from_file(path: &Path) -> Result<Source, Failure> {
-    let open = || {
-        std::fs::File::open(path).map_err(|e| Failure::new("IO_ERROR", format!("{}: cannot open: {e}", path.display())))
-    };
-    let verification = jsonl::verify_file(BufReader::new(open()?), None)
+    let io = |e: std::io::Error| Failure::new("IO_ERROR", format!("{}: cannot read: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, REPLAY_FILE_BYTES_MAX + 1), &mut bytes).map_err(io)?;
+    if bytes.len() as u64 > REPLAY_FILE_BYTES_MAX {
+        return Err(Failure::new(
+            "TRANSCRIPT_FILE_TOO_LARGE",
+            format!("{}: larger than {REPLAY_FILE_BYTES_MAX} bytes", path.display()),
+        ));
+    }
+    let verification = jsonl::verify_file(bytes.as_slice(), None)
         .map_err(|error| Failure::new(error.code(), format!("{}: {error}", path.display())))?;
     if let Some(broken) = &verification.report.first_break {
         return Err(Failure::new("TRANSCRIPT_TAMPERED", format!("{} does not verify: {broken}", path.display())));
     }
-    let (header, events) = jsonl::read_file(BufReader::new(open()?))
+    let (header, events) = jsonl::read_file(bytes.as_slice())
         .map_err(|error| Failure::new(error.code(), format!("{}: {error}", path.display())))?;
-    // The file may have changed between the two reads: tell only what was verified.
-    if events.len() as u64 != verification.report.events_verified
-        || events.last().map(|e| e.hash) != verification.report.head_hash
-    {
-        return Err(Failure::new("IMPORT_CHANGED", format!("{}: the file changed while it was read", path.display())));
-    }
     Ok(Source {
         name: header.stream.as_str().to_owned(),
         origin: "file",

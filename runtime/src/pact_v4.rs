@@ -188,7 +188,8 @@ fn strategy_hash(created: &CreatedBody) -> Result<String, RuntimeError> {
         "format": "pactum-strategy/1",
         "strategy": created.strategy,
         "max_price": created.intent.get("max_price"),
-        "rounds_max": created.policy.get("rounds_max"),
+        // A pactum-policy/1 policy records it at the top; a pactum-policy/2 one in its static part.
+        "rounds_max": created.policy.get("rounds_max").or_else(|| created.policy.pointer("/static/rounds_max")),
         "selection_rule": rule,
         "preferred_providers": preferred,
     });

@@ -429,8 +429,18 @@ fn describe(value: Option<&Value>) -> String {
 }
 
 /// A non-negative integer within JSON's exact range.
+/// A non-negative whole number within 2^53 − 1. `1.0` counts as `1`, as in the reference: its
+/// JSON parser gives the same number for both, and canonical JSON writes both as `1`.
 fn exact_integer(value: Option<&Value>) -> Option<u64> {
-    value.and_then(Value::as_u64).filter(|n| *n <= canonical::SAFE_INTEGER_MAX)
+    let value = value?;
+    if let Some(n) = value.as_u64() {
+        return (n <= canonical::SAFE_INTEGER_MAX).then_some(n);
+    }
+    let float = value.as_f64()?;
+    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let whole =
+        (float.fract() == 0.0 && float >= 0.0 && float <= canonical::SAFE_INTEGER_MAX as f64).then_some(float as u64);
+    whole
 }
 
 /// Whether each round's signature verified (in round order, up to the first that did not).
@@ -629,6 +639,45 @@ fn pactum_checks(
         let signature_ok = signatures.get(index).copied().unwrap_or(false);
         if let Err(reason) = check_round_content(round, envelope, signature_ok) {
             unsigned.push(V4Entry::new(V4EntryType::RoundContentUnsigned, format!("round {index}: {reason}")));
+        }
+    }
+    // Each round is signed on its own; together they must be one negotiation: envelopes from
+    // one stream (the one the metadata names), in the stream's order, and one key per agent.
+    // Otherwise signed rounds of other sessions could be spliced in with recomputed hashes.
+    let stream_named = transcript.get("metadata").and_then(|m| m.get("pactum_stream")).and_then(Value::as_str);
+    let mut first_stream: Option<&str> = stream_named;
+    let mut previous_seq: Option<u64> = None;
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    for (index, round) in rounds.iter().enumerate() {
+        let Some(envelope) = envelopes.and_then(|list| list.get(index)) else { continue };
+        let stream = envelope.get("stream").and_then(Value::as_str);
+        match (first_stream, stream) {
+            (None, Some(stream)) => first_stream = Some(stream),
+            (Some(expected), Some(stream)) if expected != stream => unsigned.push(V4Entry::new(
+                V4EntryType::RoundContentUnsigned,
+                format!("round {index}: its envelope is from stream {stream:?}, not {expected:?}"),
+            )),
+            _ => {}
+        }
+        let seq = exact_integer(envelope.get("seq"));
+        if let (Some(previous), Some(seq)) = (previous_seq, seq)
+            && seq <= previous
+        {
+            unsigned.push(V4Entry::new(
+                V4EntryType::RoundContentUnsigned,
+                format!("round {index}: its envelope is event {seq}, not after event {previous}"),
+            ));
+        }
+        previous_seq = seq.or(previous_seq);
+        let agent = round.get("agent_id").and_then(Value::as_str).unwrap_or_default();
+        let key = round.get("public_key_b58").and_then(Value::as_str).unwrap_or_default();
+        match keys.iter().find(|(known, _)| *known == agent) {
+            Some((_, known_key)) if *known_key != key => unsigned.push(V4Entry::new(
+                V4EntryType::RoundContentUnsigned,
+                format!("round {index}: {agent} signs with another key than in its earlier rounds"),
+            )),
+            Some(_) => {}
+            None => keys.push((agent, key)),
         }
     }
     if unsigned.len() > V4_FINDINGS_MAX {
@@ -986,6 +1035,44 @@ mod tests {
             canonical_hash_without(object, &["final_hash"]).expect("canonical"),
             canonical_hash(&Value::Object(copy)).expect("canonical")
         );
+    }
+
+    /// A signed round of the same negotiation moved to a later place, every hash recomputed:
+    /// the reference accepts it; Pactum sees its envelope out of the stream's order.
+    #[test]
+    fn a_round_spliced_out_of_order_is_a_pactum_finding() {
+        let mut transcript = synthetic_transcript(6);
+        let moved = transcript["rounds"][1].clone();
+        let original = transcript["rounds"][3].clone();
+        let mut spliced = moved.clone();
+        spliced["round_number"] = original["round_number"].clone();
+        spliced["timestamp_ms"] = original["timestamp_ms"].clone();
+        transcript["rounds"][3] = spliced;
+        let envelope = transcript["metadata"]["pactum_envelopes"][1].clone();
+        transcript["metadata"]["pactum_envelopes"][3] = envelope;
+        rehash_from(&mut transcript, 3);
+        let report = verify_v4_text(&serde_json::to_string(&transcript).expect("json"));
+        assert!(report.is_valid(), "the reference verdict: {:?}", report.errors);
+        assert!(
+            report.pactum_findings.iter().any(|f| f.message.contains("not after event")),
+            "{:?}",
+            report.pactum_findings
+        );
+    }
+
+    #[test]
+    fn whole_numbers_written_as_floats_are_the_same_numbers() {
+        let mut transcript = synthetic_transcript(3);
+        let text = serde_json::to_string(&transcript).expect("json");
+        assert!(verify_v4_text(&text).is_valid());
+        // `1` written `1.0`: the same number, the same canonical form, the same hashes.
+        transcript["rounds"][1]["round_number"] = serde_json::json!(1.0);
+        let edited = serde_json::to_string(&transcript).expect("json");
+        assert!(edited.contains("\"round_number\":1.0"), "{edited}");
+        let report = verify_v4_text(&edited);
+        assert!(report.is_valid(), "{:?}", report.errors);
+        transcript["rounds"][1]["round_number"] = serde_json::json!(1.5);
+        assert!(!verify_v4_text(&serde_json::to_string(&transcript).expect("json")).is_valid());
     }
 
     #[test]
