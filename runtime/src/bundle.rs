@@ -269,18 +269,49 @@ pub fn fields_root(commitments: &BTreeMap<String, Digest>) -> Digest {
 }
 
 /// One event's entry in the commitments root.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct RootEntry {
     pub seq: u64,
+    /// The event's envelope, which a redacted view shows without the full body its hash covers:
+    /// bound here so it cannot be changed in a view.
+    pub kind: String,
+    pub at_ms: u64,
+    pub prev: Digest,
+    pub signer: Option<String>,
     pub hash: Digest,
     pub fields_root: Digest,
 }
 
-/// `SHA-256(COMMITMENTS_ROOT_TAG ‖ canon([{"fields_root", "hash", "seq"}, ...]))`, in seq order.
+impl RootEntry {
+    fn of(event: &Event, fields_root: Digest) -> Self {
+        Self {
+            seq: event.seq,
+            kind: event.kind.as_str().to_owned(),
+            at_ms: event.at_ms,
+            prev: event.prev,
+            signer: event.signer.as_ref().map(|k| k.as_str().to_owned()),
+            hash: event.hash,
+            fields_root,
+        }
+    }
+}
+
+/// `SHA-256(COMMITMENTS_ROOT_TAG ‖ canon([{"at_ms", "fields_root", "hash", "kind", "prev", "seq",
+/// "signer"}, ...]))`, in seq order.
 pub fn commitments_root(entries: &[RootEntry]) -> Digest {
     let list: Vec<Value> = entries
         .iter()
-        .map(|entry| json!({"seq": entry.seq, "hash": entry.hash.to_hex(), "fields_root": entry.fields_root.to_hex()}))
+        .map(|entry| {
+            json!({
+                "seq": entry.seq,
+                "kind": entry.kind,
+                "at_ms": entry.at_ms,
+                "prev": entry.prev.to_hex(),
+                "signer": entry.signer,
+                "hash": entry.hash.to_hex(),
+                "fields_root": entry.fields_root.to_hex(),
+            })
+        })
         .collect();
     // Seqs are below 2^53 (events refuse larger ones): the canonical form always exists.
     let canonical = to_canonical_string(&Value::Array(list)).unwrap_or_default();
@@ -422,12 +453,8 @@ pub fn build_bundle(
     }
     let commitments: Vec<EventCommitments> =
         source.events.iter().map(|event| commit_event(key, event)).collect::<Result<_, _>>()?;
-    let entries: Vec<RootEntry> = source
-        .events
-        .iter()
-        .zip(&commitments)
-        .map(|(event, c)| RootEntry { seq: event.seq, hash: event.hash, fields_root: c.fields_root })
-        .collect();
+    let entries: Vec<RootEntry> =
+        source.events.iter().zip(&commitments).map(|(event, c)| RootEntry::of(event, c.fields_root)).collect();
     let root = commitments_root(&entries);
     let signature = buyer.sign_digest(&root);
 
@@ -1121,12 +1148,12 @@ fn check_commitments_file(bytes: &[u8], events: &[Event], report: &mut BundleRep
     let mut entries = Vec::with_capacity(events.len());
     for (event, entry) in events.iter().zip(listed) {
         match check_commitment_entry(event, entry) {
-            Ok(fields_root) => entries.push(RootEntry { seq: event.seq, hash: event.hash, fields_root }),
+            Ok(fields_root) => entries.push(RootEntry::of(event, fields_root)),
             Err(message) => {
                 report.problem(ProblemCode::CommitmentMismatch, file, format!("event {}: {message}", event.seq));
                 // Recompute without this entry's claims, so the root check still runs.
                 let fields_root = recompute_unsalted(event);
-                entries.push(RootEntry { seq: event.seq, hash: event.hash, fields_root });
+                entries.push(RootEntry::of(event, fields_root));
             }
         }
     }
@@ -1282,7 +1309,15 @@ fn check_redacted(contents: &BundleContents, manifest: &Manifest, report: &mut B
         if event.kind.as_str() == kind::RECEIPT {
             receipt_event = Some(event.clone());
         }
-        entries.push(RootEntry { seq, hash: event.hash, fields_root: event.fields_root_recomputed });
+        entries.push(RootEntry {
+            seq,
+            kind: event.kind.as_str().to_owned(),
+            at_ms: event.at_ms,
+            prev: event.prev,
+            signer: event.signer.as_ref().map(|k| k.as_str().to_owned()),
+            hash: event.hash,
+            fields_root: event.fields_root_recomputed,
+        });
         prev = event.hash;
         prev_at_ms = event.at_ms;
     }

@@ -325,6 +325,26 @@ fn a_forged_disclosed_field_or_a_swapped_commitment_in_a_redacted_view_fails() {
     assert_problem(&found, "BUNDLE_TRANSCRIPT_INVALID", file);
     assert_problem(&found, "BUNDLE_COMMITMENT_MISMATCH", file);
 
+    // The kind and time of an event with redacted fields: its hash cannot be recomputed in a
+    // redacted view, so the signed root binds them.
+    let renamed = changed(&partner, "renamed", file, |t| {
+        edit_json(t, |v| {
+            let index = event(v, "offer.selected");
+            v["events"][index]["kind"] = Value::from("offer.withdrawn");
+        })
+    });
+    relist(&renamed, file);
+    assert_problem(&problems(&home, &renamed), "BUNDLE_COMMITMENTS_ROOT_MISMATCH", "MANIFEST.json");
+    let retimed = changed(&partner, "retimed", file, |t| {
+        edit_json(t, |v| {
+            let index = event(v, "offer.selected");
+            let at = v["events"][index]["at_ms"].as_u64().expect("at_ms");
+            v["events"][index]["at_ms"] = Value::from(at + 1);
+        })
+    });
+    relist(&retimed, file);
+    assert_problem(&problems(&home, &retimed), "BUNDLE_COMMITMENTS_ROOT_MISMATCH", "MANIFEST.json");
+
     // Two redacted fields' commitments swapped.
     let swapped = changed(&partner, "swapped", file, |t| {
         edit_json(t, |v| {
