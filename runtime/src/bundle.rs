@@ -414,20 +414,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Folds session events; the first refusal is the error.
 fn fold(events: &[Event]) -> Result<SessionState, String> {
-    let mut state = SessionState::default();
-    for event in events {
-        state
-            .apply(
-                event.seq,
-                event.kind.as_str(),
-                &event.body,
-                event.signer.as_ref().map(KeyId::as_str),
-                event.at_ms,
-                Some(&event.hash),
-            )
-            .map_err(|e| format!("event {} ({}): {}", e.seq, e.kind, e.reason))?;
-    }
-    Ok(state)
+    SessionState::fold(events).map_err(|e| format!("event {} ({}): {}", e.seq, e.kind, e.reason))
 }
 
 /// Builds a bundle of `view` (pure: no I/O). `buyer` must hold the key `session.created`

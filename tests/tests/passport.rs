@@ -10,9 +10,9 @@ const CLOCK: &str = "1700000000000";
 /// Long after every session above ended (their clocks start at CLOCK).
 const AS_OF: &str = "1700000600000";
 
-fn negotiate(home: &Home, seed: u32) {
-    let seed = seed.to_string();
-    let output = home.run(&[
+/// `negotiate compute.inference` at CLOCK with `seed` and `extra`: the exit code and the JSON.
+fn negotiate_json(home: &Home, seed: &str, extra: &[&str]) -> (Option<i32>, Value) {
+    let mut args = vec![
         "negotiate",
         "compute.inference",
         "--max-price",
@@ -21,12 +21,20 @@ fn negotiate(home: &Home, seed: u32) {
         "USD",
         "--yes",
         "--seed",
-        &seed,
+        seed,
         "--clock",
         CLOCK,
-    ]);
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let output = home.run(&args);
     // Some seeds fail (exit 3, with their PACT code): those outcomes count too.
     assert!(matches!(output.status.code(), Some(0 | 3)), "{}", stderr(&output));
+    (output.status.code(), json(&output))
+}
+
+fn negotiate(home: &Home, seed: u32) {
+    negotiate_json(home, &seed.to_string(), &[]);
 }
 
 fn show(home: &Home, agent: &str) -> Value {
@@ -216,23 +224,7 @@ fn write_policy(home: &Home, name: &str, min_score: &str) -> String {
 }
 
 fn gated(home: &Home, policy: &str, seed: &str) -> (Option<i32>, Value) {
-    let output = home.run(&[
-        "negotiate",
-        "compute.inference",
-        "--max-price",
-        "0.30",
-        "--currency",
-        "USD",
-        "--yes",
-        "--seed",
-        seed,
-        "--clock",
-        CLOCK,
-        "--policy",
-        policy,
-        "--json",
-    ]);
-    (output.status.code(), json(&output))
+    negotiate_json(home, seed, &["--policy", policy])
 }
 
 #[test]
@@ -298,21 +290,8 @@ fn a_pact_v4_transcript_counts_only_when_it_verifies_and_its_keys_are_known() {
     negotiate(&a, 11);
     let copy = a.path().join("copy.db");
     assert_ok(&a.run(&["constellation", "backup", copy.to_str().expect("utf-8")]));
-    let output = a.run(&[
-        "negotiate",
-        "compute.inference",
-        "--max-price",
-        "0.30",
-        "--currency",
-        "USD",
-        "--yes",
-        "--seed",
-        "12",
-        "--clock",
-        CLOCK,
-        "--json",
-    ]);
-    let session = json(&output)["session_id"].as_str().expect("id").to_owned();
+    let (_, result) = negotiate_json(&a, "12", &[]);
+    let session = result["session_id"].as_str().expect("id").to_owned();
     let file = a.path().join("t.json");
     let file_arg = file.to_str().expect("utf-8");
     assert_ok(&a.run(&["transcript", "export", &session, "--format", "pact-v4", "--out", file_arg]));
@@ -347,21 +326,8 @@ fn a_pact_v4_transcript_counts_only_when_it_verifies_and_its_keys_are_known() {
 
     // A transcript signed by keys this constellation does not know for its agents is refused.
     let stranger = Home::new();
-    let output = stranger.run(&[
-        "negotiate",
-        "compute.inference",
-        "--max-price",
-        "0.30",
-        "--currency",
-        "USD",
-        "--yes",
-        "--seed",
-        "13",
-        "--clock",
-        CLOCK,
-        "--json",
-    ]);
-    let foreign_session = json(&output)["session_id"].as_str().expect("id").to_owned();
+    let (_, result) = negotiate_json(&stranger, "13", &[]);
+    let foreign_session = result["session_id"].as_str().expect("id").to_owned();
     let foreign = stranger.path().join("foreign.json");
     let foreign_arg = foreign.to_str().expect("utf-8");
     assert_ok(&stranger.run(&["transcript", "export", &foreign_session, "--format", "pact-v4", "--out", foreign_arg]));
@@ -374,21 +340,8 @@ fn a_pact_v4_transcript_counts_only_when_it_verifies_and_its_keys_are_known() {
 fn imported_sessions_and_providers_not_paid_are_refused() {
     // A session made elsewhere verifies against the keys its file carries: it does not count.
     let elsewhere = Home::new();
-    let output = elsewhere.run(&[
-        "negotiate",
-        "compute.inference",
-        "--max-price",
-        "0.30",
-        "--currency",
-        "USD",
-        "--yes",
-        "--seed",
-        "5",
-        "--clock",
-        CLOCK,
-        "--json",
-    ]);
-    let foreign = json(&output)["session_id"].as_str().expect("id").to_owned();
+    let (_, result) = negotiate_json(&elsewhere, "5", &[]);
+    let foreign = result["session_id"].as_str().expect("id").to_owned();
     let file = elsewhere.path().join("foreign.jsonl");
     let file_arg = file.to_str().expect("utf-8");
     assert_ok(&elsewhere.run(&["transcript", "export", &format!("session:{foreign}"), "--out", file_arg]));

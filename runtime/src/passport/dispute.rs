@@ -128,19 +128,7 @@ fn disputed_session(db: &Arc<Constellation>, session_id: &str) -> Result<Dispute
         return Err(RuntimeError::Tampered { stream: stream_id, broken });
     }
     let (_, events) = stream_events(db, &stream_id)?;
-    let mut state = SessionState::default();
-    for event in &events {
-        state
-            .apply(
-                event.seq,
-                event.kind.as_str(),
-                &event.body,
-                event.signer.as_ref().map(|k| k.as_str()),
-                event.at_ms,
-                Some(&event.hash),
-            )
-            .map_err(|e| RuntimeError::PassportSource(e.to_string()))?;
-    }
+    let state = SessionState::fold(&events).map_err(|e| RuntimeError::PassportSource(e.to_string()))?;
     if !state.phase.is_terminal() {
         return Err(RuntimeError::SessionNotTerminal {
             session_id: session_id.to_owned(),

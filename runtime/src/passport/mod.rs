@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use pactum_memory::{Constellation, PassportEventRow, PassportSource};
-use pactum_transcripts::{Event, KeyId};
+use pactum_transcripts::Event;
 use serde_json::Value;
 
 use crate::error::RuntimeError;
@@ -69,19 +69,7 @@ pub fn attribution(code: FailureCode) -> Attribution {
 /// the provider paid, neutral for the other providers; a failed one is a failure (or, for
 /// PACT-1xx, a policy violation) for the parties at fault and neutral for the others. `transcript_hash` is the session's head hash.
 pub fn session_outcomes(events: &[Event], transcript_hash: &str) -> Result<(Vec<PassportEventRow>, u64), String> {
-    let mut state = SessionState::default();
-    for event in events {
-        state
-            .apply(
-                event.seq,
-                event.kind.as_str(),
-                &event.body,
-                event.signer.as_ref().map(KeyId::as_str),
-                event.at_ms,
-                Some(&event.hash),
-            )
-            .map_err(|e| e.to_string())?;
-    }
+    let state = SessionState::fold(events).map_err(|e| e.to_string())?;
     let buyer = state.buyer_id().ok_or("the transcript has no session.created")?.to_owned();
     let ended = match state.phase {
         Phase::Completed => {

@@ -716,6 +716,27 @@ impl SessionState {
         }
     }
 
+    /// Folds a sealed event (its signer and hash as recorded).
+    pub fn apply_event(&mut self, event: &pactum_transcripts::Event) -> Result<(), ReduceError> {
+        self.apply(
+            event.seq,
+            event.kind.as_str(),
+            &event.body,
+            event.signer.as_ref().map(pactum_transcripts::KeyId::as_str),
+            event.at_ms,
+            Some(&event.hash),
+        )
+    }
+
+    /// The state after `events`; the first refusal is the error.
+    pub fn fold(events: &[pactum_transcripts::Event]) -> Result<Self, ReduceError> {
+        let mut state = Self::default();
+        for event in events {
+            state.apply_event(event)?;
+        }
+        Ok(state)
+    }
+
     /// Folds one event. `signer` is the event's key id; `hash` its hash (`None` for a draft).
     pub fn apply(
         &mut self,

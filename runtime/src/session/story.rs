@@ -6,7 +6,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use pactum_transcripts::{Event, KeyId};
+use pactum_transcripts::Event;
 
 use crate::session::model::{
     DiscoveryBody, FailureBody, OfferMessage, PASSPORT_EXCLUSION, Phase, PriceBody, SelectionBody, SessionState, kind,
@@ -131,16 +131,7 @@ pub fn tell(events: &[Event]) -> Result<Story, String> {
     let mut decisions = Vec::new();
     let mut excluded: Vec<(String, String)> = Vec::new();
     for event in events {
-        state
-            .apply(
-                event.seq,
-                event.kind.as_str(),
-                &event.body,
-                event.signer.as_ref().map(KeyId::as_str),
-                event.at_ms,
-                Some(&event.hash),
-            )
-            .map_err(|e| e.to_string())?;
+        state.apply_event(event).map_err(|e| e.to_string())?;
         match event.kind.as_str() {
             kind::BID | kind::COUNTER => {
                 if let Some(offer) = parse::<OfferMessage>(&event.body) {
