@@ -23,22 +23,7 @@ fn completed_session(home: &Home) -> String {
 }
 
 fn negotiate(home: &Home, extra: &[&str]) -> String {
-    let mut args = vec![
-        "negotiate",
-        "compute.inference",
-        "--max-price",
-        "0.30",
-        "--currency",
-        "USD",
-        "--seed",
-        "4",
-        "--clock",
-        CLOCK,
-        "--yes",
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    let output = home.run(&args);
+    let output = home.run(&common::negotiate_args("4", extra));
     json(&output)["session_id"].as_str().expect("session id").to_owned()
 }
 

@@ -6,27 +6,12 @@ mod common;
 use common::{Home, assert_fails, assert_ok, json, stderr};
 use serde_json::Value;
 
-const CLOCK: &str = "1700000000000";
-/// Long after every session above ended (their clocks start at CLOCK).
+/// Long after every session of these tests ended (their clocks start at 1700000000000).
 const AS_OF: &str = "1700000600000";
 
-/// `negotiate compute.inference` at CLOCK with `seed` and `extra`: the exit code and the JSON.
+/// `negotiate compute.inference` (`common::negotiate_args`) with `seed` and `extra`: the exit code and the JSON.
 fn negotiate_json(home: &Home, seed: &str, extra: &[&str]) -> (Option<i32>, Value) {
-    let mut args = vec![
-        "negotiate",
-        "compute.inference",
-        "--max-price",
-        "0.30",
-        "--currency",
-        "USD",
-        "--yes",
-        "--seed",
-        seed,
-        "--clock",
-        CLOCK,
-        "--json",
-    ];
-    args.extend_from_slice(extra);
+    let args = common::negotiate_args(seed, extra);
     let output = home.run(&args);
     // Some seeds fail (exit 3, with their PACT code): those outcomes count too.
     assert!(matches!(output.status.code(), Some(0 | 3)), "{}", stderr(&output));

@@ -6,8 +6,6 @@ mod common;
 
 use common::{Home, assert_fails, assert_ok, json, stdout};
 
-const CLOCK: &str = "1700000000000";
-
 const ADMISSION: &str = r#"format = "pactum-policy/2"
 name = "no-cirrus"
 version = 1
@@ -32,22 +30,7 @@ description = "answers must come within 200 ms"
 "#;
 
 fn negotiate(policy: &str) -> Vec<&str> {
-    vec![
-        "negotiate",
-        "compute.inference",
-        "--max-price",
-        "0.30",
-        "--currency",
-        "USD",
-        "--seed",
-        "4",
-        "--clock",
-        CLOCK,
-        "--yes",
-        "--json",
-        "--policy",
-        policy,
-    ]
+    common::negotiate_args("4", &["--policy", policy])
 }
 
 #[track_caller]

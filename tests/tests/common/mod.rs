@@ -55,6 +55,27 @@ impl Home {
     }
 }
 
+/// `pactum negotiate compute.inference --max-price 0.30 --currency USD --seed SEED --clock
+/// 1700000000000 --yes --json` and `extra`: a reproducible negotiation.
+pub fn negotiate_args<'a>(seed: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "negotiate",
+        "compute.inference",
+        "--max-price",
+        "0.30",
+        "--currency",
+        "USD",
+        "--seed",
+        seed,
+        "--clock",
+        "1700000000000",
+        "--yes",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).expect("stdout is UTF-8")
 }
