@@ -7,6 +7,7 @@
 
 pub mod bundle;
 mod check;
+pub mod constraints;
 mod directory;
 mod error;
 mod event_store;

@@ -1,0 +1,424 @@
+//! Spending and usage constraints: Temporal, Usage, Budget, Combined and Custom.
+//!
+//! Pure and deterministic: every check takes the time from the caller (the runtime's injected
+//! clock), never the wall clock. The flaws this avoids: `duration` is enforced (a grant lasts
+//! `duration_ms` from its start, whatever `valid_until` says), windows are computed from the
+//! supplied time, and windows reset (a window is a fixed slot `[anchor + k·length,
+//! anchor + (k+1)·length)`, and only the uses and spends inside the current slot count).
+//!
+//! A constraint is checked against the history of what it allowed ([`Ledger`]); a use or spend
+//! is recorded only after it was allowed, so a budget is never exceeded in any window, whatever
+//! the sequence of requests (a property test checks it).
+
+use serde::{Deserialize, Serialize};
+
+use crate::money::Money;
+
+/// A fixed, resetting window.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Length of each slot, in milliseconds (at least 1).
+    pub length_ms: u64,
+    /// Where the slots start: slot `k` is `[anchor_ms + k·length_ms, anchor_ms + (k+1)·length_ms)`.
+    pub anchor_ms: u64,
+}
+
+impl Window {
+    /// The slot containing `now_ms`: its start and end (exclusive); slots repeat before the
+    /// anchor too.
+    pub fn slot(&self, now_ms: u64) -> (u64, u64) {
+        // Signed arithmetic: a slot before the anchor may begin before time zero (then it is
+        // clamped there; no time is earlier).
+        let length = i128::from(self.length_ms.max(1));
+        let offset = i128::from(now_ms) - i128::from(self.anchor_ms);
+        let start = i128::from(self.anchor_ms) + offset.div_euclid(length) * length;
+        let clamp = |value: i128| u64::try_from(value.max(0)).unwrap_or(u64::MAX);
+        (clamp(start), clamp(start + length))
+    }
+}
+
+/// When a grant may be used.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Temporal {
+    pub valid_from_ms: Option<u64>,
+    pub valid_until_ms: Option<u64>,
+    /// How long the grant lasts from its start (`valid_from_ms`, or its first use when there is
+    /// none). Enforced together with `valid_until_ms`: the earlier end wins.
+    pub duration_ms: Option<u64>,
+}
+
+/// How many times something may be used (per window, if one is given).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Usage {
+    pub max_uses: u64,
+    pub window: Option<Window>,
+}
+
+/// How much may be spent (per window, if one is given), in one currency's minor units.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    pub max_amount_minor: u64,
+    /// ISO 4217 code; a spend in another currency is refused (no conversion).
+    pub currency: String,
+    pub window: Option<Window>,
+}
+
+/// A vendor's own constraint: carried and reported, never enforced here.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Custom {
+    /// `<lowercase dns name>/<name>`.
+    pub id: String,
+    pub payload: serde_json::Value,
+}
+
+/// A constraint.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Constraint {
+    Temporal(Temporal),
+    Usage(Usage),
+    Budget(Budget),
+    /// Every one must pass.
+    Combined {
+        all: Vec<Constraint>,
+    },
+    Custom(Custom),
+}
+
+/// One allowed use (and its spend, if any), as recorded.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub at_ms: u64,
+    pub amount_minor: u64,
+    pub currency: Option<String>,
+}
+
+/// What a constraint has allowed so far, oldest first.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ledger {
+    pub entries: Vec<Entry>,
+}
+
+/// What is asked: one use, optionally spending an amount.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Request {
+    pub at_ms: u64,
+    pub amount: Option<Money>,
+}
+
+/// Why a request was refused (stable code `E_CONSTRAINT_VIOLATION`; the failure code of a
+/// session is PACT-1xx).
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("{constraint} constraint: {detail}")]
+pub struct Violation {
+    /// `temporal`, `usage`, `budget`, or a custom id.
+    pub constraint: String,
+    pub detail: String,
+}
+
+impl Violation {
+    pub fn code(&self) -> &'static str {
+        "E_CONSTRAINT_VIOLATION"
+    }
+}
+
+/// A constraint that cannot be used as written.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("invalid constraint: {0}")]
+pub struct ConstraintError(pub String);
+
+impl ConstraintError {
+    pub fn code(&self) -> &'static str {
+        "CONSTRAINT_INVALID"
+    }
+}
+
+/// What a check found: allowed, with the custom constraints it could not judge.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Allowed {
+    /// Ids of custom constraints carried but not enforced.
+    pub informational: Vec<String>,
+}
+
+fn violation(constraint: &str, detail: String) -> Violation {
+    Violation { constraint: constraint.to_owned(), detail }
+}
+
+fn in_window(window: Option<Window>, now_ms: u64) -> impl Fn(&&Entry) -> bool {
+    let slot = window.map(|w| w.slot(now_ms));
+    move |entry: &&Entry| slot.is_none_or(|(start, end)| entry.at_ms >= start && entry.at_ms < end)
+}
+
+impl Constraint {
+    /// Checks the constraint's own consistency.
+    pub fn validate(&self) -> Result<(), ConstraintError> {
+        let window_ok = |window: &Option<Window>| window.is_none_or(|w| w.length_ms > 0);
+        match self {
+            Self::Temporal(t) => {
+                if let (Some(from), Some(until)) = (t.valid_from_ms, t.valid_until_ms)
+                    && until <= from
+                {
+                    return Err(ConstraintError("valid_until must be after valid_from".into()));
+                }
+                if t.duration_ms == Some(0) {
+                    return Err(ConstraintError("a duration must be above zero".into()));
+                }
+                Ok(())
+            }
+            Self::Usage(u) if !window_ok(&u.window) => Err(ConstraintError("a window needs a length".into())),
+            Self::Usage(_) => Ok(()),
+            Self::Budget(b) => {
+                if !window_ok(&b.window) {
+                    return Err(ConstraintError("a window needs a length".into()));
+                }
+                crate::money::Currency::parse(&b.currency)
+                    .map_err(|e| ConstraintError(format!("budget currency: {e}")))?;
+                if b.max_amount_minor > crate::money::AMOUNT_MINOR_MAX {
+                    return Err(ConstraintError("the budget is above 2^53 - 1 minor units".into()));
+                }
+                Ok(())
+            }
+            Self::Combined { all } => all.iter().try_for_each(Self::validate),
+            Self::Custom(custom) => {
+                let valid = custom.id.split_once('/').is_some_and(|(domain, name)| {
+                    domain.contains('.')
+                        && domain
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+                        && !name.is_empty()
+                        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                });
+                if valid {
+                    Ok(())
+                } else {
+                    Err(ConstraintError(format!("custom id {:?} is not <dns name>/<name>", custom.id)))
+                }
+            }
+        }
+    }
+
+    /// Whether `request` is allowed given what `ledger` says was allowed before.
+    pub fn check(&self, ledger: &Ledger, request: Request) -> Result<Allowed, Violation> {
+        let now = request.at_ms;
+        match self {
+            Self::Temporal(t) => {
+                if let Some(from) = t.valid_from_ms
+                    && now < from
+                {
+                    return Err(violation("temporal", format!("not valid before {from} (now {now})")));
+                }
+                let start = t.valid_from_ms.or(ledger.entries.first().map(|e| e.at_ms)).unwrap_or(now);
+                let by_duration = t.duration_ms.map(|d| start.saturating_add(d));
+                let end = match (t.valid_until_ms, by_duration) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                if let Some(end) = end
+                    && now >= end
+                {
+                    return Err(violation("temporal", format!("expired at {end} (now {now})")));
+                }
+                Ok(Allowed::default())
+            }
+            Self::Usage(u) => {
+                let used = ledger.entries.iter().filter(in_window(u.window, now)).count() as u64;
+                if used >= u.max_uses {
+                    let scope = if u.window.is_some() { " in this window" } else { "" };
+                    return Err(violation("usage", format!("{used} of {} uses taken{scope}", u.max_uses)));
+                }
+                Ok(Allowed::default())
+            }
+            Self::Budget(b) => {
+                let Some(amount) = request.amount else { return Ok(Allowed::default()) };
+                if amount.currency().code() != b.currency {
+                    return Err(violation(
+                        "budget",
+                        format!("a spend in {} against a budget in {}", amount.currency().code(), b.currency),
+                    ));
+                }
+                let spent: u64 = ledger
+                    .entries
+                    .iter()
+                    .filter(in_window(b.window, now))
+                    .filter(|e| e.currency.as_deref() == Some(b.currency.as_str()))
+                    .map(|e| e.amount_minor)
+                    .sum();
+                let after = spent.saturating_add(amount.amount_minor());
+                if after > b.max_amount_minor {
+                    return Err(violation(
+                        "budget",
+                        format!(
+                            "{} more would make {after} of {} {} minor units{}",
+                            amount.amount_minor(),
+                            b.max_amount_minor,
+                            b.currency,
+                            if b.window.is_some() { " in this window" } else { "" }
+                        ),
+                    ));
+                }
+                Ok(Allowed::default())
+            }
+            Self::Combined { all } => {
+                let mut allowed = Allowed::default();
+                for constraint in all {
+                    allowed.informational.extend(constraint.check(ledger, request)?.informational);
+                }
+                Ok(allowed)
+            }
+            Self::Custom(custom) => Ok(Allowed { informational: vec![custom.id.clone()] }),
+        }
+    }
+
+    /// Checks `request` and, if allowed, records it in `ledger`. A refused request changes nothing.
+    pub fn apply(&self, ledger: &mut Ledger, request: Request) -> Result<Allowed, Violation> {
+        let allowed = self.check(ledger, request)?;
+        ledger.entries.push(Entry {
+            at_ms: request.at_ms,
+            amount_minor: request.amount.map_or(0, |m| m.amount_minor()),
+            currency: request.amount.map(|m| m.currency().code().to_owned()),
+        });
+        Ok(allowed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::Currency;
+
+    fn usd(minor: u64) -> Option<Money> {
+        Currency::parse("USD").ok().and_then(|c| Money::from_minor(minor, c).ok())
+    }
+
+    fn spend(at_ms: u64, minor: u64) -> Request {
+        Request { at_ms, amount: usd(minor) }
+    }
+
+    #[test]
+    fn duration_is_enforced_from_the_first_use() {
+        let grant = Constraint::Temporal(Temporal {
+            valid_from_ms: None,
+            valid_until_ms: Some(10_000),
+            duration_ms: Some(100),
+        });
+        let mut ledger = Ledger::default();
+        assert!(grant.apply(&mut ledger, spend(1_000, 0)).is_ok());
+        assert!(grant.apply(&mut ledger, spend(1_099, 0)).is_ok());
+        assert!(
+            grant.check(&ledger, spend(1_100, 0)).is_err(),
+            "100 ms after the first use, although valid_until is later"
+        );
+        let from =
+            Constraint::Temporal(Temporal { valid_from_ms: Some(500), valid_until_ms: None, duration_ms: Some(100) });
+        assert!(from.check(&Ledger::default(), spend(499, 0)).is_err());
+        assert!(from.check(&Ledger::default(), spend(599, 0)).is_ok());
+        assert!(from.check(&Ledger::default(), spend(600, 0)).is_err());
+    }
+
+    #[test]
+    fn windows_reset() {
+        let window = Window { length_ms: 1_000, anchor_ms: 0 };
+        let usage = Constraint::Usage(Usage { max_uses: 2, window: Some(window) });
+        let mut ledger = Ledger::default();
+        assert!(usage.apply(&mut ledger, spend(10, 0)).is_ok());
+        assert!(usage.apply(&mut ledger, spend(20, 0)).is_ok());
+        assert!(usage.apply(&mut ledger, spend(999, 0)).is_err());
+        assert!(usage.apply(&mut ledger, spend(1_000, 0)).is_ok(), "a new window");
+        assert_eq!(window.slot(2_500), (2_000, 3_000));
+        assert_eq!(Window { length_ms: 1_000, anchor_ms: 5_000 }.slot(3_500), (3_000, 4_000));
+    }
+
+    /// Found by the budget property test: a slot before the anchor that would begin before time
+    /// zero underflowed.
+    #[test]
+    fn a_slot_before_the_anchor_can_begin_before_time_zero() {
+        let window = Window { length_ms: 300, anchor_ms: 100 };
+        assert_eq!(window.slot(50), (0, 100));
+        assert_eq!(window.slot(100), (100, 400));
+        assert_eq!(Window { length_ms: 1, anchor_ms: u64::MAX }.slot(0), (0, 1));
+    }
+
+    #[test]
+    fn a_budget_refuses_other_currencies_and_overspending() {
+        let budget = Constraint::Budget(Budget { max_amount_minor: 100, currency: "USD".into(), window: None });
+        let mut ledger = Ledger::default();
+        assert!(budget.apply(&mut ledger, spend(1, 60)).is_ok());
+        assert!(budget.apply(&mut ledger, spend(2, 41)).is_err());
+        assert!(budget.apply(&mut ledger, spend(3, 40)).is_ok());
+        let eur = Currency::parse("EUR").ok().and_then(|c| Money::from_minor(1, c).ok());
+        assert!(budget.check(&ledger, Request { at_ms: 4, amount: eur }).is_err());
+        assert_eq!(ledger.entries.len(), 2, "refused requests are not recorded");
+    }
+
+    #[test]
+    fn combined_needs_all_and_custom_is_informational() {
+        let combined = Constraint::Combined {
+            all: vec![
+                Constraint::Usage(Usage { max_uses: 1, window: None }),
+                Constraint::Custom(Custom { id: "example.com/tier".into(), payload: serde_json::json!({"tier": 2}) }),
+            ],
+        };
+        combined.validate().expect("valid");
+        let mut ledger = Ledger::default();
+        assert_eq!(
+            combined.apply(&mut ledger, spend(1, 0)).map(|a| a.informational),
+            Ok(vec!["example.com/tier".to_owned()])
+        );
+        assert_eq!(combined.apply(&mut ledger, spend(2, 0)).map_err(|v| v.constraint), Err("usage".to_owned()));
+        let bad = Constraint::Custom(Custom { id: "Tier".into(), payload: serde_json::Value::Null });
+        assert!(bad.validate().is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever the sequence of spends (times in order, any amounts), no window ever holds
+        /// more than the budget, and a refused spend changes nothing.
+        #[test]
+        fn a_budget_is_never_exceeded(
+            steps in proptest::collection::vec((0u64..5_000, 0u64..400), 0..200),
+            max in 1u64..1_000,
+            length in 1u64..3_000,
+            anchor in 0u64..3_000,
+        ) {
+            let window = Window { length_ms: length, anchor_ms: anchor };
+            let budget = Constraint::Budget(Budget { max_amount_minor: max, currency: "USD".into(), window: Some(window) });
+            let mut ledger = Ledger::default();
+            let mut now = 0;
+            for (advance, amount) in steps {
+                now += advance;
+                let before = ledger.clone();
+                if budget.apply(&mut ledger, spend(now, amount)).is_err() {
+                    proptest::prop_assert_eq!(&ledger, &before);
+                }
+            }
+            for entry in &ledger.entries {
+                let (start, end) = window.slot(entry.at_ms);
+                let total: u64 = ledger.entries.iter().filter(|e| e.at_ms >= start && e.at_ms < end).map(|e| e.amount_minor).sum();
+                proptest::prop_assert!(total <= max, "window [{start}, {end}) holds {total} > {max}");
+            }
+        }
+
+        /// Usage per window never exceeds its maximum, and a window that starts empty takes
+        /// `max_uses` again.
+        #[test]
+        fn usage_windows_reset(times in proptest::collection::vec(0u64..10_000, 0..100), max in 1u64..5) {
+            let mut times = times;
+            times.sort_unstable();
+            let window = Window { length_ms: 1_000, anchor_ms: 0 };
+            let usage = Constraint::Usage(Usage { max_uses: max, window: Some(window) });
+            let mut ledger = Ledger::default();
+            for at in times {
+                let (start, end) = window.slot(at);
+                let used = ledger.entries.iter().filter(|e| e.at_ms >= start && e.at_ms < end).count() as u64;
+                let allowed = usage.apply(&mut ledger, spend(at, 0)).is_ok();
+                proptest::prop_assert_eq!(allowed, used < max);
+            }
+        }
+    }
+}
