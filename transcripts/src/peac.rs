@@ -952,20 +952,23 @@ mod tests {
 
     #[test]
     fn uuid_v7_layout() {
-        let id = uuid_v7(0x0123_4567_89ab, [0xff; 10]);
-        assert_eq!(id, "01234567-89ab-7fff-bfff-ffffffffffff");
+        // RFC 9562 Appendix A.6: unix_ts_ms 0x017F22E279B0, rand_a 0xCC3, rand_b 0x18C4DC0C0C07398F.
+        let random = [0x0c, 0xc3, 0x18, 0xc4, 0xdc, 0x0c, 0x0c, 0x07, 0x39, 0x8f];
+        assert_eq!(uuid_v7(0x017f_22e2_79b0, random), "017f22e2-79b0-7cc3-98c4-dc0c0c07398f");
         assert_eq!(uuid_v7(0, [0; 10]), "00000000-0000-7000-8000-000000000000");
+        assert_eq!(uuid_v7(u64::MAX, [0xff; 10]), "ffffffff-ffff-7fff-bfff-ffffffffffff");
     }
 
     #[test]
-    fn did_key_matches_the_did_key_spec_example() {
-        // did:key test vector: the Ed25519 key 0x00..00 is not used there; check the prefix and length.
-        let did = did_key_for_ed25519(&[0u8; 32]);
-        assert!(did.starts_with("did:key:z6Mk"), "{did}");
+    fn did_key_of_the_rfc_8032_test_1_key() {
+        // The did:key test vector for the RFC 8032 section 7.1 TEST 1 public key.
+        let public_key = hex::decode("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a").expect("hex");
+        let public_key: [u8; 32] = public_key.try_into().expect("32 bytes");
+        assert_eq!(did_key_for_ed25519(&public_key), "did:key:z6MktwupdmLXVVqTzCw4i46r4uGyosGXRnR3XjN4Zq7oMMsw");
     }
 
     #[test]
-    fn syntax_helpers() {
+    fn origin_did_extension_key_and_time_syntax() {
         assert!(is_canonical_https_origin("https://issuer.example"));
         assert!(is_canonical_https_origin("https://issuer.example:8443"));
         for bad in [
