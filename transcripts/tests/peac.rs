@@ -367,6 +367,14 @@ fn generate_vectors() -> Value {
         sign_raw(&good_header(), &claims_with(&[("extensions", json!({"org.example/list": vec![0; 10_001]}))])),
         Some(ErrorCode::JsonLimitExceeded),
     );
+    let wide: serde_json::Map<String, Value> =
+        (0..=peac::JSON_OBJECT_KEYS_MAX).map(|i| (format!("m{i}"), json!(0))).collect();
+    add(
+        "object_1001_members",
+        sign_raw(&good_header(), &claims_with(&[("extensions", json!({"org.example/wide": wide}))])),
+        Some(ErrorCode::JsonLimitExceeded),
+    );
+    add("kid_not_string", sign_raw(&header_with(&[("kid", json!(1))]), &canonical), Some(ErrorCode::JwsMissingKid));
     add(
         "string_65537",
         sign_raw(&good_header(), &claims_with(&[("purpose_declared", json!("p".repeat(65_537)))])),
@@ -473,6 +481,17 @@ fn every_vector_gives_its_code() {
         let outcome = verify(vector["jws"].as_str().expect("jws"), &jwks, &options);
         let got = outcome.as_ref().err().map(|error| error.code.code());
         assert_eq!(got, vector["expect_code"].as_str(), "{name}: {outcome:?}");
+        // The strict Ed25519 vectors share one code; make sure the intended check fired, not
+        // the final signature equation.
+        let reason = match name {
+            "non_canonical_s" => Some("S is not below"),
+            "small_order_r" => Some("R is not canonically encoded or is of small order"),
+            "non_canonical_a" | "small_order_a" => Some("public key A is not canonically encoded"),
+            _ => None,
+        };
+        if let (Some(reason), Err(error)) = (reason, &outcome) {
+            assert!(error.message.contains(reason), "{name}: {error}");
+        }
         if let Some(code) = got {
             seen.insert(code);
         }
