@@ -104,6 +104,16 @@ impl Ed25519Signer {
     pub fn verifying_key(&self) -> VerifyingKey {
         self.signing_key.verifying_key()
     }
+
+    /// Signs arbitrary bytes (a JWS signing input, for example) with plain Ed25519 (RFC 8032).
+    pub fn sign_message(&self, message: &[u8]) -> SignatureBytes {
+        if let Some(signature) = self.fast.as_ref().and_then(|pair| pair.try_sign(message).ok())
+            && let Ok(bytes) = <[u8; 64]>::try_from(signature.as_ref())
+        {
+            return SignatureBytes(bytes);
+        }
+        SignatureBytes(self.signing_key.sign(message).to_bytes())
+    }
 }
 
 impl fmt::Debug for Ed25519Signer {

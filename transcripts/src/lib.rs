@@ -9,6 +9,7 @@
 //! - [`jsonl`]: the `pactum-transcript/1` file format, verifiable without a database.
 //! - [`pact_v4`]: PACT v4 (`pact-transcript/4.0`) transcripts: the reference verdict and
 //!   Pactum's stricter findings.
+//! - [`peac`]: PEAC interaction-record receipts ("Wire 0.2" compact JWS): issue and verify.
 //!
 //! The exact hashing recipe is in docs/TRANSCRIPT-FORMAT.md. Nothing here reads the clock
 //! (a [`Clock`] is injected) or prints.
@@ -21,6 +22,7 @@ pub mod jsonl;
 mod keys;
 pub mod limits;
 pub mod pact_v4;
+pub mod peac;
 mod stream;
 mod verify;
 
