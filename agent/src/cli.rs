@@ -146,6 +146,10 @@ pub enum ReceiptCommand {
         /// Print the receipt itself (the signed JSON object).
         #[arg(long)]
         json: bool,
+        /// Show the PEAC interaction record (compact JWS) instead: the JWS, its header and claims
+        /// and its receipt_ref (with --json, one document with those).
+        #[arg(long)]
+        peac: bool,
     },
     /// Verify a receipt file on its own (exit 1 if it does not verify).
     Verify {

@@ -223,7 +223,7 @@ fn replay(context: &Context, session_id: &str, json: bool) -> Result<u8, Failure
 
 pub fn run_receipt(context: &Context, command: ReceiptCommand) -> Result<u8, Failure> {
     match command {
-        ReceiptCommand::Show { session, json } => {
+        ReceiptCommand::Show { session, json, peac } => {
             check_session_id(&session)?;
             let db = existing(context)?;
             let state = read_session_state(&db, &session)?;
@@ -234,6 +234,9 @@ pub fn run_receipt(context: &Context, command: ReceiptCommand) -> Result<u8, Fai
                 )
             })?;
             let verified = verify_receipt_in_session(&state).map_err(pactum_runtime::RuntimeError::from)?;
+            if peac {
+                return show_peac(&state, &session, json);
+            }
             if json {
                 print_json(&receipt);
                 return Ok(EXIT_OK);
@@ -247,6 +250,37 @@ pub fn run_receipt(context: &Context, command: ReceiptCommand) -> Result<u8, Fai
         }
         ReceiptCommand::Verify { file, json } => verify_file(&file, json),
     }
+}
+
+/// `receipt show --peac`: the session's PEAC record, verified against the session.
+fn show_peac(state: &pactum_runtime::session::model::SessionState, session: &str, json: bool) -> Result<u8, Failure> {
+    let jws = state.receipt_peac.as_deref().ok_or_else(|| {
+        Failure::new(
+            "RECEIPT_NOT_FOUND",
+            format!("session {session} has no PEAC receipt (it was recorded before Pactum issued them)"),
+        )
+    })?;
+    let verified = pactum_runtime::session::receipt::verify_peac_in_session(state, jws)
+        .map_err(pactum_runtime::RuntimeError::from)?;
+    if json {
+        print_json(&json!({
+            "jws": jws,
+            "header": verified.header,
+            "claims": verified.claims,
+            "receipt_ref": verified.receipt_ref,
+        }));
+        return Ok(EXIT_OK);
+    }
+    let claims = serde_json::to_string_pretty(&verified.claims).unwrap_or_default();
+    let mut lines = vec![
+        format!("PEAC record {} (verified against session {session})", verified.receipt_ref),
+        format!("jws         {jws}"),
+        format!("header      {}", verified.header),
+        "claims".to_owned(),
+    ];
+    lines.extend(claims.lines().map(|line| format!("  {line}")));
+    print_lines(&lines);
+    Ok(EXIT_OK)
 }
 
 fn receipt_lines(

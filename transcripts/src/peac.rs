@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
 use crate::canonical::{StrictJsonError, parse_strict, to_canonical_string};
-use crate::keys::{Ed25519Signer, is_strict_point};
+use crate::keys::{Ed25519Signer, SignatureBytes, is_strict_point};
 
 /// HTTP header that carries one receipt.
 pub const HTTP_HEADER: &str = "PEAC-Receipt";
@@ -325,6 +325,15 @@ impl Claims {
 /// Signs `claims` as a compact JWS under `kid`. The claims are checked against the same schema and
 /// limits the verifier applies, so an issued receipt only fails verification on key or clock grounds.
 pub fn issue(claims: &Claims, signer: &Ed25519Signer, kid: &str) -> Result<String, PeacError> {
+    let input = signing_input(claims, kid)?;
+    let signature = signer.sign_message(input.as_bytes());
+    attach_signature(&input, &signature)
+}
+
+/// The JWS signing input (`base64url(header) "." base64url(payload)`) for `claims` under `kid`,
+/// after the same checks [`issue`] makes: for a signer that is elsewhere (the session core asks
+/// the provider to sign it).
+pub fn signing_input(claims: &Claims, kid: &str) -> Result<String, PeacError> {
     check_kid(kid)?;
     let value = claims.to_value();
     check_structure(&value)?;
@@ -332,8 +341,11 @@ pub fn issue(claims: &Claims, signer: &Ed25519Signer, kid: &str) -> Result<Strin
     let header = header_json(kid);
     let payload =
         to_canonical_string(&value).map_err(|error| PeacError::new(ErrorCode::InvalidClaims, error.to_string()))?;
-    let signing_input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
-    let signature = signer.sign_message(signing_input.as_bytes());
+    Ok(format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload)))
+}
+
+/// The compact JWS: `signing_input "." base64url(signature)`.
+pub fn attach_signature(signing_input: &str, signature: &SignatureBytes) -> Result<String, PeacError> {
     let jws = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.as_bytes()));
     if jws.len() > JWS_BYTES_MAX {
         return fail(ErrorCode::ReceiptTooLarge, format!("{} bytes, at most {JWS_BYTES_MAX}", jws.len()));
@@ -389,7 +401,9 @@ pub fn did_key_for_ed25519(public_key: &[u8; 32]) -> String {
 /// The Ed25519 keys of one issuer, by `kid`, and the kids it has revoked.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Jwks {
-    keys: BTreeMap<String, [u8; 32]>,
+    /// Each key with its decoded point, prepared once when the key is added (`None` if it is
+    /// not a strict point: then every signature under it fails).
+    keys: BTreeMap<String, ([u8; 32], Option<VerifyingKey>)>,
     revoked: BTreeSet<String>,
 }
 
@@ -405,7 +419,8 @@ impl Jwks {
         if self.keys.len() >= JWKS_KEYS_MAX && !self.keys.contains_key(&kid) {
             return fail(ErrorCode::InvalidJwks, format!("more than {JWKS_KEYS_MAX} keys"));
         }
-        self.keys.insert(kid, public_key);
+        let prepared = is_strict_point(&public_key).then(|| VerifyingKey::from_bytes(&public_key).ok()).flatten();
+        self.keys.insert(kid, (public_key, prepared));
         Ok(())
     }
 
@@ -456,7 +471,7 @@ impl Jwks {
     }
 
     /// The key for `kid`, or why there is none.
-    fn lookup(&self, kid: &str, also_revoked: &[&str]) -> Result<&[u8; 32], PeacError> {
+    fn lookup(&self, kid: &str, also_revoked: &[&str]) -> Result<&([u8; 32], Option<VerifyingKey>), PeacError> {
         if self.revoked.contains(kid) || also_revoked.contains(&kid) {
             return fail(ErrorCode::KeyRevoked, format!("kid {kid:?} is revoked"));
         }
@@ -519,9 +534,9 @@ pub fn verify(jws: &str, keys: &Jwks, options: &VerifyOptions<'_>) -> Result<Ver
         );
     }
 
-    let public_key = keys.lookup(kid, options.revoked_kids)?;
+    let (public_key, prepared) = keys.lookup(kid, options.revoked_kids)?;
     let signing_input_bytes = header_text.len() + 1 + payload_text.len();
-    verify_ed25519_strict(public_key, &jws.as_bytes()[..signing_input_bytes], &signature)?;
+    verify_ed25519_strict(public_key, prepared.as_ref(), &jws.as_bytes()[..signing_input_bytes], &signature)?;
 
     check_structure(&header)?;
     check_structure(&claims)?;
@@ -656,7 +671,22 @@ fn check_kid(kid: &str) -> Result<(), PeacError> {
 
 /// RFC 8032 verification with the extra strictness that makes one message have one valid
 /// signature: A and R must be canonical and not of small order, S must be below L.
-fn verify_ed25519_strict(public_key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> Result<(), PeacError> {
+///
+/// `prepared` is A decoded when the key set was built (only for a strict point). ed25519-dalek's
+/// `verify_strict` alone already refuses small-order A and R, S ≥ L and (comparing R's encoding
+/// with the recomputed one) a non-canonical R, so a signature it accepts passes every rule; the
+/// rules are checked one by one only to name the one a refused signature breaks.
+fn verify_ed25519_strict(
+    public_key: &[u8; 32],
+    prepared: Option<&VerifyingKey>,
+    message: &[u8],
+    signature: &[u8; 64],
+) -> Result<(), PeacError> {
+    if let Some(key) = prepared
+        && key.verify_strict(message, &Signature::from_bytes(signature)).is_ok()
+    {
+        return Ok(());
+    }
     let bad = |message: &str| PeacError::new(ErrorCode::InvalidSignature, message);
     if !is_strict_point(public_key) {
         return Err(bad("public key A is not canonically encoded or is of small order"));

@@ -376,6 +376,10 @@ pub struct SettlementFailedBody {
 #[serde(deny_unknown_fields)]
 pub struct ReceiptBody {
     pub receipt: Value,
+    /// The same receipt as a PEAC interaction record (compact JWS, Wire 0.2), signed by the
+    /// provider too. Sessions recorded before PEAC receipts have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peac: Option<String>,
 }
 
 /// `session.completed`.
@@ -538,6 +542,9 @@ pub struct SessionState {
     pub aborting: Option<PendingFailure>,
     pub rail_aborted: Option<EvidenceRecord>,
     pub receipt: Option<Value>,
+    /// The PEAC receipt (compact JWS), when the session issued one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt_peac: Option<String>,
     pub receipt_seq: Option<u64>,
     pub completed_seq: Option<u64>,
     pub failure: Option<FailureBody>,
@@ -600,6 +607,7 @@ impl Default for SessionState {
             aborting: None,
             rail_aborted: None,
             receipt: None,
+            receipt_peac: None,
             receipt_seq: None,
             completed_seq: None,
             failure: None,
@@ -643,7 +651,8 @@ pub enum Effect {
     /// Run a rail step.
     Rail { phase: RailPhase, request: PaymentRequest },
     /// Have the provider sign the receipt (`digest` is what it signs).
-    SignReceipt { provider: String, digest: Digest, receipt: Value },
+    /// `peac_input`: the PEAC record's JWS signing input, which the provider signs too.
+    SignReceipt { provider: String, digest: Digest, receipt: Value, peac_input: Option<String> },
 }
 
 pub(crate) fn refuse(seq: u64, kind: &str, reason: impl Into<String>) -> ReduceError {
@@ -1164,6 +1173,7 @@ impl SessionState {
                     return Err(refuse(seq, kind, "a receipt is issued once, after the payment is committed"));
                 }
                 self.receipt = Some(receipt.receipt);
+                self.receipt_peac = receipt.peac;
                 self.receipt_seq = Some(seq);
                 Ok(Party::Provider(provider))
             }
@@ -1289,6 +1299,7 @@ impl SessionState {
                             provider: request.payee.clone(),
                             digest,
                             receipt,
+                            peac_input: crate::session::receipt::peac_signing_input(self),
                         })
                         .into_iter()
                         .collect();

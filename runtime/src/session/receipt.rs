@@ -59,6 +59,72 @@ pub(crate) fn unsigned_receipt(state: &SessionState) -> Option<(Value, Digest)> 
     Some((receipt, digest))
 }
 
+/// The PEAC record type of a payment receipt.
+pub const PEAC_PAYMENT_TYPE: &str = "org.peacprotocol/payment";
+
+/// The PEAC interaction record (Wire 0.2) a committed session's provider must sign, as its JWS
+/// signing input: `iss` the provider's `did:key`, `iat` and `occurred_at` the commitment's time,
+/// `jti` a UUIDv7 of that time and 10 bytes derived from the session's seed, the commerce
+/// extension (rail, amount in minor units, currency, the rail's reference) and the policy
+/// digest. Derived from the state alone, so a replay recomputes it exactly.
+pub(crate) fn peac_signing_input(state: &SessionState) -> Option<String> {
+    use pactum_transcripts::peac;
+    let created = state.created.as_ref()?;
+    let agreement = state.agreement.as_ref()?;
+    let committed = state.rail_committed.as_ref()?;
+    let provider = state.provider(&agreement.provider)?;
+    let public_key = pactum_transcripts::public_key_from_base64url(&provider.public_key).ok()?;
+    let entropy =
+        Digest::tagged(b"pactum-receipt/1 jti\0", format!("{}:{}", created.session_id, created.seed).as_bytes());
+    let mut random = [0u8; 10];
+    random.copy_from_slice(&entropy.as_bytes()[..10]);
+    let occurred_at = i64::try_from(committed.at_ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map(|ts| format!("{ts:.3}"))?;
+    let mut claims = peac::Claims::new(
+        peac::RecordKind::Evidence,
+        PEAC_PAYMENT_TYPE,
+        peac::did_key_for_ed25519(&public_key),
+        committed.at_ms / 1000,
+        peac::uuid_v7(committed.at_ms, random),
+    );
+    claims.occurred_at = Some(occurred_at);
+    claims.policy = Some(peac::Policy { digest: peac::policy_digest(&created.policy).ok()?, uri: None, version: None });
+    let claims = claims.with_commerce(&peac::Commerce {
+        payment_rail: created.rail.clone(),
+        amount_minor: agreement.price.amount_minor,
+        currency: agreement.price.currency.clone(),
+        reference: Some(committed.evidence.reference.clone()),
+        asset: None,
+        env: None,
+        event: None,
+    });
+    peac::signing_input(&claims, &provider.key_id).ok()
+}
+
+/// Verifies a session's PEAC receipt: it verifies under the provider's recorded key (every
+/// check of the PEAC verifier) and its signing input is exactly the one the session calls for.
+pub fn verify_peac_in_session(
+    state: &SessionState,
+    jws: &str,
+) -> Result<pactum_transcripts::peac::VerifiedReceipt, ReceiptError> {
+    use pactum_transcripts::peac;
+    let expected = peac_signing_input(state).ok_or_else(|| ReceiptError("the session was not paid".into()))?;
+    if jws.rsplit_once('.').map(|(input, _)| input) != Some(expected.as_str()) {
+        return Err(ReceiptError("the PEAC receipt is not the record of this session's payment".into()));
+    }
+    let agreement = state.agreement.as_ref().ok_or_else(|| ReceiptError("no agreement".into()))?;
+    let provider = state.provider(&agreement.provider).ok_or_else(|| ReceiptError("unknown provider".into()))?;
+    let public_key = pactum_transcripts::public_key_from_base64url(&provider.public_key)
+        .map_err(|e| ReceiptError(format!("provider key: {e}")))?;
+    let mut keys = peac::Jwks::new();
+    keys.insert(provider.key_id.clone(), public_key).map_err(|e| ReceiptError(e.to_string()))?;
+    let now_s = state.rail_committed.as_ref().map_or(0, |c| c.at_ms / 1000);
+    peac::verify(jws, &keys, &peac::VerifyOptions { now_s, issuer: None, revoked_kids: &[] })
+        .map_err(|e| ReceiptError(format!("the PEAC receipt does not verify: {} {}", e.code.code(), e.message)))
+}
+
 /// The digest a receipt's signature covers: everything but `signature`.
 pub fn receipt_digest(receipt: &Value) -> Result<Digest, ReceiptError> {
     let mut content = receipt.as_object().ok_or_else(|| ReceiptError("not a JSON object".into()))?.clone();
@@ -178,6 +244,9 @@ pub fn verify_receipt_in_session(state: &SessionState) -> Result<VerifiedReceipt
     content.remove("signature");
     if Value::Object(content) != expected {
         return Err(ReceiptError("the receipt differs from the session's agreement and payment".into()));
+    }
+    if let Some(jws) = &state.receipt_peac {
+        verify_peac_in_session(state, jws)?;
     }
     Ok(verified)
 }

@@ -569,10 +569,12 @@ impl AgentRuntime {
                 }
                 // Handled above.
                 Effect::Rail { .. } => continue,
-                Effect::SignReceipt { provider, digest, .. } => {
+                Effect::SignReceipt { provider, digest, peac_input, .. } => {
                     let signer = self.signer(provider)?;
                     let signature = signer.sign_digest(digest);
-                    vec![(Input::ReceiptSigned { key_id: signer.key_id().as_str().to_owned(), signature }, now)]
+                    let peac_signature = peac_input.as_ref().map(|input| signer.sign_message(input.as_bytes()));
+                    let key_id = signer.key_id().as_str().to_owned();
+                    vec![(Input::ReceiptSigned { key_id, signature, peac_signature }, now)]
                 }
             };
             self.decide(live, inputs, config.seed)?;

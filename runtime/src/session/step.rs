@@ -111,6 +111,9 @@ pub enum Input {
     ReceiptSigned {
         key_id: String,
         signature: SignatureBytes,
+        /// The provider's signature over the PEAC record's signing input (absent in sessions
+        /// recorded before PEAC receipts).
+        peac_signature: Option<SignatureBytes>,
     },
 }
 
@@ -235,7 +238,9 @@ pub fn step<R: Rng + ?Sized>(state: &SessionState, input: Input, now_ms: u64, rn
         Input::Approval { approved, by } => approval(&mut decider, approved, by)?,
         Input::Abort { reason } => abort(&mut decider, reason)?,
         Input::Rail { phase, outcome } => rail(&mut decider, phase, outcome)?,
-        Input::ReceiptSigned { key_id, signature } => receipt_signed(&mut decider, key_id, signature)?,
+        Input::ReceiptSigned { key_id, signature, peac_signature } => {
+            receipt_signed(&mut decider, key_id, signature, peac_signature)?
+        }
     }
     let effects = decider.state.effects();
     Ok(Step { state: decider.state, events: decider.events, effects })
@@ -867,12 +872,13 @@ fn receipt_signed<R: Rng + ?Sized>(
     d: &mut Decider<'_, R>,
     key_id: String,
     signature: SignatureBytes,
+    peac_signature: Option<SignatureBytes>,
 ) -> Result<(), StepError> {
     let awaited = d.state.effects().into_iter().find_map(|effect| match effect {
-        Effect::SignReceipt { provider, digest, receipt } => Some((provider, digest, receipt)),
+        Effect::SignReceipt { provider, digest, receipt, peac_input } => Some((provider, digest, receipt, peac_input)),
         _ => None,
     });
-    let Some((provider, digest, receipt)) = awaited else {
+    let Some((provider, digest, receipt, peac_input)) = awaited else {
         return Err(StepError::Unexpected("no receipt is awaited".into()));
     };
     let provider_ref =
@@ -886,6 +892,19 @@ fn receipt_signed<R: Rng + ?Sized>(
         return Err(StepError::Invalid(format!("{provider}'s receipt signature does not verify")));
     }
     let signed = attach_signature(&receipt, &key_id, &signature);
+    let peac = match (peac_signature, peac_input) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(StepError::Invalid("a PEAC signature for a receipt that has no PEAC form".into()));
+        }
+        (Some(peac_signature), Some(input)) => {
+            let jws = pactum_transcripts::peac::attach_signature(&input, &peac_signature)
+                .map_err(|e| StepError::Invalid(e.to_string()))?;
+            crate::session::receipt::verify_peac_in_session(&d.state, &jws)
+                .map_err(|e| StepError::Invalid(format!("{provider}'s PEAC receipt: {e}")))?;
+            Some(jws)
+        }
+    };
     let receipt_id = receipt.get("receipt_id").and_then(Value::as_str).unwrap_or_default().to_owned();
     let amount = d
         .state
@@ -893,7 +912,7 @@ fn receipt_signed<R: Rng + ?Sized>(
         .as_ref()
         .map(|a| a.price.clone())
         .ok_or_else(|| StepError::Unexpected("no agreement".into()))?;
-    d.emit(kind::RECEIPT, &ReceiptBody { receipt: signed }, Party::Provider(provider.clone()))?;
+    d.emit(kind::RECEIPT, &ReceiptBody { receipt: signed, peac }, Party::Provider(provider.clone()))?;
     d.emit(kind::COMPLETED, &CompletedBody { receipt_id, provider, amount }, Party::Buyer)?;
     Ok(())
 }
@@ -989,7 +1008,15 @@ pub fn input_of(state: &SessionState, event: &Event) -> Result<Option<Input>, St
             let key_id = signature.get("key_id").and_then(Value::as_str).ok_or("the signature has no key_id")?;
             let value = signature.get("value").and_then(Value::as_str).ok_or("the signature has no value")?;
             let signature = SignatureBytes::from_base64url(value).map_err(|e| e.to_string())?;
-            Input::ReceiptSigned { key_id: key_id.to_owned(), signature }
+            let peac_signature = receipt
+                .peac
+                .as_deref()
+                .map(|jws| {
+                    let (_, encoded) = jws.rsplit_once('.').ok_or("the PEAC receipt is not a compact JWS")?;
+                    SignatureBytes::from_base64url(encoded).map_err(|e| e.to_string())
+                })
+                .transpose()?;
+            Input::ReceiptSigned { key_id: key_id.to_owned(), signature, peac_signature }
         }
         _ => return Ok(None),
     };
