@@ -353,3 +353,82 @@ fn check_reference(reference: &str) -> Result<(), RailEvidenceError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn ledger_evidence(phase: RailPhase, reference: &str) -> RailEvidence {
+        RailEvidence {
+            rail: "ledger",
+            phase,
+            payment_id: "pay-1".into(),
+            reference: reference.into(),
+            amount_minor: 250,
+            currency: "EUR",
+            applied_now: true,
+        }
+    }
+
+    #[test]
+    fn ledger_steps_become_evidence_with_the_callers_environment() {
+        let statuses = [
+            (RailPhase::Prepare, PaymentStatus::Pending),
+            (RailPhase::Commit, PaymentStatus::Settled),
+            (RailPhase::Abort, PaymentStatus::Failed),
+            (RailPhase::Refund, PaymentStatus::Refunded),
+        ];
+        for (phase, status) in statuses {
+            let evidence = PaymentEvidence::from_ledger(&ledger_evidence(phase, "transfer:7"), Env::Test).expect("ok");
+            assert_eq!(evidence.status, status);
+        }
+        let evidence =
+            PaymentEvidence::from_ledger(&ledger_evidence(RailPhase::Commit, "transfer:7"), Env::Live).expect("ok");
+        assert_eq!(
+            evidence.to_commerce_extension(),
+            json!({"payment_rail": "ledger", "amount_minor": "250", "currency": "EUR", "reference": "transfer:7", "env": "live"})
+        );
+        let error = PaymentEvidence::from_ledger(&ledger_evidence(RailPhase::Commit, ""), Env::Live);
+        assert_eq!(error.map_err(|e| e.reason()), Err(EvidenceReason::ReferenceInvalid));
+        let rail_error: crate::rail::RailError = RailEvidenceError::new(EvidenceReason::AmountMismatch, "x").into();
+        assert_eq!(rail_error.failure_code(RailPhase::Commit), crate::failure::FailureCode::RailEvidenceInvalid);
+    }
+
+    #[test]
+    fn reason_names_are_distinct() {
+        use EvidenceReason as R;
+        let all = [
+            R::InputTooLarge,
+            R::EncodingInvalid,
+            R::JsonInvalid,
+            R::JsonDuplicateMember,
+            R::JsonNumberOutOfRange,
+            R::FieldMissing,
+            R::FieldInvalid,
+            R::AmountInvalid,
+            R::CurrencyUnknown,
+            R::AssetUnknown,
+            R::NetworkUnknown,
+            R::NetworkMismatch,
+            R::SchemeUnsupported,
+            R::ReferenceInvalid,
+            R::StatusUnhandled,
+            R::EventUnhandled,
+            R::EventStatusMismatch,
+            R::LivemodeMismatch,
+            R::ObjectUnexpected,
+            R::SignatureHeaderInvalid,
+            R::SignatureMismatch,
+            R::SignatureExpired,
+            R::AmountMismatch,
+            R::CurrencyMismatch,
+            R::EnvMismatch,
+            R::StatusMismatch,
+            R::ReferenceMismatch,
+        ];
+        let names: std::collections::BTreeSet<_> = all.iter().map(|reason| reason.as_str()).collect();
+        assert_eq!(names.len(), all.len());
+    }
+}

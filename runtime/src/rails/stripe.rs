@@ -342,6 +342,18 @@ mod tests {
         assert_eq!(verify_signature(&payload, &header, SECRET, NOW_S), Ok(()));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn every_amount_and_mode_round_trips(minor in 1_u64..=crate::money::AMOUNT_MINOR_MAX, live: bool) {
+            let value = with(with(intent(), "amount", Some(json!(minor))), "amount_received", Some(json!(minor)));
+            let value = with(value, "livemode", Some(json!(live)));
+            let evidence = payment_intent_evidence(&bytes(&value)).expect("valid");
+            proptest::prop_assert_eq!(evidence.amount, usd(minor));
+            proptest::prop_assert_eq!(evidence.env, if live { Env::Live } else { Env::Test });
+            proptest::prop_assert_eq!(&evidence.to_commerce_extension()["amount_minor"], &json!(minor.to_string()));
+        }
+    }
+
     #[track_caller]
     fn intent_rejected(value: Value, reason: EvidenceReason) {
         let error = payment_intent_evidence(&bytes(&value)).expect_err("must be rejected");

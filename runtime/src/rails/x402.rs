@@ -97,14 +97,14 @@ fn hex_id(text: &str, hex_digits: usize) -> Option<String> {
 /// The settlement an x402 server reports in `X-PAYMENT-RESPONSE`.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Settlement {
-    pub success: bool,
     /// The transaction hash, lowercase.
     pub transaction: String,
     pub network: &'static Network,
     pub payer: Option<String>,
 }
 
-/// Decodes and checks an `X-PAYMENT-RESPONSE` header value.
+/// Decodes and checks an `X-PAYMENT-RESPONSE` header value. A failed settlement (`success`
+/// false) is refused: it evidences no payment.
 pub fn parse_payment_response(header_value: &[u8]) -> Result<Settlement, RailEvidenceError> {
     if header_value.len() > PAYMENT_RESPONSE_BYTES_MAX {
         return reject(
@@ -134,7 +134,7 @@ pub fn parse_payment_response(header_value: &[u8]) -> Result<Settlement, RailEvi
         })?),
         Some(_) => return reject(EvidenceReason::FieldInvalid, "payer is not a string"),
     };
-    Ok(Settlement { success, transaction, network, payer })
+    Ok(Settlement { transaction, network, payer })
 }
 
 /// Payment requirements, checked: what a settlement against them paid.
@@ -355,6 +355,17 @@ mod tests {
         rejects(req(), with(set(), "transaction", Some(json!(""))), R::ReferenceInvalid);
         rejects(req(), with(set(), "transaction", Some(json!("0xabc"))), R::ReferenceInvalid);
         rejects(req(), with(set(), "payer", Some(json!(7))), R::FieldInvalid);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_whole_cent_amount_round_trips(cents in 1_u64..=crate::money::AMOUNT_MINOR_MAX) {
+            let atomic = (u128::from(cents) * 10_000).to_string();
+            let required = with(requirements(), "maxAmountRequired", Some(json!(atomic)));
+            let evidence = evidence_from(required, settlement()).expect("valid");
+            proptest::prop_assert_eq!(evidence.amount.amount_minor(), cents);
+            proptest::prop_assert_eq!(&evidence.to_commerce_extension()["amount_minor"], &json!(cents.to_string()));
+        }
     }
 
     #[track_caller]
