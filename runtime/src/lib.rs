@@ -20,6 +20,7 @@ pub mod passport;
 pub mod policy;
 pub mod preferences;
 mod rail;
+pub mod rails;
 pub mod session;
 mod strategy;
 mod transcripts;
