@@ -447,8 +447,23 @@ fn generate_vectors() -> Value {
     json!({"vectors": list})
 }
 
+/// Object members in sorted order, whether or not serde_json keeps insertion order (the workspace
+/// turns `preserve_order` on for other crates; this crate alone does not): the file's bytes must
+/// not depend on how the test was built.
+fn sorted(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(key, value)| (key, sorted(value))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
 fn manifest_text() -> String {
-    serde_json::to_string_pretty(&generate_vectors()).expect("serializes") + "\n"
+    serde_json::to_string_pretty(&sorted(generate_vectors())).expect("serializes") + "\n"
 }
 
 #[test]
