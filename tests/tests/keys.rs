@@ -354,7 +354,11 @@ fn a_peac_receipt_verifies_with_a_public_key_or_a_jwks_file_and_its_signature_wi
 
     // Bad key inputs are usage errors, not verdicts.
     let broken = home.write_file("broken-jwks.json", b"{\"keys\": 1}");
-    assert_fails(&home.run(&["receipt", "verify", &receipt, "--jwks", broken.to_str().expect("utf-8")]), 2, "JWKS_INVALID");
+    assert_fails(
+        &home.run(&["receipt", "verify", &receipt, "--jwks", broken.to_str().expect("utf-8")]),
+        2,
+        "JWKS_INVALID",
+    );
     assert_fails(&home.run(&["receipt", "verify", &receipt, "--public-key", "not-a-key"]), 1, "KEY_INVALID");
     assert_fails(&home.run(&["receipt", "verify", "missing.jws", "--public-key", &public_key]), 2, "IO_ERROR");
     assert!(!home.default_db().exists());
