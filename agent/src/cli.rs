@@ -9,7 +9,7 @@ use pactum_transcripts::Clock as _;
 
 use crate::failure::Failure;
 use crate::{
-    bundle_cmd, constellation_cmd, home, memory_cmd, negotiate_cmd, passport_cmd, policy_cmd, providers_cmd,
+    bundle_cmd, constellation_cmd, home, keys_cmd, memory_cmd, negotiate_cmd, passport_cmd, policy_cmd, providers_cmd,
     session_cmd, transcript_cmd,
 };
 
@@ -91,6 +91,9 @@ enum Command {
     /// The agents of the constellation and their public keys.
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// Agents' keys: list them, publish a JWKS, rotate an agent to a new key, revoke a key.
+    #[command(subcommand)]
+    Keys(keys_cmd::KeysCommand),
     /// Serve the Agent Client Protocol on stdin/stdout, for editors (Zed, JetBrains, Neovim) and
     /// scripts. A session opened in a directory containing .pactum/ uses .pactum/constellation.db.
     Acp,
@@ -151,9 +154,23 @@ pub enum ReceiptCommand {
         #[arg(long)]
         peac: bool,
     },
-    /// Verify a receipt file on its own (exit 1 if it does not verify).
+    /// Verify a receipt on its own (exit 1 if it does not verify): a pactum-receipt/1 JSON file,
+    /// or a PEAC receipt (compact JWS) given inline or in a file, recognised by its content.
+    ///
+    /// A PEAC receipt is checked against --jwks FILE, or --public-key (under the receipt's kid),
+    /// or else the constellation's own agent keys with its revocation list.
     Verify {
-        file: PathBuf,
+        /// A file, or a compact JWS (header.payload.signature) given inline.
+        receipt: String,
+        /// PEAC only: a JWKS file ({"keys":[...], "revoked_keys":[...]}).
+        #[arg(long, value_name = "FILE", conflicts_with = "public_key")]
+        jwks: Option<PathBuf>,
+        /// PEAC only: the issuer's Ed25519 public key (unpadded base64url), for the receipt's kid.
+        #[arg(long, value_name = "BASE64URL")]
+        public_key: Option<String>,
+        /// PEAC only: the issuer the receipt must name (iss), else E_ISSUER_MISMATCH.
+        #[arg(long, value_name = "ISS")]
+        issuer: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -342,6 +359,7 @@ impl Cli {
                 options.json && !matches!(command, memory_cmd::MemoryCommand::Export { out: None, .. })
             }
             Command::Passport(command) => command.json(),
+            Command::Keys(command) => command.json(),
             Command::Policy(command) => command.json(),
             Command::Acp => false,
         }
@@ -431,6 +449,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Policy(command) => policy_cmd::run(&context, command),
         Command::Providers(command) => providers_cmd::run(&context, command),
         Command::Agents(AgentsCommand::List { json }) => providers_cmd::list_agents(&context, json),
+        Command::Keys(command) => keys_cmd::run(&context, command),
         Command::Balance { json } => providers_cmd::balance(&context, json),
         Command::Acp => Ok(crate::acp::serve_code(crate::acp::state::Options {
             constellation: context.constellation,

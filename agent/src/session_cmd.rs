@@ -1,7 +1,6 @@
 //! `pactum session list|show|replay|resume|abort` and `pactum receipt show|verify`.
 
 use std::io::IsTerminal as _;
-use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -248,7 +247,23 @@ pub fn run_receipt(context: &Context, command: ReceiptCommand) -> Result<u8, Fai
             ));
             Ok(EXIT_OK)
         }
-        ReceiptCommand::Verify { file, json } => verify_file(&file, json),
+        ReceiptCommand::Verify { receipt, jwks, public_key, issuer, json } => {
+            let keys = crate::peac_cmd::KeySource::from_options(jwks, public_key);
+            let (label, text) = crate::peac_cmd::read_receipt_input(&receipt)?;
+            if text.trim_start().starts_with('{') {
+                if !matches!(keys, crate::peac_cmd::KeySource::Constellation) || issuer.is_some() {
+                    return Err(Failure::new(
+                        "USAGE",
+                        format!(
+                            "{label} is a pactum-receipt/1 JSON receipt: --jwks, --public-key and --issuer apply to PEAC receipts only"
+                        ),
+                    ));
+                }
+                verify_json_receipt(&label, &text, json)
+            } else {
+                crate::peac_cmd::verify(context, &label, text.trim(), &keys, issuer.as_deref(), json)
+            }
+        }
     }
 }
 
@@ -311,22 +326,16 @@ fn receipt_lines(
     ]
 }
 
-fn verify_file(path: &Path, json: bool) -> Result<u8, Failure> {
-    let bytes = std::fs::read(path).map_err(|e| Failure::new("IO_ERROR", format!("{}: {e}", path.display())))?;
-    if bytes.len() > RECEIPT_BYTES_MAX {
-        return Err(Failure::new(
-            "RECEIPT_INVALID",
-            format!("{}: larger than {RECEIPT_BYTES_MAX} bytes", path.display()),
-        ));
+fn verify_json_receipt(label: &str, text: &str, json: bool) -> Result<u8, Failure> {
+    if text.len() > RECEIPT_BYTES_MAX {
+        return Err(Failure::new("RECEIPT_INVALID", format!("{label}: larger than {RECEIPT_BYTES_MAX} bytes")));
     }
-    let text = String::from_utf8(bytes)
-        .map_err(|_| Failure::new("RECEIPT_INVALID", format!("{}: not UTF-8", path.display())))?;
-    let receipt = pactum_transcripts::canonical::parse_strict(&text)
-        .map_err(|e| Failure::new("RECEIPT_INVALID", format!("{}: not strict JSON: {e}", path.display())))?;
+    let receipt = pactum_transcripts::canonical::parse_strict(text)
+        .map_err(|e| Failure::new("RECEIPT_INVALID", format!("{label}: not strict JSON: {e}")))?;
     let verified = verify_receipt(&receipt).map_err(pactum_runtime::RuntimeError::from)?;
     if json {
         print_json(
-            &json!({ "valid": true, "receipt_id": verified.receipt_id, "issuer": verified.issuer, "digest": verified.digest.to_hex() }),
+            &json!({ "valid": true, "format": "pactum-receipt/1", "receipt_id": verified.receipt_id, "issuer": verified.issuer, "digest": verified.digest.to_hex() }),
         );
     } else {
         print_lines(&receipt_lines(

@@ -74,11 +74,11 @@ pub struct AgentRecord {
     pub created_at_ms: u64,
 }
 
-fn sql_error(error: rusqlite::Error) -> StoreError {
+pub(crate) fn sql_error(error: rusqlite::Error) -> StoreError {
     StoreError::Sqlite { path: Default::default(), source: error }
 }
 
-fn read_agent(tx: &Transaction<'_>, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+pub(crate) fn read_agent(tx: &Transaction<'_>, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
     let row = tx
         .query_row(
             "SELECT a.agent_id, a.display_name, a.role, a.key_id, k.public_key, a.secret_key, a.created_at_ms
@@ -151,6 +151,13 @@ impl Constellation {
                     record.secret_key.expose().as_slice(),
                     i64::try_from(record.created_at_ms).unwrap_or(i64::MAX)
                 ],
+            )
+            .map_err(sql_error)?;
+            // The first generation; its number is the key id's suffix (`agent:<id>#<n>`).
+            tx.execute(
+                "INSERT INTO agent_keys (key_id, agent_id, generation, created_at_ms)
+                 VALUES (?1, ?2, max(1, CAST(substr(?1, instr(?1, '#') + 1) AS INTEGER)), ?3)",
+                params![record.key_id, record.agent_id, i64::try_from(record.created_at_ms).unwrap_or(i64::MAX)],
             )
             .map_err(sql_error)?;
             Ok(record)

@@ -44,6 +44,12 @@ pub enum StoreError {
     /// A value the store refuses to keep (too long, empty, out of range); nothing was written.
     #[error("{detail}")]
     Invalid { detail: String },
+    /// No signing key with this key id.
+    #[error("no key with key id {0:?} in this constellation")]
+    KeyNotFound(String),
+    /// The key is on the revocation list already; the list is append-only.
+    #[error("key {0} is revoked already")]
+    KeyAlreadyRevoked(String),
     /// A backup would overwrite an existing file.
     #[error("{} already exists; choose a new backup path", path.display())]
     DestinationExists { path: PathBuf },
@@ -84,6 +90,8 @@ impl StoreError {
             Self::NotFound { .. } => "CONSTELLATION_NOT_FOUND",
             Self::Conflict { .. } => "STORE_CONFLICT",
             Self::KeyConflict(_) => "KEY_CONFLICT",
+            Self::KeyNotFound(_) => "KEY_NOT_FOUND",
+            Self::KeyAlreadyRevoked(_) => "KEY_ALREADY_REVOKED",
             Self::DestinationExists { .. } => "DESTINATION_EXISTS",
             Self::NotFoundId { .. } => "NOT_FOUND",
             Self::Invalid { .. } => "STORE_INPUT_INVALID",

@@ -22,6 +22,7 @@ pub mod blocks;
 mod conversations;
 mod error;
 mod events;
+mod keys;
 mod ledger;
 mod passport;
 mod policies;
@@ -37,6 +38,7 @@ pub use conversations::{
 };
 pub use error::StoreError;
 pub use events::{CheckpointRow, EventRow, StreamOrigin, StreamRecord};
+pub use keys::{AgentKey, KeyRevocation, KeyStatus, REVOCATION_REASON_BYTES_MAX, Rotation};
 pub use ledger::{
     Account, AccountKind, LedgerCheck, LedgerError, LedgerTx, Transfer, TransferOutcome, TransferRequest,
 };

@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_7,
     MIGRATION_8,
     MIGRATION_9,
+    MIGRATION_10,
 ];
 
 /// The schema version this build writes and the newest it can open.
@@ -379,4 +380,44 @@ CREATE TRIGGER passport_events_no_update BEFORE UPDATE ON passport_events
 BEGIN SELECT RAISE(ABORT, 'passport events are append-only'); END;
 CREATE TRIGGER passport_events_no_delete BEFORE DELETE ON passport_events
 BEGIN SELECT RAISE(ABORT, 'passport events are append-only'); END;
+"#;
+
+/// Migration 10: key generations and revocations. `agent_keys` records every key an agent has
+/// had (the current one is `agents.key_id`; older ones are retired but stay in `signing_keys` so
+/// old transcripts still verify). `key_revocations` is the revocation list. Both are append-only,
+/// and an agent's current key only ever moves to a newer generation of its own.
+const MIGRATION_10: &str = r#"
+CREATE TABLE agent_keys (
+    key_id        TEXT PRIMARY KEY REFERENCES signing_keys (key_id),
+    agent_id      TEXT NOT NULL REFERENCES agents (agent_id),
+    generation    INTEGER NOT NULL CHECK (generation >= 1),
+    created_at_ms INTEGER NOT NULL CHECK (created_at_ms >= 0),
+    UNIQUE (agent_id, generation)
+) STRICT;
+INSERT INTO agent_keys (key_id, agent_id, generation, created_at_ms)
+    SELECT a.key_id, a.agent_id,
+           max(1, CAST(substr(a.key_id, instr(a.key_id, '#') + 1) AS INTEGER)), k.created_at_ms
+    FROM agents a JOIN signing_keys k ON k.key_id = a.key_id;
+CREATE TRIGGER agent_keys_no_update BEFORE UPDATE ON agent_keys
+BEGIN SELECT RAISE(ABORT, 'agent key generations are append-only'); END;
+CREATE TRIGGER agent_keys_no_delete BEFORE DELETE ON agent_keys
+BEGIN SELECT RAISE(ABORT, 'agent key generations are append-only'); END;
+CREATE TRIGGER agents_key_moves_forward BEFORE UPDATE OF key_id ON agents
+WHEN NOT EXISTS (
+    SELECT 1 FROM agent_keys newer JOIN agent_keys older ON older.key_id = old.key_id
+    WHERE newer.key_id = new.key_id AND newer.agent_id = old.agent_id AND newer.generation > older.generation
+)
+BEGIN SELECT RAISE(ABORT, 'an agent key only moves to a newer generation of its own'); END;
+CREATE TRIGGER agents_fixed BEFORE UPDATE OF agent_id, role, created_at_ms ON agents
+BEGIN SELECT RAISE(ABORT, 'an agent keeps its id, role and creation time'); END;
+
+CREATE TABLE key_revocations (
+    key_id        TEXT PRIMARY KEY REFERENCES signing_keys (key_id),
+    reason        TEXT NOT NULL,
+    revoked_at_ms INTEGER NOT NULL CHECK (revoked_at_ms >= 0)
+) STRICT;
+CREATE TRIGGER key_revocations_no_update BEFORE UPDATE ON key_revocations
+BEGIN SELECT RAISE(ABORT, 'the revocation list is append-only'); END;
+CREATE TRIGGER key_revocations_no_delete BEFORE DELETE ON key_revocations
+BEGIN SELECT RAISE(ABORT, 'the revocation list is append-only'); END;
 "#;

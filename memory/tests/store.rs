@@ -454,7 +454,8 @@ fn a_version_1_constellation_is_migrated_to_the_current_schema() {
     // Make it a version-1 file again: the later migrations' objects removed, the version set back.
     tamper(
         &path,
-        "DROP TABLE memory_passages_fts; DROP TABLE memory_passages; DROP TABLE memory_shares; DROP TABLE memory_snapshots;
+        "DROP TABLE key_revocations; DROP TABLE agent_keys;
+         DROP TABLE memory_passages_fts; DROP TABLE memory_passages; DROP TABLE memory_shares; DROP TABLE memory_snapshots;
          DROP TABLE memory_versions; DROP TABLE memory_blocks; DROP TABLE memory_peers;
          DROP TABLE agents; DROP TABLE ledger_transfers; DROP TABLE ledger_accounts; DROP TABLE session_owners; DROP TABLE key_root;
          DROP TABLE conversation_updates; DROP TABLE conversations; DROP TABLE policies;
@@ -468,5 +469,7 @@ fn a_version_1_constellation_is_migrated_to_the_current_schema() {
     assert!(db.session_streams("session:").expect("the session index works").is_empty());
     assert!(db.conversations(None, None, 10).expect("the conversations exist again").is_empty());
     assert!(db.passport_source_names().expect("the passport exists again").is_empty());
+    assert!(db.agent_keys().expect("the key generations exist again").is_empty());
+    assert!(db.key_revocations().expect("the revocation list exists again").is_empty());
     assert_eq!(db.read_events("s1", 0, 10).expect("history kept").len(), 3);
 }

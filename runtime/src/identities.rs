@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use pactum_memory::{AgentRecord, AgentRole, Constellation, SecretSeed};
+use pactum_memory::{AgentRecord, AgentRole, Constellation, Rotation, SecretSeed, StoreError};
 use pactum_transcripts::{Ed25519Signer, KeyId};
 
 use crate::error::RuntimeError;
@@ -97,4 +97,39 @@ pub fn ensure_default_buyer(
     created_at_ms: u64,
 ) -> Result<AgentRecord, RuntimeError> {
     ensure_agent(db, DEFAULT_BUYER_ID, "Buyer", AgentRole::Buyer, seed, created_at_ms)
+}
+
+/// Moves agent `agent_id` to its next key generation `n + 1`: key id `agent:<id>#<n+1>`, seed
+/// [`derive_agent_seed`]`(root, agent_id, n + 1)`. The old key is retired, not removed: it stays
+/// bound in the constellation so that everything it signed still verifies. Sessions started
+/// afterwards sign with the new key (they read the agent's current key when they start).
+pub fn rotate_agent_key(db: &Constellation, agent_id: &str, created_at_ms: u64) -> Result<AgentRecord, RuntimeError> {
+    check_agent_id(agent_id)?;
+    let agent = db.agent(agent_id)?.ok_or_else(|| StoreError::NotFoundId { what: "agent", id: agent_id.to_owned() })?;
+    let root = db
+        .key_root()?
+        .ok_or_else(|| StoreError::Corrupt { detail: "the constellation has agents but no key root".into() })?;
+    let generation = db
+        .newest_key_generation(agent_id)?
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Invalid { detail: format!("agent {agent_id} has used every key generation") })?;
+    let key_id = key_id_for(agent_id, generation);
+    let seed = derive_agent_seed(&root, agent_id, generation);
+    let signer = Ed25519Signer::from_seed(
+        KeyId::new(key_id.clone()).map_err(|_| RuntimeError::InvalidAgentId(agent_id.to_owned()))?,
+        &seed,
+    );
+    let rotation = Rotation {
+        agent_id: agent_id.to_owned(),
+        from_key_id: agent.key_id,
+        key_id,
+        generation,
+        public_key: signer.verifying_key().to_bytes(),
+        secret_key: SecretSeed::new(seed),
+        created_at_ms,
+    };
+    let rotated = db.rotate_agent_key(&rotation)?;
+    // The stored record must sign with the key it names.
+    signer_for(&rotated)?;
+    Ok(rotated)
 }

@@ -34,7 +34,8 @@ pub use error::RuntimeError;
 pub use event_store::ConstellationEventStore;
 pub use failure::{FailureCode, FaultDomain, Stage, Terminality};
 pub use identities::{
-    DEFAULT_BUYER_ID, check_agent_id, derive_agent_seed, ensure_agent, ensure_default_buyer, key_id_for, signer_for,
+    DEFAULT_BUYER_ID, check_agent_id, derive_agent_seed, ensure_agent, ensure_default_buyer, key_id_for,
+    rotate_agent_key, signer_for,
 };
 pub use intent::{
     Intent, IntentError, POLICY_FORMAT, PolicyError, PolicyRule, ROUNDS_DEFAULT, ROUNDS_MAX, SettlementMode,

@@ -370,6 +370,19 @@ pub fn receipt_ref(jws: &str) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(jws.as_bytes())))
 }
 
+/// The protected header of a compact JWS, decoded but not verified: for choosing a key by `kid`
+/// and for showing what a refused receipt claimed. `None` if it is not strict base64url of a
+/// strict JSON object within the size limit. Never trust it before [`verify`] succeeds.
+pub fn unverified_header(jws: &str) -> Option<Value> {
+    if jws.len() > JWS_BYTES_MAX {
+        return None;
+    }
+    let header_text = jws.split('.').next()?;
+    let bytes = decode_strict(header_text)?;
+    let value = parse_strict(std::str::from_utf8(&bytes).ok()?).ok()?;
+    value.is_object().then_some(value)
+}
+
 /// `"sha256:" + hex(SHA-256(JCS(policy)))`.
 pub fn policy_digest(policy: &Value) -> Result<String, PeacError> {
     let text =
