@@ -345,21 +345,13 @@ fn ingest(context: &Context, session: Option<&str>, json: bool) -> Result<u8, Fa
         Failure::new("SESSION_NOT_FOUND", format!("there is no constellation at {} yet", path.display()))
     })?;
     let summary = match session {
-        Some(path) if crate::transcript_cmd::is_file_target(path) => {
-            let text = read_v4_file(std::path::Path::new(path))?;
-            let rows = match passport::v4::ingest_v4(&db, &text, now_ms())? {
-                Ingested::Added { rows } => rows,
-                Ingested::AlreadyIngested => 0,
+        Some(target) => {
+            let ingested = if crate::transcript_cmd::is_file_target(target) {
+                passport::v4::ingest_v4(&db, &read_v4_file(std::path::Path::new(target))?, now_ms())?
+            } else {
+                passport::ingest_session(&db, target, now_ms())?
             };
-            IngestSummary {
-                sessions_added: usize::from(rows > 0),
-                disputes_added: 0,
-                rows_added: rows,
-                refused: Vec::new(),
-            }
-        }
-        Some(id) => {
-            let rows = match passport::ingest_session(&db, id, now_ms())? {
+            let rows = match ingested {
                 Ingested::Added { rows } => rows,
                 Ingested::AlreadyIngested => 0,
             };

@@ -221,9 +221,5 @@ pub fn ingest_dispute(db: &Arc<Constellation>, stream_id: &str, now_ms: u64) -> 
         ended_at_ms: event.at_ms,
         ingested_at_ms: now_ms,
     };
-    Ok(if db.passport_ingest(&source, &rows)? {
-        Ingested::Added { rows: rows.len() }
-    } else {
-        Ingested::AlreadyIngested
-    })
+    super::store(db, &source, &rows)
 }

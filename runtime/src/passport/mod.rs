@@ -233,11 +233,16 @@ pub fn ingest_session(db: &Arc<Constellation>, session_id: &str, now_ms: u64) ->
         ended_at_ms,
         ingested_at_ms: now_ms,
     };
-    Ok(if db.passport_ingest(&source, &rows)? {
-        Ingested::Added { rows: rows.len() }
-    } else {
-        Ingested::AlreadyIngested
-    })
+    store(db, &source, &rows)
+}
+
+/// Stores a verified transcript's outcome rows (nothing when its hash was ingested before).
+pub(crate) fn store(
+    db: &Constellation,
+    source: &PassportSource,
+    rows: &[PassportEventRow],
+) -> Result<Ingested, RuntimeError> {
+    Ok(if db.passport_ingest(source, rows)? { Ingested::Added { rows: rows.len() } } else { Ingested::AlreadyIngested })
 }
 
 /// What [`ingest_sessions`] did.

@@ -114,9 +114,5 @@ pub fn ingest_v4(db: &Arc<Constellation>, document: &str, now_ms: u64) -> Result
         ended_at_ms,
         ingested_at_ms: now_ms,
     };
-    Ok(if db.passport_ingest(&source, &rows)? {
-        Ingested::Added { rows: rows.len() }
-    } else {
-        Ingested::AlreadyIngested
-    })
+    super::store(db, &source, &rows)
 }
