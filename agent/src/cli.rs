@@ -9,8 +9,8 @@ use pactum_transcripts::Clock as _;
 
 use crate::failure::Failure;
 use crate::{
-    bundle_cmd, constellation_cmd, home, keys_cmd, memory_cmd, negotiate_cmd, passport_cmd, policy_cmd, providers_cmd,
-    session_cmd, transcript_cmd,
+    budget_cmd, bundle_cmd, constellation_cmd, home, keys_cmd, memory_cmd, negotiate_cmd, passport_cmd, policy_cmd,
+    providers_cmd, session_cmd, transcript_cmd,
 };
 
 fn long_version() -> &'static str {
@@ -91,6 +91,10 @@ enum Command {
     /// The agents of the constellation and their public keys.
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// Spending constraints on an agent (a budget per period, a number of payments, a validity
+    /// period), checked before every payment: set, show, remove.
+    #[command(subcommand)]
+    Budget(budget_cmd::BudgetCommand),
     /// Agents' keys: list them, publish a JWKS, rotate an agent to a new key, revoke a key.
     #[command(subcommand)]
     Keys(keys_cmd::KeysCommand),
@@ -360,6 +364,7 @@ impl Cli {
             }
             Command::Passport(command) => command.json(),
             Command::Keys(command) => command.json(),
+            Command::Budget(command) => command.json(),
             Command::Policy(command) => command.json(),
             Command::Acp => false,
         }
@@ -450,6 +455,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Providers(command) => providers_cmd::run(&context, command),
         Command::Agents(AgentsCommand::List { json }) => providers_cmd::list_agents(&context, json),
         Command::Keys(command) => keys_cmd::run(&context, command),
+        Command::Budget(command) => budget_cmd::run(&context, command),
         Command::Balance { json } => providers_cmd::balance(&context, json),
         Command::Acp => Ok(crate::acp::serve_code(crate::acp::state::Options {
             constellation: context.constellation,

@@ -26,3 +26,16 @@ pub fn format_ms(at_ms: u64) -> String {
 pub fn now_ms() -> u64 {
     SystemClock.now_ms()
 }
+
+/// A time given on the command line: RFC 3339 (`2026-11-20T12:00:00Z`) or Unix milliseconds.
+pub fn parse_time(text: &str, flag: &str) -> Result<u64, crate::failure::Failure> {
+    use crate::failure::Failure;
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
+    }
+    let timestamp: jiff::Timestamp = text.parse().map_err(|_| {
+        Failure::new("USAGE", format!("{flag} {text:?}: expected RFC 3339 (2026-11-20T12:00:00Z) or Unix milliseconds"))
+    })?;
+    u64::try_from(timestamp.as_millisecond())
+        .map_err(|_| Failure::new("USAGE", format!("{flag} {text:?}: before 1970")))
+}

@@ -6,6 +6,7 @@
 //! content, 2 usage or I/O error.
 
 mod acp;
+mod budget_cmd;
 mod bundle_cmd;
 mod cli;
 mod clock;

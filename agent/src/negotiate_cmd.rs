@@ -10,6 +10,7 @@ use pactum_runtime::policy::Policy;
 use pactum_runtime::preferences::Preferences;
 use pactum_runtime::session::model::{Phase, SessionState};
 use pactum_runtime::session::shell::{AgentRuntime, Approver, NewSession, OfferToApprove, SessionObserver};
+use pactum_runtime::session::spending::NamedConstraint;
 use pactum_runtime::{
     Currency, DEFAULT_BUYER_ID, Directory, Intent, IntentType, Money, SettlementMode, Urgency, strategy_named,
 };
@@ -64,6 +65,11 @@ pub struct NegotiateArgs {
     /// no such file exists.
     #[arg(long, value_name = "FILE|NAME")]
     pub policy: Option<PathBuf>,
+    /// A spending constraint for this session alone (a JSON file: budget, usage, temporal,
+    /// combined or custom), checked before the payment together with the buyer's own (`pactum
+    /// budget`); repeat for several. A refusal fails the session with PACT-109.
+    #[arg(long, value_name = "FILE")]
+    pub constraint: Vec<PathBuf>,
     /// The balance the buyer's wallet starts with in this currency (used only the first time
     /// the wallet is funded; default 1000.00 for two-decimal currencies).
     #[arg(long, value_name = "AMOUNT")]
@@ -204,7 +210,20 @@ pub fn build_request(
         }))
     });
     let seed = args.seed.unwrap_or_else(random_seed);
-    let request = NewSession { intent, policy, strategy, seed, auto_approve: args.yes, preferences: record };
+    let constraints = args
+        .constraint
+        .iter()
+        .enumerate()
+        .map(|(index, path)| {
+            let constraint = pactum_runtime::constraints::Constraint::load(path)
+                .map_err(|e| Failure::new(e.code(), e.to_string()))?;
+            Ok(NamedConstraint { name: (index + 1).to_string(), constraint })
+        })
+        .collect::<Result<Vec<_>, Failure>>()?;
+    pactum_runtime::session::spending::validate_session_constraints(&constraints)
+        .map_err(|e| Failure::new("CONSTRAINT_INVALID", e))?;
+    let request =
+        NewSession { intent, policy, strategy, seed, auto_approve: args.yes, preferences: record, constraints };
     Ok((
         request,
         starting_balance.map_or(pactum_runtime::session::shell::STARTING_BALANCE_MINOR_DEFAULT, Money::amount_minor),

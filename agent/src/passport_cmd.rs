@@ -141,17 +141,7 @@ fn parse_as_of(text: Option<&str>, db: &pactum_memory::Constellation, agent: &st
     let Some(text) = text else {
         return Ok(now_ms().max(passport::latest_outcome_ms(db, agent)?.unwrap_or(0)));
     };
-    if let Ok(ms) = text.parse::<u64>() {
-        return Ok(ms);
-    }
-    let timestamp: jiff::Timestamp = text.parse().map_err(|_| {
-        Failure::new(
-            "USAGE",
-            format!("--as-of {text:?}: expected RFC 3339 (2026-11-20T12:00:00Z) or Unix milliseconds"),
-        )
-    })?;
-    u64::try_from(timestamp.as_millisecond())
-        .map_err(|_| Failure::new("USAGE", format!("--as-of {text:?}: before 1970")))
+    crate::clock::parse_time(text, "--as-of")
 }
 
 fn open(context: &Context, agent: &str) -> Result<std::sync::Arc<pactum_memory::Constellation>, Failure> {

@@ -176,6 +176,18 @@ pub fn describe(event: &Event) -> Option<String> {
                 .collect();
             format!("policy rules ({}): {}", evaluated.stage.as_str(), verdicts.join(", "))
         }
+        kind::CONSTRAINTS_CHECKED => {
+            let checked: pactum_runtime::session::spending::ConstraintsCheckedBody = parse(body)?;
+            let verdicts: Vec<String> = checked
+                .checks
+                .iter()
+                .map(|check| match &check.violation {
+                    Some(why) => format!("{}:{} refused ({why})", check.scope, check.name),
+                    None => format!("{}:{} allowed", check.scope, check.name),
+                })
+                .collect();
+            format!("constraints before paying {}: {}", price(&checked.amount), verdicts.join(", "))
+        }
         kind::FAILED => {
             let failure: FailureBody = parse(body)?;
             format!(

@@ -323,6 +323,10 @@ impl<'t> LedgerTx<'t> {
         Self { tx }
     }
 
+    pub(crate) fn tx(&self) -> &'t Transaction<'t> {
+        self.tx
+    }
+
     /// [`Constellation::transfer_ensuring`], inside this transaction.
     pub fn transfer_ensuring(
         &self,

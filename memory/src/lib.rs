@@ -19,6 +19,7 @@
 mod agents;
 mod archive;
 pub mod blocks;
+mod constraints;
 mod conversations;
 mod error;
 mod events;
@@ -32,6 +33,9 @@ mod store;
 
 pub use agents::{AgentRecord, AgentRole, SecretSeed};
 pub use archive::{PASSAGE_CHARS_MAX, Passage, SEARCH_LIMIT_MAX};
+pub use constraints::{
+    AGENT_CONSTRAINTS_MAX, CONSTRAINT_NAME_BYTES_MAX, ConstraintRow, ConstraintStoreError, SpendRow,
+};
 pub use conversations::{
     CONVERSATION_TITLE_BYTES_MAX, CONVERSATION_UPDATE_BYTES_MAX, CONVERSATION_UPDATES_MAX, ConversationMode,
     ConversationRow, ConversationUpdate,

@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_8,
     MIGRATION_9,
     MIGRATION_10,
+    MIGRATION_11,
 ];
 
 /// The schema version this build writes and the newest it can open.
@@ -420,4 +421,57 @@ CREATE TRIGGER key_revocations_no_update BEFORE UPDATE ON key_revocations
 BEGIN SELECT RAISE(ABORT, 'the revocation list is append-only'); END;
 CREATE TRIGGER key_revocations_no_delete BEFORE DELETE ON key_revocations
 BEGIN SELECT RAISE(ABORT, 'the revocation list is append-only'); END;
+"#;
+
+/// Migration 11: spending constraints on agents, and the payments they count.
+///
+/// `agent_constraints` holds every version of an agent's named constraints (`pactum budget
+/// set`): a new version is a new row, a removal a row without a body. `since_ms` is when the
+/// constraint started counting, kept across versions so that raising a limit does not forget
+/// what was spent. `spends` has one row per payment an agent made on a rail (written with the
+/// hold, in the same transaction), released when the hold is given back; only `released_at_ms`
+/// may change, once. Existing holds on the ledger are copied in.
+const MIGRATION_11: &str = r#"
+CREATE TABLE agent_constraints (
+    agent_id        TEXT NOT NULL REFERENCES agents (agent_id),
+    name            TEXT NOT NULL,
+    version         INTEGER NOT NULL CHECK (version >= 1),
+    body            TEXT,
+    constraint_hash TEXT,
+    since_ms        INTEGER NOT NULL CHECK (since_ms >= 0),
+    created_at_ms   INTEGER NOT NULL CHECK (created_at_ms >= 0),
+    CHECK ((body IS NULL) = (constraint_hash IS NULL)),
+    PRIMARY KEY (agent_id, name, version)
+) STRICT;
+CREATE TRIGGER agent_constraints_no_update BEFORE UPDATE ON agent_constraints
+BEGIN SELECT RAISE(ABORT, 'agent constraints are append-only'); END;
+CREATE TRIGGER agent_constraints_no_delete BEFORE DELETE ON agent_constraints
+BEGIN SELECT RAISE(ABORT, 'agent constraints are append-only'); END;
+
+CREATE TABLE spends (
+    payment_id     TEXT PRIMARY KEY,
+    agent_id       TEXT NOT NULL,
+    amount_minor   INTEGER NOT NULL CHECK (amount_minor > 0),
+    currency       TEXT NOT NULL,
+    at_ms          INTEGER NOT NULL CHECK (at_ms >= 0),
+    released_at_ms INTEGER CHECK (released_at_ms IS NULL OR released_at_ms >= 0)
+) STRICT;
+CREATE INDEX spends_by_agent ON spends (agent_id, at_ms);
+CREATE TRIGGER spends_release_once BEFORE UPDATE ON spends
+WHEN old.released_at_ms IS NOT NULL OR new.released_at_ms IS NULL
+    OR new.payment_id IS NOT old.payment_id OR new.agent_id IS NOT old.agent_id
+    OR new.amount_minor IS NOT old.amount_minor OR new.currency IS NOT old.currency OR new.at_ms IS NOT old.at_ms
+BEGIN SELECT RAISE(ABORT, 'a spend is only ever released, once'); END;
+CREATE TRIGGER spends_no_delete BEFORE DELETE ON spends
+BEGIN SELECT RAISE(ABORT, 'spends are append-only'); END;
+
+INSERT INTO spends (payment_id, agent_id, amount_minor, currency, at_ms, released_at_ms)
+    SELECT substr(t.idempotency_key, 1, length(t.idempotency_key) - length(':prepare')),
+           substr(t.from_account, length('wallet:') + 1,
+                  length(t.from_account) - length('wallet:') - length(t.currency) - 1),
+           t.amount_minor, t.currency, t.at_ms,
+           (SELECT a.at_ms FROM ledger_transfers a
+            WHERE a.idempotency_key = substr(t.idempotency_key, 1, length(t.idempotency_key) - length(':prepare')) || ':abort')
+    FROM ledger_transfers t
+    WHERE t.idempotency_key LIKE '%:prepare' AND t.from_account LIKE 'wallet:%';
 "#;

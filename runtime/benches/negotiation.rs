@@ -85,6 +85,7 @@ fn request(seed: u64) -> NewSession {
         seed,
         auto_approve: true,
         preferences: None,
+        constraints: Vec::new(),
     }
 }
 

@@ -14,6 +14,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::money::Money;
 
+/// Longest constraint text read (a file, a stored row), in bytes.
+pub const CONSTRAINT_BYTES_MAX: usize = 16 * 1024;
+/// Deepest nesting of `combined` constraints.
+pub const CONSTRAINT_DEPTH_MAX: usize = 4;
+/// Most constraints (leaves and `combined` alike) in one constraint.
+pub const CONSTRAINT_NODES_MAX: usize = 64;
+
 /// A fixed, resetting window.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +97,18 @@ pub enum Constraint {
     Custom(Custom),
 }
 
+/// What a constraint's history comes to at one moment (see [`Constraint::tally`]), in the
+/// constraint's own shape.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Tally {
+    Temporal { first_use_ms: Option<u64> },
+    Usage { uses: u64 },
+    Budget { spent_minor: u64 },
+    Combined { all: Vec<Tally> },
+    Custom,
+}
+
 /// One allowed use (and its spend, if any), as recorded.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -157,8 +176,31 @@ fn in_window(window: Option<Window>, now_ms: u64) -> impl Fn(&&Entry) -> bool {
 }
 
 impl Constraint {
-    /// Checks the constraint's own consistency.
+    /// Checks the constraint's own consistency and size (at most [`CONSTRAINT_DEPTH_MAX`] levels
+    /// and [`CONSTRAINT_NODES_MAX`] constraints).
     pub fn validate(&self) -> Result<(), ConstraintError> {
+        fn shape(constraint: &Constraint, depth: usize, nodes: &mut usize) -> Result<(), ConstraintError> {
+            *nodes += 1;
+            if depth > CONSTRAINT_DEPTH_MAX || *nodes > CONSTRAINT_NODES_MAX {
+                return Err(ConstraintError(format!(
+                    "more than {CONSTRAINT_DEPTH_MAX} levels or {CONSTRAINT_NODES_MAX} constraints"
+                )));
+            }
+            if let Constraint::Combined { all } = constraint {
+                if all.is_empty() {
+                    return Err(ConstraintError("a combined constraint needs at least one constraint".into()));
+                }
+                for inner in all {
+                    shape(inner, depth + 1, nodes)?;
+                }
+            }
+            Ok(())
+        }
+        shape(self, 1, &mut 0)?;
+        self.validate_fields()
+    }
+
+    fn validate_fields(&self) -> Result<(), ConstraintError> {
         let window_ok = |window: &Option<Window>| window.is_none_or(|w| w.length_ms > 0);
         match self {
             Self::Temporal(t) => {
@@ -185,7 +227,7 @@ impl Constraint {
                 }
                 Ok(())
             }
-            Self::Combined { all } => all.iter().try_for_each(Self::validate),
+            Self::Combined { all } => all.iter().try_for_each(Self::validate_fields),
             Self::Custom(custom) => {
                 let valid = custom.id.split_once('/').is_some_and(|(domain, name)| {
                     domain.contains('.')
@@ -206,74 +248,147 @@ impl Constraint {
 
     /// Whether `request` is allowed given what `ledger` says was allowed before.
     pub fn check(&self, ledger: &Ledger, request: Request) -> Result<Allowed, Violation> {
-        let now = request.at_ms;
+        let tally = self.tally(ledger, request.at_ms);
+        self.check_tally(&tally, request).unwrap_or_else(|mismatch| Err(violation("tally", mismatch.0)))
+    }
+
+    /// What `ledger` comes to for this constraint at `now_ms`: the uses and spends in each
+    /// window's current slot, and the first use. All a check needs, so a check can be recorded
+    /// (and checked again) without the history behind it.
+    pub fn tally(&self, ledger: &Ledger, now_ms: u64) -> Tally {
         match self {
-            Self::Temporal(t) => {
+            Self::Temporal(_) => Tally::Temporal { first_use_ms: ledger.entries.first().map(|e| e.at_ms) },
+            Self::Usage(u) => {
+                Tally::Usage { uses: ledger.entries.iter().filter(in_window(u.window, now_ms)).count() as u64 }
+            }
+            Self::Budget(b) => Tally::Budget {
+                spent_minor: ledger
+                    .entries
+                    .iter()
+                    .filter(in_window(b.window, now_ms))
+                    .filter(|e| e.currency.as_deref() == Some(b.currency.as_str()))
+                    .fold(0u64, |sum, e| sum.saturating_add(e.amount_minor)),
+            },
+            Self::Combined { all } => Tally::Combined { all: all.iter().map(|c| c.tally(ledger, now_ms)).collect() },
+            Self::Custom(_) => Tally::Custom,
+        }
+    }
+
+    /// Whether `request` is allowed given a tally of this constraint's history. A tally of
+    /// another shape than the constraint's is an error, not a verdict.
+    pub fn check_tally(&self, tally: &Tally, request: Request) -> Result<Result<Allowed, Violation>, ConstraintError> {
+        let now = request.at_ms;
+        let verdict = match (self, tally) {
+            (Self::Temporal(t), Tally::Temporal { first_use_ms }) => {
                 if let Some(from) = t.valid_from_ms
                     && now < from
                 {
-                    return Err(violation("temporal", format!("not valid before {from} (now {now})")));
+                    return Ok(Err(violation("temporal", format!("not valid before {from} (now {now})"))));
                 }
-                let start = t.valid_from_ms.or(ledger.entries.first().map(|e| e.at_ms)).unwrap_or(now);
+                let start = t.valid_from_ms.or(*first_use_ms).unwrap_or(now);
                 let by_duration = t.duration_ms.map(|d| start.saturating_add(d));
                 let end = match (t.valid_until_ms, by_duration) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                if let Some(end) = end
-                    && now >= end
-                {
-                    return Err(violation("temporal", format!("expired at {end} (now {now})")));
+                match end {
+                    Some(end) if now >= end => Err(violation("temporal", format!("expired at {end} (now {now})"))),
+                    _ => Ok(Allowed::default()),
                 }
-                Ok(Allowed::default())
             }
-            Self::Usage(u) => {
-                let used = ledger.entries.iter().filter(in_window(u.window, now)).count() as u64;
-                if used >= u.max_uses {
+            (Self::Usage(u), Tally::Usage { uses }) => {
+                if *uses >= u.max_uses {
                     let scope = if u.window.is_some() { " in this window" } else { "" };
-                    return Err(violation("usage", format!("{used} of {} uses taken{scope}", u.max_uses)));
+                    Err(violation("usage", format!("{uses} of {} uses taken{scope}", u.max_uses)))
+                } else {
+                    Ok(Allowed::default())
                 }
-                Ok(Allowed::default())
             }
-            Self::Budget(b) => {
-                let Some(amount) = request.amount else { return Ok(Allowed::default()) };
-                if amount.currency().code() != b.currency {
-                    return Err(violation(
-                        "budget",
-                        format!("a spend in {} against a budget in {}", amount.currency().code(), b.currency),
-                    ));
+            (Self::Budget(b), Tally::Budget { spent_minor }) => match request.amount {
+                None => Ok(Allowed::default()),
+                Some(amount) if amount.currency().code() != b.currency => Err(violation(
+                    "budget",
+                    format!("a spend in {} against a budget in {}", amount.currency().code(), b.currency),
+                )),
+                Some(amount) => {
+                    let after = spent_minor.saturating_add(amount.amount_minor());
+                    if after > b.max_amount_minor {
+                        Err(violation(
+                            "budget",
+                            format!(
+                                "{} more would make {after} of {} {} minor units{}",
+                                amount.amount_minor(),
+                                b.max_amount_minor,
+                                b.currency,
+                                if b.window.is_some() { " in this window" } else { "" }
+                            ),
+                        ))
+                    } else {
+                        Ok(Allowed::default())
+                    }
                 }
-                let spent: u64 = ledger
-                    .entries
-                    .iter()
-                    .filter(in_window(b.window, now))
-                    .filter(|e| e.currency.as_deref() == Some(b.currency.as_str()))
-                    .map(|e| e.amount_minor)
-                    .sum();
-                let after = spent.saturating_add(amount.amount_minor());
-                if after > b.max_amount_minor {
-                    return Err(violation(
-                        "budget",
-                        format!(
-                            "{} more would make {after} of {} {} minor units{}",
-                            amount.amount_minor(),
-                            b.max_amount_minor,
-                            b.currency,
-                            if b.window.is_some() { " in this window" } else { "" }
-                        ),
-                    ));
-                }
-                Ok(Allowed::default())
-            }
-            Self::Combined { all } => {
+            },
+            (Self::Combined { all }, Tally::Combined { all: tallies }) if all.len() == tallies.len() => {
                 let mut allowed = Allowed::default();
-                for constraint in all {
-                    allowed.informational.extend(constraint.check(ledger, request)?.informational);
+                for (constraint, tally) in all.iter().zip(tallies) {
+                    match constraint.check_tally(tally, request)? {
+                        Ok(more) => allowed.informational.extend(more.informational),
+                        Err(violation) => return Ok(Err(violation)),
+                    }
                 }
                 Ok(allowed)
             }
-            Self::Custom(custom) => Ok(Allowed { informational: vec![custom.id.clone()] }),
+            (Self::Custom(custom), Tally::Custom) => Ok(Allowed { informational: vec![custom.id.clone()] }),
+            _ => return Err(ConstraintError("the tally does not have the constraint's shape".into())),
+        };
+        Ok(verdict)
+    }
+
+    /// The constraint's kind: `temporal`, `usage`, `budget`, `combined` or `custom`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Temporal(_) => "temporal",
+            Self::Usage(_) => "usage",
+            Self::Budget(_) => "budget",
+            Self::Combined { .. } => "combined",
+            Self::Custom(_) => "custom",
         }
+    }
+
+    /// The canonical JSON (RFC 8785) of the constraint, as stored and recorded.
+    pub fn canonical_json(&self) -> Result<String, ConstraintError> {
+        let value = serde_json::to_value(self).map_err(|e| ConstraintError(e.to_string()))?;
+        pactum_transcripts::canonical::to_canonical_string(&value).map_err(|e| ConstraintError(e.to_string()))
+    }
+
+    /// `sha256:<hex>` of the canonical JSON: the constraint's identity.
+    pub fn hash(&self) -> Result<String, ConstraintError> {
+        let canonical = self.canonical_json()?;
+        Ok(format!("sha256:{}", pactum_transcripts::Digest::tagged(&[], canonical.as_bytes()).to_hex()))
+    }
+
+    /// Reads a constraint from JSON text (strict: no duplicate members) and validates it.
+    pub fn from_json_text(text: &str) -> Result<Self, ConstraintError> {
+        if text.len() > CONSTRAINT_BYTES_MAX {
+            return Err(ConstraintError(format!("a constraint is at most {CONSTRAINT_BYTES_MAX} bytes of JSON")));
+        }
+        let value = pactum_transcripts::canonical::parse_strict(text).map_err(|e| ConstraintError(e.to_string()))?;
+        let constraint: Self = serde_json::from_value(value).map_err(|e| ConstraintError(e.to_string()))?;
+        constraint.validate()?;
+        constraint.canonical_json()?;
+        Ok(constraint)
+    }
+
+    /// Reads a constraint from a JSON file (at most [`CONSTRAINT_BYTES_MAX`] bytes).
+    pub fn load(path: &std::path::Path) -> Result<Self, ConstraintError> {
+        use std::io::Read as _;
+        let file =
+            std::fs::File::open(path).map_err(|e| ConstraintError(format!("{}: cannot open: {e}", path.display())))?;
+        let mut text = String::new();
+        file.take(CONSTRAINT_BYTES_MAX as u64 + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| ConstraintError(format!("{}: cannot read: {e}", path.display())))?;
+        Self::from_json_text(&text).map_err(|e| ConstraintError(format!("{}: {}", path.display(), e.0)))
     }
 
     /// Checks `request` and, if allowed, records it in `ledger`. A refused request changes nothing.

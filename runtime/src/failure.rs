@@ -126,6 +126,7 @@ failure_codes! {
     RoundLimitExceeded = "PACT-106", Negotiation, Policy, Terminal, "The round limit was reached without agreement.";
     DeadlineExceeded = "PACT-107", Negotiation, Policy, Terminal, "The intent's deadline passed without agreement.";
     SettlementPolicyViolation = "PACT-108", Settlement, Policy, Terminal, "The policy check before settlement refused the payment.";
+    ConstraintViolation = "PACT-109", Settlement, Policy, Terminal, "A spending constraint on the buyer or the session refused the payment.";
     IdentityInvalid = "PACT-201", Admission, Identity, Terminal, "A counterparty's identity or signature did not verify.";
     CredentialExpired = "PACT-202", Admission, Identity, Terminal, "A counterparty's credential has expired.";
     PassportDenied = "PACT-203", Admission, Identity, Terminal, "The passport gate denied every provider that offers the intent.";

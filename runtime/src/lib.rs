@@ -5,6 +5,7 @@
 //! The runtime core never reads the OS clock or randomness: a [`Clock`] is passed in.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod budget;
 pub mod bundle;
 mod check;
 pub mod constraints;

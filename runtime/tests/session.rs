@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pactum_memory::Constellation;
+use pactum_runtime::constraints::{Budget, Constraint, Temporal, Window};
 use pactum_runtime::session::model::{Phase, SessionState, kind, parse_event_ref};
 use pactum_runtime::session::receipt::verify_receipt_in_session;
 use pactum_runtime::session::replay::{outcome_problems, replay_session};
 use pactum_runtime::session::shell::{
     AgentRuntime, Approver, KeyEntropy, NewSession, OfferToApprove, OwnerLiveness, Quiet,
 };
+use pactum_runtime::session::spending::{ConstraintsCheckedBody, NamedConstraint};
 use pactum_runtime::{
     Currency, Directory, FailureCode, Intent, IntentType, ManualClock, Money, SettlementMode, StaticPolicy, Urgency,
     check_constellation, strategy_named,
@@ -109,6 +111,8 @@ struct Ask<'a> {
     /// A `pactum-policy/2` policy with rules, used instead of `policy` when set.
     rules: Option<pactum_runtime::policy::Policy>,
     auto_approve: bool,
+    /// The session's own spending constraints.
+    constraints: Vec<NamedConstraint>,
 }
 
 impl Default for Ask<'_> {
@@ -123,6 +127,7 @@ impl Default for Ask<'_> {
             policy: StaticPolicy::default(),
             rules: None,
             auto_approve: true,
+            constraints: Vec::new(),
         }
     }
 }
@@ -145,6 +150,7 @@ fn request(ask: Ask<'_>) -> NewSession {
         seed: ask.seed,
         auto_approve: ask.auto_approve,
         preferences: None,
+        constraints: ask.constraints,
     }
 }
 
@@ -719,4 +725,177 @@ fn an_admission_rule_excluding_every_provider_is_102_and_rules_allowing_change_n
         with.agreement.as_ref().map(|a| (&a.provider, &a.price)),
         without.agreement.as_ref().map(|a| (&a.provider, &a.price))
     );
+}
+
+const DAY_MS: u64 = 86_400_000;
+
+fn daily_budget(max_minor: u64) -> Constraint {
+    Constraint::Budget(Budget {
+        max_amount_minor: max_minor,
+        currency: "USD".into(),
+        window: Some(Window { length_ms: DAY_MS, anchor_ms: START_MS - START_MS % DAY_MS }),
+    })
+}
+
+fn set_buyer_budget(fixture: &Fixture, constraint: &Constraint) {
+    fixture.runtime.ensure_buyer(Currency::parse("USD").expect("usd")).expect("buyer");
+    pactum_runtime::budget::set(fixture.runtime.constellation(), "buyer", "daily", constraint, START_MS).expect("set");
+}
+
+fn checked(events: &[Event]) -> Option<ConstraintsCheckedBody> {
+    let event = events.iter().find(|e| e.kind.as_str() == kind::CONSTRAINTS_CHECKED)?;
+    Some(serde_json::from_value(event.body.clone()).expect("constraints.checked body"))
+}
+
+#[test]
+fn a_buyer_budget_refuses_the_payment_that_would_exceed_it_109_and_holds_nothing() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    set_buyer_budget(&fixture, &daily_budget(12));
+    let mut paid = 0;
+    let mut refused = None;
+    for seed in 1..=4 {
+        let (state, events) = negotiate(&fixture, Ask { seed, ..Ask::default() }, &mut Always::new(true));
+        let record = checked(&events).expect("the buyer's budget is checked before every payment");
+        assert_eq!(record.checks.len(), 1);
+        assert_eq!(record.checks[0].scope, "agent:buyer");
+        match state.phase {
+            Phase::Completed => {
+                assert!(record.checks[0].allowed);
+                paid += state.agreement.as_ref().expect("agreement").price.amount_minor;
+            }
+            _ => {
+                let failure = state.failure.as_ref().expect("failed");
+                assert_eq!(failure.failure_code(), Some(FailureCode::ConstraintViolation), "{failure:#?}");
+                assert!(failure.evidence_refs.contains(&"constraint:agent:buyer:daily".to_owned()));
+                assert!(state.prepared.is_none(), "nothing was held");
+                assert!(!events.iter().any(|e| e.kind.as_str() == kind::PREPARED));
+                refused.get_or_insert(seed);
+            }
+        }
+    }
+    assert!(paid <= 12, "paid {paid} against a budget of 12");
+    assert!(paid > 0 && refused.is_some(), "some payments fit the budget and one did not");
+    assert_eq!(balance(&fixture, "wallet:buyer:USD"), 100_000 - i64::try_from(paid).expect("small"));
+    let statuses =
+        pactum_runtime::budget::status(fixture.runtime.constellation(), "buyer", START_MS + 60_000).expect("status");
+    assert_eq!(statuses[0].tally, pactum_runtime::constraints::Tally::Budget { spent_minor: paid });
+}
+
+#[test]
+fn the_budget_window_resets_the_next_day() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Arc::new(Constellation::open(dir.path().join("c.pactum")).expect("open"));
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let runtime = AgentRuntime::new(
+        db.clone(),
+        clock.clone(),
+        Directory::builtin().expect("directory"),
+        Arc::new(CountingEntropy::default()),
+        Arc::new(NobodyAlive),
+        "test-process".into(),
+    );
+    runtime.ensure_buyer(Currency::parse("USD").expect("usd")).expect("buyer");
+    pactum_runtime::budget::set(&db, "buyer", "daily", &daily_budget(6), START_MS).expect("set");
+    let run = |seed| runtime.negotiate(request(Ask { seed, ..Ask::default() }), &mut Always::new(true), &mut Quiet);
+    assert_eq!(run(1).expect("first").phase, Phase::Completed);
+    let second = run(2).expect("second");
+    assert_eq!(second.failure.as_ref().and_then(|f| f.failure_code()), Some(FailureCode::ConstraintViolation));
+    clock.advance(DAY_MS);
+    assert_eq!(run(3).expect("the next day").phase, Phase::Completed, "a new window");
+}
+
+#[test]
+fn session_constraints_are_recorded_and_judged_with_the_buyers() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let expired = NamedConstraint {
+        name: "1".into(),
+        constraint: Constraint::Temporal(Temporal {
+            valid_from_ms: None,
+            valid_until_ms: Some(START_MS - 1),
+            duration_ms: None,
+        }),
+    };
+    let ask = Ask { constraints: vec![expired], ..Ask::default() };
+    let (state, events) = negotiate(&fixture, ask, &mut Always::new(true));
+    let failure = state.failure.as_ref().expect("failed");
+    assert_eq!(failure.failure_code(), Some(FailureCode::ConstraintViolation));
+    assert!(failure.evidence_refs.contains(&"constraint:session:1".to_owned()), "{failure:#?}");
+    assert_eq!(checked(&events).expect("checked").checks[0].scope, "session");
+
+    set_buyer_budget(&fixture, &daily_budget(1_000));
+    let generous = NamedConstraint { name: "1".into(), constraint: daily_budget(500) };
+    let (state, events) =
+        negotiate(&fixture, Ask { seed: 2, constraints: vec![generous], ..Ask::default() }, &mut Always::new(true));
+    assert_eq!(state.phase, Phase::Completed, "{:?}", state.failure);
+    let record = checked(&events).expect("checked");
+    let scopes: Vec<&str> = record.checks.iter().map(|c| c.scope.as_str()).collect();
+    assert_eq!(scopes, ["session", "agent:buyer"], "the session's own first, then the buyer's");
+}
+
+#[test]
+fn a_session_constraint_counting_from_first_use_is_refused_at_the_start() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let open = NamedConstraint {
+        name: "1".into(),
+        constraint: Constraint::Temporal(Temporal { valid_from_ms: None, valid_until_ms: None, duration_ms: Some(10) }),
+    };
+    let error = fixture
+        .runtime
+        .negotiate(request(Ask { constraints: vec![open], ..Ask::default() }), &mut Always::new(true), &mut Quiet)
+        .expect_err("refused");
+    assert_eq!(error.code(), "SESSION_INPUT_INVALID", "{error}");
+}
+
+/// A verdict changed after the fact (a refusal turned into an allowance) does not fold: the
+/// fold judges every recorded constraint again from its tally.
+#[test]
+fn a_forged_constraint_verdict_does_not_fold() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    set_buyer_budget(&fixture, &daily_budget(1));
+    let (state, events) = negotiate(&fixture, Ask::default(), &mut Always::new(true));
+    assert_eq!(state.failure.as_ref().and_then(|f| f.failure_code()), Some(FailureCode::ConstraintViolation));
+    let mut forged = events.clone();
+    let at = forged.iter().position(|e| e.kind.as_str() == kind::CONSTRAINTS_CHECKED).expect("checked");
+    forged[at].body["checks"][0]["allowed"] = serde_json::json!(true);
+    forged[at].body["checks"][0].as_object_mut().expect("object").remove("violation");
+    let error = SessionState::fold(&forged[..=at]).expect_err("a forged verdict");
+    assert_eq!(error.seq, forged[at].seq, "{error}");
+    let mut raised = events;
+    raised[at].body["checks"][0]["constraint"]["max_amount_minor"] = serde_json::json!(1_000);
+    assert!(SessionState::fold(&raised[..=at]).is_err(), "the constraint no longer matches its hash and verdict");
+}
+
+/// Payments from several threads at once never exceed a budget together: each check runs in
+/// the write transaction that holds the money.
+#[test]
+fn concurrent_payments_never_exceed_the_buyers_budget() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    set_buyer_budget(&fixture, &daily_budget(15));
+    let outcomes: Vec<SessionState> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..=6)
+            .map(|seed| {
+                let runtime = &fixture.runtime;
+                scope.spawn(move || {
+                    runtime
+                        .negotiate(request(Ask { seed, ..Ask::default() }), &mut Always::new(true), &mut Quiet)
+                        .expect("negotiate")
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    let paid: u64 = outcomes
+        .iter()
+        .filter(|s| s.phase == Phase::Completed)
+        .map(|s| s.agreement.as_ref().expect("agreement").price.amount_minor)
+        .sum();
+    let refused = outcomes
+        .iter()
+        .filter(|s| s.failure.as_ref().and_then(|f| f.failure_code()) == Some(FailureCode::ConstraintViolation))
+        .count();
+    assert!(paid <= 15, "paid {paid} against 15");
+    assert!(refused >= 1);
+    assert_eq!(balance(&fixture, "wallet:buyer:USD"), 100_000 - i64::try_from(paid).expect("small"));
+    let check = check_constellation(fixture.runtime.constellation()).expect("check");
+    assert!(check.is_sound(), "{:#?}", check.problems);
 }

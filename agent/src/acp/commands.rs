@@ -251,6 +251,7 @@ fn plain_args(request: plain::PlainRequest) -> NegotiateArgs {
         seed: request.seed,
         clock: None,
         policy: None,
+        constraint: Vec::new(),
         starting_balance: None,
         yes: false,
         json: false,

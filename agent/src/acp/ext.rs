@@ -281,6 +281,7 @@ fn negotiate(server: &Server, request: NegotiateParams) -> Result<Value, Failure
         seed: request.seed,
         clock: request.clock,
         policy: None,
+        constraint: Vec::new(),
         starting_balance: None,
         yes: request.approve,
         json: true,

@@ -49,7 +49,7 @@ pub fn attribution(code: FailureCode) -> Attribution {
     use FailureCode::*;
     match code {
         // The buyer's own rules refusing an offer: nobody misbehaved.
-        PolicyViolation | SettlementPolicyViolation => Attribution::Nobody,
+        PolicyViolation | SettlementPolicyViolation | ConstraintViolation => Attribution::Nobody,
         RailNotAllowed | SettlementModeNotAllowed | MaxPriceExceeded => Attribution::Buyer,
         ProviderNotAllowed | RoundLimitExceeded | DeadlineExceeded => Attribution::Nobody,
         IdentityInvalid | CredentialExpired => Attribution::Cited,

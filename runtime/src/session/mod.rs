@@ -5,5 +5,6 @@ pub mod model;
 pub mod receipt;
 pub mod replay;
 pub mod shell;
+pub mod spending;
 pub mod step;
 pub mod story;

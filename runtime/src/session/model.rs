@@ -21,6 +21,7 @@ use crate::intent::{Intent, IntentError, StaticPolicy};
 use crate::money::{Currency, Money};
 use crate::policy::{Evaluation, Policy, Stage};
 use crate::rail::{PaymentRequest, RailPhase};
+use crate::session::spending::{ConstraintsCheckedBody, NamedConstraint, judge_all, validate_session_constraints};
 use crate::strategy::{Strategy, strategy_named};
 
 /// Stream ids of sessions are this prefix and the session id.
@@ -59,6 +60,9 @@ pub mod kind {
     pub const FAILED: &str = "session.failed";
     /// Written only for policies with rules: the evaluations of one stage's check.
     pub const POLICY_EVALUATED: &str = "policy.evaluated";
+    /// Written only when the session or its buyer has spending constraints: their judgement
+    /// before the payment is held.
+    pub const CONSTRAINTS_CHECKED: &str = "constraints.checked";
 }
 
 /// Where a session is.
@@ -155,6 +159,9 @@ pub struct CreatedBody {
     /// The defaults taken from the buyer's preferences memory block, when it had any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferences: Option<PreferencesRecord>,
+    /// The session's own spending constraints (`1`, `2`, ...), checked before the payment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<NamedConstraint>,
 }
 
 /// What a session took from the buyer's `preferences` memory block. The intent, policy and
@@ -549,6 +556,11 @@ pub struct SessionState {
     pub completed_seq: Option<u64>,
     pub failure: Option<FailureBody>,
     pub failure_seq: Option<u64>,
+    /// The spending constraints judged before the payment, when there were any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<ConstraintsCheckedBody>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints_seq: Option<u64>,
     /// `created` parsed, kept because every step consults it; not part of the state's value.
     #[serde(skip)]
     config_cache: ConfigCache,
@@ -612,6 +624,8 @@ impl Default for SessionState {
             completed_seq: None,
             failure: None,
             failure_seq: None,
+            constraints: None,
+            constraints_seq: None,
             config_cache: ConfigCache::default(),
         }
     }
@@ -637,6 +651,8 @@ pub struct SessionConfig {
     pub auto_approve: bool,
     /// From the buyer's preferences: providers chosen when offers tie on price.
     pub preferred_providers: Vec<String>,
+    /// The session's own spending constraints.
+    pub constraints: Vec<NamedConstraint>,
 }
 
 /// What the session needs done next; the shell performs it and feeds back the result.
@@ -777,6 +793,19 @@ impl SessionState {
         }
         self.next_seq = seq + 1;
         self.last_at_ms = self.last_at_ms.max(at_ms);
+        Ok(())
+    }
+
+    /// A payment is held only after the session's own constraints were checked, and never
+    /// after a constraint refused it.
+    fn expect_constraints_cleared(&self, seq: u64, kind: &str) -> Result<(), ReduceError> {
+        let has_own = self.config().map(|config| !config.constraints.is_empty()).unwrap_or(false);
+        if has_own && self.constraints_seq.is_none() {
+            return Err(refuse(seq, kind, "the session's constraints were not checked before the payment"));
+        }
+        if self.constraints.as_ref().is_some_and(|checked| checked.refusal().is_some()) {
+            return Err(refuse(seq, kind, "a constraint refused the payment"));
+        }
         Ok(())
     }
 
@@ -1117,6 +1146,7 @@ impl SessionState {
                         if evidence.phase != "prepare" || self.prepared.is_some() {
                             return Err(refuse(seq, kind, "not the evidence of a prepare"));
                         }
+                        self.expect_constraints_cleared(seq, kind)?;
                         self.prepared = Some(record);
                         self.phase = Phase::Settling;
                     }
@@ -1146,6 +1176,7 @@ impl SessionState {
                     .ok_or_else(|| refuse(seq, kind, format!("unknown failure code {}", failed.code)))?;
                 match failed.phase.as_str() {
                     "prepare" if self.phase == Phase::Committed && self.aborting.is_none() => {
+                        self.expect_constraints_cleared(seq, kind)?;
                         // Evidence that does not check out may hide a hold: release it before failing.
                         if *code == FailureCode::RailEvidenceInvalid {
                             self.aborting =
@@ -1229,6 +1260,30 @@ impl SessionState {
                         )
                     })?;
                 }
+                Ok(Party::Buyer)
+            }
+            CONSTRAINTS_CHECKED => {
+                self.expect_phase(seq, kind, &[Phase::Committed])?;
+                let recorded: ConstraintsCheckedBody = parse(seq, kind, body)?;
+                if self.constraints_seq.is_some() || self.prepared.is_some() || self.aborting.is_some() {
+                    return Err(refuse(seq, kind, "constraints are checked once, before the payment is held"));
+                }
+                let config = self.config().map_err(|e| refuse(seq, kind, e.to_string()))?;
+                let request = self.payment_request().ok_or_else(|| refuse(seq, kind, "no payment"))?;
+                let judged = judge_all(
+                    &config.constraints,
+                    &request.payer,
+                    recorded.agent_constraints(),
+                    &request.payment_id,
+                    request.amount,
+                    at_ms,
+                )
+                .map_err(|e| refuse(seq, kind, e))?;
+                if judged != recorded || judged.checks.is_empty() {
+                    return Err(refuse(seq, kind, "the verdicts do not follow from the recorded constraints"));
+                }
+                self.constraints = Some(recorded);
+                self.constraints_seq = Some(seq);
                 Ok(Party::Buyer)
             }
             other => Err(refuse(seq, other, "not an event of a negotiation session")),
@@ -1334,7 +1389,9 @@ fn config_of(created: &CreatedBody) -> Result<SessionConfig, IntentError> {
         other => return Err(IntentError(format!("approval {other:?} is not auto or interactive"))),
     };
     let preferred_providers = created.preferences.as_ref().map(|p| p.preferred_providers.clone()).unwrap_or_default();
-    Ok(SessionConfig { intent, policy, resolved, strategy, seed, auto_approve, preferred_providers })
+    validate_session_constraints(&created.constraints).map_err(IntentError)?;
+    let constraints = created.constraints.clone();
+    Ok(SessionConfig { intent, policy, resolved, strategy, seed, auto_approve, preferred_providers, constraints })
 }
 
 #[cfg(test)]

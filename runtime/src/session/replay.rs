@@ -258,6 +258,10 @@ pub fn outcome_problems(state: &SessionState) -> Vec<Divergence> {
                     Ok(config) => config.resolved.names_rule(rule),
                     Err(_) => PolicyRule::named(rule).is_some(),
                 }
+            } else if let Some(named) = reference.strip_prefix("constraint:") {
+                state.constraints.as_ref().is_some_and(|checked| {
+                    checked.checks.iter().any(|check| !check.allowed && check.evidence_ref() == *reference)
+                }) && !named.is_empty()
             } else if let Some(denial) = reference.strip_prefix("passport:") {
                 state.passport.as_ref().is_some_and(|record| {
                     record.checks.iter().any(|check| {
@@ -272,7 +276,7 @@ pub fn outcome_problems(state: &SessionState) -> Vec<Divergence> {
                     code: "EVIDENCE_UNRESOLVED",
                     seq: failure_seq,
                     problem: format!("evidence {reference:?} does not resolve inside the transcript"),
-                    expected: "event:<seq before the failure>, policy_rule:<a rule of the recorded policy> or passport:<agent>:<a recorded denial>".into(),
+                    expected: "event:<seq before the failure>, policy_rule:<a rule of the recorded policy>, passport:<agent>:<a recorded denial> or constraint:<scope>:<a recorded refusal>".into(),
                     found: reference.clone(),
                 });
             }

@@ -11,12 +11,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use pactum_memory::{AgentRecord, AgentRole, Constellation, SecretSeed};
+use pactum_memory::{AgentRecord, AgentRole, Constellation, LedgerTx, SecretSeed, SpendRow};
 use pactum_transcripts::{
     Clock, Ed25519Signer, EventKind, EventSigner, EventStore as _, KeyId, NewEvent, StreamId, TranscriptStream,
     public_key_bytes_to_base64url,
 };
 
+use crate::constraints::{Entry, Ledger as ConstraintLedger};
 use crate::directory::{Directory, IntentType};
 use crate::error::RuntimeError;
 use crate::event_store::ConstellationEventStore;
@@ -26,6 +27,7 @@ use crate::money::{Currency, Money};
 use crate::policy::Policy;
 use crate::rail::{LedgerRail, RailError, RailPhase, fund_wallet};
 use crate::session::model::*;
+use crate::session::spending::AgentConstraint;
 use crate::session::step::*;
 use crate::strategy::{ProviderAnswer, Strategy, simulate_provider};
 use crate::transcripts::key_ring;
@@ -111,6 +113,8 @@ pub struct NewSession {
     pub auto_approve: bool,
     /// The defaults the request took from the buyer's preferences (see [`crate::preferences`]).
     pub preferences: Option<PreferencesRecord>,
+    /// The session's own spending constraints (`--constraint`), named `1`, `2`, ... in order.
+    pub constraints: Vec<crate::session::spending::NamedConstraint>,
 }
 
 /// What recovery did with one session.
@@ -319,6 +323,7 @@ impl AgentRuntime {
                 seed: request.seed,
                 auto_approve: request.auto_approve,
                 preferences: request.preferences,
+                constraints: request.constraints,
             };
             let stream = self.stream(&session_id)?;
             let mut live = LiveSession::new(session_id, SessionState::default(), stream, None);
@@ -707,8 +712,31 @@ impl AgentRuntime {
                         }
                     }
                     let now = self.clock.now_ms().max(run.state.last_at_ms);
+                    // Constraints are judged in the transaction that would hold the money, so
+                    // no other payment can slip in between the check and the hold.
+                    if phase == RailPhase::Prepare && run.state.constraints_seq.is_none() {
+                        let agent = agent_constraints(ledger, &request.payer, now)?;
+                        if !agent.is_empty() || !config.constraints.is_empty() {
+                            let input = vec![(Input::ConstraintsChecked { agent }, now)];
+                            decide_into(&mut run.state, &mut run.pending, input, config.seed)?;
+                            continue;
+                        }
+                    }
                     let result = self.rail.apply_in(ledger, phase, &request, now);
                     run.applied.push(phase);
+                    // What the buyer's constraints count: the hold, and its release.
+                    match (&result, phase) {
+                        (Ok(_), RailPhase::Prepare) => ledger.record_spend(&SpendRow {
+                            payment_id: request.payment_id.clone(),
+                            agent_id: request.payer.clone(),
+                            amount_minor: request.amount.amount_minor(),
+                            currency: request.amount.currency().code().to_owned(),
+                            at_ms: now,
+                            released_at_ms: None,
+                        })?,
+                        (Ok(_), RailPhase::Abort) => ledger.release_spend(&request.payment_id, now)?,
+                        _ => {}
+                    }
                     let outcome = match result {
                         Ok(evidence) => Ok(EvidenceBody {
                             phase: evidence.phase.as_str().to_owned(),
@@ -942,6 +970,30 @@ fn load_session(
         .map(|(id, _)| id);
     let replay = stream.replay(latest, &SessionReducer, &keys)?;
     Ok((replay.state, stream))
+}
+
+/// The buyer's constraints, each with the tally of the payments it counts, read inside the
+/// payment's write transaction. A stored constraint that no longer parses is a refusal to pay,
+/// never a constraint skipped.
+fn agent_constraints(ledger: &LedgerTx<'_>, payer: &str, now: u64) -> Result<Vec<AgentConstraint>, RuntimeError> {
+    let rows = ledger.agent_constraints(payer)?;
+    let mut constraints = Vec::with_capacity(rows.len());
+    for row in rows {
+        let constraint = crate::budget::parse_row(&row).map_err(|error| match error {
+            crate::budget::BudgetError::Runtime(error) => error,
+            other => RuntimeError::Store(pactum_memory::StoreError::Corrupt {
+                detail: format!("constraint {} of {payer} does not parse: {other}", row.name),
+            }),
+        })?;
+        let entries = ledger
+            .live_spends(payer, row.since_ms)?
+            .into_iter()
+            .map(|spend| Entry { at_ms: spend.at_ms, amount_minor: spend.amount_minor, currency: Some(spend.currency) })
+            .collect();
+        let tally = constraint.tally(&ConstraintLedger { entries }, now);
+        constraints.push(AgentConstraint { name: row.name, constraint, since_ms: row.since_ms, tally });
+    }
+    Ok(constraints)
 }
 
 fn rail_store_error(error: RailError) -> RuntimeError {

@@ -47,6 +47,9 @@ use crate::policy::{Context, Evaluation, OfferFacts, Policy, Stage, evaluate};
 use crate::rail::RailPhase;
 use crate::session::model::*;
 use crate::session::receipt::attach_signature;
+use crate::session::spending::{
+    AgentConstraint, NamedConstraint, SESSION_SCOPE, judge_all, validate_session_constraints,
+};
 use crate::strategy::Strategy;
 
 /// How many drop events a provider failure cites at most.
@@ -64,6 +67,8 @@ pub struct StartInput {
     pub seed: u64,
     pub auto_approve: bool,
     pub preferences: Option<PreferencesRecord>,
+    /// The session's own spending constraints, named `1`, `2`, ...
+    pub constraints: Vec<NamedConstraint>,
 }
 
 /// A provider's answer to a request for a quote.
@@ -107,6 +112,11 @@ pub enum Input {
     Rail {
         phase: RailPhase,
         outcome: Result<EvidenceBody, RailFailure>,
+    },
+    /// The buyer agent's spending constraints and their tallies, read in the transaction that
+    /// would hold the payment (the session's own constraints are added by the core).
+    ConstraintsChecked {
+        agent: Vec<AgentConstraint>,
     },
     ReceiptSigned {
         key_id: String,
@@ -238,6 +248,7 @@ pub fn step<R: Rng + ?Sized>(state: &SessionState, input: Input, now_ms: u64, rn
         Input::Approval { approved, by } => approval(&mut decider, approved, by)?,
         Input::Abort { reason } => abort(&mut decider, reason)?,
         Input::Rail { phase, outcome } => rail(&mut decider, phase, outcome)?,
+        Input::ConstraintsChecked { agent } => constraints_checked(&mut decider, agent)?,
         Input::ReceiptSigned { key_id, signature, peac_signature } => {
             receipt_signed(&mut decider, key_id, signature, peac_signature)?
         }
@@ -263,7 +274,9 @@ fn start_session<R: Rng + ?Sized>(d: &mut Decider<'_, R>, start: StartInput) -> 
         seed: start.seed.to_string(),
         approval: if start.auto_approve { "auto" } else { "interactive" }.to_owned(),
         preferences: start.preferences.clone(),
+        constraints: start.constraints.clone(),
     };
+    validate_session_constraints(&created.constraints).map_err(StepError::Invalid)?;
     let created_seq = d.emit(kind::CREATED, &created, Party::Buyer)?;
     let (intent, policy) = (&start.intent, start.policy.static_part());
     let evidence = |rule: PolicyRule| vec![event_ref(created_seq), format!("policy_rule:{}", rule.name())];
@@ -868,6 +881,37 @@ fn rail<R: Rng + ?Sized>(
     Ok(())
 }
 
+/// The spending constraints before the payment is held: PACT-109 if one refuses.
+fn constraints_checked<R: Rng + ?Sized>(d: &mut Decider<'_, R>, agent: Vec<AgentConstraint>) -> Result<(), StepError> {
+    let awaits_prepare =
+        d.state.effects().iter().any(|effect| matches!(effect, Effect::Rail { phase: RailPhase::Prepare, .. }));
+    if !awaits_prepare || d.state.aborting.is_some() || d.state.constraints_seq.is_some() {
+        return Err(StepError::Unexpected("no payment awaits its constraints check".into()));
+    }
+    let config = d.config()?;
+    let request = d.state.payment_request().ok_or_else(|| StepError::Unexpected("no payment".into()))?;
+    let body = judge_all(&config.constraints, &request.payer, agent, &request.payment_id, request.amount, d.now_ms)
+        .map_err(StepError::Invalid)?;
+    if body.checks.is_empty() {
+        return Err(StepError::Invalid("no constraint to check".into()));
+    }
+    let checked_seq = d.emit(kind::CONSTRAINTS_CHECKED, &body, Party::Buyer)?;
+    if let Some(refusal) = body.refusal() {
+        let committed_seq = d.state.agreement.as_ref().and_then(|a| a.committed_seq).unwrap_or_default();
+        let detail = format!(
+            "constraint {} of {} refused paying {} to {}: {}",
+            refusal.name,
+            if refusal.scope == SESSION_SCOPE { "the session".to_owned() } else { format!("agent {}", request.payer) },
+            request.amount,
+            request.payee,
+            refusal.violation.as_deref().unwrap_or("refused")
+        );
+        let evidence = vec![event_ref(committed_seq), event_ref(checked_seq), refusal.evidence_ref()];
+        return d.fail(FailureCode::ConstraintViolation, detail, evidence);
+    }
+    Ok(())
+}
+
 fn receipt_signed<R: Rng + ?Sized>(
     d: &mut Decider<'_, R>,
     key_id: String,
@@ -939,6 +983,7 @@ pub fn input_of(state: &SessionState, event: &Event) -> Result<Option<Input>, St
                 seed,
                 auto_approve: created.approval == "auto",
                 preferences: created.preferences,
+                constraints: created.constraints,
             }))
         }
         kind::DISCOVERY => {
@@ -1001,6 +1046,11 @@ pub fn input_of(state: &SessionState, event: &Event) -> Result<Option<Input>, St
                 .find(|c| c.code() == failed.code)
                 .ok_or_else(|| format!("event {}: unknown failure code {}", event.seq, failed.code))?;
             Input::Rail { phase, outcome: Err(RailFailure { code, detail: failed.detail }) }
+        }
+        kind::CONSTRAINTS_CHECKED => {
+            let checked: crate::session::spending::ConstraintsCheckedBody =
+                serde_json::from_value(body.clone()).map_err(bad)?;
+            Input::ConstraintsChecked { agent: checked.agent_constraints() }
         }
         kind::RECEIPT => {
             let receipt: ReceiptBody = serde_json::from_value(body.clone()).map_err(bad)?;

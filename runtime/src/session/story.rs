@@ -262,6 +262,16 @@ fn resolve(reference: &str, events: &[Event], policy_hash: &str, state: &Session
         })?;
         return Some(crate::passport::narrate(check));
     }
+    if reference.starts_with("constraint:") {
+        let check = state.constraints.as_ref()?.checks.iter().find(|check| check.evidence_ref() == reference)?;
+        return Some(format!(
+            "{} constraint {} ({}) refused: {}",
+            check.scope,
+            check.name,
+            check.constraint.kind(),
+            check.violation.as_deref().unwrap_or("refused")
+        ));
+    }
     if let Some(seq) = parse_event_ref(reference) {
         return events.get(usize::try_from(seq).ok()?).filter(|e| e.seq == seq).map(event_summary);
     }

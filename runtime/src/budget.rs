@@ -1,0 +1,152 @@
+//! Agents' spending constraints in the constellation (`pactum budget`): set one, remove one, and
+//! see where each stands at a given time.
+//!
+//! A constraint counts the payments its agent made since it was first set (`since`); a new
+//! version keeps that start, so raising a limit does not forget what was spent. Before every
+//! payment the session judges the buyer's constraints inside the transaction that would hold
+//! the money (see [`crate::session::spending`]).
+
+use pactum_memory::{Constellation, ConstraintRow, ConstraintStoreError};
+use serde_json::{Value, json};
+
+use crate::constraints::{Constraint, ConstraintError, Entry, Ledger, Request, Tally, Window};
+use crate::error::RuntimeError;
+
+/// Why a budget operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetError {
+    #[error(transparent)]
+    Invalid(#[from] ConstraintError),
+    #[error("{0}")]
+    Store(ConstraintStoreError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl BudgetError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(error) => error.code(),
+            Self::Store(ConstraintStoreError::NotFound { .. }) => "CONSTRAINT_NOT_FOUND",
+            Self::Store(ConstraintStoreError::UnknownAgent(_)) => "AGENT_NOT_FOUND",
+            Self::Store(_) => "CONSTRAINT_INVALID",
+            Self::Runtime(error) => error.code(),
+        }
+    }
+}
+
+impl From<pactum_memory::StoreError> for BudgetError {
+    fn from(error: pactum_memory::StoreError) -> Self {
+        Self::Runtime(error.into())
+    }
+}
+
+/// Stores `constraint` as the current version of the agent's constraint `name`.
+pub fn set(
+    db: &Constellation,
+    agent_id: &str,
+    name: &str,
+    constraint: &Constraint,
+    at_ms: u64,
+) -> Result<ConstraintRow, BudgetError> {
+    constraint.validate()?;
+    let body = constraint.canonical_json()?;
+    let hash = constraint.hash()?;
+    db.set_agent_constraint(agent_id, name, Some((&body, &hash)), at_ms)?.map_err(BudgetError::Store)
+}
+
+/// Removes the agent's constraint `name` (a new version without a body; history is kept).
+pub fn remove(db: &Constellation, agent_id: &str, name: &str, at_ms: u64) -> Result<ConstraintRow, BudgetError> {
+    db.set_agent_constraint(agent_id, name, None, at_ms)?.map_err(BudgetError::Store)
+}
+
+/// Where one of an agent's constraints stands.
+#[derive(Clone, Debug)]
+pub struct ConstraintStatus {
+    pub row: ConstraintRow,
+    pub constraint: Constraint,
+    pub tally: Tally,
+    /// Whether a use without spending would be allowed now (temporal and usage limits).
+    pub open: Result<(), String>,
+}
+
+/// Every current constraint of `agent_id`, with its tally as of `now_ms`.
+pub fn status(db: &Constellation, agent_id: &str, now_ms: u64) -> Result<Vec<ConstraintStatus>, BudgetError> {
+    let mut statuses = Vec::new();
+    for row in db.agent_constraints(agent_id)? {
+        let constraint = parse_row(&row)?;
+        let entries = db
+            .live_spends(agent_id, row.since_ms)?
+            .into_iter()
+            .filter(|spend| spend.at_ms <= now_ms)
+            .map(|spend| Entry { at_ms: spend.at_ms, amount_minor: spend.amount_minor, currency: Some(spend.currency) })
+            .collect();
+        let ledger = Ledger { entries };
+        let tally = constraint.tally(&ledger, now_ms);
+        let open =
+            constraint.check(&ledger, Request { at_ms: now_ms, amount: None }).map(|_| ()).map_err(|v| v.to_string());
+        statuses.push(ConstraintStatus { row, constraint, tally, open });
+    }
+    Ok(statuses)
+}
+
+/// The constraint a stored row holds (its hash checked).
+pub fn parse_row(row: &ConstraintRow) -> Result<Constraint, BudgetError> {
+    let body = row.body.as_deref().unwrap_or_default();
+    let constraint = Constraint::from_json_text(body)?;
+    if row.constraint_hash.as_deref() != Some(constraint.hash()?.as_str()) {
+        return Err(BudgetError::Runtime(RuntimeError::Store(pactum_memory::StoreError::Corrupt {
+            detail: format!("constraint {} of {}: its hash does not match", row.name, row.agent_id),
+        })));
+    }
+    Ok(constraint)
+}
+
+/// A constraint and its tally as JSON, each part with where it stands as of `now_ms`.
+pub fn describe(constraint: &Constraint, tally: &Tally, now_ms: u64) -> Value {
+    let slot = |window: &Option<Window>| {
+        window.map(|w| {
+            let (start, end) = w.slot(now_ms);
+            json!({"length_ms": w.length_ms, "anchor_ms": w.anchor_ms, "current_start_ms": start, "resets_at_ms": end})
+        })
+    };
+    match (constraint, tally) {
+        (Constraint::Budget(b), Tally::Budget { spent_minor }) => json!({
+            "type": "budget",
+            "currency": b.currency,
+            "max_amount_minor": b.max_amount_minor,
+            "spent_minor": spent_minor,
+            "remaining_minor": b.max_amount_minor.saturating_sub(*spent_minor),
+            "window": slot(&b.window),
+        }),
+        (Constraint::Usage(u), Tally::Usage { uses }) => json!({
+            "type": "usage",
+            "max_uses": u.max_uses,
+            "uses": uses,
+            "remaining_uses": u.max_uses.saturating_sub(*uses),
+            "window": slot(&u.window),
+        }),
+        (Constraint::Temporal(t), Tally::Temporal { first_use_ms }) => {
+            let start = t.valid_from_ms.or(*first_use_ms);
+            let by_duration = t.duration_ms.and_then(|d| start.map(|s| s.saturating_add(d)));
+            let ends = match (t.valid_until_ms, by_duration) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            json!({
+                "type": "temporal",
+                "valid_from_ms": t.valid_from_ms,
+                "valid_until_ms": t.valid_until_ms,
+                "duration_ms": t.duration_ms,
+                "first_use_ms": first_use_ms,
+                "ends_at_ms": ends,
+            })
+        }
+        (Constraint::Combined { all }, Tally::Combined { all: tallies }) => json!({
+            "type": "combined",
+            "all": all.iter().zip(tallies).map(|(c, t)| describe(c, t, now_ms)).collect::<Vec<_>>(),
+        }),
+        (Constraint::Custom(custom), _) => json!({"type": "custom", "id": custom.id, "enforced": false}),
+        _ => json!({"type": constraint.kind(), "error": "the tally does not match the constraint"}),
+    }
+}
