@@ -74,6 +74,8 @@ pub fn check_constellation(db: &Arc<Constellation>) -> Result<CheckReport, Runti
     let broken: Vec<String> = report.problems.iter().map(|p| p.subject.clone()).collect();
     let balances: std::collections::HashMap<String, i64> =
         db.accounts()?.into_iter().map(|a| (a.account_id, a.balance_minor)).collect();
+    let spends: std::collections::HashMap<String, pactum_memory::SpendRow> =
+        db.spends()?.into_iter().map(|spend| (spend.payment_id.clone(), spend)).collect();
     for row in db.session_streams(SESSION_STREAM_PREFIX)? {
         if broken.contains(&row.stream_id) || row.event_count == 0 {
             continue;
@@ -99,6 +101,9 @@ pub fn check_constellation(db: &Arc<Constellation>) -> Result<CheckReport, Runti
             session_problem(divergence.code, format!("event {}: {}", divergence.seq, divergence.problem));
         }
         for (code, detail) in settlement_problems(db, &balances, &replay.state)? {
+            session_problem(code, detail);
+        }
+        for (code, detail) in spend_problems(&spends, &replay.state) {
             session_problem(code, detail);
         }
         if !replay.state.phase.is_terminal() {
@@ -148,6 +153,37 @@ pub fn check_constellation(db: &Arc<Constellation>) -> Result<CheckReport, Runti
         );
     }
     Ok(report)
+}
+
+/// What spending constraints count must agree with the transcript: a held payment is one spend
+/// of its payer, released exactly when the transcript records the hold given back.
+fn spend_problems(
+    spends: &std::collections::HashMap<String, pactum_memory::SpendRow>,
+    state: &SessionState,
+) -> Vec<(&'static str, String)> {
+    let Some(request) = state.payment_request() else { return Vec::new() };
+    let spend = spends.get(&request.payment_id);
+    let problem = match (state.prepared.is_some(), spend) {
+        (true, None) => Some(format!("payment {} was held but is not counted as a spend", request.payment_id)),
+        (true, Some(spend))
+            if spend.agent_id != request.payer
+                || spend.amount_minor != request.amount.amount_minor()
+                || spend.currency != request.amount.currency().code() =>
+        {
+            Some(format!("the spend of payment {} is not the payment the transcript records", request.payment_id))
+        }
+        (true, Some(spend)) if state.rail_aborted.is_some() != spend.released_at_ms.is_some() => Some(format!(
+            "the spend of payment {} is {} but the transcript says the hold was {}",
+            request.payment_id,
+            if spend.released_at_ms.is_some() { "released" } else { "counted" },
+            if state.rail_aborted.is_some() { "released" } else { "kept" }
+        )),
+        (false, Some(_)) if state.phase.is_terminal() => {
+            Some(format!("payment {} is counted as a spend but was never held", request.payment_id))
+        }
+        _ => None,
+    };
+    problem.map(|detail| ("SPEND_MISMATCH", detail)).into_iter().collect()
 }
 
 /// The ledger must hold exactly the transfers a session's transcript records: a recorded rail

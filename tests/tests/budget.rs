@@ -178,3 +178,19 @@ fn bad_constraints_are_refused_with_a_code_before_anything_is_written() {
     assert_fails(&home.run(&["budget", "show", "--agent", "nobody"]), 2, "AGENT_NOT_FOUND");
     assert_fails(&home.run(&["budget", "set", "--agent", "nobody", "--max-uses", "3"]), 2, "AGENT_NOT_FOUND");
 }
+
+/// A spend released behind the transcript's back is named by the constellation check.
+#[test]
+fn the_check_reconciles_spends_with_transcripts() {
+    let home = Home::new();
+    let output = home.run(&negotiate_args("1", &[]));
+    assert_ok(&output);
+    let payment = json(&output).pointer("/agreement/payment_id").and_then(Value::as_str).expect("payment").to_owned();
+    assert_ok(&home.run(&["constellation", "check"]));
+    let raw = rusqlite::Connection::open(home.default_db()).expect("sqlite");
+    raw.execute("UPDATE spends SET released_at_ms = 1 WHERE payment_id = ?1", [&payment]).expect("release");
+    drop(raw);
+    let check = home.run(&["constellation", "check", "--json"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("SPEND_MISMATCH"));
+}
