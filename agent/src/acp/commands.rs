@@ -70,6 +70,11 @@ pub fn available() -> Vec<acp::AvailableCommand> {
                 "list | show <label>[@<version>] | set <label> <text> | append <label> <text> | log <label> | diff <label> <a> <b> | rollback <label> <version> | search <query>",
             ),
         ),
+        command(
+            "budget",
+            "Spending limits on the buyer: where each stands, set one, remove one",
+            Some("[show] | set --amount <amount> --currency <ISO> [--per day|week|30d] [--max-uses N] | remove <name>"),
+        ),
         command("providers", "The providers negotiations can use", None),
         command("balance", "Every ledger account and its balance", None),
         command("help", "What Pactum understands", None),
@@ -87,6 +92,7 @@ pub fn help() -> String {
      - /receipt <session id>\n\
      - /passport <agent> [--as-of TIME]\n\
      - /memory list | show <label>[@<version>] | set <label> <text> | append <label> <text> | log <label> | diff <label> <a> <b> | rollback <label> <version> | export <label> | import <file> | search <query> | archive <text>\n\
+     - /budget [show] | set --amount <amount> --currency <ISO> [--per day|week|30d] [--max-uses N] [--name NAME] | remove <name>\n\
      - /providers\n\
      - /balance\n\
      - /help\n\n\
@@ -137,7 +143,7 @@ fn slash(name: &str, mut words: Vec<String>, cwd: &Path) -> Request {
     let usage = |text: &str| Request::Answer(format!("Usage: {text}\n\n{}", help()));
     match name {
         "negotiate" => {
-            absolutize_options(&mut words, cwd, &["--policy"]);
+            absolutize_options(&mut words, cwd, &["--policy", "--constraint"]);
             let argv = std::iter::once("/negotiate".to_owned()).chain(words);
             match SlashNegotiate::try_parse_from(argv) {
                 Ok(parsed) => Request::Negotiate(Box::new(parsed.args)),
@@ -188,6 +194,17 @@ fn slash(name: &str, mut words: Vec<String>, cwd: &Path) -> Request {
             [id] => Request::Cli(vec!["receipt".into(), "show".into(), session_id_of(id)]),
             _ => usage("/receipt <session id>"),
         },
+        "budget" => {
+            absolutize_options(&mut words, cwd, &["--file"]);
+            let mut argv = vec!["budget".to_owned()];
+            match words.first().map(String::as_str) {
+                None => argv.push("show".into()),
+                Some("show" | "set" | "remove") => {}
+                Some(_) => return usage("/budget [show] | set --amount <amount> --currency <ISO> ... | remove <name>"),
+            }
+            argv.extend(words);
+            Request::Cli(argv)
+        }
         "providers" if words.is_empty() => Request::Cli(vec!["providers".into(), "list".into()]),
         "balance" if words.is_empty() => Request::Cli(vec!["balance".into()]),
         "providers" | "balance" => usage(&format!("/{name}")),
@@ -313,6 +330,12 @@ mod tests {
         assert_eq!(cli("/transcript replay session:s-1"), ["transcript", "replay", "session:s-1"]);
         assert_eq!(cli("/transcript replay s-1"), ["transcript", "replay", "session:s-1"]);
         assert_eq!(cli("/passport tensor-forge"), ["passport", "show", "tensor-forge"]);
+        assert_eq!(cli("/budget"), ["budget", "show"]);
+        assert_eq!(
+            cli("/budget set --amount 5 --currency USD --per day"),
+            ["budget", "set", "--amount", "5", "--currency", "USD", "--per", "day"]
+        );
+        assert_eq!(cli("/budget remove daily"), ["budget", "remove", "daily"]);
         assert_eq!(
             cli("/passport tensor-forge --as-of 2026-11-20T00:00:00Z"),
             ["passport", "show", "tensor-forge", "--as-of", "2026-11-20T00:00:00Z"]
