@@ -5,10 +5,11 @@
 //! without a body. `since_ms` is when the constraint started counting: a new version keeps its
 //! predecessor's, so raising a limit does not forget what was spent.
 //!
-//! A spend is one payment an agent made on a rail, written in the transaction that holds the
-//! money and released (once) in the one that gives the hold back. Checks before a payment read
-//! both inside the payment's own write transaction ([`LedgerTx`]), so two payments can never
-//! both pass a limit that only one fits.
+//! A spend is one payment held for an agent that has constraints, written in the transaction
+//! that holds the money and released (once) in the one that gives the hold back; when an agent's
+//! first constraint is set, its holds on the ledger since the constraint's start are copied in.
+//! Checks before a payment read both inside the payment's own write transaction ([`LedgerTx`]),
+//! so two payments can never both pass a limit that only one fits.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -125,9 +126,31 @@ fn live_spends(connection: &Connection, agent_id: &str, since_ms: u64) -> Result
     rows.collect::<Result<_, _>>().map_err(sql_error)
 }
 
+/// Copies an agent's holds on the ledger at or after `since_ms` into `spends` (a hold is a
+/// transfer out of one of its wallets under `<payment id>:prepare`; released if the payment has
+/// an `:abort` transfer). Spends already recorded are kept.
+fn copy_ledger_holds(connection: &Connection, agent_id: &str, since_ms: u64) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(
+            "INSERT OR IGNORE INTO spends (payment_id, agent_id, amount_minor, currency, at_ms, released_at_ms)
+             SELECT substr(t.idempotency_key, 1, length(t.idempotency_key) - length(':prepare')), ?1,
+                    t.amount_minor, t.currency, t.at_ms,
+                    (SELECT a.at_ms FROM ledger_transfers a WHERE a.idempotency_key =
+                        substr(t.idempotency_key, 1, length(t.idempotency_key) - length(':prepare')) || ':abort')
+             FROM ledger_transfers t
+             WHERE t.from_account = 'wallet:' || ?1 || ':' || t.currency
+               AND t.idempotency_key LIKE '%:prepare' AND t.at_ms >= ?2",
+        )
+        .and_then(|mut s| s.execute(params![agent_id, i64_of(since_ms)]))
+        .map(|_| ())
+        .map_err(sql_error)
+}
+
 impl Constellation {
     /// Stores a new version of an agent's named constraint (`body` and `constraint_hash`
-    /// given) or removes it (both `None`). Returns the row written.
+    /// given) or removes it (both `None`). Returns the row written. A new constraint starts
+    /// counting at `at_ms`, and the agent's holds on the ledger since then are copied into
+    /// `spends`; a new version keeps its predecessor's start.
     pub fn set_agent_constraint(
         &self,
         agent_id: &str,
@@ -162,6 +185,9 @@ impl Constellation {
             }
             if body.is_some() && live.is_none() && current_constraints(tx, agent_id)?.len() >= AGENT_CONSTRAINTS_MAX {
                 return Ok(Err(ConstraintStoreError::TooMany(agent_id.to_owned())));
+            }
+            if body.is_some() && live.is_none() {
+                copy_ledger_holds(tx, agent_id, at_ms)?;
             }
             let row = ConstraintRow {
                 agent_id: agent_id.to_owned(),

@@ -428,9 +428,10 @@ BEGIN SELECT RAISE(ABORT, 'the revocation list is append-only'); END;
 /// `agent_constraints` holds every version of an agent's named constraints (`pactum budget
 /// set`): a new version is a new row, a removal a row without a body. `since_ms` is when the
 /// constraint started counting, kept across versions so that raising a limit does not forget
-/// what was spent. `spends` has one row per payment an agent made on a rail (written with the
-/// hold, in the same transaction), released when the hold is given back; only `released_at_ms`
-/// may change, once. Existing holds on the ledger are copied in.
+/// what was spent. `spends` has one row per payment held by an agent that has constraints
+/// (written with the hold, in the same transaction; an agent's earlier holds are copied from the
+/// ledger when its first constraint is set), released when the hold is given back; only
+/// `released_at_ms` may change, once. Existing holds on the ledger are copied in.
 const MIGRATION_11: &str = r#"
 CREATE TABLE agent_constraints (
     agent_id        TEXT NOT NULL REFERENCES agents (agent_id),
@@ -455,7 +456,7 @@ CREATE TABLE spends (
     currency       TEXT NOT NULL,
     at_ms          INTEGER NOT NULL CHECK (at_ms >= 0),
     released_at_ms INTEGER CHECK (released_at_ms IS NULL OR released_at_ms >= 0)
-) STRICT;
+) STRICT, WITHOUT ROWID;
 CREATE INDEX spends_by_agent ON spends (agent_id, at_ms);
 CREATE TRIGGER spends_release_once BEFORE UPDATE ON spends
 WHEN old.released_at_ms IS NOT NULL OR new.released_at_ms IS NULL

@@ -143,3 +143,24 @@ fn a_constellation_from_before_constraints_counts_the_holds_on_its_ledger() {
     assert_eq!(live, ["pay-s-1"]);
     assert!(db.live_spends("buyer", 2_001).expect("live").is_empty(), "only spends since the start count");
 }
+
+/// An agent's first constraint counts the holds it already has on the ledger since its start.
+#[test]
+fn the_first_constraint_copies_the_agents_earlier_holds() {
+    let dir = tempfile::tempdir().expect("temp");
+    let db = Constellation::open(dir.path().join("c.db")).expect("open");
+    buyer(&db);
+    let wallet = ("wallet:buyer:USD", AccountKind::Wallet);
+    transfer(&db, "fund:buyer:USD", ("external:USD", AccountKind::External), wallet, 1_000, 1_000);
+    transfer(&db, "pay-s-1:prepare", wallet, ("escrow:pay-s-1", AccountKind::Escrow), 30, 2_000);
+    transfer(&db, "pay-s-2:prepare", wallet, ("escrow:pay-s-2", AccountKind::Escrow), 40, 3_000);
+    transfer(&db, "pay-s-2:abort", ("escrow:pay-s-2", AccountKind::Escrow), wallet, 40, 3_100);
+    transfer(&db, "pay-s-3:prepare", wallet, ("escrow:pay-s-3", AccountKind::Escrow), 50, 4_000);
+    assert!(db.spends().expect("spends").is_empty(), "no constraint, no spends");
+    db.set_agent_constraint("buyer", "daily", Some(("{}", "h")), 2_500).expect("db").expect("set");
+    let spends: Vec<(String, Option<u64>)> =
+        db.spends().expect("spends").into_iter().map(|s| (s.payment_id, s.released_at_ms)).collect();
+    assert_eq!(spends, [("pay-s-2".to_owned(), Some(3_100)), ("pay-s-3".to_owned(), None)], "holds since 2,500");
+    let live: Vec<String> = db.live_spends("buyer", 2_500).expect("live").into_iter().map(|s| s.payment_id).collect();
+    assert_eq!(live, ["pay-s-3"]);
+}

@@ -155,8 +155,9 @@ pub fn check_constellation(db: &Arc<Constellation>) -> Result<CheckReport, Runti
     Ok(report)
 }
 
-/// What spending constraints count must agree with the transcript: a held payment is one spend
-/// of its payer, released exactly when the transcript records the hold given back.
+/// What spending constraints count must agree with the transcript: a spend is a payment the
+/// transcript records as held, by its payer, released exactly when the transcript records the
+/// hold given back. (A payment held while its payer had no constraint has no spend.)
 fn spend_problems(
     spends: &std::collections::HashMap<String, pactum_memory::SpendRow>,
     state: &SessionState,
@@ -164,7 +165,6 @@ fn spend_problems(
     let Some(request) = state.payment_request() else { return Vec::new() };
     let spend = spends.get(&request.payment_id);
     let problem = match (state.prepared.is_some(), spend) {
-        (true, None) => Some(format!("payment {} was held but is not counted as a spend", request.payment_id)),
         (true, Some(spend))
             if spend.agent_id != request.payer
                 || spend.amount_minor != request.amount.amount_minor()

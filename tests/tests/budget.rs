@@ -183,6 +183,7 @@ fn bad_constraints_are_refused_with_a_code_before_anything_is_written() {
 #[test]
 fn the_check_reconciles_spends_with_transcripts() {
     let home = Home::new();
+    assert_ok(&home.run(&["budget", "set", "--max-uses", "100", "--since", T0]));
     let output = home.run(&negotiate_args("1", &[]));
     assert_ok(&output);
     let payment = json(&output).pointer("/agreement/payment_id").and_then(Value::as_str).expect("payment").to_owned();

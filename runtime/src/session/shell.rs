@@ -703,6 +703,7 @@ impl AgentRuntime {
         let (checkpoint_id, run) =
             live.stream.store().append_session_then(live.stream.id(), events, checkpoint, owner_change, |ledger| {
                 let mut run = RailRun { state: base, pending: Vec::new(), applied: Vec::new(), gave_up: false };
+                let mut payer_constrained = None;
                 while let Some(Effect::Rail { phase, request }) = run.state.effects().into_iter().next() {
                     if phase == RailPhase::Abort {
                         *abort_attempts += 1;
@@ -714,19 +715,28 @@ impl AgentRuntime {
                     let now = self.clock.now_ms().max(run.state.last_at_ms);
                     // Constraints are judged in the transaction that would hold the money, so
                     // no other payment can slip in between the check and the hold.
-                    if phase == RailPhase::Prepare && run.state.constraints_seq.is_none() {
-                        let agent = agent_constraints(ledger, &request.payer, now)?;
-                        if !agent.is_empty() || !config.constraints.is_empty() {
-                            let input = vec![(Input::ConstraintsChecked { agent }, now)];
-                            decide_into(&mut run.state, &mut run.pending, input, config.seed)?;
-                            continue;
-                        }
+                    // Whether the payer has constraints, read once per write (in it, so no
+                    // other process can set one in between).
+                    if phase == RailPhase::Prepare && payer_constrained.is_none() {
+                        payer_constrained = Some(!ledger.agent_constraints(&request.payer)?.is_empty());
+                    }
+                    let constrained = payer_constrained == Some(true);
+                    if phase == RailPhase::Prepare
+                        && run.state.constraints_seq.is_none()
+                        && (constrained || !config.constraints.is_empty())
+                    {
+                        let agent =
+                            if constrained { agent_constraints(ledger, &request.payer, now)? } else { Vec::new() };
+                        let input = vec![(Input::ConstraintsChecked { agent }, now)];
+                        decide_into(&mut run.state, &mut run.pending, input, config.seed)?;
+                        continue;
                     }
                     let result = self.rail.apply_in(ledger, phase, &request, now);
                     run.applied.push(phase);
-                    // What the buyer's constraints count: the hold, and its release.
+                    // What the buyer's constraints count: the hold (when it has constraints;
+                    // setting its first copies earlier holds from the ledger), and its release.
                     match (&result, phase) {
-                        (Ok(_), RailPhase::Prepare) => ledger.record_spend(&SpendRow {
+                        (Ok(_), RailPhase::Prepare) if constrained => ledger.record_spend(&SpendRow {
                             payment_id: request.payment_id.clone(),
                             agent_id: request.payer.clone(),
                             amount_minor: request.amount.amount_minor(),
