@@ -3,6 +3,8 @@
 //! it under a JWKS, and the verified commerce facts are the evidence's. For the external rails
 //! (x402, Stripe objects, Stripe webhooks), negative vectors: missing or tampered evidence makes
 //! `Rail::commit` (or `refund`) fail closed with `RailError::EvidenceInvalid` and the reason.
+//! Property tests: any amount in either mode round-trips; any altered byte of a signed webhook
+//! is refused.
 //!
 //! Fixtures are in tests/fixtures/rails/: x402 payment requirements and an `X-PAYMENT-RESPONSE`
 //! value on base-sepolia, a Stripe PaymentIntent, and `payment_intent.succeeded` and
@@ -438,4 +440,63 @@ fn negative_vectors_for_the_stripe_webhook_rail() {
     );
     let live = tampered(tampered(event, "livemode", Some(json!(true))), "data/object/livemode", Some(json!(true)));
     check(Some(WEBHOOK_SECRET), resigned(live), NOW_S, R::EnvMismatch);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, failure_persistence: None, ..Default::default() })]
+
+    /// Any amount in either mode, delivered as a signed webhook, round-trips into a verified
+    /// receipt; the payment asked for in the other mode is refused.
+    #[test]
+    fn any_signed_payment_round_trips(minor in 1_u64..=pactum_runtime::AMOUNT_MINOR_MAX, live: bool) {
+        let mut event = fixture_json("stripe-webhook-payment-intent-succeeded.json");
+        for field in ["amount", "amount_received"] {
+            event["data"]["object"][field] = json!(minor);
+        }
+        event["livemode"] = json!(live);
+        event["data"]["object"]["livemode"] = json!(live);
+        let env = if live { Env::Live } else { Env::Test };
+        let request = payment("ses-any", usd(minor));
+        let (inbox, rail) = stripe_rail(env, Some(WEBHOOK_SECRET));
+        inbox.deliver("ses-any", RailPhase::Commit, signed_webhook(event.to_string().into_bytes()));
+        let committed = rail.commit(&request, at_ms(NOW_S)).expect("commit");
+        proptest::prop_assert_eq!(committed.amount_minor, minor);
+        round_trip(&rail.accepted("ses-any", RailPhase::Commit).expect("accepted"));
+        let other_env = if live { Env::Test } else { Env::Live };
+        let (inbox, rail) = stripe_rail(other_env, Some(WEBHOOK_SECRET));
+        inbox.deliver("ses-any", RailPhase::Commit, signed_webhook(event.to_string().into_bytes()));
+        let error = rail.commit(&request, at_ms(NOW_S)).expect_err("other environment");
+        proptest::prop_assert_eq!(error.evidence_reason(), Some(EvidenceReason::EnvMismatch));
+    }
+
+    /// Changing any byte of a signed webhook after signing fails closed on the signature.
+    #[test]
+    fn any_altered_byte_of_a_signed_webhook_is_refused(index in 0_usize..4_096, delta in 1_u8..=255) {
+        let payload = fixture("stripe-webhook-payment-intent-succeeded.json");
+        let signature_header = stripe_signature(&payload, NOW_S, WEBHOOK_SECRET);
+        let mut altered = payload.clone();
+        let index = index % altered.len();
+        altered[index] = altered[index].wrapping_add(delta);
+        let (inbox, rail) = stripe_rail(Env::Test, Some(WEBHOOK_SECRET));
+        let inbound = InboundEvidence::StripeWebhook { payload: altered, signature_header };
+        inbox.deliver("ses-alt", RailPhase::Commit, inbound);
+        let error = rail.commit(&payment("ses-alt", usd(1_234)), at_ms(NOW_S)).expect_err("altered");
+        proptest::prop_assert_eq!(error.evidence_reason(), Some(EvidenceReason::SignatureMismatch));
+    }
+
+    /// Any whole number of cents paid over x402 round-trips; a payment of anything else than
+    /// the required amount is refused.
+    #[test]
+    fn any_x402_amount_round_trips(cents in 1_u64..=1_000_000_000_000) {
+        let mut requirements = fixture_json("x402-requirements.json");
+        requirements["maxAmountRequired"] = json!((u128::from(cents) * 10_000).to_string());
+        let (inbox, rail) = x402_rail(Env::Test);
+        inbox.deliver("ses-any", RailPhase::Commit, x402_evidence(&requirements));
+        rail.commit(&payment("ses-any", usd(cents)), at_ms(NOW_S)).expect("commit");
+        round_trip(&rail.accepted("ses-any", RailPhase::Commit).expect("accepted"));
+        let (inbox, rail) = x402_rail(Env::Test);
+        inbox.deliver("ses-any", RailPhase::Commit, x402_evidence(&requirements));
+        let error = rail.commit(&payment("ses-any", usd(cents + 1)), at_ms(NOW_S)).expect_err("other amount");
+        proptest::prop_assert_eq!(error.evidence_reason(), Some(EvidenceReason::AmountMismatch));
+    }
 }

@@ -18,8 +18,8 @@
 //!
 //! Missing evidence or evidence failing any check is [`RailError::EvidenceInvalid`] with the
 //! reason; nothing is filled in. Steps are idempotent: a step already accepted returns the same
-//! evidence (`applied_now` false) as long as the inbox holds the same bytes; different bytes for
-//! an accepted step must still check out and name the same reference.
+//! evidence (`applied_now` false) as long as the inbox holds the same bytes (or none); different
+//! bytes for an accepted step must still check out and name the same reference.
 //!
 //! Steps evidenced by nothing from the rail (`prepare`, `abort`) carry the step's idempotency key
 //! `<payment_id>:<phase>` as their reference: the rail has no id for a payment that did not happen.
@@ -242,7 +242,8 @@ impl<I: EvidenceInbox> ExternalRail<I> {
         let key = (request.payment_id.clone(), phase);
         let mut expected_reference = reference;
         if let Some(step) = accepted.get(&key) {
-            if inbound.is_some() && inbound == step.inbound {
+            // The step is done; the same bytes (or none any more) change nothing.
+            if inbound.is_none() || inbound == step.inbound {
                 return Ok(RailEvidence { applied_now: false, ..step.evidence.clone() });
             }
             // Other bytes for a step already accepted must evidence the same payment.
