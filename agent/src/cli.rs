@@ -10,7 +10,7 @@ use pactum_transcripts::Clock as _;
 use crate::failure::Failure;
 use crate::{
     budget_cmd, bundle_cmd, constellation_cmd, home, keys_cmd, memory_cmd, negotiate_cmd, passport_cmd, policy_cmd,
-    providers_cmd, session_cmd, transcript_cmd,
+    providers_cmd, rail_cmd, session_cmd, transcript_cmd,
 };
 
 fn long_version() -> &'static str {
@@ -98,6 +98,10 @@ enum Command {
     /// Agents' keys: list them, publish a JWKS, rotate an agent to a new key, revoke a key.
     #[command(subcommand)]
     Keys(keys_cmd::KeysCommand),
+    /// Payment rails' evidence: check an x402 settlement or a Stripe PaymentIntent, Charge or
+    /// webhook (files as received, no network) and print the rail-neutral evidence.
+    #[command(subcommand)]
+    Rail(rail_cmd::RailCommand),
     /// Serve the Agent Client Protocol on stdin/stdout, for editors (Zed, JetBrains, Neovim) and
     /// scripts. A session opened in a directory containing .pactum/ uses .pactum/constellation.db.
     Acp,
@@ -365,6 +369,7 @@ impl Cli {
             Command::Passport(command) => command.json(),
             Command::Keys(command) => command.json(),
             Command::Budget(command) => command.json(),
+            Command::Rail(command) => command.json(),
             Command::Policy(command) => command.json(),
             Command::Acp => false,
         }
@@ -456,6 +461,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Agents(AgentsCommand::List { json }) => providers_cmd::list_agents(&context, json),
         Command::Keys(command) => keys_cmd::run(&context, command),
         Command::Budget(command) => budget_cmd::run(&context, command),
+        Command::Rail(command) => rail_cmd::run(command),
         Command::Balance { json } => providers_cmd::balance(&context, json),
         Command::Acp => Ok(crate::acp::serve_code(crate::acp::state::Options {
             constellation: context.constellation,

@@ -22,6 +22,7 @@ mod passport_cmd;
 mod peac_cmd;
 mod policy_cmd;
 mod providers_cmd;
+mod rail_cmd;
 mod replay_cmd;
 mod session_cmd;
 mod session_view;

@@ -15,6 +15,7 @@ use pactum_memory::{
 
 use crate::failure::FailureCode;
 use crate::money::Money;
+use crate::rails::{EvidenceReason, RailEvidenceError};
 
 /// A payment between two agents.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -68,14 +69,23 @@ pub enum RailError {
     InsufficientFunds(String),
     #[error("refused: {0}")]
     Refused(String),
-    /// The rail's evidence did not check out; the step is treated as failed (fail closed).
-    #[error("rail evidence is invalid: {0}")]
-    EvidenceInvalid(String),
+    /// The rail's evidence did not check out, or there was none; the step is treated as failed
+    /// (fail closed). The error's reason names the rule that failed.
+    #[error("{0}")]
+    EvidenceInvalid(RailEvidenceError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl RailError {
+    /// Why the evidence was refused, for [`RailError::EvidenceInvalid`].
+    pub fn evidence_reason(&self) -> Option<EvidenceReason> {
+        match self {
+            Self::EvidenceInvalid(error) => Some(error.reason()),
+            _ => None,
+        }
+    }
+
     /// The failure code a negotiation records for this error.
     pub fn failure_code(&self, phase: RailPhase) -> FailureCode {
         match (self, phase) {
@@ -293,9 +303,9 @@ impl LedgerRail {
             && recorded.request.currency == transfer.currency
             && recorded.transfer_id > 0;
         if !matches {
-            return Err(RailError::EvidenceInvalid(format!(
-                "transfer {} on record differs from the one requested",
-                transfer.idempotency_key
+            return Err(RailError::EvidenceInvalid(RailEvidenceError::new(
+                EvidenceReason::RecordMismatch,
+                format!("transfer {} on record differs from the one requested", transfer.idempotency_key),
             )));
         }
         Ok(RailEvidence {

@@ -7,8 +7,10 @@
 //! default. Amounts are exact integers from the payload's digits, never floats. Every adapter's
 //! evidence is then checked against what the caller expected with [`PaymentEvidence::expect`].
 //!
-//! The [`http`] module reads and writes the `PEAC-Receipt` header that carries a receipt.
+//! [`external::ExternalRail`] is the [`crate::rail::Rail`] over this evidence for rails whose
+//! money moves outside Pactum. The [`http`] module reads and writes the `PEAC-Receipt` header that carries a receipt.
 
+pub mod external;
 pub mod http;
 mod mac;
 pub mod stripe;
@@ -222,6 +224,10 @@ pub enum EvidenceReason {
     SignatureMismatch,
     /// The signed timestamp is outside the tolerance window around `now`.
     SignatureExpired,
+    /// A rail step needs evidence and none was handed to the rail.
+    EvidenceMissing,
+    /// The rail's own record of a step differs from the step asked for (the ledger's transfer).
+    RecordMismatch,
     AmountMismatch,
     CurrencyMismatch,
     EnvMismatch,
@@ -254,6 +260,8 @@ impl EvidenceReason {
             Self::SignatureHeaderInvalid => "signature_header_invalid",
             Self::SignatureMismatch => "signature_mismatch",
             Self::SignatureExpired => "signature_expired",
+            Self::EvidenceMissing => "evidence_missing",
+            Self::RecordMismatch => "record_mismatch",
             Self::AmountMismatch => "amount_mismatch",
             Self::CurrencyMismatch => "currency_mismatch",
             Self::EnvMismatch => "env_mismatch",
@@ -288,7 +296,7 @@ impl RailEvidenceError {
 
 impl From<RailEvidenceError> for crate::rail::RailError {
     fn from(error: RailEvidenceError) -> Self {
-        Self::EvidenceInvalid(error.to_string())
+        Self::EvidenceInvalid(error)
     }
 }
 
@@ -422,6 +430,8 @@ mod tests {
             R::SignatureHeaderInvalid,
             R::SignatureMismatch,
             R::SignatureExpired,
+            R::EvidenceMissing,
+            R::RecordMismatch,
             R::AmountMismatch,
             R::CurrencyMismatch,
             R::EnvMismatch,

@@ -5,6 +5,10 @@
 //! money), its id `pi_…` (the reference) and its `status`. A webhook event wraps one in
 //! `data.object` and adds its own `type` and `livemode`, which must agree with the object.
 //!
+//! A refund is evidenced by a Charge (`object` `charge`, from the API or in a `charge.refunded`
+//! webhook): `amount_refunded` of the charge's `amount`, and the PaymentIntent it belongs to
+//! (`payment_intent`, the reference, so a refund names the payment it pays back).
+//!
 //! Webhook payloads are signed: the `Stripe-Signature` header holds `t=<unix seconds>` and one or
 //! more `v1=<hex HMAC-SHA256 of "<t>.<payload>" under the endpoint secret>`. Check it with
 //! [`verified_webhook_evidence`] before trusting an event that arrived over the network.
@@ -45,6 +49,9 @@ pub const HANDLED_EVENTS: &[(&str, &str, PaymentStatus)] = &[
     ("payment_intent.canceled", "canceled", PaymentStatus::Failed),
 ];
 
+/// The webhook type that evidences a refund (its object is a Charge).
+pub const REFUND_EVENT: &str = "charge.refunded";
+
 /// Currencies whose Stripe amounts are not in ISO 4217 minor units (Stripe counts ISK and UGX
 /// in hundredths although they have none), so reading them would be off by a hundred.
 const STRIPE_UNIT_EXCEPTIONS: &[&str] = &["isk", "ugx"];
@@ -52,7 +59,26 @@ const STRIPE_UNIT_EXCEPTIONS: &[&str] = &["isk", "ugx"];
 /// Evidence from a PaymentIntent object (as the API returns it).
 pub fn payment_intent_evidence(json: &[u8]) -> Result<PaymentEvidence, RailEvidenceError> {
     let object = parse_object(json, PAYLOAD_BYTES_MAX, "PaymentIntent")?;
-    let intent = PaymentIntent::read(&object)?;
+    read_payment_intent(&object)
+}
+
+/// Evidence from an API object, by its `object`: a PaymentIntent (a payment) or a Charge (a
+/// refund). A webhook event is refused here: it is evidence only with its signature
+/// ([`verified_webhook_evidence`]).
+pub fn object_evidence(json: &[u8]) -> Result<PaymentEvidence, RailEvidenceError> {
+    let object = parse_object(json, PAYLOAD_BYTES_MAX, "Stripe object")?;
+    match required_str(&object, "object")? {
+        "payment_intent" => read_payment_intent(&object),
+        "charge" => RefundedCharge::read(&object)?.evidence(None),
+        "event" => reject(EvidenceReason::ObjectUnexpected, "a webhook event is evidence only with its signature"),
+        other => {
+            reject(EvidenceReason::ObjectUnexpected, format!("object {other:?} is not a payment_intent or charge"))
+        }
+    }
+}
+
+fn read_payment_intent(object: &Map<String, Value>) -> Result<PaymentEvidence, RailEvidenceError> {
+    let intent = PaymentIntent::read(object)?;
     let status = match intent.status {
         "succeeded" => PaymentStatus::Settled,
         "processing" | "requires_capture" => PaymentStatus::Pending,
@@ -60,6 +86,18 @@ pub fn payment_intent_evidence(json: &[u8]) -> Result<PaymentEvidence, RailEvide
         other => return reject(EvidenceReason::StatusUnhandled, format!("PaymentIntent status {other:?}")),
     };
     intent.evidence(status, None)
+}
+
+/// Refund evidence from a Charge object (as the API returns it): `amount_refunded` of the charge,
+/// referenced by its PaymentIntent. A charge that refunded nothing is refused.
+pub fn charge_refund_evidence(json: &[u8]) -> Result<PaymentEvidence, RailEvidenceError> {
+    let object = parse_object(json, PAYLOAD_BYTES_MAX, "Charge")?;
+    RefundedCharge::read(&object)?.evidence(None)
+}
+
+/// Whether Stripe amounts in `currency` are in ISO 4217 minor units (so Pactum can read them).
+pub fn currency_supported(currency: Currency) -> bool {
+    !STRIPE_UNIT_EXCEPTIONS.contains(&currency.code().to_ascii_lowercase().as_str())
 }
 
 /// Evidence from a webhook event payload, without checking its signature: for payloads that
@@ -75,6 +113,14 @@ pub fn webhook_evidence(json: &[u8]) -> Result<PaymentEvidence, RailEvidenceErro
         return reject(EvidenceReason::FieldInvalid, format!("event id {id:?} is not evt_…"));
     }
     let event_type = required_str(&event, "type")?;
+    if event_type == REFUND_EVENT {
+        let livemode = required_bool(&event, "livemode")?;
+        let charge = RefundedCharge::read(required_object(required_object(&event, "data")?, "object")?)?;
+        if charge.livemode != livemode {
+            return reject(EvidenceReason::LivemodeMismatch, "the event and its Charge disagree on livemode");
+        }
+        return charge.evidence(Some(event_type));
+    }
     let Some(&(_, status_required, status)) = HANDLED_EVENTS.iter().find(|(name, _, _)| *name == event_type) else {
         return reject(EvidenceReason::EventUnhandled, format!("event type {event_type:?}"));
     };
@@ -194,13 +240,7 @@ impl<'a> PaymentIntent<'a> {
         if amount_received > amount {
             return reject(EvidenceReason::AmountInvalid, "amount_received exceeds amount");
         }
-        let currency_text = required_str(object, "currency")?;
-        let lowercase = currency_text.len() == 3 && currency_text.bytes().all(|b| b.is_ascii_lowercase());
-        if !lowercase || STRIPE_UNIT_EXCEPTIONS.contains(&currency_text) {
-            return reject(EvidenceReason::CurrencyUnknown, format!("currency {currency_text:?}"));
-        }
-        let currency = Currency::parse(currency_text)
-            .map_err(|error| RailEvidenceError::new(EvidenceReason::CurrencyUnknown, error.to_string()))?;
+        let currency = stripe_currency(object)?;
         let livemode = required_bool(object, "livemode")?;
         let status = required_str(object, "status")?;
         Ok(Self { id, amount, amount_received, currency, livemode, status })
@@ -224,6 +264,73 @@ impl<'a> PaymentIntent<'a> {
             status,
         })
     }
+}
+
+/// A Charge that has refunded some or all of what it collected, checked.
+struct RefundedCharge<'a> {
+    payment_intent: &'a str,
+    amount_refunded: u64,
+    currency: Currency,
+    livemode: bool,
+}
+
+impl<'a> RefundedCharge<'a> {
+    fn read(object: &'a Map<String, Value>) -> Result<Self, RailEvidenceError> {
+        let kind = required_str(object, "object")?;
+        if kind != "charge" {
+            return reject(EvidenceReason::ObjectUnexpected, format!("object {kind:?} is not a charge"));
+        }
+        let id = required_str(object, "id")?;
+        if !stripe_id(id, "ch_") && !stripe_id(id, "py_") {
+            return reject(EvidenceReason::FieldInvalid, format!("charge id {id:?} is not ch_… or py_…"));
+        }
+        // The refund's reference is the payment it pays back; a charge without one cannot say.
+        let payment_intent = required_str(object, "payment_intent")?;
+        if !stripe_id(payment_intent, "pi_") {
+            return reject(EvidenceReason::ReferenceInvalid, format!("payment_intent {payment_intent:?} is not pi_…"));
+        }
+        check_reference(payment_intent)?;
+        let amount = minor_units(object, "amount")?;
+        let amount_refunded = minor_units(object, "amount_refunded")?;
+        if amount == 0 || amount_refunded > amount {
+            return reject(EvidenceReason::AmountInvalid, "amount is zero or amount_refunded exceeds it");
+        }
+        let refunded = required_bool(object, "refunded")?;
+        if refunded != (amount_refunded == amount) {
+            return reject(EvidenceReason::FieldInvalid, "refunded disagrees with amount_refunded and amount");
+        }
+        if amount_refunded == 0 {
+            return reject(EvidenceReason::StatusUnhandled, "the charge refunded nothing");
+        }
+        let currency = stripe_currency(object)?;
+        let livemode = required_bool(object, "livemode")?;
+        Ok(Self { payment_intent, amount_refunded, currency, livemode })
+    }
+
+    fn evidence(&self, event: Option<&str>) -> Result<PaymentEvidence, RailEvidenceError> {
+        let amount = Money::from_minor(self.amount_refunded, self.currency)
+            .map_err(|error| RailEvidenceError::new(EvidenceReason::AmountInvalid, error.to_string()))?;
+        Ok(PaymentEvidence {
+            rail: RAIL.to_owned(),
+            amount,
+            reference: self.payment_intent.to_owned(),
+            env: if self.livemode { Env::Live } else { Env::Test },
+            event: event.map(str::to_owned),
+            asset: None,
+            status: PaymentStatus::Refunded,
+        })
+    }
+}
+
+/// `currency`: lowercase ISO 4217 that Stripe counts in ISO minor units.
+fn stripe_currency(object: &Map<String, Value>) -> Result<Currency, RailEvidenceError> {
+    let currency_text = required_str(object, "currency")?;
+    let lowercase = currency_text.len() == 3 && currency_text.bytes().all(|b| b.is_ascii_lowercase());
+    if !lowercase || STRIPE_UNIT_EXCEPTIONS.contains(&currency_text) {
+        return reject(EvidenceReason::CurrencyUnknown, format!("currency {currency_text:?}"));
+    }
+    Currency::parse(currency_text)
+        .map_err(|error| RailEvidenceError::new(EvidenceReason::CurrencyUnknown, error.to_string()))
 }
 
 /// An integer number of minor units: a JSON integer, never a float or a string.
@@ -414,7 +521,8 @@ mod tests {
         event_rejected(&with(succeeded(), "data", Some(json!([]))), R::FieldInvalid);
         event_rejected(&with(succeeded(), "id", Some(json!("pi_123"))), R::FieldInvalid);
         event_rejected(&with(succeeded(), "object", Some(json!("payment_intent"))), R::ObjectUnexpected);
-        for kind in ["charge.succeeded", "payment_intent.created", "charge.refunded", "payment_intent.SUCCEEDED"] {
+        for kind in ["charge.succeeded", "payment_intent.created", "charge.refund.updated", "payment_intent.SUCCEEDED"]
+        {
             event_rejected(&with(succeeded(), "type", Some(json!(kind))), R::EventUnhandled);
         }
         event_rejected(&with(succeeded(), "livemode", Some(json!(true))), R::LivemodeMismatch);
@@ -492,5 +600,62 @@ mod tests {
         let mut oversized = payload.clone();
         oversized.resize(PAYLOAD_BYTES_MAX + 1, b' ');
         assert_eq!(check(&oversized, &sign(&oversized, NOW_S, SECRET), NOW_S), Err(R::InputTooLarge));
+    }
+
+    fn charge() -> Value {
+        json!({
+            "id": "ch_3MtwBwLkdIwHu7ix28a3tqPa",
+            "object": "charge",
+            "amount": 2000,
+            "amount_captured": 2000,
+            "amount_refunded": 2000,
+            "currency": "usd",
+            "livemode": false,
+            "paid": true,
+            "payment_intent": "pi_3MtwBwLkdIwHu7ix28a3tqPa",
+            "refunded": true,
+            "status": "succeeded"
+        })
+    }
+
+    #[test]
+    fn refunds_are_read_from_charges_and_charge_refunded_events() {
+        let evidence = charge_refund_evidence(&bytes(&charge())).expect("valid");
+        assert_eq!((evidence.amount, evidence.status), (usd(2000), PaymentStatus::Refunded));
+        assert_eq!((evidence.reference.as_str(), evidence.env), ("pi_3MtwBwLkdIwHu7ix28a3tqPa", Env::Test));
+        let refunded = with(event(REFUND_EVENT, charge()), "id", Some(json!("evt_1NG8Du2eZvKYlo2CrefundXy")));
+        let evidence = webhook_evidence(&bytes(&refunded)).expect("valid");
+        assert_eq!(evidence.event.as_deref(), Some(REFUND_EVENT));
+        assert_eq!(evidence.status, PaymentStatus::Refunded);
+        // A partial refund is evidence of what was refunded; `expect` then compares amounts.
+        let partial = with(with(charge(), "amount_refunded", Some(json!(500))), "refunded", Some(json!(false)));
+        assert_eq!(charge_refund_evidence(&bytes(&partial)).expect("valid").amount, usd(500));
+    }
+
+    #[test]
+    fn negative_vectors_for_refunds() {
+        use EvidenceReason as R;
+        let rejected = |value: Value, reason: EvidenceReason| {
+            let error = charge_refund_evidence(&bytes(&value)).expect_err("must be rejected");
+            assert_eq!(error.reason(), reason, "{error}");
+        };
+        for field in ["id", "object", "amount", "amount_refunded", "currency", "livemode", "payment_intent", "refunded"]
+        {
+            rejected(with(charge(), field, None), R::FieldMissing);
+        }
+        rejected(with(charge(), "object", Some(json!("refund"))), R::ObjectUnexpected);
+        rejected(with(charge(), "id", Some(json!("re_123"))), R::FieldInvalid);
+        rejected(with(charge(), "payment_intent", Some(json!("ch_123"))), R::ReferenceInvalid);
+        rejected(with(charge(), "amount_refunded", Some(json!(2001))), R::AmountInvalid);
+        rejected(with(charge(), "amount_refunded", Some(json!(20.0))), R::AmountInvalid);
+        rejected(with(charge(), "refunded", Some(json!(false))), R::FieldInvalid);
+        let nothing = with(with(charge(), "amount_refunded", Some(json!(0))), "refunded", Some(json!(false)));
+        rejected(nothing, R::StatusUnhandled);
+        rejected(with(charge(), "currency", Some(json!("USD"))), R::CurrencyUnknown);
+        rejected(with(charge(), "currency", Some(json!("isk"))), R::CurrencyUnknown);
+        let live_event = with(event(REFUND_EVENT, charge()), "livemode", Some(json!(true)));
+        event_rejected(&live_event, R::LivemodeMismatch);
+        event_rejected(&event(REFUND_EVENT, intent()), R::ObjectUnexpected);
+        event_rejected(&event("payment_intent.succeeded", charge()), R::ObjectUnexpected);
     }
 }
