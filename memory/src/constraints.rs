@@ -146,7 +146,61 @@ fn copy_ledger_holds(connection: &Connection, agent_id: &str, since_ms: u64) -> 
         .map_err(sql_error)
 }
 
+/// The payments (not released) of an agent held in `[from_ms, to_ms)`: their number and, in
+/// `currency`, their sum (saturating). Read from the covering index, without visiting rows.
+fn spend_totals(
+    connection: &Connection,
+    agent_id: &str,
+    from_ms: u64,
+    to_ms: u64,
+    currency: &str,
+) -> Result<SpendTotals, StoreError> {
+    connection
+        .prepare_cached(
+            "SELECT count(*), coalesce(sum(CASE WHEN currency = ?4 THEN amount_minor END), 0) FROM spends
+             WHERE agent_id = ?1 AND at_ms >= ?2 AND at_ms < ?3 AND released_at_ms IS NULL",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![agent_id, i64_of(from_ms), i64_of(to_ms), currency], |row| {
+                Ok(SpendTotals { count: u64_of(row.get(0)?), sum_minor: u64_of(row.get(1)?) })
+            })
+        })
+        .map_err(sql_error)
+}
+
+fn first_spend_ms(connection: &Connection, agent_id: &str, since_ms: u64) -> Result<Option<u64>, StoreError> {
+    connection
+        .prepare_cached("SELECT min(at_ms) FROM spends WHERE agent_id = ?1 AND at_ms >= ?2 AND released_at_ms IS NULL")
+        .and_then(|mut s| s.query_row(params![agent_id, i64_of(since_ms)], |row| row.get::<_, Option<i64>>(0)))
+        .map(|first| first.map(u64_of))
+        .map_err(sql_error)
+}
+
+/// What [`Constellation::spend_totals`] counts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct SpendTotals {
+    pub count: u64,
+    pub sum_minor: u64,
+}
+
 impl Constellation {
+    /// The payments (not released) an agent held in `[from_ms, to_ms)`: how many, and their sum
+    /// in `currency`.
+    pub fn spend_totals(
+        &self,
+        agent_id: &str,
+        from_ms: u64,
+        to_ms: u64,
+        currency: &str,
+    ) -> Result<SpendTotals, StoreError> {
+        self.read(|tx| spend_totals(tx, agent_id, from_ms, to_ms, currency)).map_err(|e| self.with_path(e))
+    }
+
+    /// When the agent's first payment (not released) at or after `since_ms` was held.
+    pub fn first_spend_ms(&self, agent_id: &str, since_ms: u64) -> Result<Option<u64>, StoreError> {
+        self.read(|tx| first_spend_ms(tx, agent_id, since_ms)).map_err(|e| self.with_path(e))
+    }
+
     /// Stores a new version of an agent's named constraint (`body` and `constraint_hash`
     /// given) or removes it (both `None`). Returns the row written. A new constraint starts
     /// counting at `at_ms`, and the agent's holds on the ledger since then are copied into
@@ -259,9 +313,20 @@ impl LedgerTx<'_> {
         current_constraints(self.tx(), agent_id)
     }
 
-    /// [`Constellation::live_spends`], inside this transaction.
-    pub fn live_spends(&self, agent_id: &str, since_ms: u64) -> Result<Vec<SpendRow>, StoreError> {
-        live_spends(self.tx(), agent_id, since_ms)
+    /// [`Constellation::spend_totals`], inside this transaction.
+    pub fn spend_totals(
+        &self,
+        agent_id: &str,
+        from_ms: u64,
+        to_ms: u64,
+        currency: &str,
+    ) -> Result<SpendTotals, StoreError> {
+        spend_totals(self.tx(), agent_id, from_ms, to_ms, currency)
+    }
+
+    /// [`Constellation::first_spend_ms`], inside this transaction.
+    pub fn first_spend_ms(&self, agent_id: &str, since_ms: u64) -> Result<Option<u64>, StoreError> {
+        first_spend_ms(self.tx(), agent_id, since_ms)
     }
 
     /// Records a payment (idempotent: the same payment again changes nothing; a different one

@@ -34,7 +34,7 @@ mod store;
 pub use agents::{AgentRecord, AgentRole, SecretSeed};
 pub use archive::{PASSAGE_CHARS_MAX, Passage, SEARCH_LIMIT_MAX};
 pub use constraints::{
-    AGENT_CONSTRAINTS_MAX, CONSTRAINT_NAME_BYTES_MAX, ConstraintRow, ConstraintStoreError, SpendRow,
+    AGENT_CONSTRAINTS_MAX, CONSTRAINT_NAME_BYTES_MAX, ConstraintRow, ConstraintStoreError, SpendRow, SpendTotals,
 };
 pub use conversations::{
     CONVERSATION_TITLE_BYTES_MAX, CONVERSATION_UPDATE_BYTES_MAX, CONVERSATION_UPDATES_MAX, ConversationMode,

@@ -457,7 +457,8 @@ CREATE TABLE spends (
     at_ms          INTEGER NOT NULL CHECK (at_ms >= 0),
     released_at_ms INTEGER CHECK (released_at_ms IS NULL OR released_at_ms >= 0)
 ) STRICT, WITHOUT ROWID;
-CREATE INDEX spends_by_agent ON spends (agent_id, at_ms);
+-- Covers the checks' aggregates (uses and sums in a time range), read before every payment.
+CREATE INDEX spends_by_agent ON spends (agent_id, at_ms, currency, amount_minor, released_at_ms);
 CREATE TRIGGER spends_release_once BEFORE UPDATE ON spends
 WHEN old.released_at_ms IS NOT NULL OR new.released_at_ms IS NULL
     OR new.payment_id IS NOT old.payment_id OR new.agent_id IS NOT old.agent_id

@@ -142,6 +142,12 @@ fn a_constellation_from_before_constraints_counts_the_holds_on_its_ledger() {
     let live: Vec<String> = db.live_spends("buyer", 0).expect("live").into_iter().map(|s| s.payment_id).collect();
     assert_eq!(live, ["pay-s-1"]);
     assert!(db.live_spends("buyer", 2_001).expect("live").is_empty(), "only spends since the start count");
+    let totals = db.spend_totals("buyer", 0, 10_000, "USD").expect("totals");
+    assert_eq!((totals.count, totals.sum_minor), (1, 30), "a released hold is not a spend");
+    assert_eq!(db.spend_totals("buyer", 0, 10_000, "EUR").expect("totals").sum_minor, 0);
+    assert_eq!(db.spend_totals("buyer", 2_001, 10_000, "USD").expect("totals").count, 0);
+    assert_eq!(db.first_spend_ms("buyer", 0).expect("first"), Some(2_000));
+    assert_eq!(db.first_spend_ms("buyer", 2_001).expect("first"), None);
 }
 
 /// An agent's first constraint counts the holds it already has on the ledger since its start.

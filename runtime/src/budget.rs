@@ -6,10 +6,10 @@
 //! payment the session judges the buyer's constraints inside the transaction that would hold
 //! the money (see [`crate::session::spending`]).
 
-use pactum_memory::{Constellation, ConstraintRow, ConstraintStoreError};
+use pactum_memory::{Constellation, ConstraintRow, ConstraintStoreError, LedgerTx, SpendTotals, StoreError};
 use serde_json::{Value, json};
 
-use crate::constraints::{Constraint, ConstraintError, Entry, Ledger, Request, Tally, Window};
+use crate::constraints::{Constraint, ConstraintError, History, Request, Tally, Window};
 use crate::error::RuntimeError;
 
 /// Why a budget operation was refused.
@@ -75,19 +75,75 @@ pub fn status(db: &Constellation, agent_id: &str, now_ms: u64) -> Result<Vec<Con
     let mut statuses = Vec::new();
     for row in db.agent_constraints(agent_id)? {
         let constraint = parse_row(&row)?;
-        let entries = db
-            .live_spends(agent_id, row.since_ms)?
-            .into_iter()
-            .filter(|spend| spend.at_ms <= now_ms)
-            .map(|spend| Entry { at_ms: spend.at_ms, amount_minor: spend.amount_minor, currency: Some(spend.currency) })
-            .collect();
-        let ledger = Ledger { entries };
-        let tally = constraint.tally(&ledger, now_ms);
-        let open =
-            constraint.check(&ledger, Request { at_ms: now_ms, amount: None }).map(|_| ()).map_err(|v| v.to_string());
+        // As of `now_ms`: the payments held by then.
+        let spends = StoredSpends { source: db, agent_id, since_ms: row.since_ms, until_ms: Some(now_ms) };
+        let tally = constraint.tally_with(&spends, now_ms)?;
+        let open = match constraint.check_tally(&tally, Request { at_ms: now_ms, amount: None })? {
+            Ok(_) => Ok(()),
+            Err(violation) => Err(violation.to_string()),
+        };
         statuses.push(ConstraintStatus { row, constraint, tally, open });
     }
     Ok(statuses)
+}
+
+/// Where the spends of a constellation are read: the constellation itself, or a payment's write.
+pub(crate) trait SpendSource {
+    fn totals(&self, agent_id: &str, from_ms: u64, to_ms: u64, currency: &str) -> Result<SpendTotals, StoreError>;
+    fn first(&self, agent_id: &str, since_ms: u64) -> Result<Option<u64>, StoreError>;
+}
+
+impl SpendSource for Constellation {
+    fn totals(&self, agent_id: &str, from_ms: u64, to_ms: u64, currency: &str) -> Result<SpendTotals, StoreError> {
+        self.spend_totals(agent_id, from_ms, to_ms, currency)
+    }
+
+    fn first(&self, agent_id: &str, since_ms: u64) -> Result<Option<u64>, StoreError> {
+        self.first_spend_ms(agent_id, since_ms)
+    }
+}
+
+impl SpendSource for LedgerTx<'_> {
+    fn totals(&self, agent_id: &str, from_ms: u64, to_ms: u64, currency: &str) -> Result<SpendTotals, StoreError> {
+        self.spend_totals(agent_id, from_ms, to_ms, currency)
+    }
+
+    fn first(&self, agent_id: &str, since_ms: u64) -> Result<Option<u64>, StoreError> {
+        self.first_spend_ms(agent_id, since_ms)
+    }
+}
+
+/// An agent's spends since a constraint's start, as the [`History`] the constraint is judged
+/// against: aggregate queries on the covering index, never every row.
+pub(crate) struct StoredSpends<'a, S: SpendSource + ?Sized> {
+    pub source: &'a S,
+    pub agent_id: &'a str,
+    pub since_ms: u64,
+    /// Only payments held at or before this time (for a view as of a past time).
+    pub until_ms: Option<u64>,
+}
+
+impl<S: SpendSource + ?Sized> StoredSpends<'_, S> {
+    fn end(&self, to_ms: u64) -> u64 {
+        self.until_ms.map_or(to_ms, |until| to_ms.min(until.saturating_add(1)))
+    }
+}
+
+impl<S: SpendSource + ?Sized> History for StoredSpends<'_, S> {
+    type Error = StoreError;
+
+    fn uses(&self, from_ms: u64, to_ms: u64) -> Result<u64, StoreError> {
+        Ok(self.source.totals(self.agent_id, from_ms.max(self.since_ms), self.end(to_ms), "")?.count)
+    }
+
+    fn spent_minor(&self, currency: &str, from_ms: u64, to_ms: u64) -> Result<u64, StoreError> {
+        Ok(self.source.totals(self.agent_id, from_ms.max(self.since_ms), self.end(to_ms), currency)?.sum_minor)
+    }
+
+    fn first_use_ms(&self) -> Result<Option<u64>, StoreError> {
+        let first = self.source.first(self.agent_id, self.since_ms)?;
+        Ok(first.filter(|at| self.until_ms.is_none_or(|until| *at <= until)))
+    }
 }
 
 /// The constraint a stored row holds (its hash checked).

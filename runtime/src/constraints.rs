@@ -109,6 +109,36 @@ pub enum Tally {
     Custom,
 }
 
+/// What a constraint's history can be asked: uses and spends in a time range `[from, to)`, and
+/// the first use.
+pub trait History {
+    type Error;
+    fn uses(&self, from_ms: u64, to_ms: u64) -> Result<u64, Self::Error>;
+    /// The sum spent in `currency` in the range (saturating).
+    fn spent_minor(&self, currency: &str, from_ms: u64, to_ms: u64) -> Result<u64, Self::Error>;
+    fn first_use_ms(&self) -> Result<Option<u64>, Self::Error>;
+}
+
+impl History for Ledger {
+    type Error = std::convert::Infallible;
+
+    fn uses(&self, from_ms: u64, to_ms: u64) -> Result<u64, Self::Error> {
+        Ok(self.entries.iter().filter(|e| e.at_ms >= from_ms && e.at_ms < to_ms).count() as u64)
+    }
+
+    fn spent_minor(&self, currency: &str, from_ms: u64, to_ms: u64) -> Result<u64, Self::Error> {
+        Ok(self
+            .entries
+            .iter()
+            .filter(|e| e.at_ms >= from_ms && e.at_ms < to_ms && e.currency.as_deref() == Some(currency))
+            .fold(0u64, |sum, e| sum.saturating_add(e.amount_minor)))
+    }
+
+    fn first_use_ms(&self) -> Result<Option<u64>, Self::Error> {
+        Ok(self.entries.first().map(|e| e.at_ms))
+    }
+}
+
 /// One allowed use (and its spend, if any), as recorded.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,11 +198,6 @@ pub struct Allowed {
 
 fn violation(constraint: &str, detail: String) -> Violation {
     Violation { constraint: constraint.to_owned(), detail }
-}
-
-fn in_window(window: Option<Window>, now_ms: u64) -> impl Fn(&&Entry) -> bool {
-    let slot = window.map(|w| w.slot(now_ms));
-    move |entry: &&Entry| slot.is_none_or(|(start, end)| entry.at_ms >= start && entry.at_ms < end)
 }
 
 impl Constraint {
@@ -256,22 +281,30 @@ impl Constraint {
     /// window's current slot, and the first use. All a check needs, so a check can be recorded
     /// (and checked again) without the history behind it.
     pub fn tally(&self, ledger: &Ledger, now_ms: u64) -> Tally {
-        match self {
-            Self::Temporal(_) => Tally::Temporal { first_use_ms: ledger.entries.first().map(|e| e.at_ms) },
+        self.tally_with(ledger, now_ms).unwrap_or_else(|never: std::convert::Infallible| match never {})
+    }
+
+    /// [`Constraint::tally`] over any [`History`] (the constellation's spends answer with
+    /// aggregate queries instead of reading every entry).
+    pub fn tally_with<H: History>(&self, history: &H, now_ms: u64) -> Result<Tally, H::Error> {
+        // The current slot, or all time. A use recorded with a later time (another session's
+        // clock ran ahead) still counts: it happened.
+        let range = |window: &Option<Window>| window.map_or((0, u64::MAX), |w| w.slot(now_ms));
+        Ok(match self {
+            Self::Temporal(_) => Tally::Temporal { first_use_ms: history.first_use_ms()? },
             Self::Usage(u) => {
-                Tally::Usage { uses: ledger.entries.iter().filter(in_window(u.window, now_ms)).count() as u64 }
+                let (from, to) = range(&u.window);
+                Tally::Usage { uses: history.uses(from, to)? }
             }
-            Self::Budget(b) => Tally::Budget {
-                spent_minor: ledger
-                    .entries
-                    .iter()
-                    .filter(in_window(b.window, now_ms))
-                    .filter(|e| e.currency.as_deref() == Some(b.currency.as_str()))
-                    .fold(0u64, |sum, e| sum.saturating_add(e.amount_minor)),
-            },
-            Self::Combined { all } => Tally::Combined { all: all.iter().map(|c| c.tally(ledger, now_ms)).collect() },
+            Self::Budget(b) => {
+                let (from, to) = range(&b.window);
+                Tally::Budget { spent_minor: history.spent_minor(&b.currency, from, to)? }
+            }
+            Self::Combined { all } => {
+                Tally::Combined { all: all.iter().map(|c| c.tally_with(history, now_ms)).collect::<Result<_, _>>()? }
+            }
             Self::Custom(_) => Tally::Custom,
-        }
+        })
     }
 
     /// Whether `request` is allowed given a tally of this constraint's history. A tally of

@@ -78,20 +78,10 @@ fn a_buyer_budget_holds_across_negotiations_and_resets_with_its_period() {
 
     // The next day is a new period.
     let next_day = (1_700_000_000_000 + DAY_MS).to_string();
-    let output = home.run(&[
-        "negotiate",
-        "compute.inference",
-        "--max-price",
-        "0.30",
-        "--currency",
-        "USD",
-        "--seed",
-        "9",
-        "--clock",
-        &next_day,
-        "--yes",
-        "--json",
-    ]);
+    let mut args = negotiate_args("9", &[]);
+    let clock = args.iter().position(|arg| *arg == "--clock").expect("--clock") + 1;
+    args[clock] = &next_day;
+    let output = home.run(&args);
     assert_ok(&output);
     assert_eq!(failure_code(&json(&output)), None);
 }

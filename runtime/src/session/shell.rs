@@ -17,7 +17,6 @@ use pactum_transcripts::{
     public_key_bytes_to_base64url,
 };
 
-use crate::constraints::{Entry, Ledger as ConstraintLedger};
 use crate::directory::{Directory, IntentType};
 use crate::error::RuntimeError;
 use crate::event_store::ConstellationEventStore;
@@ -995,12 +994,9 @@ fn agent_constraints(ledger: &LedgerTx<'_>, payer: &str, now: u64) -> Result<Vec
                 detail: format!("constraint {} of {payer} does not parse: {other}", row.name),
             }),
         })?;
-        let entries = ledger
-            .live_spends(payer, row.since_ms)?
-            .into_iter()
-            .map(|spend| Entry { at_ms: spend.at_ms, amount_minor: spend.amount_minor, currency: Some(spend.currency) })
-            .collect();
-        let tally = constraint.tally(&ConstraintLedger { entries }, now);
+        let spends =
+            crate::budget::StoredSpends { source: ledger, agent_id: payer, since_ms: row.since_ms, until_ms: None };
+        let tally = constraint.tally_with(&spends, now)?;
         constraints.push(AgentConstraint { name: row.name, constraint, since_ms: row.since_ms, tally });
     }
     Ok(constraints)
