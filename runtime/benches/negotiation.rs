@@ -158,9 +158,23 @@ fn percentile(sorted: &[Duration], per_mille: usize) -> Duration {
     sorted[(sorted.len() * per_mille / 1000).min(sorted.len() - 1)]
 }
 
-fn case(name: &str, threads: usize, durability: Durability, count: usize) {
+fn case(name: &str, threads: usize, durability: Durability, count: usize, budget: bool) {
     let dir = tempfile::tempdir().unwrap();
     let runtime = runtime(dir.path(), durability);
+    if budget {
+        // A daily budget and a daily count on the buyer, large enough never to refuse: every
+        // payment is judged against the day's spends (which grow through the case) and recorded.
+        use pactum_runtime::constraints::{Budget, Constraint, Usage, Window};
+        let day = Some(Window { length_ms: 86_400_000, anchor_ms: 0 });
+        let limits = Constraint::Combined {
+            all: vec![
+                Constraint::Budget(Budget { max_amount_minor: 1 << 50, currency: "USD".into(), window: day }),
+                Constraint::Usage(Usage { max_uses: 1 << 40, window: day }),
+            ],
+        };
+        runtime.ensure_buyer(Currency::parse("USD").unwrap()).unwrap();
+        pactum_runtime::budget::set(runtime.constellation(), "buyer", "daily", &limits, 0).unwrap();
+    }
     let mut seed = 1;
     run(&runtime, threads, count / 4, seed);
     seed += count as u64;
@@ -212,15 +226,16 @@ fn main() {
          target >= {TARGET_PER_SECOND:.0}/s and p99 <= {} ms",
         TARGET_P99.as_millis()
     );
-    let cases: [(&str, usize, Durability, usize); 4] = [
-        ("one session at a time, NORMAL", 1, Durability::Process, NEGOTIATIONS_PER_RUN),
-        ("2 concurrent sessions, NORMAL", 2, Durability::Process, NEGOTIATIONS_PER_RUN),
-        ("4 concurrent sessions, NORMAL", 4, Durability::Process, NEGOTIATIONS_PER_RUN),
-        ("one session at a time, FULL (power-loss safe)", 1, Durability::PowerLoss, NEGOTIATIONS_PER_RUN_FULL),
+    let cases: [(&str, usize, Durability, usize, bool); 5] = [
+        ("one session at a time, NORMAL", 1, Durability::Process, NEGOTIATIONS_PER_RUN, false),
+        ("2 concurrent sessions, NORMAL", 2, Durability::Process, NEGOTIATIONS_PER_RUN, false),
+        ("4 concurrent sessions, NORMAL", 4, Durability::Process, NEGOTIATIONS_PER_RUN, false),
+        ("one session at a time, FULL (power-loss safe)", 1, Durability::PowerLoss, NEGOTIATIONS_PER_RUN_FULL, false),
+        ("one session at a time, NORMAL, buyer budget", 1, Durability::Process, NEGOTIATIONS_PER_RUN, true),
     ];
-    for (name, threads, durability, count) in cases {
+    for (name, threads, durability, count, budget) in cases {
         if wanted(name) {
-            case(name, threads, durability, count);
+            case(name, threads, durability, count, budget);
         }
     }
 }

@@ -76,7 +76,7 @@ pub fn status(db: &Constellation, agent_id: &str, now_ms: u64) -> Result<Vec<Con
     for row in db.agent_constraints(agent_id)? {
         let constraint = parse_row(&row)?;
         // As of `now_ms`: the payments held by then.
-        let spends = StoredSpends { source: db, agent_id, since_ms: row.since_ms, until_ms: Some(now_ms) };
+        let spends = StoredSpends::new(db, agent_id, row.since_ms, Some(now_ms));
         let tally = constraint.tally_with(&spends, now_ms)?;
         let open = match constraint.check_tally(&tally, Request { at_ms: now_ms, amount: None })? {
             Ok(_) => Ok(()),
@@ -113,19 +113,48 @@ impl SpendSource for LedgerTx<'_> {
     }
 }
 
+/// Totals read for a range, summing a currency.
+type TotalsRead = ((u64, u64), String, SpendTotals);
+
 /// An agent's spends since a constraint's start, as the [`History`] the constraint is judged
 /// against: aggregate queries on the covering index, never every row.
 pub(crate) struct StoredSpends<'a, S: SpendSource + ?Sized> {
-    pub source: &'a S,
-    pub agent_id: &'a str,
-    pub since_ms: u64,
+    source: &'a S,
+    agent_id: &'a str,
+    since_ms: u64,
     /// Only payments held at or before this time (for a view as of a past time).
-    pub until_ms: Option<u64>,
+    until_ms: Option<u64>,
+    /// Totals already read, by range and currency: a budget and a count over the same window
+    /// share one query (its count and sum come together).
+    read: std::cell::RefCell<Vec<TotalsRead>>,
 }
 
-impl<S: SpendSource + ?Sized> StoredSpends<'_, S> {
-    fn end(&self, to_ms: u64) -> u64 {
-        self.until_ms.map_or(to_ms, |until| to_ms.min(until.saturating_add(1)))
+impl<'a, S: SpendSource + ?Sized> StoredSpends<'a, S> {
+    pub fn new(source: &'a S, agent_id: &'a str, since_ms: u64, until_ms: Option<u64>) -> Self {
+        Self { source, agent_id, since_ms, until_ms, read: Default::default() }
+    }
+
+    /// `[from_ms, to_ms)` cut to the constraint's start and `until_ms`.
+    fn range(&self, from_ms: u64, to_ms: u64) -> (u64, u64) {
+        (from_ms.max(self.since_ms), self.until_ms.map_or(to_ms, |until| to_ms.min(until.saturating_add(1))))
+    }
+
+    /// The totals of `range`, summing `currency` (any cached totals of the range will do when
+    /// `currency` is `None`: counts do not depend on it).
+    fn totals(&self, range: (u64, u64), currency: Option<&str>) -> Result<SpendTotals, StoreError> {
+        let cached = self
+            .read
+            .borrow()
+            .iter()
+            .find(|(r, c, _)| *r == range && currency.is_none_or(|currency| c == currency))
+            .map(|(_, _, totals)| *totals);
+        if let Some(totals) = cached {
+            return Ok(totals);
+        }
+        let currency = currency.unwrap_or_default();
+        let totals = self.source.totals(self.agent_id, range.0, range.1, currency)?;
+        self.read.borrow_mut().push((range, currency.to_owned(), totals));
+        Ok(totals)
     }
 }
 
@@ -133,11 +162,11 @@ impl<S: SpendSource + ?Sized> History for StoredSpends<'_, S> {
     type Error = StoreError;
 
     fn uses(&self, from_ms: u64, to_ms: u64) -> Result<u64, StoreError> {
-        Ok(self.source.totals(self.agent_id, from_ms.max(self.since_ms), self.end(to_ms), "")?.count)
+        Ok(self.totals(self.range(from_ms, to_ms), None)?.count)
     }
 
     fn spent_minor(&self, currency: &str, from_ms: u64, to_ms: u64) -> Result<u64, StoreError> {
-        Ok(self.source.totals(self.agent_id, from_ms.max(self.since_ms), self.end(to_ms), currency)?.sum_minor)
+        Ok(self.totals(self.range(from_ms, to_ms), Some(currency))?.sum_minor)
     }
 
     fn first_use_ms(&self) -> Result<Option<u64>, StoreError> {

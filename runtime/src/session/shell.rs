@@ -994,8 +994,7 @@ fn agent_constraints(ledger: &LedgerTx<'_>, payer: &str, now: u64) -> Result<Vec
                 detail: format!("constraint {} of {payer} does not parse: {other}", row.name),
             }),
         })?;
-        let spends =
-            crate::budget::StoredSpends { source: ledger, agent_id: payer, since_ms: row.since_ms, until_ms: None };
+        let spends = crate::budget::StoredSpends::new(ledger, payer, row.since_ms, None);
         let tally = constraint.tally_with(&spends, now)?;
         constraints.push(AgentConstraint { name: row.name, constraint, since_ms: row.since_ms, tally });
     }
