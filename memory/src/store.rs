@@ -16,6 +16,10 @@ use crate::schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
 pub const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// `sqlite3_backup_step` page count meaning "all remaining pages".
 const BACKUP_ALL_PAGES: i32 = -1;
+/// Prepared statements kept per connection. A negotiation alone runs more distinct statements
+/// than rusqlite's default of 16 (events, checkpoints, owners, the ledger, memory, constraints);
+/// past the capacity every statement is parsed and planned again on each use.
+const STATEMENT_CACHE_CAPACITY: usize = 128;
 /// WAL pages (64 MiB) after which a commit checkpoints the WAL itself, so that the WAL can start
 /// over from its beginning. The background [`Checkpointer`] copies the WAL into the file as it
 /// grows, but the WAL restarts only after a checkpoint that nothing was appended during, which
@@ -326,6 +330,7 @@ impl Constellation {
         }
         let connection = Connection::open_with_flags(path, flags).map_err(|e| StoreError::sqlite(path, e))?;
         connection.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(|e| StoreError::sqlite(path, e))?;
+        connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         let read_only = connection.is_readonly(rusqlite::MAIN_DB).map_err(|e| StoreError::sqlite(path, e))?;
         let mut store = Self {
             path: path.to_owned(),
