@@ -23,6 +23,7 @@ mod constraints;
 mod conversations;
 mod error;
 mod events;
+mod graphs;
 mod keys;
 mod ledger;
 mod passport;
@@ -42,6 +43,7 @@ pub use conversations::{
 };
 pub use error::StoreError;
 pub use events::{CheckpointRow, EventRow, StreamOrigin, StreamRecord};
+pub use graphs::{GraphEdgeRow, GraphRow};
 pub use keys::{AgentKey, KeyRevocation, KeyStatus, REVOCATION_REASON_BYTES_MAX, Rotation};
 pub use ledger::{
     Account, AccountKind, LedgerCheck, LedgerError, LedgerTx, Transfer, TransferOutcome, TransferRequest,

@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_9,
     MIGRATION_10,
     MIGRATION_11,
+    MIGRATION_12,
 ];
 
 /// The schema version this build writes and the newest it can open.
@@ -476,4 +477,41 @@ INSERT INTO spends (payment_id, agent_id, amount_minor, currency, at_ms, release
             WHERE a.idempotency_key = substr(t.idempotency_key, 1, length(t.idempotency_key) - length(':prepare')) || ':abort')
     FROM ledger_transfers t
     WHERE t.idempotency_key LIKE '%:prepare' AND t.from_account LIKE 'wallet:%';
+"#;
+
+/// Migration 12: settlement graphs. A graph's edges are written once, with the graph, and never
+/// change; its state only moves forward: `preparing` → `committing` → `committed`, or
+/// `preparing` → `failed`. `committing` is the commit point: once written, recovery completes
+/// every edge; before it, recovery releases every hold.
+const MIGRATION_12: &str = r#"
+CREATE TABLE settlement_graphs (
+    graph_id      TEXT PRIMARY KEY,
+    state         TEXT NOT NULL CHECK (state IN ('preparing', 'committing', 'committed', 'failed')),
+    failure       TEXT,
+    created_at_ms INTEGER NOT NULL CHECK (created_at_ms >= 0),
+    updated_at_ms INTEGER NOT NULL CHECK (updated_at_ms >= 0),
+    CHECK ((state = 'failed') = (failure IS NOT NULL))
+) STRICT;
+CREATE TABLE settlement_graph_edges (
+    graph_id     TEXT NOT NULL REFERENCES settlement_graphs (graph_id),
+    edge_index   INTEGER NOT NULL CHECK (edge_index >= 0),
+    payer        TEXT NOT NULL,
+    payee        TEXT NOT NULL,
+    amount_minor INTEGER NOT NULL CHECK (amount_minor > 0),
+    currency     TEXT NOT NULL,
+    rail         TEXT NOT NULL,
+    CHECK (payer <> payee),
+    PRIMARY KEY (graph_id, edge_index)
+) STRICT, WITHOUT ROWID;
+CREATE TRIGGER settlement_graphs_forward BEFORE UPDATE ON settlement_graphs
+WHEN new.graph_id IS NOT old.graph_id OR new.created_at_ms IS NOT old.created_at_ms
+    OR NOT ((old.state = 'preparing' AND new.state IN ('committing', 'failed'))
+         OR (old.state = 'committing' AND new.state = 'committed'))
+BEGIN SELECT RAISE(ABORT, 'a settlement graph only moves forward'); END;
+CREATE TRIGGER settlement_graphs_no_delete BEFORE DELETE ON settlement_graphs
+BEGIN SELECT RAISE(ABORT, 'settlement graphs are append-only'); END;
+CREATE TRIGGER settlement_graph_edges_no_update BEFORE UPDATE ON settlement_graph_edges
+BEGIN SELECT RAISE(ABORT, 'settlement graph edges are append-only'); END;
+CREATE TRIGGER settlement_graph_edges_no_delete BEFORE DELETE ON settlement_graph_edges
+BEGIN SELECT RAISE(ABORT, 'settlement graph edges are append-only'); END;
 "#;

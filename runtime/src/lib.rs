@@ -13,6 +13,7 @@ mod directory;
 mod error;
 mod event_store;
 mod failure;
+pub mod graph;
 mod identities;
 mod intent;
 mod money;

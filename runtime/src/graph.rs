@@ -1,0 +1,370 @@
+//! Settlement graphs: several payments between agents that happen together or not at all.
+//!
+//! Nodes are agents; edges are commitments (payer → payee, an amount, a rail). [`commit_graph`]
+//! is two-phase over the [`Rail`] trait:
+//!
+//! 1. the graph and its edges are recorded in state `preparing` (one transaction);
+//! 2. every edge is prepared (its money held), in order; if one fails, every hold is released
+//!    and the graph is `failed`, naming the edge and why;
+//! 3. the state becomes `committing`: **the commit point**, one durable write;
+//! 4. every edge is committed, then the state becomes `committed`.
+//!
+//! Every rail step is idempotent under the edge's payment id (`graph-<id>-<index>`), so
+//! [`recover_graphs`], run when a constellation is opened after a crash, finishes each graph
+//! left unfinished by the state it reached: before the commit point every hold is released
+//! (`failed`); after it every edge is committed (`committed`). Whatever the moment of a SIGKILL,
+//! either every edge is paid or none is.
+//!
+//! A multi-hop payment (A → B → C) is a graph of its hops; each hop is held from its own payer's
+//! wallet (the ledger pays a payee's provider account, not its wallet).
+
+use std::collections::BTreeSet;
+
+use pactum_memory::{Constellation, GraphEdgeRow, GraphRow};
+
+use crate::error::RuntimeError;
+use crate::money::{Currency, Money};
+use crate::rail::{LedgerRail, PaymentRequest, Rail, RailError};
+
+/// Most edges in one graph: each is a hold and a payment in the commit.
+pub const GRAPH_EDGES_MAX: usize = 1_000;
+/// Longest graph id, in bytes.
+pub const GRAPH_ID_BYTES_MAX: usize = 64;
+
+/// Where a graph stands.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum GraphState {
+    /// Recorded; its edges are being held.
+    Preparing,
+    /// Past the commit point: every edge is held and is being paid.
+    Committing,
+    Committed,
+    Failed,
+}
+
+impl GraphState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Preparing => "preparing",
+            Self::Committing => "committing",
+            Self::Committed => "committed",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, RuntimeError> {
+        Ok(match text {
+            "preparing" => Self::Preparing,
+            "committing" => Self::Committing,
+            "committed" => Self::Committed,
+            "failed" => Self::Failed,
+            other => {
+                return Err(pactum_memory::StoreError::Corrupt { detail: format!("graph state {other:?}") }.into());
+            }
+        })
+    }
+}
+
+/// A commitment: `payer` pays `amount` to `payee` on `rail`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Edge {
+    pub payer: String,
+    pub payee: String,
+    pub amount: Money,
+    pub rail: String,
+}
+
+/// Why a graph cannot be built or committed as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    #[error("{0}")]
+    Invalid(String),
+    /// A graph of this id exists with other edges.
+    #[error("settlement graph {0} exists already with other edges")]
+    Conflict(String),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl GraphError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "GRAPH_INVALID",
+            Self::Conflict(_) => "GRAPH_CONFLICT",
+            Self::Runtime(error) => error.code(),
+        }
+    }
+}
+
+impl From<pactum_memory::StoreError> for GraphError {
+    fn from(error: pactum_memory::StoreError) -> Self {
+        Self::Runtime(error.into())
+    }
+}
+
+/// A graph being built.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct SettlementGraph {
+    graph_id: String,
+    nodes: BTreeSet<String>,
+    edges: Vec<Edge>,
+}
+
+impl SettlementGraph {
+    /// An empty graph; `graph_id` is 1 to 64 bytes of lowercase letters, digits and '-'.
+    pub fn new(graph_id: &str) -> Result<Self, GraphError> {
+        let valid = !graph_id.is_empty()
+            && graph_id.len() <= GRAPH_ID_BYTES_MAX
+            && graph_id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid {
+            return Err(GraphError::Invalid(format!(
+                "{graph_id:?} is not a graph id (1-{GRAPH_ID_BYTES_MAX} lowercase letters, digits or '-')"
+            )));
+        }
+        Ok(Self { graph_id: graph_id.to_owned(), nodes: BTreeSet::new(), edges: Vec::new() })
+    }
+
+    pub fn graph_id(&self) -> &str {
+        &self.graph_id
+    }
+
+    pub fn edges(&self) -> &[Edge] {
+        &self.edges
+    }
+
+    pub fn add_node(&mut self, agent_id: &str) -> Result<(), GraphError> {
+        crate::identities::check_agent_id(agent_id).map_err(|e| GraphError::Invalid(e.to_string()))?;
+        self.nodes.insert(agent_id.to_owned());
+        Ok(())
+    }
+
+    /// Adds a commitment between two nodes already added.
+    pub fn add_edge(&mut self, payer: &str, payee: &str, amount: Money, rail: &str) -> Result<usize, GraphError> {
+        for node in [payer, payee] {
+            if !self.nodes.contains(node) {
+                return Err(GraphError::Invalid(format!("{node} is not a node of graph {}", self.graph_id)));
+            }
+        }
+        if payer == payee {
+            return Err(GraphError::Invalid(format!("an edge from {payer} to itself")));
+        }
+        if rail != LedgerRail::ID {
+            return Err(GraphError::Invalid(format!("rail {rail:?}: settlement graphs settle on the ledger")));
+        }
+        if amount.amount_minor() == 0 {
+            return Err(GraphError::Invalid("an edge pays more than zero".into()));
+        }
+        if self.edges.len() >= GRAPH_EDGES_MAX {
+            return Err(GraphError::Invalid(format!("a graph has at most {GRAPH_EDGES_MAX} edges")));
+        }
+        self.edges.push(Edge { payer: payer.to_owned(), payee: payee.to_owned(), amount, rail: rail.to_owned() });
+        Ok(self.edges.len() - 1)
+    }
+
+    fn rows(&self) -> Vec<GraphEdgeRow> {
+        self.edges
+            .iter()
+            .enumerate()
+            .map(|(index, edge)| GraphEdgeRow {
+                edge_index: u32::try_from(index).unwrap_or(u32::MAX),
+                payer: edge.payer.clone(),
+                payee: edge.payee.clone(),
+                amount_minor: edge.amount.amount_minor(),
+                currency: edge.amount.currency().code().to_owned(),
+                rail: edge.rail.clone(),
+            })
+            .collect()
+    }
+}
+
+/// The payment id of a graph's edge: every rail idempotency key derives from it.
+pub fn edge_payment_id(graph_id: &str, edge_index: u32) -> String {
+    format!("graph-{graph_id}-{edge_index}")
+}
+
+/// A graph as recorded, with where it stands.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct GraphStatus {
+    pub graph_id: String,
+    pub state: GraphState,
+    pub failure: Option<String>,
+    pub edges: Vec<GraphEdgeRow>,
+}
+
+fn status_of(row: GraphRow) -> Result<GraphStatus, RuntimeError> {
+    Ok(GraphStatus {
+        state: GraphState::parse(&row.state)?,
+        graph_id: row.graph_id,
+        failure: row.failure,
+        edges: row.edges,
+    })
+}
+
+fn request_of(graph_id: &str, edge: &GraphEdgeRow) -> Result<PaymentRequest, RuntimeError> {
+    let currency = Currency::parse(&edge.currency).map_err(|e| crate::intent::IntentError(e.to_string()))?;
+    let amount =
+        Money::from_minor(edge.amount_minor, currency).map_err(|e| crate::intent::IntentError(e.to_string()))?;
+    Ok(PaymentRequest {
+        payment_id: edge_payment_id(graph_id, edge.edge_index),
+        payer: edge.payer.clone(),
+        payee: edge.payee.clone(),
+        amount,
+    })
+}
+
+/// Where a graph stands, if it exists.
+pub fn get_graph_state(db: &Constellation, graph_id: &str) -> Result<Option<GraphStatus>, RuntimeError> {
+    db.graph(graph_id)?.map(status_of).transpose()
+}
+
+/// A point at which [`commit_graph_stopping`] stops, as a crash would.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum StopAt {
+    /// After preparing this many edges.
+    Prepared(usize),
+    /// Right after the commit point.
+    CommitPoint,
+    /// After committing this many edges.
+    Committed(usize),
+}
+
+/// Prepares every edge, then commits them all; any failure before the commit point releases
+/// every hold. Committing a graph that exists already with the same edges finishes it.
+pub fn commit_graph(
+    db: &Constellation,
+    rail: &LedgerRail,
+    graph: &SettlementGraph,
+    now_ms: u64,
+) -> Result<GraphStatus, GraphError> {
+    commit_graph_stopping(db, rail, graph, now_ms, None)
+}
+
+/// [`commit_graph`], stopping at `stop` as a crash would (for tests of recovery).
+pub fn commit_graph_stopping(
+    db: &Constellation,
+    rail: &LedgerRail,
+    graph: &SettlementGraph,
+    now_ms: u64,
+    stop: Option<StopAt>,
+) -> Result<GraphStatus, GraphError> {
+    if graph.edges.is_empty() {
+        return Err(GraphError::Invalid(format!("graph {} has no edges", graph.graph_id)));
+    }
+    let rows = graph.rows();
+    let stored = db.create_graph(&graph.graph_id, &rows, now_ms)?;
+    if stored.edges != rows {
+        return Err(GraphError::Conflict(graph.graph_id.clone()));
+    }
+    let stopped = || GraphError::Runtime(RuntimeError::InjectedStop("graph"));
+    let mut status = status_of(stored)?;
+    if status.state == GraphState::Failed {
+        // Nothing may stay held for a failed graph (holds a stopped process took late).
+        release_all(rail, &status, now_ms)?;
+        return Ok(status);
+    }
+    if status.state == GraphState::Preparing {
+        for (index, edge) in status.edges.iter().enumerate() {
+            if stop == Some(StopAt::Prepared(index)) {
+                return Err(stopped());
+            }
+            let request = request_of(&graph.graph_id, edge)?;
+            match rail.prepare(&request, now_ms) {
+                Ok(_) => {}
+                Err(RailError::Store(error)) => return Err(error.into()),
+                Err(error) => {
+                    let reason = format!("edge {} ({} → {}): {error}", edge.edge_index, edge.payer, edge.payee);
+                    release_all(rail, &status, now_ms)?;
+                    db.set_graph_state(&graph.graph_id, GraphState::Failed.as_str(), Some(&reason), now_ms)?;
+                    return Ok(status_of(db.graph(&graph.graph_id)?.ok_or_else(|| missing(&graph.graph_id))?)?);
+                }
+            }
+        }
+        if stop == Some(StopAt::Prepared(status.edges.len())) {
+            return Err(stopped());
+        }
+        if let Err(error) = db.set_graph_state(&graph.graph_id, GraphState::Committing.as_str(), None, now_ms) {
+            // Another process's recovery may have failed the graph meanwhile (the triggers refuse
+            // to move a failed graph): then the holds taken here are released too.
+            let current = status_of(db.graph(&graph.graph_id)?.ok_or_else(|| missing(&graph.graph_id))?)?;
+            if current.state != GraphState::Failed {
+                return Err(error.into());
+            }
+            release_all(rail, &current, now_ms)?;
+            return Ok(current);
+        }
+        status.state = GraphState::Committing;
+        if stop == Some(StopAt::CommitPoint) {
+            return Err(stopped());
+        }
+    }
+    if status.state == GraphState::Committing {
+        for (index, edge) in status.edges.iter().enumerate() {
+            if stop == Some(StopAt::Committed(index)) {
+                return Err(stopped());
+            }
+            let request = request_of(&graph.graph_id, edge)?;
+            rail.commit(&request, now_ms).map_err(|error| match error {
+                RailError::Store(error) => GraphError::from(error),
+                // Past the commit point a held edge cannot be refused by the ledger; if it is,
+                // the graph stays `committing` and recovery tries again.
+                other => GraphError::Runtime(RuntimeError::Store(pactum_memory::StoreError::Corrupt {
+                    detail: format!("graph {} edge {}: {other}", graph.graph_id, edge.edge_index),
+                })),
+            })?;
+        }
+        db.set_graph_state(&graph.graph_id, GraphState::Committed.as_str(), None, now_ms)?;
+        status.state = GraphState::Committed;
+    }
+    Ok(status)
+}
+
+fn missing(graph_id: &str) -> RuntimeError {
+    pactum_memory::StoreError::NotFoundId { what: "settlement graph", id: graph_id.to_owned() }.into()
+}
+
+/// Releases every edge's hold (an edge never held is left alone).
+fn release_all(rail: &LedgerRail, status: &GraphStatus, now_ms: u64) -> Result<(), GraphError> {
+    for edge in &status.edges {
+        let request = request_of(&status.graph_id, edge)?;
+        match rail.abort(&request, now_ms) {
+            Ok(_) => {}
+            Err(RailError::Store(error)) => return Err(error.into()),
+            // Not prepared (or already released): nothing is held.
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Finishes every graph a stopped process left unfinished: before the commit point every hold
+/// is released and the graph fails; after it every edge is committed. Returns the graphs
+/// finished, with their states.
+pub fn recover_graphs(db: &Constellation, rail: &LedgerRail, now_ms: u64) -> Result<Vec<GraphStatus>, GraphError> {
+    let mut finished = Vec::new();
+    for graph_id in db.unfinished_graphs()? {
+        let status = status_of(db.graph(&graph_id)?.ok_or_else(|| missing(&graph_id))?)?;
+        match status.state {
+            GraphState::Preparing => {
+                release_all(rail, &status, now_ms)?;
+                let reason = "the process stopped before the commit point; every hold was released";
+                db.set_graph_state(&graph_id, GraphState::Failed.as_str(), Some(reason), now_ms)?;
+            }
+            GraphState::Committing => {
+                for edge in &status.edges {
+                    let request = request_of(&graph_id, edge)?;
+                    rail.commit(&request, now_ms).map_err(|error| match error {
+                        RailError::Store(error) => GraphError::from(error),
+                        other => GraphError::Runtime(RuntimeError::Store(pactum_memory::StoreError::Corrupt {
+                            detail: format!("graph {graph_id} edge {}: {other}", edge.edge_index),
+                        })),
+                    })?;
+                }
+                db.set_graph_state(&graph_id, GraphState::Committed.as_str(), None, now_ms)?;
+            }
+            GraphState::Committed | GraphState::Failed => continue,
+        }
+        tracing::info!(graph = %graph_id, "settlement graph finished on recovery");
+        finished.push(status_of(db.graph(&graph_id)?.ok_or_else(|| missing(&graph_id))?)?);
+    }
+    Ok(finished)
+}
