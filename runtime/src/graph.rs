@@ -275,7 +275,7 @@ pub fn commit_graph_stopping(
                     let reason = format!("edge {} ({} → {}): {error}", edge.edge_index, edge.payer, edge.payee);
                     release_all(rail, &status, now_ms)?;
                     db.set_graph_state(&graph.graph_id, GraphState::Failed.as_str(), Some(&reason), now_ms)?;
-                    return Ok(status_of(db.graph(&graph.graph_id)?.ok_or_else(|| missing(&graph.graph_id))?)?);
+                    return Ok(load(db, &graph.graph_id)?);
                 }
             }
         }
@@ -285,7 +285,7 @@ pub fn commit_graph_stopping(
         if let Err(error) = db.set_graph_state(&graph.graph_id, GraphState::Committing.as_str(), None, now_ms) {
             // Another process's recovery may have failed the graph meanwhile (the triggers refuse
             // to move a failed graph): then the holds taken here are released too.
-            let current = status_of(db.graph(&graph.graph_id)?.ok_or_else(|| missing(&graph.graph_id))?)?;
+            let current = load(db, &graph.graph_id)?;
             if current.state != GraphState::Failed {
                 return Err(error.into());
             }
@@ -298,21 +298,7 @@ pub fn commit_graph_stopping(
         }
     }
     if status.state == GraphState::Committing {
-        for (index, edge) in status.edges.iter().enumerate() {
-            if stop == Some(StopAt::Committed(index)) {
-                return Err(stopped());
-            }
-            let request = request_of(&graph.graph_id, edge)?;
-            rail.commit(&request, now_ms).map_err(|error| match error {
-                RailError::Store(error) => GraphError::from(error),
-                // Past the commit point a held edge cannot be refused by the ledger; if it is,
-                // the graph stays `committing` and recovery tries again.
-                other => GraphError::Runtime(RuntimeError::Store(pactum_memory::StoreError::Corrupt {
-                    detail: format!("graph {} edge {}: {other}", graph.graph_id, edge.edge_index),
-                })),
-            })?;
-        }
-        db.set_graph_state(&graph.graph_id, GraphState::Committed.as_str(), None, now_ms)?;
+        commit_all(db, rail, &status, now_ms, stop)?;
         status.state = GraphState::Committed;
     }
     Ok(status)
@@ -322,15 +308,44 @@ fn missing(graph_id: &str) -> RuntimeError {
     pactum_memory::StoreError::NotFoundId { what: "settlement graph", id: graph_id.to_owned() }.into()
 }
 
+/// The graph as stored now.
+fn load(db: &Constellation, graph_id: &str) -> Result<GraphStatus, RuntimeError> {
+    status_of(db.graph(graph_id)?.ok_or_else(|| missing(graph_id))?)
+}
+
+/// Past the commit point: commits every edge (idempotent), then records `committed`. A held
+/// edge cannot be refused by the ledger; if one is, the graph stays `committing` and recovery
+/// tries again.
+fn commit_all(
+    db: &Constellation,
+    rail: &LedgerRail,
+    status: &GraphStatus,
+    now_ms: u64,
+    stop: Option<StopAt>,
+) -> Result<(), GraphError> {
+    for (index, edge) in status.edges.iter().enumerate() {
+        if stop == Some(StopAt::Committed(index)) {
+            return Err(GraphError::Runtime(RuntimeError::InjectedStop("graph")));
+        }
+        let request = request_of(&status.graph_id, edge)?;
+        rail.commit(&request, now_ms).map_err(|error| match error {
+            RailError::Store(error) => GraphError::from(error),
+            other => GraphError::Runtime(RuntimeError::Store(pactum_memory::StoreError::Corrupt {
+                detail: format!("graph {} edge {}: {other}", status.graph_id, edge.edge_index),
+            })),
+        })?;
+    }
+    db.set_graph_state(&status.graph_id, GraphState::Committed.as_str(), None, now_ms)?;
+    Ok(())
+}
+
 /// Releases every edge's hold (an edge never held is left alone).
 fn release_all(rail: &LedgerRail, status: &GraphStatus, now_ms: u64) -> Result<(), GraphError> {
     for edge in &status.edges {
         let request = request_of(&status.graph_id, edge)?;
-        match rail.abort(&request, now_ms) {
-            Ok(_) => {}
-            Err(RailError::Store(error)) => return Err(error.into()),
-            // Not prepared (or already released): nothing is held.
-            Err(_) => {}
+        // Refused when never prepared (or already released): nothing is held then.
+        if let Err(RailError::Store(error)) = rail.abort(&request, now_ms) {
+            return Err(error.into());
         }
     }
     Ok(())
@@ -342,29 +357,18 @@ fn release_all(rail: &LedgerRail, status: &GraphStatus, now_ms: u64) -> Result<(
 pub fn recover_graphs(db: &Constellation, rail: &LedgerRail, now_ms: u64) -> Result<Vec<GraphStatus>, GraphError> {
     let mut finished = Vec::new();
     for graph_id in db.unfinished_graphs()? {
-        let status = status_of(db.graph(&graph_id)?.ok_or_else(|| missing(&graph_id))?)?;
+        let status = load(db, &graph_id)?;
         match status.state {
             GraphState::Preparing => {
                 release_all(rail, &status, now_ms)?;
                 let reason = "the process stopped before the commit point; every hold was released";
                 db.set_graph_state(&graph_id, GraphState::Failed.as_str(), Some(reason), now_ms)?;
             }
-            GraphState::Committing => {
-                for edge in &status.edges {
-                    let request = request_of(&graph_id, edge)?;
-                    rail.commit(&request, now_ms).map_err(|error| match error {
-                        RailError::Store(error) => GraphError::from(error),
-                        other => GraphError::Runtime(RuntimeError::Store(pactum_memory::StoreError::Corrupt {
-                            detail: format!("graph {graph_id} edge {}: {other}", edge.edge_index),
-                        })),
-                    })?;
-                }
-                db.set_graph_state(&graph_id, GraphState::Committed.as_str(), None, now_ms)?;
-            }
+            GraphState::Committing => commit_all(db, rail, &status, now_ms, None)?,
             GraphState::Committed | GraphState::Failed => continue,
         }
         tracing::info!(graph = %graph_id, "settlement graph finished on recovery");
-        finished.push(status_of(db.graph(&graph_id)?.ok_or_else(|| missing(&graph_id))?)?);
+        finished.push(load(db, &graph_id)?);
     }
     Ok(finished)
 }
