@@ -88,6 +88,9 @@ enum Command {
     /// The simulated providers negotiations can use.
     #[command(subcommand)]
     Providers(ProvidersCommand),
+    /// Serve a provider of the directory to remote buyers over HTTP (`provider serve`).
+    #[command(subcommand)]
+    Provider(crate::provider_cmd::ProviderCommand),
     /// The agents of the constellation and their public keys.
     #[command(subcommand)]
     Agents(AgentsCommand),
@@ -371,6 +374,7 @@ impl Cli {
             Command::Budget(command) => command.json(),
             Command::Rail(command) => command.json(),
             Command::Policy(command) => command.json(),
+            Command::Provider(command) => command.json(),
             Command::Acp => false,
         }
     }
@@ -458,6 +462,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Passport(command) => passport_cmd::run(&context, command),
         Command::Policy(command) => policy_cmd::run(&context, command),
         Command::Providers(command) => providers_cmd::run(&context, command),
+        Command::Provider(command) => crate::provider_cmd::run(&context, command),
         Command::Agents(AgentsCommand::List { json }) => providers_cmd::list_agents(&context, json),
         Command::Keys(command) => keys_cmd::run(&context, command),
         Command::Budget(command) => budget_cmd::run(&context, command),

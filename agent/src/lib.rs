@@ -21,6 +21,7 @@ mod output;
 mod passport_cmd;
 mod peac_cmd;
 mod policy_cmd;
+pub mod provider_cmd;
 mod providers_cmd;
 mod rail_cmd;
 mod replay_cmd;

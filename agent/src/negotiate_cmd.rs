@@ -170,7 +170,7 @@ pub fn build_request(
         (None, _) => return Err(Failure::new("USAGE", format!("no maximum price: {how_to_set}"))),
     };
     let intent_type = IntentType::new(&args.intent_type).map_err(|e| Failure::new("INTENT_INVALID", e))?;
-    if directory.offering(&intent_type).next().is_none() {
+    if directory.offering(&intent_type).next().is_none() && directory.remote_offering(&intent_type).next().is_none() {
         let known: Vec<&str> = directory.intent_types().into_iter().map(IntentType::as_str).collect();
         return Err(Failure::new(
             "INTENT_TYPE_UNKNOWN",

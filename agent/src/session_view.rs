@@ -6,7 +6,8 @@ use serde_json::Value;
 use pactum_runtime::Money;
 use pactum_runtime::session::model::{
     AbortMessage, AcceptMessage, ApprovalBody, AskMessage, CommittedBody, CreatedBody, DiscoveryBody, EvidenceBody,
-    FailureBody, NoAnswerBody, OfferMessage, PriceBody, RejectMessage, SelectionBody, SettlementFailedBody, kind,
+    FailureBody, InvalidAnswerBody, NoAnswerBody, OfferMessage, PriceBody, RejectMessage, SelectionBody,
+    SettlementFailedBody, kind,
 };
 use pactum_transcripts::Event;
 
@@ -107,6 +108,13 @@ pub fn describe(event: &Event) -> Option<String> {
         kind::UNREACHABLE => {
             let observed: NoAnswerBody = parse(body)?;
             format!("round {:<2} {:<8} {:>12}   {} could not be reached", observed.round, "DOWN", "", observed.provider)
+        }
+        kind::INVALID_ANSWER => {
+            let observed: InvalidAnswerBody = parse(body)?;
+            format!(
+                "round {:<2} {:<8} {:>12}   {} answered invalidly ({}: {})",
+                observed.round, "INVALID", "", observed.provider, observed.reason, observed.detail
+            )
         }
         kind::SELECTED => {
             let selection: SelectionBody = parse(body)?;

@@ -128,10 +128,27 @@ impl ProviderSpec {
     }
 }
 
+/// A provider in another process (`pactum provider serve`), reached over HTTP. Its key is
+/// pinned here: the buyer accepts only messages sealed with it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RemoteSpec {
+    pub id: String,
+    pub name: String,
+    pub intent_types: Vec<IntentType>,
+    /// The currency it quotes in.
+    pub currency: Currency,
+    /// `http://host:port` (no path, query or user info).
+    pub endpoint: String,
+    pub key_id: String,
+    /// Its Ed25519 public key, base64url.
+    pub public_key: String,
+}
+
 /// A checked directory of providers, in file order.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Directory {
     providers: Vec<ProviderSpec>,
+    remotes: Vec<RemoteSpec>,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +157,20 @@ struct DirectoryWire {
     format: String,
     #[serde(default)]
     provider: Vec<ProviderWire>,
+    #[serde(default)]
+    remote: Vec<RemoteWire>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteWire {
+    id: String,
+    name: String,
+    intent_types: Vec<String>,
+    currency: String,
+    endpoint: String,
+    key_id: String,
+    public_key: String,
 }
 
 #[derive(Deserialize)]
@@ -222,8 +253,11 @@ impl Directory {
                 wire.format
             )));
         }
-        if wire.provider.len() > PROVIDERS_MAX {
-            return Err(fail(format!("{} providers; at most {PROVIDERS_MAX}", wire.provider.len())));
+        if wire.provider.len() + wire.remote.len() > PROVIDERS_MAX {
+            return Err(fail(format!(
+                "{} providers; at most {PROVIDERS_MAX}",
+                wire.provider.len() + wire.remote.len()
+            )));
         }
         let mut seen = BTreeSet::new();
         let mut providers = Vec::with_capacity(wire.provider.len());
@@ -235,7 +269,26 @@ impl Directory {
             }
             providers.push(spec);
         }
-        Ok(Self { providers })
+        let mut remotes = Vec::with_capacity(wire.remote.len());
+        for remote in wire.remote {
+            let id = remote.id.clone();
+            let spec = check_remote(remote).map_err(|detail| fail(format!("remote {id:?}: {detail}")))?;
+            if !seen.insert(spec.id.clone()) {
+                return Err(fail(format!("provider {:?} is listed twice", spec.id)));
+            }
+            remotes.push(spec);
+        }
+        Ok(Self { providers, remotes })
+    }
+
+    /// The remote providers, in file order.
+    pub fn remotes(&self) -> &[RemoteSpec] {
+        &self.remotes
+    }
+
+    /// The remote providers offering `intent_type`, in file order.
+    pub fn remote_offering<'d>(&'d self, intent_type: &'d IntentType) -> impl Iterator<Item = &'d RemoteSpec> {
+        self.remotes.iter().filter(move |p| p.intent_types.contains(intent_type))
     }
 
     pub fn providers(&self) -> &[ProviderSpec] {
@@ -249,24 +302,72 @@ impl Directory {
 
     /// Every intent type some provider offers, sorted.
     pub fn intent_types(&self) -> BTreeSet<&IntentType> {
-        self.providers.iter().flat_map(|p| p.intent_types.iter()).collect()
+        self.providers
+            .iter()
+            .flat_map(|p| p.intent_types.iter())
+            .chain(self.remotes.iter().flat_map(|p| p.intent_types.iter()))
+            .collect()
     }
 }
 
-fn check_provider(wire: ProviderWire) -> Result<ProviderSpec, String> {
-    let id_ok = !wire.id.is_empty()
-        && wire.id.len() <= ID_BYTES_MAX
-        && wire.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+fn check_id_name_intents(id: &str, name: &str, intent_types: &[String]) -> Result<Vec<IntentType>, String> {
+    let id_ok = !id.is_empty()
+        && id.len() <= ID_BYTES_MAX
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !id_ok {
         return Err(format!("id must be 1-{ID_BYTES_MAX} lowercase letters, digits or '-'"));
     }
-    if wire.name.trim().is_empty() || wire.name.len() > NAME_BYTES_MAX || wire.name.chars().any(char::is_control) {
+    if name.trim().is_empty() || name.len() > NAME_BYTES_MAX || name.chars().any(char::is_control) {
         return Err(format!("name must be 1-{NAME_BYTES_MAX} bytes of printable text"));
     }
-    if wire.intent_types.is_empty() || wire.intent_types.len() > INTENT_TYPES_PER_PROVIDER_MAX {
+    if intent_types.is_empty() || intent_types.len() > INTENT_TYPES_PER_PROVIDER_MAX {
         return Err(format!("intent_types must list 1-{INTENT_TYPES_PER_PROVIDER_MAX} intent types"));
     }
-    let intent_types = wire.intent_types.iter().map(|t| IntentType::new(t)).collect::<Result<Vec<_>, _>>()?;
+    intent_types.iter().map(|t| IntentType::new(t)).collect::<Result<Vec<_>, _>>()
+}
+
+fn check_remote(wire: RemoteWire) -> Result<RemoteSpec, String> {
+    let intent_types = check_id_name_intents(&wire.id, &wire.name, &wire.intent_types)?;
+    let currency = Currency::parse(&wire.currency).map_err(|e| format!("currency: {e}"))?;
+    let endpoint = check_endpoint(&wire.endpoint).map_err(|e| format!("endpoint {:?}: {e}", wire.endpoint))?;
+    let expected_prefix = format!("agent:{}#", wire.id);
+    let generation = wire.key_id.strip_prefix(&expected_prefix);
+    if !generation.is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(format!("key_id must be {expected_prefix}<generation>"));
+    }
+    pactum_transcripts::public_key_from_base64url(&wire.public_key).map_err(|e| format!("public_key: {e}"))?;
+    Ok(RemoteSpec {
+        id: wire.id,
+        name: wire.name,
+        intent_types,
+        currency,
+        endpoint,
+        key_id: wire.key_id,
+        public_key: wire.public_key,
+    })
+}
+
+/// A remote provider's endpoint: `http://host:port` with nothing after it (a trailing `/` is
+/// dropped). Plain HTTP only: remote providers are meant for loopback and local networks.
+pub fn check_endpoint(text: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| e.to_string())?;
+    if url.scheme() != "http" {
+        return Err("only http:// endpoints are supported".into());
+    }
+    if url.host_str().is_none_or(str::is_empty) || url.port().is_none() {
+        return Err("must name a host and a port".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
+        return Err("must not carry user info, a query or a fragment".into());
+    }
+    if url.path() != "/" && !url.path().is_empty() {
+        return Err("must not have a path".into());
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+fn check_provider(wire: ProviderWire) -> Result<ProviderSpec, String> {
+    let intent_types = check_id_name_intents(&wire.id, &wire.name, &wire.intent_types)?;
     let price_error = |e: MoneyError| format!("reference_price: {e}");
     let currency = Currency::parse(&wire.reference_price.currency).map_err(price_error)?;
     let reference_price = Money::parse_major(&wire.reference_price.amount, currency).map_err(price_error)?;

@@ -67,6 +67,13 @@ pub enum RuntimeError {
     /// signature or without the fields of its kind).
     #[error("cannot export as PACT v4: {0}")]
     PactV4Export(String),
+    /// A remote provider did not sign the receipt of a paid session; the session stays
+    /// resumable (`pactum session resume`) and asks again.
+    #[error("remote provider {provider} did not sign the receipt of session {session_id}: {detail}")]
+    RemoteReceipt { session_id: String, provider: String, detail: String },
+    /// The HTTP client for remote providers could not be made.
+    #[error("cannot reach remote providers: {0}")]
+    RemoteClient(String),
 }
 
 impl RuntimeError {
@@ -103,6 +110,8 @@ impl RuntimeError {
             Self::DisputeExists(_) => "DISPUTE_EXISTS",
             Self::Bundle(error) => error.code(),
             Self::PactV4Export(_) => "PACT_V4_EXPORT_FAILED",
+            Self::RemoteReceipt { .. } => "REMOTE_RECEIPT_FAILED",
+            Self::RemoteClient(_) => "REMOTE_CLIENT_FAILED",
         }
     }
 }

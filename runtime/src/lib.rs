@@ -23,6 +23,7 @@ pub mod policy;
 pub mod preferences;
 mod rail;
 pub mod rails;
+pub mod remote;
 pub mod session;
 mod strategy;
 mod transcripts;
@@ -30,7 +31,7 @@ mod transcripts;
 pub use check::{CheckReport, Problem, check_constellation};
 pub use directory::{
     Concession, DEFAULT_DIRECTORY, DIRECTORY_FORMAT, Directory, DirectoryError, FailureRates, IntentType,
-    PROVIDERS_MAX, ProviderSpec,
+    PROVIDERS_MAX, ProviderSpec, RemoteSpec, check_endpoint,
 };
 pub use error::RuntimeError;
 pub use event_store::ConstellationEventStore;

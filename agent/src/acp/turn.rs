@@ -203,7 +203,7 @@ impl View {
                 let title = format!("Quote from {}: {} (round {round})", text("sender"), price("/price"));
                 Self::start_call(recorder, &id, title, acp::ToolKind::Fetch, Completed, body.clone(), line);
             }
-            kind::REJECT | kind::TIMEOUT | kind::UNREACHABLE => {
+            kind::REJECT | kind::TIMEOUT | kind::UNREACHABLE | kind::INVALID_ANSWER => {
                 let provider = if event.kind.as_str() == kind::REJECT { text("sender") } else { text("provider") };
                 let title = format!("Quote from {provider}: no offer");
                 Self::start_call(recorder, &id, title, acp::ToolKind::Fetch, Failed, body.clone(), line);

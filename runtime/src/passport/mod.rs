@@ -54,7 +54,9 @@ pub fn attribution(code: FailureCode) -> Attribution {
         ProviderNotAllowed | RoundLimitExceeded | DeadlineExceeded => Attribution::Nobody,
         IdentityInvalid | CredentialExpired => Attribution::Cited,
         PassportDenied => Attribution::Nobody,
-        ProviderRefused | NegotiationDeadlock | ProviderUnavailable | ProviderTimeout => Attribution::Cited,
+        ProviderRefused | NegotiationDeadlock | ProviderUnavailable | ProviderTimeout | ProviderAnswerInvalid => {
+            Attribution::Cited
+        }
         NoProviders => Attribution::Nobody,
         AbortedByBuyer | InsufficientFunds => Attribution::Buyer,
         SettlementPrepareFailed | SettlementCommitFailed | SettlementTimeout | RailEvidenceInvalid => {

@@ -44,6 +44,8 @@ pub mod kind {
     pub const ASK: &str = "round.ask";
     pub const REJECT: &str = "round.reject";
     pub const TIMEOUT: &str = "provider.timeout";
+    /// A remote provider answered with something that is not a valid signed message.
+    pub const INVALID_ANSWER: &str = "provider.invalid_answer";
     pub const UNREACHABLE: &str = "provider.unreachable";
     pub const SELECTED: &str = "offer.selected";
     pub const APPROVAL: &str = "payment.approval";
@@ -138,6 +140,10 @@ pub struct ProviderRef {
     pub name: String,
     pub key_id: String,
     pub public_key: String,
+    /// Where a remote provider answers (`pactum provider serve`); absent for providers the
+    /// buyer's constellation simulates. A remote provider's messages carry its envelope seal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// `session.created`: everything the session was started with.
@@ -258,6 +264,9 @@ pub struct AskMessage {
     pub latency_ms: u32,
     /// Seq of the buyer's message this answers.
     pub in_reply_to: u64,
+    /// A remote provider's signature on this message (the event is then the buyer's record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<crate::remote::EnvelopeSeal>,
 }
 
 /// `round.reject`: a provider declines.
@@ -271,6 +280,22 @@ pub struct RejectMessage {
     pub reason: String,
     pub latency_ms: u32,
     pub in_reply_to: u64,
+    /// A remote provider's signature on this message (the event is then the buyer's record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<crate::remote::EnvelopeSeal>,
+}
+
+/// `provider.invalid_answer`: a remote provider's answer the buyer could not accept — an error
+/// status, a body over the limit, bytes that are not the expected message, or a seal that does
+/// not verify. `reason` is a stable code (`HTTP_STATUS`, `BODY_TOO_LARGE`, `MALFORMED`,
+/// `MESSAGE_MISMATCH`, `SIGNATURE_INVALID`).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvalidAnswerBody {
+    pub round: u32,
+    pub provider: String,
+    pub reason: String,
+    pub detail: String,
 }
 
 /// `provider.timeout` and `provider.unreachable`: what the buyer observed instead of an answer.
@@ -467,6 +492,8 @@ pub enum DropReason {
     Refused,
     Timeout,
     Unreachable,
+    /// A remote provider's answer was not a valid signed message.
+    Invalid,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -534,6 +561,10 @@ pub struct SessionState {
     pub round: u32,
     pub bid: Option<PriceBody>,
     pub bid_seq: Option<u64>,
+    /// Hash of the round's offer, kept only in sessions with remote providers (whose seals
+    /// name it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bid_hash: Option<String>,
     /// Providers still negotiating, sorted by id.
     pub active: Vec<String>,
     /// Answers received in the current round.
@@ -606,6 +637,7 @@ impl Default for SessionState {
             round: 0,
             bid: None,
             bid_seq: None,
+            bid_hash: None,
             active: Vec::new(),
             answers: Vec::new(),
             asks: Vec::new(),
@@ -734,6 +766,9 @@ impl SessionState {
     /// Records the hash of an event folded as a draft, once it is sealed (the state keeps the
     /// hash of the agreement, which receipts cite).
     pub fn record_hash(&mut self, seq: u64, hash: &Digest) {
+        if self.bid_seq == Some(seq) && self.has_remote_providers() {
+            self.bid_hash = Some(hash.to_hex());
+        }
         if let Some(agreement) = &mut self.agreement
             && agreement.accept_seq == seq
         {
@@ -842,6 +877,49 @@ impl SessionState {
     }
 
     /// A provider answering in the current round: active and not answered yet.
+    /// Whether any provider offering the intent is remote.
+    pub fn has_remote_providers(&self) -> bool {
+        self.offering.iter().any(|p| p.endpoint.is_some())
+    }
+
+    /// Who records a provider's answer: the provider itself (signing the event) when the buyer's
+    /// constellation simulates it; the buyer when it is remote, the message then carrying the
+    /// provider's seal, which must verify under the provider's recorded key, for this session
+    /// and the round's offer.
+    fn answer_party(
+        &self,
+        seq: u64,
+        kind: &str,
+        provider: &str,
+        body: &Value,
+        envelope: Option<&crate::remote::EnvelopeSeal>,
+    ) -> Result<Party, ReduceError> {
+        let Some(provider_ref) = self.provider(provider) else {
+            return Err(refuse(seq, kind, format!("{provider} was not discovered")));
+        };
+        match (provider_ref.endpoint.is_some(), envelope) {
+            (false, None) => Ok(Party::Provider(provider.to_owned())),
+            (false, Some(_)) => Err(refuse(seq, kind, "a simulated provider's message carries no envelope")),
+            (true, None) => Err(refuse(seq, kind, "a remote provider's message must carry its envelope")),
+            (true, Some(seal)) => {
+                let session_id = self.created.as_ref().map(|c| c.session_id.as_str()).unwrap_or_default();
+                if self.bid_hash.as_deref() != Some(seal.reply_to.as_str()) {
+                    return Err(refuse(seq, kind, "the envelope does not answer the round's offer"));
+                }
+                crate::remote::verify_seal(
+                    seal,
+                    &provider_ref.public_key,
+                    &provider_ref.key_id,
+                    session_id,
+                    kind,
+                    body,
+                )
+                .map_err(|reason| refuse(seq, kind, reason))?;
+                Ok(Party::Buyer)
+            }
+        }
+    }
+
     fn answering(&self, seq: u64, kind: &str, round: u32, provider: &str) -> Result<(), ReduceError> {
         if self.phase != Phase::Negotiating || self.selection.is_some() {
             return Err(refuse(seq, kind, "no quote is awaited"));
@@ -971,6 +1049,7 @@ impl SessionState {
                 self.round = message.round;
                 self.bid = Some(message.price);
                 self.bid_seq = Some(seq);
+                self.bid_hash = if self.has_remote_providers() { hash.map(Digest::to_hex) } else { None };
                 self.answers.clear();
                 Ok(Party::Buyer)
             }
@@ -992,6 +1071,7 @@ impl SessionState {
                         format!("asks in {} but the negotiation is in {currency}", price.currency()),
                     ));
                 }
+                let party = self.answer_party(seq, kind, &message.sender, body, message.envelope.as_ref())?;
                 self.answers.push(AnswerRecord { provider: message.sender.clone(), seq });
                 self.asks.push(AskRecord {
                     round: message.round,
@@ -1000,7 +1080,7 @@ impl SessionState {
                     latency_ms: message.latency_ms,
                     seq,
                 });
-                Ok(Party::Provider(message.sender))
+                Ok(party)
             }
             REJECT => {
                 let message: RejectMessage = parse(seq, kind, body)?;
@@ -1008,6 +1088,7 @@ impl SessionState {
                 if message.round_type != "REJECT" || Some(message.in_reply_to) != self.bid_seq {
                     return Err(refuse(seq, kind, "a REJECT answers the round's offer"));
                 }
+                let party = self.answer_party(seq, kind, &message.sender, body, message.envelope.as_ref())?;
                 self.answers.push(AnswerRecord { provider: message.sender.clone(), seq });
                 self.dropped.push(DropRecord {
                     provider: message.sender.clone(),
@@ -1015,7 +1096,7 @@ impl SessionState {
                     reason: DropReason::Refused,
                     seq,
                 });
-                Ok(Party::Provider(message.sender))
+                Ok(party)
             }
             TIMEOUT | UNREACHABLE => {
                 let observed: NoAnswerBody = parse(seq, kind, body)?;
@@ -1026,6 +1107,21 @@ impl SessionState {
                 self.answers.push(AnswerRecord { provider: observed.provider.clone(), seq });
                 let reason = if kind == TIMEOUT { DropReason::Timeout } else { DropReason::Unreachable };
                 self.dropped.push(DropRecord { provider: observed.provider, round: observed.round, reason, seq });
+                Ok(Party::Buyer)
+            }
+            INVALID_ANSWER => {
+                let observed: InvalidAnswerBody = parse(seq, kind, body)?;
+                self.answering(seq, kind, observed.round, &observed.provider)?;
+                if self.provider(&observed.provider).and_then(|p| p.endpoint.as_ref()).is_none() {
+                    return Err(refuse(seq, kind, "only a remote provider's answer can be invalid"));
+                }
+                self.answers.push(AnswerRecord { provider: observed.provider.clone(), seq });
+                self.dropped.push(DropRecord {
+                    provider: observed.provider,
+                    round: observed.round,
+                    reason: DropReason::Invalid,
+                    seq,
+                });
                 Ok(Party::Buyer)
             }
             SELECTED => {
@@ -1206,6 +1302,11 @@ impl SessionState {
                 self.receipt = Some(receipt.receipt);
                 self.receipt_peac = receipt.peac;
                 self.receipt_seq = Some(seq);
+                // A remote provider's receipt is recorded by the buyer; the provider's signature
+                // is inside it (checked by the core before it is recorded, and by replays).
+                if self.provider(&provider).is_some_and(|p| p.endpoint.is_some()) {
+                    return Ok(Party::Buyer);
+                }
                 Ok(Party::Provider(provider))
             }
             COMPLETED => {

@@ -144,6 +144,8 @@ pub struct AgentRuntime {
     /// Test seam: stop right after this rail step is applied, before it is recorded, as a
     /// crash at the worst moment would.
     stop_after_rail: Option<RailPhase>,
+    /// The HTTP client for remote providers, made on first use.
+    remote: std::sync::OnceLock<Result<crate::remote::client::RemoteClient, String>>,
 }
 
 impl fmt::Debug for AgentRuntime {
@@ -197,6 +199,7 @@ impl AgentRuntime {
             agents: Mutex::new(HashMap::new()),
             funded: Mutex::new(std::collections::HashSet::new()),
             stop_after_rail: None,
+            remote: std::sync::OnceLock::new(),
         }
     }
 
@@ -548,7 +551,18 @@ impl AgentRuntime {
                     let passports = self.passports(&config, &offering, now)?;
                     vec![(Input::Discovered { offering, passports }, now)]
                 }
-                Effect::RequestQuote { .. } => self.request_quotes(&live.session_id, &config, &effects, now),
+                Effect::RequestQuote { .. } => {
+                    let remote: Vec<&ProviderRef> =
+                        live.state.offering.iter().filter(|p| p.endpoint.is_some()).collect();
+                    let remote_ids: Vec<String> = remote.iter().map(|p| p.agent_id.clone()).collect();
+                    let mut answers = self.request_quotes(&live.session_id, &config, &effects, now, &remote_ids);
+                    if !remote_ids.is_empty() {
+                        answers.extend(self.request_remote_quotes(live, &config, &effects, now, observer)?);
+                        answers
+                            .sort_by(|(a, at_a), (b, at_b)| (at_a, quote_provider(a)).cmp(&(at_b, quote_provider(b))));
+                    }
+                    answers
+                }
                 Effect::AskApproval { provider, price, round } => {
                     let (approved, by) = if config.auto_approve {
                         (true, "auto")
@@ -573,6 +587,12 @@ impl AgentRuntime {
                 }
                 // Handled above.
                 Effect::Rail { .. } => continue,
+                Effect::SignReceipt { provider, receipt, peac_input, .. }
+                    if live.state.provider(provider).is_some_and(|p| p.endpoint.is_some()) =>
+                {
+                    let (provider, receipt, peac_input) = (provider.clone(), receipt.clone(), peac_input.clone());
+                    vec![(self.remote_receipt(live, &provider, receipt, peac_input, observer)?, now)]
+                }
                 Effect::SignReceipt { provider, digest, peac_input, .. } => {
                     let signer = self.signer(provider)?;
                     let signature = signer.sign_digest(digest);
@@ -632,6 +652,19 @@ impl AgentRuntime {
                 name: spec.name.clone(),
                 key_id: agent.key_id.clone(),
                 public_key: public_key_bytes_to_base64url(&agent.public_key),
+                endpoint: None,
+            });
+        }
+        for remote in self.directory.remote_offering(&intent_type) {
+            if remote.currency != currency {
+                continue;
+            }
+            offering.push(ProviderRef {
+                agent_id: remote.id.clone(),
+                name: remote.name.clone(),
+                key_id: remote.key_id.clone(),
+                public_key: remote.public_key.clone(),
+                endpoint: Some(remote.endpoint.clone()),
             });
         }
         Ok(offering)
@@ -645,6 +678,7 @@ impl AgentRuntime {
         config: &SessionConfig,
         effects: &[Effect],
         now: u64,
+        remote: &[String],
     ) -> Vec<(Input, u64)> {
         let latency_ms_max = config.intent.latency_ms_max();
         let waited_ms = latency_ms_max.unwrap_or(QUOTE_TIMEOUT_MS_DEFAULT);
@@ -654,6 +688,7 @@ impl AgentRuntime {
                 Effect::RequestQuote { provider, round, .. } => Some((provider, *round)),
                 _ => None,
             })
+            .filter(|(provider, _)| !remote.contains(provider))
             .map(|(provider, round)| {
                 let answer = match self.directory.providers().iter().find(|p| &p.id == provider) {
                     // A provider gone from the directory cannot be reached.
@@ -661,8 +696,12 @@ impl AgentRuntime {
                     Some(spec) => simulate_provider(spec, config.seed, session_id, round, Some(waited_ms)),
                 };
                 let (delay_ms, answer) = match answer {
-                    ProviderAnswer::Ask { price, latency_ms } => (latency_ms, QuoteAnswer::Ask { price, latency_ms }),
-                    ProviderAnswer::Refuse { latency_ms } => (latency_ms, QuoteAnswer::Refused { latency_ms }),
+                    ProviderAnswer::Ask { price, latency_ms } => {
+                        (latency_ms, QuoteAnswer::Ask { price, latency_ms, envelope: None })
+                    }
+                    ProviderAnswer::Refuse { latency_ms } => {
+                        (latency_ms, QuoteAnswer::Refused { latency_ms, envelope: None })
+                    }
                     ProviderAnswer::Timeout => (waited_ms, QuoteAnswer::Timeout { waited_ms }),
                     ProviderAnswer::Unreachable => (0, QuoteAnswer::Unreachable),
                 };
@@ -672,6 +711,153 @@ impl AgentRuntime {
             .collect();
         answers.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         answers.into_iter().map(|(at, _, input)| (input, at)).collect()
+    }
+
+    /// The client for remote providers (made on first use: it starts a thread of its own).
+    fn remote_client(&self) -> Result<&crate::remote::client::RemoteClient, RuntimeError> {
+        self.remote
+            .get_or_init(crate::remote::client::RemoteClient::new)
+            .as_ref()
+            .map_err(|e| RuntimeError::RemoteClient(e.clone()))
+    }
+
+    /// Asks every remote provider awaited in this round, in parallel, each within the quote
+    /// wait. The round's offer is made durable first, so a provider only ever sees messages
+    /// the buyer has recorded, and it receives them sealed (`round.intent` and the offer). Every
+    /// outcome becomes an answer: a checked, sealed message; `Unreachable` (no connection, or
+    /// `503`); `Timeout`; or `Invalid` with a reason code. Arrival times are read from the
+    /// runtime's clock as the answers come.
+    fn request_remote_quotes(
+        &self,
+        live: &mut LiveSession,
+        config: &SessionConfig,
+        effects: &[Effect],
+        now: u64,
+        observer: &mut dyn SessionObserver,
+    ) -> Result<Vec<(Input, u64)>, RuntimeError> {
+        let awaited: Vec<(ProviderRef, u32)> = effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::RequestQuote { provider, round, .. } => {
+                    live.state.provider(provider).filter(|p| p.endpoint.is_some()).map(|p| (p.clone(), *round))
+                }
+                _ => None,
+            })
+            .collect();
+        if awaited.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.flush(live, observer)?;
+        let Some(buyer) = live.state.created.as_ref().map(|c| c.buyer.clone()) else { return Ok(Vec::new()) };
+        let bid_seq = live.state.bid_seq;
+        let events: Vec<serde_json::Value> = live
+            .stream
+            .events(0)?
+            .into_iter()
+            .filter(|e| e.kind.as_str() == kind::INTENT || Some(e.seq) == bid_seq)
+            .map(|e| e.to_json())
+            .collect();
+        let waited_ms = config.intent.latency_ms_max().unwrap_or(QUOTE_TIMEOUT_MS_DEFAULT);
+        let client = self.remote_client()?;
+        let session_id = live.session_id.as_str();
+        let outcomes: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = awaited
+                .iter()
+                .map(|(provider, round)| {
+                    let request = crate::remote::host::QuoteRequest {
+                        format: crate::remote::REMOTE_FORMAT.to_owned(),
+                        session_id: session_id.to_owned(),
+                        buyer: buyer.clone(),
+                        round: *round,
+                        wait_ms: waited_ms,
+                        events: events.clone(),
+                    };
+                    scope.spawn(move || {
+                        let outcome = serde_json::to_value(&request)
+                            .map_err(|e| crate::remote::client::RemoteFault::Malformed(e.to_string()))
+                            .and_then(|request| {
+                                client.quote(provider.endpoint.as_deref().unwrap_or_default(), &request, waited_ms)
+                            });
+                        (outcome, self.clock.now_ms().max(now))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join()).collect()
+        });
+        let mut answers = Vec::with_capacity(awaited.len());
+        for ((provider, round), joined) in awaited.iter().zip(outcomes) {
+            let (outcome, at) = joined.unwrap_or_else(|_| {
+                (Err(crate::remote::client::RemoteFault::Malformed("the request thread panicked".into())), now)
+            });
+            let answer = match outcome {
+                Ok(response) => check_remote_answer(&live.state, provider, *round, response),
+                Err(fault) => {
+                    tracing::info!(provider = %provider.agent_id, %fault, "a remote provider gave no usable answer");
+                    match fault.invalid_reason() {
+                        Some(reason) => QuoteAnswer::Invalid { reason: reason.to_owned(), detail: fault.to_string() },
+                        None if matches!(fault, crate::remote::client::RemoteFault::Timeout(_)) => {
+                            QuoteAnswer::Timeout { waited_ms }
+                        }
+                        None => QuoteAnswer::Unreachable,
+                    }
+                }
+            };
+            answers.push((Input::Quote { provider: provider.agent_id.clone(), round: *round, answer }, at));
+        }
+        Ok(answers)
+    }
+
+    /// Has a remote provider sign the receipt of its paid session: the accept and the rail's
+    /// commitment are made durable first and sent sealed, so the provider signs only what the
+    /// buyer has recorded. Asks a few times; then the session is left to be resumed.
+    fn remote_receipt(
+        &self,
+        live: &mut LiveSession,
+        provider: &str,
+        receipt: serde_json::Value,
+        peac_input: Option<String>,
+        observer: &mut dyn SessionObserver,
+    ) -> Result<Input, RuntimeError> {
+        self.flush(live, observer)?;
+        let fail = |detail: String| RuntimeError::RemoteReceipt {
+            session_id: live.session_id.clone(),
+            provider: provider.to_owned(),
+            detail,
+        };
+        let endpoint = live.state.provider(provider).and_then(|p| p.endpoint.clone()).unwrap_or_default();
+        let buyer = live.state.created.as_ref().map(|c| c.buyer.clone()).ok_or_else(|| fail("no buyer".into()))?;
+        let wanted =
+            [live.state.agreement.as_ref().map(|a| a.accept_seq), live.state.rail_committed.as_ref().map(|c| c.seq)];
+        let events: Vec<serde_json::Value> =
+            live.stream.events(0)?.into_iter().filter(|e| wanted.contains(&Some(e.seq))).map(|e| e.to_json()).collect();
+        let request = serde_json::to_value(crate::remote::host::ReceiptRequest {
+            format: crate::remote::REMOTE_FORMAT.to_owned(),
+            session_id: live.session_id.clone(),
+            buyer,
+            events,
+            receipt,
+            peac_input,
+        })
+        .map_err(|e| fail(e.to_string()))?;
+        let client = self.remote_client()?;
+        let mut last = String::new();
+        for _ in 0..crate::remote::REMOTE_RECEIPT_ATTEMPTS {
+            match client.receipt(&endpoint, &request, crate::remote::REMOTE_RECEIPT_TIMEOUT_MS as u32) {
+                Ok(response) => {
+                    let signature = pactum_transcripts::SignatureBytes::from_base64url(&response.signature)
+                        .map_err(|e| fail(e.to_string()))?;
+                    let peac_signature = response
+                        .peac_signature
+                        .as_deref()
+                        .map(pactum_transcripts::SignatureBytes::from_base64url)
+                        .transpose()
+                        .map_err(|e| fail(e.to_string()))?;
+                    return Ok(Input::ReceiptSigned { key_id: response.key_id, signature, peac_signature });
+                }
+                Err(fault) => last = fault.to_string(),
+            }
+        }
+        Err(fail(last))
     }
 
     /// Runs inputs through the core. Their events wait in `live.pending` until the next flush;
@@ -913,6 +1099,85 @@ struct RailRun {
     pending: Vec<EventDraft>,
     applied: Vec<RailPhase>,
     gave_up: bool,
+}
+
+/// The provider a quote input is from.
+fn quote_provider(input: &Input) -> &str {
+    match input {
+        Input::Quote { provider, .. } => provider,
+        _ => "",
+    }
+}
+
+/// Checks a remote provider's answer before the core sees it: an `round.ask` or `round.reject`
+/// from this provider to this buyer, for this round's offer, in the offer's currency, sealed
+/// with the provider's key. Anything else is an invalid answer with its reason.
+fn check_remote_answer(
+    state: &SessionState,
+    provider: &ProviderRef,
+    round: u32,
+    response: crate::remote::host::QuoteResponse,
+) -> QuoteAnswer {
+    let invalid = |reason: &str, detail: String| QuoteAnswer::Invalid { reason: reason.to_owned(), detail };
+    let session_id = state.created.as_ref().map(|c| c.session_id.as_str()).unwrap_or_default();
+    let buyer = state.buyer_id().unwrap_or_default();
+    let (sender, receiver, message_round, round_type, in_reply_to, envelope) = match response.kind.as_str() {
+        kind::ASK => match serde_json::from_value::<AskMessage>(response.message.clone()) {
+            Ok(m) => (m.sender, m.receiver, m.round, m.round_type, m.in_reply_to, m.envelope),
+            Err(e) => return invalid("MALFORMED", format!("round.ask: {e}")),
+        },
+        kind::REJECT => match serde_json::from_value::<RejectMessage>(response.message.clone()) {
+            Ok(m) => (m.sender, m.receiver, m.round, m.round_type, m.in_reply_to, m.envelope),
+            Err(e) => return invalid("MALFORMED", format!("round.reject: {e}")),
+        },
+        other => return invalid("MALFORMED", format!("an answer of kind {other:?}")),
+    };
+    let expected_type = if response.kind == kind::ASK { "ASK" } else { "REJECT" };
+    if sender != provider.agent_id
+        || receiver != buyer
+        || message_round != round
+        || round_type != expected_type
+        || Some(in_reply_to) != state.bid_seq
+    {
+        return invalid(
+            "MESSAGE_MISMATCH",
+            format!("the answer is not {}'s {expected_type} to round {round}'s offer", provider.agent_id),
+        );
+    }
+    let Some(seal) = envelope else { return invalid("SIGNATURE_INVALID", "the answer is not sealed".into()) };
+    if state.bid_hash.as_deref() != Some(seal.reply_to.as_str()) {
+        return invalid("MESSAGE_MISMATCH", "the seal does not name the round's offer".into());
+    }
+    if let Err(reason) = crate::remote::verify_seal(
+        &seal,
+        &provider.public_key,
+        &provider.key_id,
+        session_id,
+        &response.kind,
+        &response.message,
+    ) {
+        return invalid("SIGNATURE_INVALID", reason);
+    }
+    if response.kind == kind::REJECT {
+        let latency_ms = response.message.get("latency_ms").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        return QuoteAnswer::Refused {
+            latency_ms: u32::try_from(latency_ms).unwrap_or(u32::MAX),
+            envelope: Some(seal),
+        };
+    }
+    let Ok(message) = serde_json::from_value::<AskMessage>(response.message) else {
+        return invalid("MALFORMED", "round.ask".into());
+    };
+    let currency = state.bid.as_ref().map(|b| b.currency.as_str()).unwrap_or_default();
+    match message.price.money() {
+        Ok(price) if price.currency().code() == currency => {
+            QuoteAnswer::Ask { price, latency_ms: message.latency_ms, envelope: Some(seal) }
+        }
+        Ok(price) => {
+            invalid("MESSAGE_MISMATCH", format!("asks in {} but the negotiation is in {currency}", price.currency()))
+        }
+        Err(e) => invalid("MESSAGE_MISMATCH", format!("price: {e}")),
+    }
 }
 
 /// Runs inputs through the core. Their events wait in `pending` until the next flush; `state`

@@ -45,6 +45,7 @@ use crate::money::Money;
 use crate::passport::PassportRequirement;
 use crate::policy::{Context, Evaluation, OfferFacts, Policy, Stage, evaluate};
 use crate::rail::RailPhase;
+use crate::remote::EnvelopeSeal;
 use crate::session::model::*;
 use crate::session::receipt::attach_signature;
 use crate::session::spending::{
@@ -72,12 +73,28 @@ pub struct StartInput {
 }
 
 /// A provider's answer to a request for a quote.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub enum QuoteAnswer {
-    Ask { price: Money, latency_ms: u32 },
-    Refused { latency_ms: u32 },
-    Timeout { waited_ms: u32 },
+    /// A price; a remote provider's carries its seal.
+    Ask {
+        price: Money,
+        latency_ms: u32,
+        envelope: Option<EnvelopeSeal>,
+    },
+    Refused {
+        latency_ms: u32,
+        envelope: Option<EnvelopeSeal>,
+    },
+    Timeout {
+        waited_ms: u32,
+    },
     Unreachable,
+    /// A remote provider's answer that is not a valid signed message (`reason` is a stable
+    /// code, see [`InvalidAnswerBody`]).
+    Invalid {
+        reason: String,
+        detail: String,
+    },
 }
 
 /// A rail step that failed, with the failure code it leads to.
@@ -474,7 +491,8 @@ fn quote<R: Rng + ?Sized>(
     let in_reply_to = d.state.bid_seq.unwrap_or_default();
     let buyer = d.buyer();
     match answer {
-        QuoteAnswer::Ask { price, latency_ms } => {
+        QuoteAnswer::Ask { price, latency_ms, envelope } => {
+            let party = if envelope.is_some() { Party::Buyer } else { Party::Provider(provider.clone()) };
             let message = AskMessage {
                 round,
                 round_type: "ASK".into(),
@@ -483,13 +501,15 @@ fn quote<R: Rng + ?Sized>(
                 price: PriceBody::of(price),
                 latency_ms,
                 in_reply_to,
+                envelope,
             };
-            d.emit(kind::ASK, &message, Party::Provider(provider)).map_err(|error| match error {
+            d.emit(kind::ASK, &message, party).map_err(|error| match error {
                 StepError::Invariant(reduce) => StepError::Invalid(reduce.reason),
                 other => other,
             })?;
         }
-        QuoteAnswer::Refused { latency_ms } => {
+        QuoteAnswer::Refused { latency_ms, envelope } => {
+            let party = if envelope.is_some() { Party::Buyer } else { Party::Provider(provider.clone()) };
             let message = RejectMessage {
                 round,
                 round_type: "REJECT".into(),
@@ -498,14 +518,18 @@ fn quote<R: Rng + ?Sized>(
                 reason: "refused".into(),
                 latency_ms,
                 in_reply_to,
+                envelope,
             };
-            d.emit(kind::REJECT, &message, Party::Provider(provider))?;
+            d.emit(kind::REJECT, &message, party)?;
         }
         QuoteAnswer::Timeout { waited_ms } => {
             d.emit(kind::TIMEOUT, &NoAnswerBody { round, provider, waited_ms: Some(waited_ms) }, Party::Buyer)?;
         }
         QuoteAnswer::Unreachable => {
             d.emit(kind::UNREACHABLE, &NoAnswerBody { round, provider, waited_ms: None }, Party::Buyer)?;
+        }
+        QuoteAnswer::Invalid { reason, detail } => {
+            d.emit(kind::INVALID_ANSWER, &InvalidAnswerBody { round, provider, reason, detail }, Party::Buyer)?;
         }
     }
     if d.state.answers.len() == d.state.active.len() {
@@ -682,10 +706,13 @@ fn providers_gone<R: Rng + ?Sized>(d: &mut Decider<'_, R>) -> Result<(), StepErr
     let dropped = &d.state.dropped;
     let all_unreachable = dropped.iter().all(|drop| drop.reason == DropReason::Unreachable);
     let any_timeout = dropped.iter().any(|drop| drop.reason == DropReason::Timeout);
+    let any_invalid = dropped.iter().any(|drop| drop.reason == DropReason::Invalid);
     let code = if all_unreachable {
         FailureCode::ProviderUnavailable
     } else if any_timeout {
         FailureCode::ProviderTimeout
+    } else if any_invalid {
+        FailureCode::ProviderAnswerInvalid
     } else {
         FailureCode::ProviderRefused
     };
@@ -696,6 +723,7 @@ fn providers_gone<R: Rng + ?Sized>(d: &mut Decider<'_, R>) -> Result<(), StepErr
                 DropReason::Refused => "refused",
                 DropReason::Timeout => "timed out",
                 DropReason::Unreachable => "was unreachable",
+                DropReason::Invalid => "answered with an invalid message",
             };
             format!("{} {reason} in round {}", drop.provider, drop.round)
         })
@@ -956,7 +984,8 @@ fn receipt_signed<R: Rng + ?Sized>(
         .as_ref()
         .map(|a| a.price.clone())
         .ok_or_else(|| StepError::Unexpected("no agreement".into()))?;
-    d.emit(kind::RECEIPT, &ReceiptBody { receipt: signed, peac }, Party::Provider(provider.clone()))?;
+    let recorder = if provider_ref.endpoint.is_some() { Party::Buyer } else { Party::Provider(provider.clone()) };
+    d.emit(kind::RECEIPT, &ReceiptBody { receipt: signed, peac }, recorder)?;
     d.emit(kind::COMPLETED, &CompletedBody { receipt_id, provider, amount }, Party::Buyer)?;
     Ok(())
 }
@@ -996,7 +1025,7 @@ pub fn input_of(state: &SessionState, event: &Event) -> Result<Option<Input>, St
             Input::Quote {
                 provider: message.sender,
                 round: message.round,
-                answer: QuoteAnswer::Ask { price, latency_ms: message.latency_ms },
+                answer: QuoteAnswer::Ask { price, latency_ms: message.latency_ms, envelope: message.envelope },
             }
         }
         kind::REJECT => {
@@ -1004,7 +1033,7 @@ pub fn input_of(state: &SessionState, event: &Event) -> Result<Option<Input>, St
             Input::Quote {
                 provider: message.sender,
                 round: message.round,
-                answer: QuoteAnswer::Refused { latency_ms: message.latency_ms },
+                answer: QuoteAnswer::Refused { latency_ms: message.latency_ms, envelope: message.envelope },
             }
         }
         kind::TIMEOUT | kind::UNREACHABLE => {
@@ -1013,6 +1042,11 @@ pub fn input_of(state: &SessionState, event: &Event) -> Result<Option<Input>, St
                 Some(waited_ms) if event.kind.as_str() == kind::TIMEOUT => QuoteAnswer::Timeout { waited_ms },
                 _ => QuoteAnswer::Unreachable,
             };
+            Input::Quote { provider: observed.provider, round: observed.round, answer }
+        }
+        kind::INVALID_ANSWER => {
+            let observed: InvalidAnswerBody = serde_json::from_value(body.clone()).map_err(bad)?;
+            let answer = QuoteAnswer::Invalid { reason: observed.reason, detail: observed.detail };
             Input::Quote { provider: observed.provider, round: observed.round, answer }
         }
         kind::APPROVAL => {

@@ -30,7 +30,7 @@ pub struct ProviderStory {
     /// Why it was not admitted: `policy_rule:<name>` or `passport:<REASON>`.
     pub excluded_by: Option<String>,
     pub asks: Vec<Offer>,
-    /// `refused`, `timeout` or `unreachable`, with the round, if it left.
+    /// `refused`, `timeout`, `unreachable` or `invalid`, with the round, if it left.
     pub left: Option<(String, u32)>,
 }
 
@@ -338,6 +338,7 @@ fn narrate(story: &Story, state: &SessionState) -> Vec<String> {
                     match reason.as_str() {
                         "timeout" => "timed out",
                         "unreachable" => "could not be reached",
+                        "invalid" => "answered with an invalid message",
                         other => other,
                     }
                 )),
