@@ -35,6 +35,15 @@ pub fn run(context: &Context, command: ProvidersCommand) -> Result<u8, Failure> 
                     },
                 })
             })
+            .chain(directory.remotes().iter().map(|p| {
+                json!({
+                    "id": p.id,
+                    "name": p.name,
+                    "intent_types": p.intent_types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                    "currency": p.currency.code(),
+                    "remote": { "endpoint": p.endpoint, "key_id": p.key_id, "public_key": p.public_key },
+                })
+            }))
             .collect();
         print_json(&Value::Array(providers));
         return Ok(EXIT_OK);
@@ -70,6 +79,22 @@ pub fn run(context: &Context, command: ProvidersCommand) -> Result<u8, Failure> 
     };
     let mut lines = vec![line(&headers.map(str::to_owned))];
     lines.extend(rows.iter().map(|row| line(row)));
+    if !directory.remotes().is_empty() {
+        lines.push(String::new());
+        lines
+            .push("remote providers (their own constellations; asks, concessions and failures are theirs):".to_owned());
+        for remote in directory.remotes() {
+            let intents: Vec<&str> = remote.intent_types.iter().map(|t| t.as_str()).collect();
+            lines.push(format!(
+                "{}  {}  {}  {}  key {}",
+                remote.id,
+                intents.join(","),
+                remote.currency.code(),
+                remote.endpoint,
+                remote.key_id
+            ));
+        }
+    }
     print_lines(&lines);
     Ok(EXIT_OK)
 }

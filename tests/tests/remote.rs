@@ -1,0 +1,342 @@
+//! Two `pactum` processes with separate constellations negotiating over loopback
+//! (`pactum provider serve` and a buyer whose directory lists it), and every network fault a
+//! remote provider can cause, each with its failure code and nothing hanging.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+
+use serde_json::Value;
+
+use common::{Home, assert_ok, json, stdout};
+
+const CLOCK: &str = "1700000000000";
+
+/// A `pactum provider serve` child, stopped when dropped.
+struct Server {
+    child: Child,
+    entry: String,
+    public_key: String,
+}
+
+impl Server {
+    fn start(home: &Home, constellation: &str, seed: &str) -> Self {
+        let mut child = home
+            .command()
+            .args(["--constellation", constellation, "provider", "serve", "--listen", "127.0.0.1:0"])
+            .args(["--seed", seed, "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pactum provider serve");
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut text = String::new();
+        let document: Value = loop {
+            let mut line = String::new();
+            let read = reader.read_line(&mut line).expect("read the server's output");
+            assert!(read > 0, "the server stopped before printing its endpoint: {text}");
+            text.push_str(&line);
+            if let Ok(document) = serde_json::from_str(&text) {
+                break document;
+            }
+        };
+        let entry = document["directory_entry"].as_str().expect("directory entry").to_owned();
+        let public_key = document["identity"]["public_key"].as_str().expect("public key").to_owned();
+        Self { child, entry, public_key }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn directory(home: &Home, name: &str, entries: &[String]) -> PathBuf {
+    let mut text = String::from("format = \"pactum-directory/1\"\n");
+    for entry in entries {
+        text.push('\n');
+        text.push_str(entry);
+    }
+    home.write_file(name, text.as_bytes())
+}
+
+/// A directory entry for the same provider at another endpoint.
+fn moved(entry: &str, endpoint: &str) -> String {
+    entry
+        .lines()
+        .map(
+            |line| if line.starts_with("endpoint = ") { format!("endpoint = \"{endpoint}\"") } else { line.to_owned() },
+        )
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+fn negotiate(home: &Home, directory: &PathBuf, seed: &str, extra: &[&str]) -> Value {
+    let output = home
+        .command()
+        .args(["--constellation", "buyer", "--directory", directory.to_str().expect("utf-8")])
+        .args(["negotiate", "weather.data", "--max-price", "5", "--currency", "USD"])
+        .args(["--seed", seed, "--clock", CLOCK, "--yes", "--json"])
+        .args(extra)
+        .output()
+        .expect("run pactum negotiate");
+    let document: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(&output)));
+    assert!(!common::stderr(&output).contains("panicked"));
+    document
+}
+
+fn export(home: &Home, constellation: &str, stream: &str) -> Vec<pactum_transcripts::Event> {
+    let output = home.run(&["--constellation", constellation, "transcript", "export", stream]);
+    assert_ok(&output);
+    let (_, events) = pactum_transcripts::jsonl::read_file(&output.stdout[..]).expect("an exported transcript");
+    events
+}
+
+fn streams(home: &Home, constellation: &str) -> Vec<String> {
+    let output = home.run(&["--constellation", constellation, "transcript", "list", "--json"]);
+    assert_ok(&output);
+    json(&output).as_array().expect("a list").iter().map(|s| s["id"].as_str().expect("id").to_owned()).collect()
+}
+
+#[test]
+fn two_processes_negotiate_over_loopback_and_their_transcripts_agree() {
+    let home = Home::new();
+    let server = Server::start(&home, "seller", "7");
+    let directory = directory(&home, "remote.toml", &[server.entry.clone()]);
+    let session = negotiate(&home, &directory, "4", &[]);
+    assert_eq!(session["phase"], "completed", "{session}");
+    let session_id = session["session_id"].as_str().expect("session id").to_owned();
+    assert_eq!(session["receipt"]["issuer"]["public_key"], server.public_key.as_str());
+
+    // Each side verifies on its own.
+    let buyer_stream = format!("session:{session_id}");
+    assert_ok(&home.run(&["--constellation", "buyer", "transcript", "verify", &buyer_stream]));
+    let seller_streams = streams(&home, "seller");
+    assert_eq!(seller_streams.len(), 1, "{seller_streams:?}");
+    assert!(seller_streams[0].starts_with(&format!("remote:{session_id}:")));
+    assert_ok(&home.run(&["--constellation", "seller", "transcript", "verify", &seller_streams[0]]));
+    for constellation in ["buyer", "seller"] {
+        let check = home.run(&["--constellation", constellation, "constellation", "check", "--json"]);
+        assert_ok(&check);
+    }
+    let replay = home.run(&["--constellation", "buyer", "session", "replay", &session_id, "--json"]);
+    assert_ok(&replay);
+    assert_eq!(json(&replay)["consistent"], true);
+
+    // They agree on every shared message: the buyer's intent, offer, accept and settlement
+    // (same hashes) and the provider's ask (same seal).
+    let buyer_events = export(&home, "buyer", &buyer_stream);
+    let seller_events = export(&home, "seller", &seller_streams[0]);
+    let shared = pactum_runtime::remote::host::shared_messages(&buyer_events, &seller_events).expect("they agree");
+    assert!(shared >= 5, "{shared} shared messages");
+
+    // The receipt, signed remotely, verifies on its own.
+    let receipt = home.run(&["--constellation", "buyer", "receipt", "show", &session_id, "--json"]);
+    let file = home.write_file("receipt.json", &receipt.stdout);
+    assert_ok(&home.run(&["receipt", "verify", file.to_str().expect("utf-8")]));
+
+    // A second negotiation is a second stream on the provider's side; each agrees.
+    let second = negotiate(&home, &directory, "5", &[]);
+    assert!(matches!(second["phase"].as_str(), Some("completed" | "failed")), "{second}");
+    assert_eq!(streams(&home, "seller").len(), 2);
+
+    // An altered copy of the provider's message no longer agrees.
+    let mut tampered = seller_events.clone();
+    for event in &mut tampered {
+        if event.kind.as_str() == "remote.sent" {
+            event.body["answer"]["message"]["price"]["amount_minor"] = Value::from(1);
+        }
+    }
+    assert!(pactum_runtime::remote::host::shared_messages(&buyer_events, &tampered).is_err());
+}
+
+#[test]
+fn the_same_inputs_make_the_same_buyer_messages() {
+    // Two buyers, two sellers, same seeds and clock: the buyers' transcripts differ only where
+    // the provider's clock shows (its seal's time), never in what was asked or agreed.
+    let home = Home::new();
+    let server = Server::start(&home, "seller", "7");
+    let directory = directory(&home, "remote.toml", &[server.entry.clone()]);
+    let first = negotiate(&home, &directory, "4", &[]);
+    let second_home = Home::new();
+    let second_server = Server::start(&second_home, "seller", "7");
+    let second_directory = directory_for(&second_home, &second_server);
+    let second = negotiate(&second_home, &second_directory, "4", &[]);
+    assert_eq!(first["session_id"], second["session_id"]);
+    assert_eq!(first["agreement"]["price"], second["agreement"]["price"]);
+    assert_eq!(first["rounds"], second["rounds"]);
+}
+
+fn directory_for(home: &Home, server: &Server) -> PathBuf {
+    directory(home, "remote.toml", std::slice::from_ref(&server.entry))
+}
+
+/// A listener that answers every connection with `respond`, on a thread of its own.
+fn fake_server(respond: fn(TcpStream)) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || respond(stream));
+        }
+    });
+    endpoint
+}
+
+/// Reads the request's head and body (by Content-Length) so the client is not reset early.
+fn read_request(stream: &mut TcpStream) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap_or(0);
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+}
+
+fn failure_of(home: &Home, session: &Value) -> (String, Option<String>) {
+    let code = session["failure"]["code"].as_str().unwrap_or_default().to_owned();
+    let session_id = session["session_id"].as_str().expect("session id");
+    let events = export(home, "buyer", &format!("session:{session_id}"));
+    let reason = events
+        .iter()
+        .find(|e| e.kind.as_str() == "provider.invalid_answer")
+        .and_then(|e| e.body["reason"].as_str().map(str::to_owned));
+    (code, reason)
+}
+
+#[test]
+fn each_network_fault_becomes_its_failure_code() {
+    let home = Home::new();
+    let server = Server::start(&home, "seller", "7");
+    let entry = &server.entry;
+
+    // Nothing listens: refused at once.
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", listener.local_addr().expect("address"))
+    };
+    let unavailable = fake_server(|mut stream| {
+        read_request(&mut stream);
+        let body = r#"{"error":{"code":"BUSY","message":"busy"}}"#;
+        let _ = write!(stream, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    });
+    let silent = fake_server(|mut stream| {
+        read_request(&mut stream);
+        std::thread::sleep(std::time::Duration::from_secs(30));
+    });
+    let not_http = fake_server(|mut stream| {
+        read_request(&mut stream);
+        let _ = stream.write_all(b"this is not HTTP at all\r\n\r\n");
+    });
+    let wrong_json = fake_server(|mut stream| {
+        read_request(&mut stream);
+        let body = r#"{"format":"pactum-remote/1","kind":"round.ask","message":{"price":"cheap"}}"#;
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    });
+    let oversized = fake_server(|mut stream| {
+        read_request(&mut stream);
+        let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n");
+        let chunk = vec![b' '; 64 * 1024];
+        for _ in 0..8 {
+            if stream.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let oversized_chunked = fake_server(|mut stream| {
+        read_request(&mut stream);
+        let _ =
+            write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let chunk = vec![b' '; 64 * 1024];
+        for _ in 0..8 {
+            if write!(stream, "{:x}\r\n", chunk.len()).is_err() || stream.write_all(&chunk).is_err() {
+                return;
+            }
+            let _ = stream.write_all(b"\r\n");
+        }
+        let _ = stream.write_all(b"0\r\n\r\n");
+    });
+    let error_status = fake_server(|mut stream| {
+        read_request(&mut stream);
+        let _ = write!(stream, "HTTP/1.1 418 I'm a teapot\r\nContent-Length: 0\r\n\r\n");
+    });
+    // The real provider, but the buyer's directory pins another provider's key.
+    let impostor = Server::start(&home, "impostor", "7");
+    let forged_key = entry.replace(&server.public_key, &impostor.public_key);
+    assert_ne!(&forged_key, entry);
+
+    let cases: Vec<(&str, String, &[&str], &str, Option<&str>)> = vec![
+        ("connection refused", moved(entry, &closed), &[], "PACT-310", None),
+        ("503 unavailable", moved(entry, &unavailable), &[], "PACT-310", None),
+        ("no answer", moved(entry, &silent), &["--latency-ms", "300"], "PACT-311", None),
+        ("not HTTP", moved(entry, &not_http), &[], "PACT-313", Some("MALFORMED")),
+        ("wrong JSON", moved(entry, &wrong_json), &[], "PACT-313", Some("MALFORMED")),
+        ("oversized body", moved(entry, &oversized), &[], "PACT-313", Some("BODY_TOO_LARGE")),
+        ("oversized chunked body", moved(entry, &oversized_chunked), &[], "PACT-313", Some("BODY_TOO_LARGE")),
+        ("error status", moved(entry, &error_status), &[], "PACT-313", Some("HTTP_STATUS")),
+        ("another key", forged_key, &[], "PACT-313", Some("SIGNATURE_INVALID")),
+    ];
+    for (index, (name, entry, extra, code, reason)) in cases.into_iter().enumerate() {
+        let directory = directory(&home, &format!("fault-{index}.toml"), &[entry]);
+        let session = negotiate(&home, &directory, &format!("{}", 100 + index), extra);
+        assert_eq!(session["phase"], "failed", "{name}: {session}");
+        let (found_code, found_reason) = failure_of(&home, &session);
+        assert_eq!(found_code, code, "{name}: {session}");
+        assert_eq!(found_reason.as_deref(), reason, "{name}");
+    }
+    // Every failed session still verifies and replays; nothing was paid.
+    let check = home.run(&["--constellation", "buyer", "constellation", "check", "--json"]);
+    assert_ok(&check);
+}
+
+#[test]
+fn bad_remote_entries_are_refused_with_the_line() {
+    let home = Home::new();
+    let cases = [
+        ("endpoint = \"https://127.0.0.1:1\"", "only http://"),
+        ("endpoint = \"http://127.0.0.1:1/path\"", "must not have a path"),
+        ("endpoint = \"http://127.0.0.1\"", "a host and a port"),
+        ("key_id = \"agent:someone-else#1\"", "key_id must be agent:acme#"),
+        ("public_key = \"AAAA\"", "public_key"),
+    ];
+    for (index, (line, expected)) in cases.into_iter().enumerate() {
+        let base = [
+            "id = \"acme\"",
+            "name = \"Acme\"",
+            "intent_types = [\"weather.data\"]",
+            "currency = \"USD\"",
+            "endpoint = \"http://127.0.0.1:7301\"",
+            "key_id = \"agent:acme#1\"",
+            "public_key = \"50m0r7iJetdpvgqKOzVynG4CEI_znsUv7VexYZadHXo\"",
+        ];
+        let field = line.split(" = ").next().expect("field");
+        let body: Vec<String> =
+            base.iter().map(|l| if l.starts_with(field) { line.to_owned() } else { (*l).to_owned() }).collect();
+        let entry = format!("[[remote]]\n{}\n", body.join("\n"));
+        let file = directory(&home, &format!("bad-{index}.toml"), &[entry]);
+        let output = home.run(&["--directory", file.to_str().expect("utf-8"), "providers", "list"]);
+        let line = common::assert_fails(&output, 2, "DIRECTORY_INVALID");
+        assert!(line.contains(expected), "{line}");
+    }
+}
