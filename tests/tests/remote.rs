@@ -77,7 +77,7 @@ fn moved(entry: &str, endpoint: &str) -> String {
         + "\n"
 }
 
-fn negotiate(home: &Home, directory: &PathBuf, seed: &str, extra: &[&str]) -> Value {
+fn negotiate(home: &Home, directory: &std::path::Path, seed: &str, extra: &[&str]) -> Value {
     let output = home
         .command()
         .args(["--constellation", "buyer", "--directory", directory.to_str().expect("utf-8")])
@@ -109,7 +109,7 @@ fn streams(home: &Home, constellation: &str) -> Vec<String> {
 fn two_processes_negotiate_over_loopback_and_their_transcripts_agree() {
     let home = Home::new();
     let server = Server::start(&home, "seller", "7");
-    let directory = directory(&home, "remote.toml", &[server.entry.clone()]);
+    let directory = directory(&home, "remote.toml", std::slice::from_ref(&server.entry));
     let session = negotiate(&home, &directory, "4", &[]);
     assert_eq!(session["phase"], "completed", "{session}");
     let session_id = session["session_id"].as_str().expect("session id").to_owned();
@@ -163,7 +163,7 @@ fn the_same_inputs_make_the_same_buyer_messages() {
     // the provider's clock shows (its seal's time), never in what was asked or agreed.
     let home = Home::new();
     let server = Server::start(&home, "seller", "7");
-    let directory = directory(&home, "remote.toml", &[server.entry.clone()]);
+    let directory = directory(&home, "remote.toml", std::slice::from_ref(&server.entry));
     let first = negotiate(&home, &directory, "4", &[]);
     let second_home = Home::new();
     let second_server = Server::start(&second_home, "seller", "7");
@@ -286,7 +286,9 @@ fn each_network_fault_becomes_its_failure_code() {
     let forged_key = entry.replace(&server.public_key, &impostor.public_key);
     assert_ne!(&forged_key, entry);
 
-    let cases: Vec<(&str, String, &[&str], &str, Option<&str>)> = vec![
+    /// What was done, the directory entry, extra arguments, the failure code and the reason.
+    type Case<'a> = (&'a str, String, &'a [&'a str], &'a str, Option<&'a str>);
+    let cases: Vec<Case<'_>> = vec![
         ("connection refused", moved(entry, &closed), &[], "PACT-310", None),
         ("503 unavailable", moved(entry, &unavailable), &[], "PACT-310", None),
         ("no answer", moved(entry, &silent), &["--latency-ms", "300"], "PACT-311", None),
