@@ -16,7 +16,7 @@ use std::sync::Arc;
 use pactum_memory::Constellation;
 use pactum_transcripts::pact_v4::{
     PACT_V4_FORMAT, base58_encode, canonical_hash, canonical_hash_without, genesis_round_hash, pactum_round_type,
-    round_from_event,
+    round_from_event, sealed_round_from_event,
 };
 use pactum_transcripts::{Event, KeyRing, public_key_from_base64url};
 use serde_json::{Map, Value, json};
@@ -97,8 +97,15 @@ pub fn build_v4_transcript(events: &[Event], keys: &KeyRing) -> Result<Value, Ru
     let mut rounds = Vec::with_capacity(round_events.len());
     // Seq of each round's event → (round number, round hash), for evidence refs.
     let mut round_of_seq = BTreeMap::new();
+    let discovery_offering: Vec<crate::session::model::ProviderRef> = events
+        .iter()
+        .find(|e| e.kind.as_str() == kind::DISCOVERY)
+        .map(parse::<DiscoveryBody>)
+        .transpose()?
+        .map(|d| d.offering)
+        .unwrap_or_default();
     for (round_number, event) in round_events.iter().enumerate() {
-        let round = round_of(round_number, event, keys, &previous_round_hash)?;
+        let round = round_of(round_number, event, keys, &discovery_offering, &previous_round_hash)?;
         let round_hash = round["round_hash"].as_str().unwrap_or_default().to_owned();
         round_of_seq.insert(event.seq, (round_number, round_hash.clone()));
         previous_round_hash = round_hash;
@@ -164,13 +171,46 @@ pub fn build_v4_transcript(events: &[Event], keys: &KeyRing) -> Result<Value, Ru
     Ok(Value::Object(transcript))
 }
 
-/// One round from a Pactum event, signed by a key in `keys`.
+/// One round from a Pactum event, signed by a key in `keys` — or, for a remote provider's
+/// message, by the provider's seal (its key from discovery): the round's `envelope_hash` is then
+/// the seal's digest, so the round is signed by its sender.
 fn round_of(
     round_number: usize,
     event: &Event,
     keys: &KeyRing,
+    offering: &[crate::session::model::ProviderRef],
     previous_round_hash: &str,
 ) -> Result<Value, RuntimeError> {
+    if let Some(seal) = event.body.get("envelope") {
+        let seal: crate::remote::EnvelopeSeal = serde_json::from_value(seal.clone())
+            .map_err(|e| invalid(format!("event {} ({}): its seal: {e}", event.seq, event.kind)))?;
+        let sender = event.body.get("sender").and_then(Value::as_str).unwrap_or_default();
+        let provider = offering.iter().find(|p| p.agent_id == sender && p.key_id == seal.key_id).ok_or_else(|| {
+            invalid(format!("event {} ({}): no key {} for {sender}", event.seq, event.kind, seal.key_id))
+        })?;
+        let public_key = public_key_from_base64url(&provider.public_key).map_err(invalid)?;
+        let session_id = event.stream.as_str().strip_prefix(SESSION_STREAM_PREFIX).unwrap_or(event.stream.as_str());
+        let digest = crate::remote::envelope_digest(
+            session_id,
+            event.kind.as_str(),
+            &event.body,
+            &seal.reply_to,
+            &seal.key_id,
+            seal.signed_at_ms,
+        )
+        .map_err(invalid)?;
+        let signature = pactum_transcripts::SignatureBytes::from_base64url(&seal.signature).map_err(invalid)?;
+        return sealed_round_from_event(
+            round_number,
+            event,
+            &public_key,
+            &digest,
+            &signature,
+            seal.signed_at_ms,
+            previous_round_hash,
+        )
+        .map_err(invalid);
+    }
     let signer =
         event.signer.as_ref().ok_or_else(|| invalid(format!("event {} ({}) is not signed", event.seq, event.kind)))?;
     let public_key = keys

@@ -142,6 +142,30 @@ fn two_processes_negotiate_over_loopback_and_their_transcripts_agree() {
     let file = home.write_file("receipt.json", &receipt.stdout);
     assert_ok(&home.run(&["receipt", "verify", file.to_str().expect("utf-8")]));
 
+    // As PACT v4, the provider's rounds are signed by the provider's seal: VALID, no findings.
+    let v4 = home.run(&["--constellation", "buyer", "transcript", "export", &session_id, "--format", "pact-v4"]);
+    assert_ok(&v4);
+    let file = home.write_file("v4.json", &v4.stdout);
+    let verified = home.run(&["transcript", "verify", file.to_str().expect("utf-8")]);
+    assert_ok(&verified);
+    assert!(stdout(&verified).contains("VALID"), "{}", stdout(&verified));
+    assert!(!stdout(&verified).contains("ROUND_CONTENT_UNSIGNED"), "{}", stdout(&verified));
+    let mut document: Value = serde_json::from_slice(&v4.stdout).expect("v4 JSON");
+    let ask = document["rounds"]
+        .as_array()
+        .expect("rounds")
+        .iter()
+        .position(|round| round["round_type"] == "ASK")
+        .expect("an ASK round");
+    assert_eq!(
+        document["rounds"][ask]["public_key_b58"],
+        document["rounds"][ask]["signature"]["signer_public_key_b58"]
+    );
+    document["metadata"]["pactum_envelopes"][ask]["body"]["price"]["amount_minor"] = Value::from(1);
+    let file = home.write_file("v4-altered.json", serde_json::to_string(&document).expect("json").as_bytes());
+    let altered = home.run(&["transcript", "verify", file.to_str().expect("utf-8")]);
+    assert!(stdout(&altered).contains("ROUND_CONTENT_UNSIGNED"), "{}", stdout(&altered));
+
     // A second negotiation is a second stream on the provider's side; each agrees.
     let second = negotiate(&home, &directory, "5", &[]);
     assert!(matches!(second["phase"].as_str(), Some("completed" | "failed")), "{second}");

@@ -23,6 +23,7 @@ mod keys;
 pub mod limits;
 pub mod pact_v4;
 pub mod peac;
+pub mod seal;
 mod stream;
 mod verify;
 

@@ -297,21 +297,56 @@ pub fn round_from_event(
     public_key: &[u8; 32],
     previous_round_hash: &str,
 ) -> Result<Value, String> {
+    let signature = event.sig.as_ref().ok_or_else(|| format!("event {} ({}) is not signed", event.seq, event.kind))?;
+    round_with_signature(round_number, event, public_key, &event.hash, signature, event.at_ms, previous_round_hash)
+}
+
+/// A PACT v4 round made from a Pactum event recording a remote party's sealed message
+/// ([`crate::seal`]): `envelope_hash` is the seal's digest and the signature the seal's, so the
+/// round is signed by its sender; the rest as in [`round_from_event`].
+pub fn sealed_round_from_event(
+    round_number: usize,
+    event: &Event,
+    public_key: &[u8; 32],
+    seal_digest: &Digest,
+    seal_signature: &crate::keys::SignatureBytes,
+    signed_at_ms: u64,
+    previous_round_hash: &str,
+) -> Result<Value, String> {
+    round_with_signature(
+        round_number,
+        event,
+        public_key,
+        seal_digest,
+        seal_signature,
+        signed_at_ms,
+        previous_round_hash,
+    )
+}
+
+fn round_with_signature(
+    round_number: usize,
+    event: &Event,
+    public_key: &[u8; 32],
+    signed_hash: &Digest,
+    signature: &crate::keys::SignatureBytes,
+    signed_at_ms: u64,
+    previous_round_hash: &str,
+) -> Result<Value, String> {
     let what = || format!("event {} ({})", event.seq, event.kind);
-    let signature = event.sig.as_ref().ok_or_else(|| format!("{} is not signed", what()))?;
     let summary = pactum_content_summary(event.kind.as_str(), &event.body)
         .ok_or_else(|| format!("{} does not have the fields of a round", what()))?;
     let public_key_b58 = base58_encode(public_key);
     let mut signature_object = Map::new();
     signature_object.insert("signer_public_key_b58".into(), Value::String(public_key_b58.clone()));
     signature_object.insert("signature_b58".into(), Value::String(base58_encode(signature.as_bytes())));
-    signature_object.insert("signed_at_ms".into(), Value::from(event.at_ms));
+    signature_object.insert("signed_at_ms".into(), Value::from(signed_at_ms));
     signature_object.insert("scheme".into(), Value::String("ed25519".into()));
     let mut round = Map::new();
     round.insert("round_number".into(), Value::from(round_number));
     round.insert("round_type".into(), summary["round_type"].clone());
     round.insert("message_hash".into(), Value::String(canonical_hash(&event.body).map_err(|e| e.to_string())?));
-    round.insert("envelope_hash".into(), Value::String(event.hash.to_hex()));
+    round.insert("envelope_hash".into(), Value::String(signed_hash.to_hex()));
     round.insert("signature".into(), Value::Object(signature_object));
     round.insert("timestamp_ms".into(), Value::from(event.at_ms));
     round.insert("previous_round_hash".into(), Value::String(previous_round_hash.to_owned()));
@@ -704,6 +739,7 @@ fn pactum_checks(
 
 /// A Pactum event read from an envelope without copying its body.
 struct Envelope<'a> {
+    stream: StreamId,
     kind: EventKind,
     body: &'a Value,
     signer: KeyId,
@@ -729,7 +765,7 @@ fn read_envelope(envelope: &Value) -> Result<Envelope<'_>, String> {
     let canonical_body = to_canonical_string(body).map_err(|e| e.to_string())?;
     let unsealed = UnsealedEvent { stream: &stream, seq, kind: &kind, body, at_ms, prev, signer: Some(&signer) };
     let recomputed = unsealed.digest_with_canonical_body(&canonical_body).map_err(|e| e.to_string())?;
-    Ok(Envelope { kind, body, signer, hash, recomputed, message_hash: sha256_hex(&canonical_body) })
+    Ok(Envelope { stream, kind, body, signer, hash, recomputed, message_hash: sha256_hex(&canonical_body) })
 }
 
 /// Whether a round's content is bound by its signature through its Pactum envelope.
@@ -742,8 +778,23 @@ fn check_round_content(round: &Map<String, Value>, envelope: Option<&Value>, sig
             event.recomputed, event.hash
         ));
     }
-    if round.get("envelope_hash").and_then(Value::as_str) != Some(event.hash.to_hex().as_str()) {
-        return Err(format!("envelope_hash is not the included envelope's hash {}", event.hash));
+    // A remote party's message is recorded (and its event signed) by the receiver; the sender's
+    // signature is its seal, over the message itself: then the round is signed by the seal.
+    let (signed_hash, signing_key) = match event.body.get("envelope") {
+        None => (event.hash.to_hex(), event.signer.as_str().to_owned()),
+        Some(seal) => {
+            let field = |name: &str| seal.get(name).and_then(Value::as_str).ok_or(format!("its seal has no {name}"));
+            let (reply_to, key_id) = (field("reply_to")?, field("key_id")?);
+            let signed_at_ms = exact_integer(seal.get("signed_at_ms")).ok_or("its seal has no signed_at_ms")?;
+            let session_id = event.stream.as_str().strip_prefix("session:").unwrap_or(event.stream.as_str());
+            let digest =
+                crate::seal::seal_digest(session_id, event.kind.as_str(), event.body, reply_to, key_id, signed_at_ms)
+                    .map_err(|e| format!("its seal cannot be hashed: {e}"))?;
+            (digest.to_hex(), key_id.to_owned())
+        }
+    };
+    if round.get("envelope_hash").and_then(Value::as_str) != Some(signed_hash.as_str()) {
+        return Err(format!("envelope_hash is not the included envelope's signed hash {signed_hash}"));
     }
     if !signature_ok {
         return Err("the signature over envelope_hash does not verify".into());
@@ -766,7 +817,7 @@ fn check_round_content(round: &Map<String, Value>, envelope: Option<&Value>, sig
             describe(round.get("agent_id"))
         ));
     }
-    let signer_agent = event.signer.as_str().split_once('#').map(|(agent, _)| agent);
+    let signer_agent = signing_key.split_once('#').map(|(agent, _)| agent);
     if signer_agent.and_then(|agent| agent.strip_prefix("agent:")) != Some(sender) {
         return Err(format!("the envelope is not signed by a key of its sender {sender:?}"));
     }

@@ -29,17 +29,16 @@ pub mod client;
 pub mod host;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use pactum_transcripts::canonical::to_canonical_string;
 use pactum_transcripts::{Digest, EventSigner, SignatureBytes, verify_digest_signature};
 
 /// Name and version of the wire protocol between a buyer and a remote provider.
 pub const REMOTE_FORMAT: &str = "pactum-remote/1";
 /// Name and version of a provider's envelope seal.
-pub const ENVELOPE_FORMAT: &str = "pactum-envelope/1";
+pub const ENVELOPE_FORMAT: &str = pactum_transcripts::seal::SEAL_FORMAT;
 /// Domain-separation tag hashed before the canonical envelope.
-pub const ENVELOPE_HASH_TAG: &[u8] = b"pactum-envelope/1\0";
+pub const ENVELOPE_HASH_TAG: &[u8] = pactum_transcripts::seal::SEAL_HASH_TAG;
 /// Largest request or response body either side accepts. A quote request carries at most a
 /// few sealed events (each at most `EVENT_BODY_BYTES_MAX` in its body, in practice under a
 /// kilobyte); an answer is one message.
@@ -81,7 +80,8 @@ pub struct EnvelopeSeal {
 }
 
 /// The digest a provider signs: the session, the message kind, the message (its body without
-/// `envelope`) and the seal's fields other than the signature.
+/// `envelope`) and the seal's fields other than the signature
+/// ([`pactum_transcripts::seal::seal_digest`]).
 pub fn envelope_digest(
     session_id: &str,
     kind: &str,
@@ -90,21 +90,8 @@ pub fn envelope_digest(
     key_id: &str,
     signed_at_ms: u64,
 ) -> Result<Digest, String> {
-    let mut message = message.clone();
-    if let Value::Object(fields) = &mut message {
-        fields.remove("envelope");
-    }
-    let envelope = json!({
-        "format": ENVELOPE_FORMAT,
-        "session_id": session_id,
-        "kind": kind,
-        "message": message,
-        "reply_to": reply_to,
-        "key_id": key_id,
-        "signed_at_ms": signed_at_ms,
-    });
-    let canonical = to_canonical_string(&envelope).map_err(|e| e.to_string())?;
-    Ok(Digest::tagged(ENVELOPE_HASH_TAG, canonical.as_bytes()))
+    pactum_transcripts::seal::seal_digest(session_id, kind, message, reply_to, key_id, signed_at_ms)
+        .map_err(|e| e.to_string())
 }
 
 /// Signs a message as its sender.
