@@ -135,8 +135,8 @@ failure_codes! {
     NoProviders = "PACT-309", Discovery, Provider, Terminal, "No provider in the directory offers the intent type.";
     ProviderUnavailable = "PACT-310", Discovery, Provider, NonTerminal, "Every provider that offers the intent was unreachable.";
     ProviderTimeout = "PACT-311", Negotiation, Provider, NonTerminal, "Providers did not answer within the latency limit.";
-    ProviderAnswerInvalid = "PACT-313", Negotiation, Provider, NonTerminal, "A remote provider's answer was not a valid signed message (error status, oversized or malformed body, bad signature).";
     AbortedByBuyer = "PACT-312", Negotiation, Buyer, Terminal, "The buyer aborted the negotiation (or declined to pay).";
+    ProviderAnswerInvalid = "PACT-313", Negotiation, Provider, NonTerminal, "A remote provider's answer was not a valid signed message (error status, oversized or malformed body, bad signature).";
     SettlementPrepareFailed = "PACT-401", Settlement, Rail, NonTerminal, "The payment rail could not prepare the transfer.";
     SettlementCommitFailed = "PACT-402", Settlement, Rail, NonTerminal, "The payment rail could not commit a prepared transfer; it was aborted.";
     InsufficientFunds = "PACT-404", Settlement, Buyer, NonTerminal, "The buyer's account cannot cover the agreed price.";
