@@ -42,6 +42,7 @@ enum Work {
 }
 
 type Registry = IntentRegistry<Work, u32, TestError>;
+type Spoil = Box<dyn Fn(&mut ExecutionRequest)>;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -230,7 +231,7 @@ fn a_cancelled_handler_leaves_a_cancelled_execution() {
 #[test]
 fn a_context_that_fails_validation_is_recorded_failed_and_its_handler_never_runs() {
     let fixture = fixture();
-    let cases: Vec<(&str, Box<dyn Fn(&mut ExecutionRequest)>)> = vec![
+    let cases: Vec<(&str, Spoil)> = vec![
         ("an empty solution id", Box::new(|r| r.intent.solution_id.clear())),
         ("parameters that are not an object", Box::new(|r| r.intent.parameters = json!([1]))),
         ("a tenant that is another constellation", Box::new(|r| r.intent.tenant = "/elsewhere.db".to_owned())),
@@ -335,7 +336,7 @@ fn an_execution_left_running_by_a_stopped_process_is_marked_interrupted() {
     std::mem::forget(orphan); // the process "stops": nobody ends it
     let live = fixture.registry.start(fixture.request("test.work"), &fixture.db).expect("start");
     let recovered = recover_interrupted(&fixture.db, &OnlyOwnerOneLives, "pid:2:2", NOW + 5).expect("recover");
-    assert_eq!(recovered, [orphan_id.clone()]);
+    assert_eq!(recovered, std::slice::from_ref(&orphan_id));
     let row = fixture.db.execution(&orphan_id).expect("read").expect("recorded");
     assert_eq!((row.status.as_str(), row.error_code.as_deref()), ("failed", Some("EXECUTION_INTERRUPTED")));
     assert_eq!(fixture.status(live.execution_id()), "running", "a live owner's execution is left alone");
@@ -377,7 +378,7 @@ fn artifacts_are_registered_with_their_producer_and_parents_and_move_forward() {
     let (transcript, receipt) = (&all[0], &all[1]);
     assert_eq!(transcript.artifact_type, "transcript");
     assert_eq!(receipt.artifact_type, "receipt");
-    assert_eq!(receipt.parents, [transcript.artifact_id.clone()]);
+    assert_eq!(receipt.parents, std::slice::from_ref(&transcript.artifact_id));
     assert_eq!(
         (receipt.produced_by_intent.as_str(), receipt.produced_by_execution.as_str()),
         ("test.work", execution_id.as_str())
