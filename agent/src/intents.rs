@@ -343,7 +343,7 @@ fn transcript_bundle(execution: &ExecutionContext, invocation: Invocation) -> Re
     let mut parents = Vec::new();
     parents.extend(parent_at(&db, "transcript", &format!("stream:session:{session}"))?);
     parents.extend(parent_at(&db, "receipt", &format!("session:{session}"))?);
-    let manifest = file_of(&dir.join("manifest.json"), "application/json")?;
+    let manifest = file_of(&dir.join(pactum_runtime::bundle::MANIFEST_FILE), "application/json")?;
     let directory = std::path::absolute(&dir).unwrap_or(dir);
     let artifact_id = execution.register_artifact(
         ArtifactDraft::ready(
