@@ -78,7 +78,7 @@ fn a_negotiation_registers_its_receipt_produced_by_the_negotiate_execution() {
     assert_eq!(shown["intent"]["parameters"]["argv"][0], "negotiate");
     assert_eq!(shown["result"]["exit_code"], 0);
     assert_eq!(transitions(&shown), ["created", "running", "completed"]);
-    let made: Vec<_> = shown["artifacts"].as_array().expect("artifacts").iter().cloned().collect();
+    let made: Vec<_> = shown["artifacts"].as_array().expect("artifacts").to_vec();
     assert_eq!(made, [transcript["artifact_id"].clone(), receipt["artifact_id"].clone()]);
     assert_eq!(only(artifacts(&home, &["--execution", execution_id, "--type", "receipt"]), "receipt"), receipt);
 
