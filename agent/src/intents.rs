@@ -454,6 +454,28 @@ pub fn finish_negotiation(running: RunningExecution, outcome: &Result<SessionSta
     }
 }
 
+/// Runs `work` as an execution of `intent_type` on `db` (work done outside the command line's
+/// dispatch, such as an editor's memory edits): recorded `running`, then `completed` with the
+/// result `work` gives or `failed` with its error.
+pub fn run_as_execution<T>(
+    db: &Arc<Constellation>,
+    intent_type: &str,
+    parameters: Value,
+    solution_id: &str,
+    work: impl FnOnce() -> Result<(T, Value), Failure>,
+) -> Result<T, Failure> {
+    let running = start(db, intent_type, parameters, None, solution_id)?;
+    let execution_id = running.execution_id().to_owned();
+    let recorded = match work() {
+        Ok((value, result)) => running.complete(&result, None).map(|()| Ok(value)),
+        Err(failure) => running.fail(failure.code, &failure.message, None).map(|()| Err(failure)),
+    };
+    recorded.unwrap_or_else(|error| {
+        tracing::warn!(execution = %execution_id, "the execution's end could not be recorded: {error}");
+        Err(Failure::from(error))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

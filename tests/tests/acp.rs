@@ -712,6 +712,7 @@ async fn negotiations_in_a_turn_are_executions_whose_artifacts_the_extension_met
         editor.initialize().await?;
         let (session, _) = editor.new_session(home.path()).await?;
         let turn = editor.prompt(&session, NEGOTIATE, Answer::Allow).await?;
+        editor.prompt(&session, "/memory set scratchpad noted", Answer::Unexpected).await?;
         let call = async |method: &str, params: Value| -> Result<Value, Error> {
             editor.cx.send_request(UntypedMessage::new(method, params)?).block_task().await
         };
@@ -759,4 +760,15 @@ async fn negotiations_in_a_turn_are_executions_whose_artifacts_the_extension_met
     let execution_id = receipt["produced_by"]["execution_id"].as_str().expect("id");
     let shown = home.run(&["execution", "show", execution_id, "--json"]);
     assert_eq!(common::json(&shown), status);
+    // A memory edit from the editor is an execution of its own.
+    let listed = common::json(&home.run(&["execution", "list", "--json"]));
+    let edit = listed["executions"]
+        .as_array()
+        .and_then(|all| all.iter().find(|e| e["intent"]["intent_type"] == "memory.set"))
+        .expect("a memory.set execution")
+        .clone();
+    assert_eq!(
+        (edit["status"].as_str(), edit["solution_id"].as_str()),
+        (Some("completed"), status["solution_id"].as_str())
+    );
 }
