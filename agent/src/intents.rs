@@ -103,16 +103,18 @@ pub fn registry() -> &'static Registry {
 /// The intent a command runs as: its type and the session it concerns, or `None` for a command
 /// that only reads.
 pub fn intent_of(command: &Command) -> Option<(&'static str, Option<String>)> {
-    let session_of_stream = |id: &str| id.strip_prefix("session:").map(str::to_owned);
+    // Only well-formed session ids are recorded: a malformed one is the command's to refuse.
+    let session = |id: &str| pactum_runtime::session::shell::check_session_id(id).is_ok().then(|| id.to_owned());
+    let session_of_stream = |id: &str| id.strip_prefix("session:").and_then(session);
     Some(match command {
         Command::Negotiate(_) => ("negotiate", None),
-        Command::Session(SessionCommand::Resume { id, .. }) => ("session.resume", Some(id.clone())),
-        Command::Session(SessionCommand::Abort { id, .. }) => ("session.abort", Some(id.clone())),
+        Command::Session(SessionCommand::Resume { id, .. }) => ("session.resume", session(id)),
+        Command::Session(SessionCommand::Abort { id, .. }) => ("session.abort", session(id)),
         Command::Transcript(TranscriptCommand::Export { id, out: Some(_), .. }) => {
             ("transcript.export", session_of_stream(id))
         }
         Command::Transcript(TranscriptCommand::Import { .. }) => ("transcript.import", None),
-        Command::Transcript(TranscriptCommand::Bundle { session, .. }) => ("transcript.bundle", Some(session.clone())),
+        Command::Transcript(TranscriptCommand::Bundle { session: id, .. }) => ("transcript.bundle", session(id)),
         Command::Memory { command, .. } => (
             match command {
                 MemoryCommand::Set { .. } => "memory.set",
