@@ -101,6 +101,15 @@ impl BudgetCommand {
             Self::Show { json, .. } | Self::Remove { json, .. } => *json,
         }
     }
+
+    /// The intent this command runs as (`None`: it only reads).
+    pub fn intent_type(&self) -> Option<&'static str> {
+        match self {
+            Self::Set(_) => Some("budget.set"),
+            Self::Remove { .. } => Some("budget.remove"),
+            Self::Show { .. } => None,
+        }
+    }
 }
 
 fn failure(error: BudgetError) -> Failure {

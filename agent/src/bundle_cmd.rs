@@ -18,6 +18,17 @@ pub enum ViewArg {
     Auditor,
 }
 
+impl ViewArg {
+    /// The name `--view` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Partner => "partner",
+            Self::Auditor => "auditor",
+        }
+    }
+}
+
 impl From<ViewArg> for View {
     fn from(view: ViewArg) -> Self {
         match view {

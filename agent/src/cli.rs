@@ -1,7 +1,7 @@
 //! Command-line arguments (these names are a contract scripts rely on) and dispatch.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use clap::{Parser, Subcommand};
 use pactum_memory::{Constellation, Durability, OpenOptions};
@@ -9,8 +9,8 @@ use pactum_transcripts::Clock as _;
 
 use crate::failure::Failure;
 use crate::{
-    budget_cmd, bundle_cmd, constellation_cmd, home, keys_cmd, memory_cmd, negotiate_cmd, passport_cmd, policy_cmd,
-    providers_cmd, rail_cmd, session_cmd, transcript_cmd,
+    budget_cmd, bundle_cmd, constellation_cmd, contracts_cmd, home, keys_cmd, memory_cmd, negotiate_cmd, passport_cmd,
+    policy_cmd, providers_cmd, rail_cmd, session_cmd, transcript_cmd,
 };
 
 fn long_version() -> &'static str {
@@ -46,7 +46,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Negotiate with the providers offering INTENT_TYPE, settle and print the receipt.
     ///
     /// Rounds are printed as they happen. Without --yes, you are asked before any money moves
@@ -113,6 +113,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What commands produced: receipts, transcripts, exports, bundles, backups, each with the
+    /// execution that made it, its parents and where it is.
+    #[command(subcommand)]
+    Artifact(contracts_cmd::ArtifactCommand),
+    /// Commands that did work, as executions: their intent, status and log.
+    #[command(subcommand)]
+    Execution(contracts_cmd::ExecutionCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -375,22 +382,56 @@ impl Cli {
             Command::Rail(command) => command.json(),
             Command::Policy(command) => command.json(),
             Command::Provider(command) => command.json(),
+            Command::Artifact(command) => command.json(),
+            Command::Execution(command) => command.json(),
             Command::Acp => false,
         }
     }
 }
 
 /// What commands need from the environment: the constellation, opened on demand.
+///
+/// The constellation is opened once per context (clones share it), so the commands of one
+/// invocation, and the slash commands of one editor workspace, use one connection. A context
+/// running an execution binds it to the constellation the first time it opens it.
 #[derive(Debug, Clone)]
 pub struct Context {
     constellation: Option<String>,
     directory: Option<PathBuf>,
+    opened: Arc<Mutex<Option<Arc<Constellation>>>>,
+    binding: Option<pactum_runtime::contracts::Binding>,
 }
 
 impl Context {
     /// A context naming a constellation (name or path) and, optionally, a directory file.
     pub fn new(constellation: Option<String>, directory: Option<PathBuf>) -> Self {
-        Self { constellation, directory }
+        Self { constellation, directory, opened: Arc::default(), binding: None }
+    }
+
+    /// This context for the work of one execution.
+    pub fn for_execution(&self, binding: pactum_runtime::contracts::Binding) -> Self {
+        Self { binding: Some(binding), ..self.clone() }
+    }
+
+    /// The constellation's path (it need not exist).
+    pub fn constellation_path(&self) -> Result<PathBuf, Failure> {
+        home::resolve(self.constellation.as_deref())
+    }
+
+    fn cached(&self) -> Option<Arc<Constellation>> {
+        self.opened.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn keep(&self, db: Constellation) -> Arc<Constellation> {
+        let mut opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(opened.get_or_insert_with(|| Arc::new(db)))
+    }
+
+    fn bind(&self, db: &Arc<Constellation>) -> Result<(), Failure> {
+        match &self.binding {
+            Some(binding) => Ok(binding.bind(db)?),
+            None => Ok(()),
+        }
     }
 
     /// The global options that name this context, for running a command in it.
@@ -418,21 +459,35 @@ impl Context {
     /// key root (from which its agents' keys derive) from the OS at once, so every copy of the
     /// file derives the same identities.
     pub fn open(&self) -> Result<Arc<Constellation>, Failure> {
-        let path = home::resolve(self.constellation.as_deref())?;
-        let db = Constellation::open_with(&path, OpenOptions { durability: durability()?, create: true })?;
+        let db = match self.cached() {
+            Some(db) => db,
+            None => {
+                let path = home::resolve(self.constellation.as_deref())?;
+                self.keep(Constellation::open_with(&path, OpenOptions { durability: durability()?, create: true })?)
+            }
+        };
         let candidate = pactum_memory::SecretSeed::new(pactum_runtime::session::shell::KeyEntropy::key_seed(
             &crate::edge::OsEntropy,
         ));
         db.ensure_key_root(&candidate, crate::clock::SystemClock.now_ms())?;
-        Ok(Arc::new(db))
+        self.bind(&db)?;
+        Ok(db)
     }
 
     /// Opens the selected constellation if it exists. Commands that only read use this, so a
     /// typo or a query on a fresh machine never creates a file. `Err` carries the path for messages.
     pub fn open_existing(&self) -> Result<Result<Arc<Constellation>, PathBuf>, Failure> {
+        if let Some(db) = self.cached() {
+            self.bind(&db)?;
+            return Ok(Ok(db));
+        }
         let path = home::resolve(self.constellation.as_deref())?;
         match Constellation::open_with(&path, OpenOptions { durability: durability()?, create: false }) {
-            Ok(db) => Ok(Ok(Arc::new(db))),
+            Ok(db) => {
+                let db = self.keep(db);
+                self.bind(&db)?;
+                Ok(Ok(db))
+            }
             Err(pactum_memory::StoreError::NotFound { path }) => Ok(Err(path)),
             Err(error) => Err(error.into()),
         }
@@ -448,10 +503,26 @@ fn durability() -> Result<Durability, Failure> {
     }
 }
 
-/// Runs the parsed command; returns the exit code.
+/// Runs the parsed command from the command line; returns the exit code.
 pub fn run(cli: Cli) -> Result<u8, Failure> {
-    let context = Context { constellation: cli.constellation, directory: cli.directory };
-    match cli.command {
+    run_as(cli, std::env::args().skip(1).collect(), crate::intents::SOLUTION_CLI)
+}
+
+/// Runs the parsed command given by `argv` (without the program name) for `solution_id` (the
+/// front end: `cli`, `acp:<conversation>`). A command that does work runs as an intent through
+/// the registry ([`crate::intents`]); one that only reads runs as is.
+pub fn run_as(cli: Cli, argv: Vec<String>, solution_id: &str) -> Result<u8, Failure> {
+    let context = Context::new(cli.constellation, cli.directory);
+    match crate::intents::intent_of(&cli.command) {
+        Some(intent) => crate::intents::execute(&context, cli.command, intent, argv, solution_id),
+        None => dispatch(&context, cli.command),
+    }
+}
+
+/// Runs a command with its own function (the handler of its intent, when it has one).
+pub(crate) fn dispatch(context: &Context, command: Command) -> Result<u8, Failure> {
+    let context = context.clone();
+    match command {
         Command::Negotiate(args) => negotiate_cmd::run(&context, args),
         Command::Session(command) => session_cmd::run(&context, command),
         Command::Receipt(command) => session_cmd::run_receipt(&context, command),
@@ -468,6 +539,8 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Budget(command) => budget_cmd::run(&context, command),
         Command::Rail(command) => rail_cmd::run(command),
         Command::Balance { json } => providers_cmd::balance(&context, json),
+        Command::Artifact(command) => contracts_cmd::run_artifact(&context, command),
+        Command::Execution(command) => contracts_cmd::run_execution(&context, command),
         Command::Acp => Ok(crate::acp::serve_code(crate::acp::state::Options {
             constellation: context.constellation,
             directory: context.directory,

@@ -55,6 +55,15 @@ impl KeysCommand {
             Self::Jwks { .. } => false,
         }
     }
+
+    /// The intent this command runs as (`None`: it only reads).
+    pub fn intent_type(&self) -> Option<&'static str> {
+        match self {
+            Self::Rotate { .. } => Some("keys.rotate"),
+            Self::Revoke { .. } => Some("keys.revoke"),
+            Self::List { .. } | Self::Jwks { .. } => None,
+        }
+    }
 }
 
 pub fn run(context: &Context, command: KeysCommand) -> Result<u8, Failure> {

@@ -267,6 +267,11 @@ pub fn recover(runtime: &AgentRuntime) -> Result<(), Failure> {
 }
 
 pub fn run(context: &Context, args: NegotiateArgs) -> Result<u8, Failure> {
+    negotiate(context, args).map(|(code, _)| code)
+}
+
+/// Runs `pactum negotiate` and returns its exit code with the session's final state.
+pub fn negotiate(context: &Context, args: NegotiateArgs) -> Result<(u8, SessionState), Failure> {
     let directory = context.directory()?;
     // Preferences come from an existing constellation; bad arguments must not create one.
     let existing = context.open_existing()?.ok();
@@ -293,7 +298,7 @@ pub fn run(context: &Context, args: NegotiateArgs) -> Result<u8, Failure> {
     } else {
         print_lines(&[summary(&state)]);
     }
-    Ok(match (&state.phase, &state.failure) {
+    let code = match (&state.phase, &state.failure) {
         (Phase::Completed, _) => EXIT_OK,
         (_, Some(failure)) => Failure::new(
             "NEGOTIATION_FAILED",
@@ -302,7 +307,8 @@ pub fn run(context: &Context, args: NegotiateArgs) -> Result<u8, Failure> {
         .report_on_stderr(),
         // Not ended (a rail kept refusing to release a hold): recovery finishes it later.
         _ => exit_code_of("SESSION_NOT_TERMINAL"),
-    })
+    };
+    Ok((code, state))
 }
 
 /// The last line of a negotiation.

@@ -75,6 +75,15 @@ impl PassportCommand {
             | Self::Dispute { json, .. } => *json,
         }
     }
+
+    /// The intent this command runs as (`None`: it only reads).
+    pub fn intent_type(&self) -> Option<&'static str> {
+        match self {
+            Self::Ingest { .. } => Some("passport.ingest"),
+            Self::Dispute { .. } => Some("passport.dispute"),
+            Self::Show { .. } | Self::Check { .. } => None,
+        }
+    }
 }
 
 pub fn run(context: &Context, command: PassportCommand) -> Result<u8, Failure> {

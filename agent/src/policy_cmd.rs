@@ -59,6 +59,14 @@ impl PolicyCommand {
             | Self::Explain { json, .. } => *json,
         }
     }
+
+    /// The intent this command runs as (`None`: it only reads).
+    pub fn intent_type(&self) -> Option<&'static str> {
+        match self {
+            Self::Add { .. } => Some("policy.add"),
+            Self::Check { .. } | Self::List { .. } | Self::Show { .. } | Self::Explain { .. } => None,
+        }
+    }
 }
 
 pub fn failure_of(error: PolicyError) -> Failure {

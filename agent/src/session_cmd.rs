@@ -39,6 +39,15 @@ pub fn run(context: &Context, command: SessionCommand) -> Result<u8, Failure> {
         SessionCommand::List { json } => list(context, json),
         SessionCommand::Show { id, json } => show(context, &id, json),
         SessionCommand::Replay { id, json } => replay(context, &id, json),
+        command @ (SessionCommand::Resume { .. } | SessionCommand::Abort { .. }) => {
+            drive(context, command).map(|(code, _)| code)
+        }
+    }
+}
+
+/// `session resume` and `session abort`: drives the session and returns its final state.
+pub fn drive(context: &Context, command: SessionCommand) -> Result<(u8, Option<SessionState>), Failure> {
+    match command {
         SessionCommand::Resume { id, json } => {
             check_session_id(&id)?;
             let runtime = runtime(context, Arc::new(SystemClock))?;
@@ -49,15 +58,16 @@ pub fn run(context: &Context, command: SessionCommand) -> Result<u8, Failure> {
             };
             let state =
                 runtime.resume_session(&id, approver.as_mut(), &mut crate::negotiate_cmd::Printer::new(json))?;
-            finish(&state, json)
+            Ok((finish(&state, json)?, Some(state)))
         }
         SessionCommand::Abort { id, reason, json } => {
             check_session_id(&id)?;
             let runtime = runtime(context, Arc::new(SystemClock))?;
             recover(&runtime)?;
             let state = runtime.abort_session(&id, &reason, &mut crate::negotiate_cmd::Printer::new(json))?;
-            finish(&state, json)
+            Ok((finish(&state, json)?, Some(state)))
         }
+        other => run(context, other).map(|code| (code, None)),
     }
 }
 

@@ -426,6 +426,11 @@ fn partial_path(path: &Path) -> PathBuf {
 }
 
 fn import(context: &Context, file: &Path, json: bool) -> Result<u8, Failure> {
+    import_stream(context, file, json).map(|_| EXIT_OK)
+}
+
+/// `pactum transcript import`: returns the stream's id and whether it was stored now.
+pub fn import_stream(context: &Context, file: &Path, json: bool) -> Result<(String, bool), Failure> {
     if !file.is_file() {
         return Err(Failure::new("IO_ERROR", format!("{}: no such file", file.display())));
     }
@@ -448,5 +453,5 @@ fn import(context: &Context, file: &Path, json: bool) -> Result<u8, Failure> {
             "transcript {stream} is already present with the same {events} events; nothing changed"
         )]);
     }
-    Ok(EXIT_OK)
+    Ok((stream.as_str().to_owned(), status == "imported"))
 }

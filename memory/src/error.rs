@@ -50,6 +50,10 @@ pub enum StoreError {
     /// The key is on the revocation list already; the list is append-only.
     #[error("key {0} is revoked already")]
     KeyAlreadyRevoked(String),
+    /// A lifecycle move the store refuses (an execution or artifact moving backwards, or out of
+    /// a terminal state); nothing was written.
+    #[error("{what} {id}: {detail}")]
+    Refused { what: &'static str, id: String, detail: String },
     /// A backup would overwrite an existing file.
     #[error("{} already exists; choose a new backup path", path.display())]
     DestinationExists { path: PathBuf },
@@ -95,6 +99,7 @@ impl StoreError {
             Self::DestinationExists { .. } => "DESTINATION_EXISTS",
             Self::NotFoundId { .. } => "NOT_FOUND",
             Self::Invalid { .. } => "STORE_INPUT_INVALID",
+            Self::Refused { .. } => "TRANSITION_REFUSED",
         }
     }
 }

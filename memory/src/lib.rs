@@ -23,6 +23,7 @@ mod constraints;
 mod conversations;
 mod error;
 mod events;
+mod executions;
 mod graphs;
 mod keys;
 mod ledger;
@@ -43,6 +44,10 @@ pub use conversations::{
 };
 pub use error::StoreError;
 pub use events::{CheckpointRow, EventRow, StreamOrigin, StreamRecord};
+pub use executions::{
+    ArtifactFilter, ArtifactRow, ExecutionEnd, ExecutionLogEntry, ExecutionRow, ExecutionStart, LIST_ROWS_MAX,
+    LOG_TRANSITION, NewArtifact, NewExecution,
+};
 pub use graphs::{GraphEdgeRow, GraphRow};
 pub use keys::{AgentKey, KeyRevocation, KeyStatus, REVOCATION_REASON_BYTES_MAX, Rotation};
 pub use ledger::{

@@ -19,6 +19,7 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_10,
     MIGRATION_11,
     MIGRATION_12,
+    MIGRATION_13,
 ];
 
 /// The schema version this build writes and the newest it can open.
@@ -514,4 +515,110 @@ CREATE TRIGGER settlement_graph_edges_no_update BEFORE UPDATE ON settlement_grap
 BEGIN SELECT RAISE(ABORT, 'settlement graph edges are append-only'); END;
 CREATE TRIGGER settlement_graph_edges_no_delete BEFORE DELETE ON settlement_graph_edges
 BEGIN SELECT RAISE(ABORT, 'settlement graph edges are append-only'); END;
+"#;
+
+/// Migration 13: runtime contracts. An execution is one intent run by the runtime; its status
+/// only moves forward (`created` → `running` → `completed` | `failed` | `cancelled`, or
+/// `created` → `failed` | `cancelled`), the fields that name it never change, and its session id
+/// may only be learnt once. `execution_log` is the execution's write-ahead audit log
+/// (append-only). `execution_state` holds the state surface's values (session- and
+/// execution-scoped; a value is replaced by the next write of its key). `artifacts` are what
+/// executions produce; their lifecycle only moves forward (`PENDING` → `READY` | `FAILED`,
+/// `READY` → `ARCHIVED`, any → `DELETED`, which is terminal) and their parents are written once.
+const MIGRATION_13: &str = r#"
+CREATE TABLE executions (
+    execution_id  TEXT PRIMARY KEY,
+    intent_type   TEXT NOT NULL,
+    handler_name  TEXT NOT NULL,
+    parameters    TEXT NOT NULL,
+    metadata      TEXT NOT NULL,
+    tenant        TEXT NOT NULL,
+    solution_id   TEXT NOT NULL,
+    session_id    TEXT,
+    owner         TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('created', 'running', 'completed', 'failed', 'cancelled')),
+    error_code    TEXT,
+    error_message TEXT,
+    result        TEXT,
+    created_at_ms INTEGER NOT NULL CHECK (created_at_ms >= 0),
+    updated_at_ms INTEGER NOT NULL CHECK (updated_at_ms >= 0),
+    CHECK ((status = 'failed') = (error_code IS NOT NULL))
+) STRICT;
+CREATE INDEX executions_unfinished ON executions (status) WHERE status IN ('created', 'running');
+CREATE INDEX executions_by_time ON executions (created_at_ms, execution_id);
+CREATE TRIGGER executions_forward BEFORE UPDATE ON executions
+WHEN new.execution_id IS NOT old.execution_id OR new.intent_type IS NOT old.intent_type
+    OR new.handler_name IS NOT old.handler_name OR new.parameters IS NOT old.parameters
+    OR new.metadata IS NOT old.metadata OR new.tenant IS NOT old.tenant
+    OR new.solution_id IS NOT old.solution_id OR new.owner IS NOT old.owner
+    OR new.created_at_ms IS NOT old.created_at_ms
+    OR (old.session_id IS NOT NULL AND new.session_id IS NOT old.session_id)
+    OR NOT ((old.status = 'created' AND new.status IN ('running', 'failed', 'cancelled'))
+         OR (old.status = 'running' AND new.status IN ('completed', 'failed', 'cancelled')))
+BEGIN SELECT RAISE(ABORT, 'an execution only moves forward'); END;
+CREATE TRIGGER executions_no_delete BEFORE DELETE ON executions
+BEGIN SELECT RAISE(ABORT, 'executions are append-only'); END;
+
+CREATE TABLE execution_log (
+    execution_id TEXT NOT NULL REFERENCES executions (execution_id),
+    seq          INTEGER NOT NULL CHECK (seq >= 0),
+    at_ms        INTEGER NOT NULL CHECK (at_ms >= 0),
+    entry_kind   TEXT NOT NULL,
+    detail       TEXT NOT NULL,
+    PRIMARY KEY (execution_id, seq)
+) STRICT, WITHOUT ROWID;
+CREATE TRIGGER execution_log_no_update BEFORE UPDATE ON execution_log
+BEGIN SELECT RAISE(ABORT, 'the execution log is append-only'); END;
+CREATE TRIGGER execution_log_no_delete BEFORE DELETE ON execution_log
+BEGIN SELECT RAISE(ABORT, 'the execution log is append-only'); END;
+
+CREATE TABLE execution_state (
+    scope         TEXT NOT NULL CHECK (scope IN ('session', 'execution')),
+    scope_id      TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    value         TEXT NOT NULL,
+    execution_id  TEXT REFERENCES executions (execution_id),
+    updated_at_ms INTEGER NOT NULL CHECK (updated_at_ms >= 0),
+    PRIMARY KEY (scope, scope_id, key)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE artifacts (
+    artifact_id      TEXT PRIMARY KEY,
+    artifact_type    TEXT NOT NULL,
+    tenant           TEXT NOT NULL,
+    execution_id     TEXT NOT NULL REFERENCES executions (execution_id),
+    intent_type      TEXT NOT NULL,
+    lifecycle        TEXT NOT NULL CHECK (lifecycle IN ('PENDING', 'READY', 'FAILED', 'ARCHIVED', 'DELETED')),
+    locator          TEXT,
+    descriptor       TEXT NOT NULL,
+    materializations TEXT NOT NULL,
+    created_at_ms    INTEGER NOT NULL CHECK (created_at_ms >= 0),
+    updated_at_ms    INTEGER NOT NULL CHECK (updated_at_ms >= 0)
+) STRICT;
+CREATE INDEX artifacts_by_type ON artifacts (artifact_type, created_at_ms);
+CREATE INDEX artifacts_by_execution ON artifacts (execution_id);
+CREATE INDEX artifacts_by_locator ON artifacts (locator) WHERE locator IS NOT NULL;
+CREATE TRIGGER artifacts_forward BEFORE UPDATE ON artifacts
+WHEN new.artifact_id IS NOT old.artifact_id OR new.artifact_type IS NOT old.artifact_type
+    OR new.tenant IS NOT old.tenant OR new.execution_id IS NOT old.execution_id
+    OR new.intent_type IS NOT old.intent_type OR new.locator IS NOT old.locator
+    OR new.descriptor IS NOT old.descriptor OR new.materializations IS NOT old.materializations
+    OR new.created_at_ms IS NOT old.created_at_ms
+    OR NOT ((old.lifecycle = 'PENDING' AND new.lifecycle IN ('READY', 'FAILED', 'DELETED'))
+         OR (old.lifecycle = 'READY' AND new.lifecycle IN ('ARCHIVED', 'DELETED'))
+         OR (old.lifecycle IN ('FAILED', 'ARCHIVED') AND new.lifecycle = 'DELETED'))
+BEGIN SELECT RAISE(ABORT, 'an artifact only moves forward'); END;
+CREATE TRIGGER artifacts_no_delete BEFORE DELETE ON artifacts
+BEGIN SELECT RAISE(ABORT, 'artifacts are append-only'); END;
+
+CREATE TABLE artifact_parents (
+    artifact_id TEXT NOT NULL REFERENCES artifacts (artifact_id),
+    parent_id   TEXT NOT NULL REFERENCES artifacts (artifact_id),
+    CHECK (artifact_id <> parent_id),
+    PRIMARY KEY (artifact_id, parent_id)
+) STRICT, WITHOUT ROWID;
+CREATE TRIGGER artifact_parents_no_update BEFORE UPDATE ON artifact_parents
+BEGIN SELECT RAISE(ABORT, 'artifact parents are append-only'); END;
+CREATE TRIGGER artifact_parents_no_delete BEFORE DELETE ON artifact_parents
+BEGIN SELECT RAISE(ABORT, 'artifact parents are append-only'); END;
 "#;

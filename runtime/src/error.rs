@@ -63,6 +63,8 @@ pub enum RuntimeError {
     DisputeExists(String),
     #[error(transparent)]
     Bundle(#[from] crate::bundle::BundleError),
+    #[error(transparent)]
+    Contract(#[from] crate::contracts::ContractError),
     /// A stored session that cannot be expressed as a PACT v4 transcript (an event without a
     /// signature or without the fields of its kind).
     #[error("cannot export as PACT v4: {0}")]
@@ -109,6 +111,7 @@ impl RuntimeError {
             Self::Dispute(_) => "DISPUTE_INVALID",
             Self::DisputeExists(_) => "DISPUTE_EXISTS",
             Self::Bundle(error) => error.code(),
+            Self::Contract(error) => error.code(),
             Self::PactV4Export(_) => "PACT_V4_EXPORT_FAILED",
             Self::RemoteReceipt { .. } => "REMOTE_RECEIPT_FAILED",
             Self::RemoteClient(_) => "REMOTE_CLIENT_FAILED",

@@ -9,6 +9,7 @@ pub mod budget;
 pub mod bundle;
 mod check;
 pub mod constraints;
+pub mod contracts;
 mod directory;
 mod error;
 mod event_store;

@@ -704,3 +704,71 @@ async fn a_plain_prompt_without_a_price_uses_the_preferences() {
     assert_eq!(after.asked.len(), 1);
     assert!(after.text().contains("completed: paid"), "{}", after.text());
 }
+
+#[tokio::test]
+async fn negotiations_in_a_turn_are_executions_whose_artifacts_the_extension_methods_resolve() {
+    let home = Home::new();
+    let (turn, receipts, status, resolved, errors) = with_agent(&home, async |mut editor| {
+        editor.initialize().await?;
+        let (session, _) = editor.new_session(home.path()).await?;
+        let turn = editor.prompt(&session, NEGOTIATE, Answer::Allow).await?;
+        editor.prompt(&session, "/memory set scratchpad noted", Answer::Unexpected).await?;
+        let call = async |method: &str, params: Value| -> Result<Value, Error> {
+            editor.cx.send_request(UntypedMessage::new(method, params)?).block_task().await
+        };
+        let receipts = call("_pactum/artifact/list", json!({"type": "receipt"})).await?;
+        let execution_id =
+            receipts["artifacts"][0]["produced_by"]["execution_id"].as_str().unwrap_or_default().to_owned();
+        let status = call("_pactum/execution/status", json!({"executionId": execution_id})).await?;
+        let artifact_id = receipts["artifacts"][0]["artifact_id"].as_str().unwrap_or_default().to_owned();
+        let resolved = call("_pactum/artifact/resolve", json!({"artifact_id": artifact_id})).await?;
+        let mut errors = Vec::new();
+        for (method, params) in [
+            ("_pactum/execution/status", json!({"executionId": "nope"})),
+            ("_pactum/execution/status", json!({"executionId": "exec-0000000000000000"})),
+            ("_pactum/artifact/resolve", json!({"artifactId": "art-0000000000000000"})),
+            ("_pactum/artifact/list", json!({"state": "gone"})),
+        ] {
+            let error = call(method, params).await.expect_err("refused");
+            errors.push((error.code, error.data.map(|d| d["code"].clone()).unwrap_or_default()));
+        }
+        Ok((turn, receipts, status, resolved, errors))
+    })
+    .await;
+    assert_eq!(turn.stop, acp::StopReason::EndTurn);
+    let session_id = turn.text().split_whitespace().nth(1).expect("session id").to_owned();
+    let receipt = &receipts["artifacts"][0];
+    assert_eq!(receipts["artifacts"].as_array().map(Vec::len), Some(1), "{receipts}");
+    assert_eq!(receipt["produced_by"]["intent_type"], "negotiate");
+    assert_eq!(receipt["semantic_descriptor"]["session_id"], session_id.as_str());
+    assert_eq!(status["status"], "completed");
+    assert_eq!(status["session_id"], session_id.as_str());
+    assert!(status["solution_id"].as_str().is_some_and(|s| s.starts_with("acp:")), "{status}");
+    assert_eq!(&resolved, receipt);
+    assert_eq!(
+        errors,
+        [
+            (ErrorCode::INVALID_PARAMS, json!("EXECUTION_ID_INVALID")),
+            (ErrorCode::RESOURCE_NOT_FOUND, json!("EXECUTION_NOT_FOUND")),
+            (ErrorCode::RESOURCE_NOT_FOUND, json!("ARTIFACT_NOT_FOUND")),
+            (ErrorCode::INVALID_PARAMS, json!("ARTIFACT_INVALID")),
+        ]
+    );
+    // The command line shows the same documents.
+    let listed = home.run(&["artifact", "list", "--type", "receipt", "--json"]);
+    assert_eq!(common::json(&listed), receipts);
+    let execution_id = receipt["produced_by"]["execution_id"].as_str().expect("id");
+    let shown = home.run(&["execution", "show", execution_id, "--json"]);
+    assert_eq!(common::json(&shown), status);
+    // A memory edit from the editor is an execution of its own.
+    let listed = common::json(&home.run(&["execution", "list", "--json"]));
+    let edit = listed["executions"]
+        .as_array()
+        .and_then(|all| all.iter().find(|e| e["intent"]["intent_type"] == "memory.set"))
+        .expect("a memory.set execution")
+        .clone();
+    assert_eq!(
+        (edit["status"].as_str(), edit["solution_id"].as_str()),
+        (Some("completed"), status["solution_id"].as_str())
+    );
+}

@@ -14,6 +14,11 @@
 //!   message, base, from, to, before, query, limit, document (import)}; each returns the verb's
 //!   `--json` document.
 //!
+//! - `_pactum/execution/status` {executionId, cwd?}: an execution's record, log and artifacts
+//!   (`pactum execution show --json`); `_pactum/artifact/resolve` {artifactId, cwd?} (`pactum
+//!   artifact show --json`); `_pactum/artifact/list` {type?, executionId?, state?, cwd?}
+//!   (`pactum artifact list --json`).
+//!
 //! `cwd` (absolute) picks the constellation as for a session opened there.
 
 use std::path::PathBuf;
@@ -30,11 +35,17 @@ use crate::acp::state::{Server, Workspace};
 use crate::failure::Failure;
 use crate::negotiate_cmd::{NegotiateArgs, build_request, result_json, runtime_on};
 
+/// The solution id of work asked through extension methods.
+pub const SOLUTION_EXT: &str = "acp:ext";
+
 pub const NEGOTIATE: &str = "_pactum/negotiate";
 pub const SESSION_GET: &str = "_pactum/session/get";
 pub const TRANSCRIPT_GET: &str = "_pactum/transcript/get";
 pub const TRANSCRIPT_VERIFY: &str = "_pactum/transcript/verify";
 pub const RECEIPT_GET: &str = "_pactum/receipt/get";
+pub const EXECUTION_STATUS: &str = "_pactum/execution/status";
+pub const ARTIFACT_RESOLVE: &str = "_pactum/artifact/resolve";
+pub const ARTIFACT_LIST: &str = "_pactum/artifact/list";
 pub const TRANSCRIPT_REPLAY: &str = "_pactum/transcript/replay";
 pub const PASSPORT_GET: &str = "_pactum/passport/get";
 /// `_pactum/memory/<verb>`: the verbs of `pactum memory`.
@@ -197,6 +208,40 @@ struct TranscriptParams {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ExecutionParams {
+    #[serde(alias = "execution_id")]
+    execution_id: String,
+    cwd: Option<PathBuf>,
+    #[serde(rename = "_meta")]
+    _meta: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ArtifactParams {
+    #[serde(alias = "artifact_id")]
+    artifact_id: String,
+    cwd: Option<PathBuf>,
+    #[serde(rename = "_meta")]
+    _meta: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ArtifactListParams {
+    #[serde(default, rename = "type", alias = "artifactType", alias = "artifact_type")]
+    artifact_type: Option<String>,
+    #[serde(default, alias = "execution_id")]
+    execution_id: Option<String>,
+    #[serde(default, alias = "lifecycleState", alias = "lifecycle_state")]
+    state: Option<String>,
+    cwd: Option<PathBuf>,
+    #[serde(rename = "_meta")]
+    _meta: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PassportParams {
     agent_id: String,
     /// RFC 3339 or Unix milliseconds.
@@ -246,7 +291,7 @@ fn cli_json(workspace: &Workspace, argv: &[&str]) -> Result<Value, Failure> {
     full.push("--json".to_owned());
     let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(&full)
         .map_err(|error| Failure::new("USAGE", error.render().to_string()))?;
-    let (result, text) = crate::output::capture(|| crate::cli::run(cli));
+    let (result, text) = crate::output::capture(|| crate::cli::run_as(cli, full[1..].to_vec(), SOLUTION_EXT));
     let code = result?;
     let mut document: Value = serde_json::from_str(&text)
         .map_err(|error| Failure::new("INTERNAL", format!("a command's JSON could not be read: {error}")))?;
@@ -293,8 +338,16 @@ fn negotiate(server: &Server, request: NegotiateParams) -> Result<Value, Failure
         None => Arc::new(crate::clock::SystemClock),
     };
     let runtime = runtime_on(&workspace.db, directory, clock).with_starting_balance(starting_balance);
-    let state = runtime.negotiate(new_session, &mut NegotiateOnly, &mut Quiet)?;
-    Ok(result_json(&state))
+    let execution = crate::intents::start(
+        &workspace.db,
+        "negotiate",
+        crate::intents::negotiate_parameters(&args),
+        None,
+        SOLUTION_EXT,
+    )?;
+    let outcome = runtime.negotiate(new_session, &mut NegotiateOnly, &mut Quiet).map_err(Failure::from);
+    crate::intents::finish_negotiation(execution, &outcome, false);
+    Ok(result_json(&outcome?))
 }
 
 /// An extension request's work, run on a blocking thread.
@@ -331,6 +384,31 @@ pub async fn handle(
             Box::new(move |server| {
                 let workspace = workspace(server, request.cwd.as_ref())?;
                 cli_json(&workspace, &["transcript", action, &request.transcript_id])
+            })
+        }
+        EXECUTION_STATUS => {
+            let request: ExecutionParams = params(method, raw)?;
+            Box::new(move |server| {
+                pactum_runtime::contracts::check_execution_id(&request.execution_id)?;
+                let workspace = workspace(server, request.cwd.as_ref())?;
+                crate::contracts_cmd::execution_json(&workspace.db, &request.execution_id)
+            })
+        }
+        ARTIFACT_RESOLVE => {
+            let request: ArtifactParams = params(method, raw)?;
+            Box::new(move |server| {
+                pactum_runtime::contracts::check_artifact_id(&request.artifact_id)?;
+                let workspace = workspace(server, request.cwd.as_ref())?;
+                crate::contracts_cmd::artifact_json(&workspace.db, &request.artifact_id)
+            })
+        }
+        ARTIFACT_LIST => {
+            let request: ArtifactListParams = params(method, raw)?;
+            Box::new(move |server| {
+                let query =
+                    crate::contracts_cmd::query(request.artifact_type, request.execution_id, request.state.as_deref())?;
+                let workspace = workspace(server, request.cwd.as_ref())?;
+                crate::contracts_cmd::artifacts_json(Some(&workspace.db), &query)
             })
         }
         PASSPORT_GET => {

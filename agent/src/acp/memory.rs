@@ -233,9 +233,22 @@ async fn write(
     let db = Arc::clone(&conversation.workspace.db);
     let author = author_of(options);
     let (write_owner, write_label) = (owner.clone(), label.clone());
+    let intent_type = match &change {
+        Change::Rollback(_) => "memory.rollback",
+        Change::Append(_) => "memory.append",
+        _ => "memory.set",
+    };
+    let parameters = serde_json::json!({
+        "agent": options.agent, "as_agent": options.as_agent, "label": label, "base": base, "message": message,
+    });
+    let solution_id = format!("acp:{}", conversation.id);
     let result = blocking(move || {
-        let write = Write { author, change, base, message, op: None, at_ms: crate::clock::now_ms() };
-        Ok(db.write_block(&write_owner, &write_label, write)?)
+        crate::intents::run_as_execution(&db, intent_type, parameters, &solution_id, || {
+            let write = Write { author, change, base, message, op: None, at_ms: crate::clock::now_ms() };
+            let written = db.write_block(&write_owner, &write_label, write)?;
+            let result = serde_json::json!({ "version": written.version.as_ref().map(|v| v.seq) });
+            Ok((written, result))
+        })
     })
     .await;
     match result {

@@ -212,12 +212,13 @@ fn prompt_text(prompt: &[acp::ContentBlock]) -> String {
 /// Runs `pactum <argv>` against the conversation's constellation and returns its output.
 pub(crate) async fn run_cli(conversation: &Arc<Conversation>, argv: Vec<String>) -> String {
     let context = conversation.workspace.context.clone();
+    let solution_id = format!("acp:{}", conversation.id);
     let result = blocking(move || {
         let mut full = vec!["pactum".to_owned()];
         full.extend(context.global_args());
         full.extend(argv);
         let (code, text) = crate::output::capture(|| match <crate::cli::Cli as clap::Parser>::try_parse_from(&full) {
-            Ok(cli) => match crate::cli::run(cli) {
+            Ok(cli) => match crate::cli::run_as(cli, full[1..].to_vec(), &solution_id) {
                 Ok(code) => code,
                 Err(failure) => {
                     let code = crate::failure::exit_code_of(failure.code);

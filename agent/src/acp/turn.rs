@@ -368,6 +368,14 @@ pub async fn negotiate(
         None => Arc::new(crate::clock::SystemClock),
     };
     let runtime = runtime_on(&workspace.db, directory, clock).with_starting_balance(starting_balance);
+    // The negotiation is an execution of the `negotiate` intent, recorded from here to its end.
+    let execution = crate::intents::start(
+        &workspace.db,
+        "negotiate",
+        crate::intents::negotiate_parameters(&args),
+        None,
+        &format!("acp:{}", conversation.id),
+    )?;
     let rail = pactum_runtime::LedgerRail::ID.to_owned();
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
     let mut observer = ChannelObserver(sender.clone());
@@ -401,8 +409,16 @@ pub async fn negotiate(
             }
         }
     }
-    let state =
-        running.await.map_err(|error| Failure::new("INTERNAL", format!("the negotiation stopped: {error}")))??;
+    let outcome = running
+        .await
+        .map_err(|error| Failure::new("INTERNAL", format!("the negotiation stopped: {error}")))
+        .and_then(|outcome| outcome.map_err(Failure::from));
+    let cancelled = cancel.is_cancelled();
+    let recorded = outcome.as_ref().cloned().map_err(|f| Failure::new(f.code, f.message.clone()));
+    tokio::task::spawn_blocking(move || crate::intents::finish_negotiation(execution, &recorded, cancelled))
+        .await
+        .map_err(|error| Failure::new("INTERNAL", format!("the execution's end was not recorded: {error}")))?;
+    let state = outcome?;
     if mode == ConversationMode::ReadOnly && state.selection.is_some() && state.phase == Phase::Failed {
         recorder.say("Read-only mode: the best offer is above; nothing was paid.\n");
     }
