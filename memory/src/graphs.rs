@@ -83,9 +83,16 @@ fn read_graph(tx: &rusqlite::Connection, graph_id: &str) -> Result<Option<GraphR
 }
 
 impl Constellation {
-    /// Records a new graph in state `preparing` with its edges, in one transaction. If the graph
-    /// exists already it is returned as stored (the caller compares the edges).
-    pub fn create_graph(&self, graph_id: &str, edges: &[GraphEdgeRow], at_ms: u64) -> Result<GraphRow, StoreError> {
+    /// Records a new graph in state `preparing` with its edges, owned by `owner`, in one
+    /// transaction. If the graph exists already it is returned as stored (the caller compares the
+    /// edges and claims it with [`Constellation::claim_graph`]).
+    pub fn create_graph(
+        &self,
+        graph_id: &str,
+        edges: &[GraphEdgeRow],
+        owner: &str,
+        at_ms: u64,
+    ) -> Result<GraphRow, StoreError> {
         self.write(|tx| {
             if let Some(existing) = read_graph(tx, graph_id)? {
                 return Ok(existing);
@@ -96,6 +103,9 @@ impl Constellation {
             )
             .and_then(|mut s| s.execute(params![graph_id, i64_of(at_ms)]))
             .map_err(sql_error)?;
+            tx.prepare_cached("INSERT INTO settlement_graph_owners (graph_id, owner, claimed_at_ms) VALUES (?1, ?2, ?3)")
+                .and_then(|mut s| s.execute(params![graph_id, owner, i64_of(at_ms)]))
+                .map_err(sql_error)?;
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO settlement_graph_edges (graph_id, edge_index, payer, payee, amount_minor, currency, rail)
@@ -139,7 +149,61 @@ impl Constellation {
             if changed == 0 {
                 return Err(StoreError::NotFoundId { what: "settlement graph", id: graph_id.to_owned() });
             }
+            // An ended graph has no owner: nothing is left to do for it.
+            if matches!(state, "committed" | "failed") {
+                tx.prepare_cached("DELETE FROM settlement_graph_owners WHERE graph_id = ?1")
+                    .and_then(|mut s| s.execute(params![graph_id]))
+                    .map_err(sql_error)?;
+            }
             Ok(())
+        })
+        .map_err(|e| self.with_path(e))
+    }
+
+    /// Claims an unfinished graph for `owner` if nobody holds it, `owner` holds it already, or
+    /// its holder is gone (`is_gone`), in one transaction; returns the holder otherwise. An ended
+    /// graph is never claimed (`Ok(Err(None))`).
+    pub fn claim_graph(
+        &self,
+        graph_id: &str,
+        owner: &str,
+        at_ms: u64,
+        is_gone: &dyn Fn(&str) -> bool,
+    ) -> Result<Result<(), Option<String>>, StoreError> {
+        self.write(|tx| {
+            let Some(graph) = read_graph(tx, graph_id)? else {
+                return Err(StoreError::NotFoundId { what: "settlement graph", id: graph_id.to_owned() });
+            };
+            if matches!(graph.state.as_str(), "committed" | "failed") {
+                return Ok(Err(None));
+            }
+            let holder: Option<String> = tx
+                .prepare_cached("SELECT owner FROM settlement_graph_owners WHERE graph_id = ?1")
+                .and_then(|mut s| s.query_row(params![graph_id], |r| r.get(0)).optional())
+                .map_err(sql_error)?;
+            if let Some(holder) = holder
+                && holder != owner
+                && !is_gone(&holder)
+            {
+                return Ok(Err(Some(holder)));
+            }
+            tx.prepare_cached(
+                "INSERT INTO settlement_graph_owners (graph_id, owner, claimed_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (graph_id) DO UPDATE SET owner = excluded.owner, claimed_at_ms = excluded.claimed_at_ms",
+            )
+            .and_then(|mut s| s.execute(params![graph_id, owner, i64_of(at_ms)]))
+            .map_err(sql_error)?;
+            Ok(Ok(()))
+        })
+        .map_err(|e| self.with_path(e))
+    }
+
+    /// Who holds an unfinished graph (`None` for an ended graph, or one recorded before owners).
+    pub fn graph_owner(&self, graph_id: &str) -> Result<Option<String>, StoreError> {
+        self.read(|tx| {
+            tx.prepare_cached("SELECT owner FROM settlement_graph_owners WHERE graph_id = ?1")
+                .and_then(|mut s| s.query_row(params![graph_id], |r| r.get(0)).optional())
+                .map_err(sql_error)
         })
         .map_err(|e| self.with_path(e))
     }

@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_11,
     MIGRATION_12,
     MIGRATION_13,
+    MIGRATION_14,
 ];
 
 /// The schema version this build writes and the newest it can open.
@@ -621,4 +622,14 @@ CREATE TRIGGER artifact_parents_no_update BEFORE UPDATE ON artifact_parents
 BEGIN SELECT RAISE(ABORT, 'artifact parents are append-only'); END;
 CREATE TRIGGER artifact_parents_no_delete BEFORE DELETE ON artifact_parents
 BEGIN SELECT RAISE(ABORT, 'artifact parents are append-only'); END;
+"#;
+
+/// Who commits each unfinished settlement graph: claimed when the graph is recorded, released by
+/// the write that ends it, taken over by recovery only from a process that is gone.
+const MIGRATION_14: &str = r#"
+CREATE TABLE settlement_graph_owners (
+    graph_id      TEXT PRIMARY KEY REFERENCES settlement_graphs (graph_id),
+    owner         TEXT NOT NULL,
+    claimed_at_ms INTEGER NOT NULL CHECK (claimed_at_ms >= 0)
+) STRICT, WITHOUT ROWID;
 "#;

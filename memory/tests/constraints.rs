@@ -122,7 +122,7 @@ fn a_constellation_from_before_constraints_counts_the_holds_on_its_ledger() {
     transfer(&db, "pay-s-2:abort", ("escrow:pay-s-2", AccountKind::Escrow), wallet, 40, 3_100);
     drop(db);
     let raw = rusqlite::Connection::open(&path).expect("sqlite");
-    raw.execute_batch("DROP TABLE artifact_parents; DROP TABLE artifacts; DROP TABLE execution_state; DROP TABLE execution_log; DROP TABLE executions; DROP TABLE settlement_graph_edges; DROP TABLE settlement_graphs; DROP TABLE spends; DROP TABLE agent_constraints; PRAGMA user_version = 10;")
+    raw.execute_batch("DROP TABLE settlement_graph_owners; DROP TABLE artifact_parents; DROP TABLE artifacts; DROP TABLE execution_state; DROP TABLE execution_log; DROP TABLE executions; DROP TABLE settlement_graph_edges; DROP TABLE settlement_graphs; DROP TABLE spends; DROP TABLE agent_constraints; PRAGMA user_version = 10;")
         .expect("back to 10");
     drop(raw);
     let db = Constellation::open(&path).expect("migrates");

@@ -18,9 +18,9 @@ fn a_graph_state_only_moves_forward_and_its_edges_never_change() {
     let dir = tempfile::tempdir().expect("temp");
     let path = dir.path().join("c.db");
     let db = Constellation::open(&path).expect("open");
-    let created = db.create_graph("g", &[edge(0), edge(1)], 1_000).expect("create");
+    let created = db.create_graph("g", &[edge(0), edge(1)], "pid:1", 1_000).expect("create");
     assert_eq!((created.state.as_str(), created.edges.len()), ("preparing", 2));
-    let again = db.create_graph("g", &[edge(5)], 2_000).expect("exists");
+    let again = db.create_graph("g", &[edge(5)], "pid:2", 2_000).expect("exists");
     assert_eq!(again.edges, [edge(0), edge(1)], "an existing graph is returned as stored");
     assert_eq!(db.unfinished_graphs().expect("unfinished"), ["g"]);
     assert!(db.set_graph_state("g", "committed", None, 2_000).is_err(), "committed only after committing");

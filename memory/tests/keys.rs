@@ -95,7 +95,7 @@ fn a_constellation_from_before_key_generations_records_its_agents_first_keys() {
     let raw = rusqlite::Connection::open(&path).expect("sqlite");
     raw.execute_batch(
         "DROP TRIGGER agents_key_moves_forward; DROP TRIGGER agents_fixed;
-         DROP TABLE artifact_parents; DROP TABLE artifacts; DROP TABLE execution_state; DROP TABLE execution_log; DROP TABLE executions; DROP TABLE settlement_graph_edges; DROP TABLE settlement_graphs; DROP TABLE spends; DROP TABLE agent_constraints;
+         DROP TABLE settlement_graph_owners; DROP TABLE artifact_parents; DROP TABLE artifacts; DROP TABLE execution_state; DROP TABLE execution_log; DROP TABLE executions; DROP TABLE settlement_graph_edges; DROP TABLE settlement_graphs; DROP TABLE spends; DROP TABLE agent_constraints;
          DROP TABLE key_revocations; DROP TABLE agent_keys; PRAGMA user_version = 9;",
     )
     .expect("back to version 9");

@@ -454,7 +454,7 @@ fn a_version_1_constellation_is_migrated_to_the_current_schema() {
     // Make it a version-1 file again: the later migrations' objects removed, the version set back.
     tamper(
         &path,
-        "DROP TABLE artifact_parents; DROP TABLE artifacts; DROP TABLE execution_state; DROP TABLE execution_log; DROP TABLE executions; DROP TABLE settlement_graph_edges; DROP TABLE settlement_graphs; DROP TABLE spends; DROP TABLE agent_constraints; DROP TABLE key_revocations; DROP TABLE agent_keys;
+        "DROP TABLE settlement_graph_owners; DROP TABLE artifact_parents; DROP TABLE artifacts; DROP TABLE execution_state; DROP TABLE execution_log; DROP TABLE executions; DROP TABLE settlement_graph_edges; DROP TABLE settlement_graphs; DROP TABLE spends; DROP TABLE agent_constraints; DROP TABLE key_revocations; DROP TABLE agent_keys;
          DROP TABLE memory_passages_fts; DROP TABLE memory_passages; DROP TABLE memory_shares; DROP TABLE memory_snapshots;
          DROP TABLE memory_versions; DROP TABLE memory_blocks; DROP TABLE memory_peers;
          DROP TABLE agents; DROP TABLE ledger_transfers; DROP TABLE ledger_accounts; DROP TABLE session_owners; DROP TABLE key_root;

@@ -12,7 +12,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pactum_memory::Constellation;
-use pactum_runtime::graph::{GraphState, SettlementGraph, commit_graph};
+use pactum_runtime::graph::{GraphOwner, GraphState, SettlementGraph, commit_graph};
+use pactum_runtime::session::shell::OwnerLiveness;
+
+#[derive(Debug)]
+struct Alone;
+
+impl OwnerLiveness for Alone {
+    fn is_alive(&self, _owner: &str) -> bool {
+        false
+    }
+}
+
+const OWNER: GraphOwner<'static> = GraphOwner { id: "bench", liveness: &Alone };
 use pactum_runtime::{Currency, LedgerRail, Money, fund_wallet};
 
 const EDGES: usize = 100;
@@ -44,7 +56,7 @@ fn main() {
             graph.add_edge(&payer, "hub", Money::from_minor(index as u64 + 1, usd).unwrap(), "ledger").unwrap();
         }
         let started = Instant::now();
-        let status = commit_graph(&db, &rail, &graph, NOW).unwrap();
+        let status = commit_graph(&db, &rail, &graph, OWNER, NOW).unwrap();
         let elapsed = started.elapsed();
         assert_eq!(status.state, GraphState::Committed);
         if round > 0 {

@@ -25,6 +25,7 @@ use pactum_memory::{Constellation, GraphEdgeRow, GraphRow};
 use crate::error::RuntimeError;
 use crate::money::{Currency, Money};
 use crate::rail::{LedgerRail, PaymentRequest, Rail, RailError};
+use crate::session::shell::OwnerLiveness;
 
 /// Most edges in one graph: each is a hold and a payment in the commit.
 pub const GRAPH_EDGES_MAX: usize = 1_000;
@@ -82,6 +83,9 @@ pub enum GraphError {
     /// A graph of this id exists with other edges.
     #[error("settlement graph {0} exists already with other edges")]
     Conflict(String),
+    /// Another running process is committing the graph.
+    #[error("settlement graph {graph_id} is being committed by another running process ({owner})")]
+    Busy { graph_id: String, owner: String },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -91,6 +95,7 @@ impl GraphError {
         match self {
             Self::Invalid(_) => "GRAPH_INVALID",
             Self::Conflict(_) => "GRAPH_CONFLICT",
+            Self::Busy { .. } => "GRAPH_BUSY",
             Self::Runtime(error) => error.code(),
         }
     }
@@ -228,15 +233,41 @@ pub enum StopAt {
     Committed(usize),
 }
 
+/// The process committing or recovering graphs: its owner id (as for sessions,
+/// `pid:<pid>:<start>` from the edge) and how to tell whether another owner is still running.
+#[derive(Clone, Copy)]
+pub struct GraphOwner<'a> {
+    pub id: &'a str,
+    pub liveness: &'a dyn OwnerLiveness,
+}
+
+impl std::fmt::Debug for GraphOwner<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("GraphOwner").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// Claims an unfinished graph for `owner` (see [`Constellation::claim_graph`]).
+fn claim(db: &Constellation, graph_id: &str, owner: GraphOwner<'_>, now_ms: u64) -> Result<bool, GraphError> {
+    match db.claim_graph(graph_id, owner.id, now_ms, &|holder| !owner.liveness.is_alive(holder))? {
+        Ok(()) => Ok(true),
+        Err(None) => Ok(false),
+        Err(Some(holder)) => Err(GraphError::Busy { graph_id: graph_id.to_owned(), owner: holder }),
+    }
+}
+
 /// Prepares every edge, then commits them all; any failure before the commit point releases
-/// every hold. Committing a graph that exists already with the same edges finishes it.
+/// every hold. The graph is recorded as `owner`'s, so recovery elsewhere leaves it alone while
+/// `owner` runs. Committing a graph that exists already with the same edges finishes it, once
+/// its holder (if another) has stopped; while that holder runs it is `GRAPH_BUSY`.
 pub fn commit_graph(
     db: &Constellation,
     rail: &LedgerRail,
     graph: &SettlementGraph,
+    owner: GraphOwner<'_>,
     now_ms: u64,
 ) -> Result<GraphStatus, GraphError> {
-    commit_graph_stopping(db, rail, graph, now_ms, None)
+    commit_graph_stopping(db, rail, graph, owner, now_ms, None)
 }
 
 /// [`commit_graph`], stopping at `stop` as a crash would (for tests of recovery).
@@ -244,6 +275,7 @@ pub fn commit_graph_stopping(
     db: &Constellation,
     rail: &LedgerRail,
     graph: &SettlementGraph,
+    owner: GraphOwner<'_>,
     now_ms: u64,
     stop: Option<StopAt>,
 ) -> Result<GraphStatus, GraphError> {
@@ -251,10 +283,12 @@ pub fn commit_graph_stopping(
         return Err(GraphError::Invalid(format!("graph {} has no edges", graph.graph_id)));
     }
     let rows = graph.rows();
-    let stored = db.create_graph(&graph.graph_id, &rows, now_ms)?;
+    let stored = db.create_graph(&graph.graph_id, &rows, owner.id, now_ms)?;
     if stored.edges != rows {
         return Err(GraphError::Conflict(graph.graph_id.clone()));
     }
+    // An existing graph: finish it only if it is ours, unheld, or its holder is gone.
+    claim(db, &graph.graph_id, owner, now_ms)?;
     let stopped = || GraphError::Runtime(RuntimeError::InjectedStop("graph"));
     let mut status = status_of(stored)?;
     if status.state == GraphState::Failed {
@@ -352,11 +386,22 @@ fn release_all(rail: &LedgerRail, status: &GraphStatus, now_ms: u64) -> Result<(
 }
 
 /// Finishes every graph a stopped process left unfinished: before the commit point every hold
-/// is released and the graph fails; after it every edge is committed. Returns the graphs
-/// finished, with their states.
-pub fn recover_graphs(db: &Constellation, rail: &LedgerRail, now_ms: u64) -> Result<Vec<GraphStatus>, GraphError> {
+/// is released and the graph fails; after it every edge is committed. A graph whose holder is
+/// still running is left to it. Returns the graphs finished, with their states.
+pub fn recover_graphs(
+    db: &Constellation,
+    rail: &LedgerRail,
+    owner: GraphOwner<'_>,
+    now_ms: u64,
+) -> Result<Vec<GraphStatus>, GraphError> {
     let mut finished = Vec::new();
     for graph_id in db.unfinished_graphs()? {
+        match claim(db, &graph_id, owner, now_ms) {
+            Ok(true) => {}
+            // Ended meanwhile, or another running process holds it.
+            Ok(false) | Err(GraphError::Busy { .. }) => continue,
+            Err(error) => return Err(error),
+        }
         let status = load(db, &graph_id)?;
         match status.state {
             GraphState::Preparing => {

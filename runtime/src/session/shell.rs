@@ -485,6 +485,7 @@ impl AgentRuntime {
     /// Resumes every session left unfinished by a process that is gone: a settlement in flight
     /// is completed or aborted (never applied twice, thanks to the rail's idempotency keys); an
     /// interactive session still waiting for approval is declined.
+    /// (Settlement graphs left unfinished by a stopped process are finished too.)
     pub fn recover(&self, observer: &mut dyn SessionObserver) -> Result<Vec<Recovered>, RuntimeError> {
         let mut recovered = Vec::new();
         for row in self.db.session_streams(SESSION_STREAM_PREFIX)? {
@@ -505,6 +506,17 @@ impl AgentRuntime {
             tracing::info!(session = %session_id, "resuming a session interrupted by a stopped process");
             let outcome = self.resume_session(&session_id, &mut DeclineAll, observer);
             recovered.push(Recovered { session_id, outcome });
+        }
+        // Settlement graphs a stopped process left unfinished: every edge paid or none.
+        let owner = crate::graph::GraphOwner { id: &self.owner, liveness: self.liveness.as_ref() };
+        match crate::graph::recover_graphs(&self.db, &self.rail, owner, self.clock.now_ms()) {
+            Ok(graphs) => {
+                for graph in graphs {
+                    tracing::info!(graph = %graph.graph_id, state = graph.state.as_str(), "settlement graph recovered");
+                }
+            }
+            Err(crate::graph::GraphError::Runtime(error)) => return Err(error),
+            Err(error) => tracing::warn!(%error, "settlement graphs could not all be recovered"),
         }
         Ok(recovered)
     }

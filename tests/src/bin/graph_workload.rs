@@ -11,7 +11,8 @@ use std::io::Write as _;
 use std::sync::Arc;
 
 use pactum_memory::Constellation;
-use pactum_runtime::graph::{SettlementGraph, commit_graph, recover_graphs};
+use pactum_runtime::graph::{GraphOwner, SettlementGraph, commit_graph, recover_graphs};
+use pactum_runtime::session::shell::OwnerLiveness;
 use pactum_runtime::{Currency, LedgerRail, Money, fund_wallet};
 
 const EDGES: u64 = 20;
@@ -33,8 +34,12 @@ fn main() {
             .expect("fund");
     }
     let rail = LedgerRail::new(db.clone());
+    // One child runs at a time: every owner but this process is gone.
+    let me = format!("pid:{}", std::process::id());
+    let liveness = OnlyMe(me.clone());
+    let owner = GraphOwner { id: &me, liveness: &liveness };
     let mut out = std::io::stdout().lock();
-    for status in recover_graphs(&db, &rail, NOW).expect("recover") {
+    for status in recover_graphs(&db, &rail, owner, NOW).expect("recover") {
         writeln!(out, "recovered {} {}", status.graph_id, status.state.as_str()).expect("stdout");
     }
     writeln!(out, "ready").expect("stdout");
@@ -51,8 +56,17 @@ fn main() {
             graph.add_node("broke").expect("node");
             graph.add_edge("broke", "hub", Money::from_minor(1, usd).expect("money"), "ledger").expect("edge");
         }
-        let status = commit_graph(&db, &rail, &graph, NOW).expect("commit");
+        let status = commit_graph(&db, &rail, &graph, owner, NOW).expect("commit");
         writeln!(out, "done {} {}", status.graph_id, status.state.as_str()).expect("stdout");
         out.flush().expect("flush");
+    }
+}
+
+#[derive(Debug)]
+struct OnlyMe(String);
+
+impl OwnerLiveness for OnlyMe {
+    fn is_alive(&self, owner: &str) -> bool {
+        owner == self.0
     }
 }
