@@ -308,6 +308,17 @@ pub enum TranscriptCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Check that a buyer's session and a remote provider's record of it agree: both files
+    /// (pactum-transcript/1, exported from each constellation) verify, name the same session and
+    /// keys, and every message one side sent is in the other's record, the same (docs/REMOTE.md).
+    Agree {
+        /// The buyer's session transcript (`session:<id>`), exported by the buyer.
+        buyer: PathBuf,
+        /// The provider's record of it (`remote:<id>:<buyer>`), exported by the provider.
+        provider: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -361,7 +372,8 @@ impl Cli {
                 | TranscriptCommand::Verify { json, .. }
                 | TranscriptCommand::Import { json, .. }
                 | TranscriptCommand::Replay { json, .. }
-                | TranscriptCommand::Bundle { json, .. },
+                | TranscriptCommand::Bundle { json, .. }
+                | TranscriptCommand::Agree { json, .. },
             ) => *json,
             Command::Bundle(BundleCommand::Verify { json, .. }) => *json,
             Command::Transcript(TranscriptCommand::Export { .. }) => false,

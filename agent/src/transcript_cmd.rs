@@ -62,6 +62,7 @@ pub fn run(context: &Context, command: TranscriptCommand) -> Result<u8, Failure>
         },
         TranscriptCommand::Import { file, json } => import(context, &file, json),
         TranscriptCommand::Replay { target, json } => crate::replay_cmd::run(context, &target, json),
+        TranscriptCommand::Agree { buyer, provider, json } => agree(&buyer, &provider, json),
         TranscriptCommand::Bundle { session, dir, view, force, json } => {
             crate::bundle_cmd::write(context, &session, &dir, view, force, json)
         }
@@ -454,4 +455,51 @@ pub fn import_stream(context: &Context, file: &Path, json: bool) -> Result<(Stri
         )]);
     }
     Ok((stream.as_str().to_owned(), status == "imported"))
+}
+
+/// `pactum transcript agree BUYER PROVIDER`: each file verifies against its own header's keys,
+/// then the two records are compared.
+fn agree(buyer: &Path, provider: &Path, json: bool) -> Result<u8, Failure> {
+    let read = |path: &Path| -> Result<Vec<pactum_transcripts::Event>, Failure> {
+        let open = || {
+            std::fs::File::open(path)
+                .map(std::io::BufReader::new)
+                .map_err(|e| Failure::new("IO_ERROR", format!("{}: cannot read: {e}", path.display())))
+        };
+        let verification = pactum_transcripts::jsonl::verify_file(open()?, None)
+            .map_err(|e| Failure::new(e.code(), format!("{}: {e}", path.display())))?;
+        if let Some(broken) = verification.report.first_break {
+            return Err(Failure::new("TRANSCRIPT_TAMPERED", format!("{}: {broken}", path.display())));
+        }
+        let (_, events) = pactum_transcripts::jsonl::read_file(open()?)
+            .map_err(|e| Failure::new(e.code(), format!("{}: {e}", path.display())))?;
+        Ok(events)
+    };
+    let (buyer_events, provider_events) = (read(buyer)?, read(provider)?);
+    match pactum_runtime::remote::host::agreement(&buyer_events, &provider_events) {
+        Ok(found) => {
+            if json {
+                print_json(&serde_json::json!({
+                    "agree": true,
+                    "session_id": found.session_id,
+                    "buyer_stream": found.buyer_stream,
+                    "provider_stream": found.provider_stream,
+                    "provider": found.provider,
+                    "buyer_messages": found.buyer_messages,
+                    "provider_messages": found.provider_messages,
+                }));
+            } else {
+                print_lines(&[format!(
+                    "AGREE: {} and {} ({}) share {} of the buyer's messages and {} of the provider's, each the same on both sides",
+                    found.buyer_stream,
+                    found.provider_stream,
+                    found.provider,
+                    found.buyer_messages,
+                    found.provider_messages
+                )]);
+            }
+            Ok(EXIT_OK)
+        }
+        Err(reason) => Err(Failure::new("TRANSCRIPTS_DISAGREE", reason)),
+    }
 }

@@ -166,10 +166,38 @@ fn two_processes_negotiate_over_loopback_and_their_transcripts_agree() {
     let altered = home.run(&["transcript", "verify", file.to_str().expect("utf-8")]);
     assert!(stdout(&altered).contains("ROUND_CONTENT_UNSIGNED"), "{}", stdout(&altered));
 
+    // The same check from the command line, on the files each side exports.
+    let export_file = |constellation: &str, stream: &str, name: &str| {
+        let output = home.run(&["--constellation", constellation, "transcript", "export", stream]);
+        assert_ok(&output);
+        home.write_file(name, &output.stdout).to_str().expect("utf-8").to_owned()
+    };
+    let buyer_file = export_file("buyer", &buyer_stream, "buyer.jsonl");
+    let seller_file = export_file("seller", &seller_streams[0], "seller.jsonl");
+    let agree = home.run(&["transcript", "agree", &buyer_file, &seller_file, "--json"]);
+    assert_ok(&agree);
+    assert_eq!(json(&agree)["agree"], true);
+    assert_eq!(
+        json(&agree)["buyer_messages"].as_u64().unwrap_or(0) + json(&agree)["provider_messages"].as_u64().unwrap_or(0),
+        shared as u64
+    );
+
     // A second negotiation is a second stream on the provider's side; each agrees.
     let second = negotiate(&home, &directory, "5", &[]);
     assert!(matches!(second["phase"].as_str(), Some("completed" | "failed")), "{second}");
-    assert_eq!(streams(&home, "seller").len(), 2);
+    let seller_streams = streams(&home, "seller");
+    assert_eq!(seller_streams.len(), 2);
+    let second_id = second["session_id"].as_str().expect("session id");
+    let second_record = seller_streams.iter().find(|s| s.contains(second_id)).expect("its record");
+    let second_file = export_file("seller", second_record, "second.jsonl");
+    let mismatched = home.run(&["transcript", "agree", &buyer_file, &second_file]);
+    let line = common::assert_fails(&mismatched, 1, "TRANSCRIPTS_DISAGREE");
+    assert!(line.contains("session"), "{line}");
+    let edited =
+        std::fs::read_to_string(&seller_file).expect("read").replacen("\"amount_minor\":", "\"amount_minor\":1", 1);
+    let edited_file = home.write_file("edited.jsonl", edited.as_bytes());
+    let tampered_run = home.run(&["transcript", "agree", &buyer_file, edited_file.to_str().expect("utf-8")]);
+    common::assert_fails(&tampered_run, 1, "TRANSCRIPT_TAMPERED");
 
     // An altered copy of the provider's message no longer agrees.
     let mut tampered = seller_events.clone();

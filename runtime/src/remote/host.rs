@@ -608,6 +608,81 @@ fn internal(error: impl std::fmt::Display) -> HostReply {
     HostReply::error(500, "INTERNAL", error.to_string())
 }
 
+/// What [`agreement`] found: the two records, and the messages they share.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Agreement {
+    pub session_id: String,
+    pub buyer_stream: String,
+    pub provider_stream: String,
+    pub provider: String,
+    /// Buyer events the provider received, each in the buyer's stream with the same hash.
+    pub buyer_messages: usize,
+    /// Provider messages the buyer recorded, each with the same seal.
+    pub provider_messages: usize,
+}
+
+/// Whether a buyer's session (`session:<id>`) and a provider's record of it
+/// (`remote:<id>:<buyer>`) are of the same negotiation between the same two keys, and agree on
+/// every message they share. Both are assumed verified on their own (hashes, links,
+/// signatures); this compares them. `Err` names the first disagreement.
+pub fn agreement(buyer_events: &[Event], provider_events: &[Event]) -> Result<Agreement, String> {
+    let first = |events: &[Event]| events.first().map(|e| e.stream.as_str().to_owned()).unwrap_or_default();
+    let (buyer_stream, provider_stream) = (first(buyer_events), first(provider_events));
+    let session_id = buyer_stream
+        .strip_prefix(crate::session::model::SESSION_STREAM_PREFIX)
+        .ok_or_else(|| format!("{buyer_stream:?} is not a session's transcript (session:<id>)"))?
+        .to_owned();
+    let provider_session = provider_stream
+        .strip_prefix(REMOTE_STREAM_PREFIX)
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(session, _)| session)
+        .ok_or_else(|| format!("{provider_stream:?} is not a provider's record (remote:<session>:<buyer>)"))?;
+    if provider_session != session_id {
+        return Err(format!("the provider's record is of session {provider_session}, not {session_id}"));
+    }
+    let opened = provider_events
+        .iter()
+        .find(|e| e.kind.as_str() == remote_kind::OPENED)
+        .ok_or("the provider's record has no remote.opened")?;
+    let party = |field: &str| -> Result<PartyBody, String> {
+        serde_json::from_value(opened.body.get(field).cloned().unwrap_or(Value::Null))
+            .map_err(|e| format!("remote.opened {field}: {e}"))
+    };
+    let (buyer, provider) = (party("buyer")?, party("provider")?);
+    let created =
+        buyer_events.iter().find(|e| e.kind.as_str() == kind::CREATED).ok_or("the session has no session.created")?;
+    if created.body.get("buyer").cloned().and_then(|b| serde_json::from_value::<PartyBody>(b).ok()).as_ref()
+        != Some(&buyer)
+    {
+        return Err("the provider's record names another buyer identity than the session".into());
+    }
+    let discovered = buyer_events
+        .iter()
+        .find(|e| e.kind.as_str() == kind::DISCOVERY)
+        .and_then(|e| e.body.get("offering"))
+        .and_then(Value::as_array)
+        .and_then(|offering| offering.iter().find(|p| p.get("agent_id") == Some(&json!(provider.agent_id))))
+        .ok_or_else(|| format!("the session did not discover {}", provider.agent_id))?;
+    if discovered.get("key_id") != Some(&json!(provider.key_id))
+        || discovered.get("public_key") != Some(&json!(provider.public_key))
+    {
+        return Err(format!("the session knows {} by another key than its record's", provider.agent_id));
+    }
+    if provider_events.iter().any(|e| e.signer.as_ref().map(|k| k.as_str()) != Some(provider.key_id.as_str())) {
+        return Err(format!("the provider's record is not signed throughout by {}", provider.key_id));
+    }
+    let shared = shared_messages(buyer_events, provider_events)?;
+    let buyer_messages = provider_events.iter().filter(|e| e.kind.as_str() == remote_kind::RECEIVED).count();
+    Ok(Agreement {
+        session_id,
+        buyer_stream,
+        provider_stream,
+        provider: provider.agent_id,
+        buyer_messages,
+        provider_messages: shared - buyer_messages,
+    })
+}
+
 /// How a buyer's session and a provider's record of it agree: every buyer event the provider
 /// received is in the buyer's stream with the same hash, and every message the provider sent
 /// is in the buyer's stream with the same seal. Returns the number of shared messages.
