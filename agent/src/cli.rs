@@ -314,7 +314,7 @@ pub enum TranscriptCommand {
     Agree {
         /// The buyer's session transcript (`session:<id>`), exported by the buyer.
         buyer: PathBuf,
-        /// The provider's record of it (`remote:<id>:<buyer>`), exported by the provider.
+        /// The provider's record of it (`remote:<id>:<provider>:<buyer>`), exported by the provider.
         provider: PathBuf,
         #[arg(long)]
         json: bool,

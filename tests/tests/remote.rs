@@ -24,14 +24,19 @@ struct Server {
 
 impl Server {
     fn start(home: &Home, constellation: &str, seed: &str) -> Self {
-        let mut child = home
-            .command()
+        Self::start_provider(home, constellation, seed, None)
+    }
+
+    fn start_provider(home: &Home, constellation: &str, seed: &str, provider: Option<&str>) -> Self {
+        let mut command = home.command();
+        command
             .args(["--constellation", constellation, "provider", "serve", "--listen", "127.0.0.1:0"])
-            .args(["--seed", seed, "--json"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start pactum provider serve");
+            .args(["--seed", seed, "--json"]);
+        if let Some(provider) = provider {
+            command.args(["--provider", provider]);
+        }
+        let mut child =
+            command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start pactum provider serve");
         let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
         let mut text = String::new();
         let document: Value = loop {
@@ -393,4 +398,30 @@ fn bad_remote_entries_are_refused_with_the_line() {
         let line = common::assert_fails(&output, 2, "DIRECTORY_INVALID");
         assert!(line.contains(expected), "{line}");
     }
+}
+
+#[test]
+fn two_providers_served_from_one_constellation_keep_separate_records() {
+    let home = Home::new();
+    let nimbus = Server::start_provider(&home, "seller", "7", Some("nimbus-weather"));
+    let stratus = Server::start_provider(&home, "seller", "7", Some("stratus-weather"));
+    let directory = directory(&home, "two.toml", &[nimbus.entry.clone(), stratus.entry.clone()]);
+    for seed in ["11", "12", "13"] {
+        let session = negotiate(&home, &directory, seed, &[]);
+        let session_id = session["session_id"].as_str().expect("session id");
+        let events = export(&home, "buyer", &format!("session:{session_id}"));
+        assert!(
+            !events.iter().any(|e| e.kind.as_str() == "provider.invalid_answer"),
+            "seed {seed}: {:?}",
+            events.iter().map(|e| e.body.clone()).collect::<Vec<_>>()
+        );
+        let records: Vec<String> = streams(&home, "seller").into_iter().filter(|s| s.contains(session_id)).collect();
+        assert_eq!(records.len(), 2, "one record per provider: {records:?}");
+        for record in &records {
+            let provider_events = export(&home, "seller", record);
+            pactum_runtime::remote::host::agreement(&events, &provider_events).expect("agree");
+        }
+    }
+    let check = home.run(&["--constellation", "seller", "constellation", "check", "--json"]);
+    assert_ok(&check);
 }

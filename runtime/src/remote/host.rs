@@ -2,7 +2,7 @@
 //! constellation, answering buyers' requests. Plain functions from request bytes to a
 //! [`HostReply`]; the `pactum` program serves them over HTTP (`pactum provider serve`).
 //!
-//! Each buyer session gets a stream `remote:<session id>:<buyer key fingerprint>` in the
+//! Each buyer session gets a stream `remote:<session id>:<provider id>:<buyer key fingerprint>` in the
 //! provider's constellation, signed by the provider: `remote.opened` (the buyer's identity,
 //! pinned at first contact), `remote.received` (each of the buyer's sealed events, whole, once),
 //! `remote.sent` (each answer, with its seal) and `remote.receipt_signed`. A repeated request
@@ -488,8 +488,12 @@ impl ProviderHost {
         let public_key = pactum_transcripts::public_key_from_base64url(&buyer.public_key)
             .map_err(|e| HostReply::error(400, "REQUEST_INVALID", format!("buyer public key: {e}")))?;
         let fingerprint = Digest::tagged(b"pactum-remote/1 buyer\0", &public_key).to_hex();
-        let stream_id = StreamId::new(format!("{REMOTE_STREAM_PREFIX}{session_id}:{}", &fingerprint[..16]))
-            .map_err(|e| HostReply::error(400, "REQUEST_INVALID", e.to_string()))?;
+        let stream_id = StreamId::new(format!(
+            "{REMOTE_STREAM_PREFIX}{session_id}:{}:{}",
+            self.identity.agent_id,
+            &fingerprint[..16]
+        ))
+        .map_err(|e| HostReply::error(400, "REQUEST_INVALID", e.to_string()))?;
         let stream = TranscriptStream::open(self.store.clone(), stream_id, self.clock.clone()).map_err(internal)?;
         // A stream is created by its first append: a new session has none yet.
         let existing = match stream.head().map_err(internal)? {
@@ -622,7 +626,7 @@ pub struct Agreement {
 }
 
 /// Whether a buyer's session (`session:<id>`) and a provider's record of it
-/// (`remote:<id>:<buyer>`) are of the same negotiation between the same two keys, and agree on
+/// (`remote:<id>:<provider>:<buyer>`) are of the same negotiation between the same two keys, and agree on
 /// every message they share. Both are assumed verified on their own (hashes, links,
 /// signatures); this compares them. `Err` names the first disagreement.
 pub fn agreement(buyer_events: &[Event], provider_events: &[Event]) -> Result<Agreement, String> {
@@ -636,7 +640,9 @@ pub fn agreement(buyer_events: &[Event], provider_events: &[Event]) -> Result<Ag
         .strip_prefix(REMOTE_STREAM_PREFIX)
         .and_then(|rest| rest.split_once(':'))
         .map(|(session, _)| session)
-        .ok_or_else(|| format!("{provider_stream:?} is not a provider's record (remote:<session>:<buyer>)"))?;
+        .ok_or_else(|| {
+            format!("{provider_stream:?} is not a provider's record (remote:<session>:<provider>:<buyer>)")
+        })?;
     if provider_session != session_id {
         return Err(format!("the provider's record is of session {provider_session}, not {session_id}"));
     }
@@ -649,6 +655,10 @@ pub fn agreement(buyer_events: &[Event], provider_events: &[Event]) -> Result<Ag
             .map_err(|e| format!("remote.opened {field}: {e}"))
     };
     let (buyer, provider) = (party("buyer")?, party("provider")?);
+    let named = provider_stream.strip_prefix(REMOTE_STREAM_PREFIX).and_then(|rest| rest.split(':').nth(1));
+    if named != Some(provider.agent_id.as_str()) {
+        return Err(format!("the provider's record {provider_stream} is not named for {}", provider.agent_id));
+    }
     let created =
         buyer_events.iter().find(|e| e.kind.as_str() == kind::CREATED).ok_or("the session has no session.created")?;
     if created.body.get("buyer").cloned().and_then(|b| serde_json::from_value::<PartyBody>(b).ok()).as_ref()
