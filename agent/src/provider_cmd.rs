@@ -123,6 +123,12 @@ pub async fn serve(
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(REMOTE_BODY_BYTES_MAX))
         .with_state(state);
+    // Answers are small and sent whole: no waiting to coalesce them (Nagle).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 

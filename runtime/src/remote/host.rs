@@ -136,7 +136,14 @@ pub struct ProviderHost {
     clock: Arc<dyn Clock>,
     /// One request changes a stream at a time (reads, decisions and the append).
     lock: Mutex<()>,
+    /// Buyer events whose signatures this process has verified, by hash and public key: a buyer
+    /// sends its intent with every round's request, and an event with a known hash is the same
+    /// content, signed by the same key.
+    verified: Mutex<std::collections::HashSet<(Digest, [u8; 32])>>,
 }
+
+/// Verified event hashes kept in memory before the set starts over.
+const VERIFIED_EVENTS_MAX: usize = 65_536;
 
 impl std::fmt::Debug for ProviderHost {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -182,7 +189,17 @@ impl ProviderHost {
             currency: spec.reference_price.currency().code().to_owned(),
         };
         let store = ConstellationEventStore::new(db.clone());
-        Ok(Self { db, store, spec, signer, identity, seed, clock, lock: Mutex::new(()) })
+        Ok(Self {
+            db,
+            store,
+            spec,
+            signer,
+            identity,
+            seed,
+            clock,
+            lock: Mutex::new(()),
+            verified: Mutex::new(std::collections::HashSet::new()),
+        })
     }
 
     pub fn identity(&self) -> &Identity {
@@ -475,9 +492,20 @@ impl ProviderHost {
                     return Err(bad("its hash does not match its content".into()));
                 }
                 let signature: &SignatureBytes = event.sig.as_ref().ok_or_else(|| bad("is not signed".into()))?;
+                // The hash covers the stream, the signer's key id and the content: a hash verified
+                // before under this public key is this very event (whatever signature bytes came
+                // with it this time).
+                if self.verified.lock().unwrap_or_else(PoisonError::into_inner).contains(&(hash, public_key)) {
+                    return Ok(event);
+                }
                 if !verify_digest_signature(&public_key, &hash, signature) {
                     return Err(bad("its signature does not verify under the buyer's key".into()));
                 }
+                let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+                if verified.len() >= VERIFIED_EVENTS_MAX {
+                    verified.clear();
+                }
+                verified.insert((hash, public_key));
                 Ok(event)
             })
             .collect()
