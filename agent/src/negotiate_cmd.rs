@@ -74,6 +74,13 @@ pub struct NegotiateArgs {
     /// the wallet is funded; default 1000.00 for two-decimal currencies).
     #[arg(long, value_name = "AMOUNT")]
     pub starting_balance: Option<String>,
+    /// A buyer pooling the purchase with you, as <agent>=<weight> (repeat for several; up to 15).
+    /// The price is split in proportion to the integer weights, in whole minor units (the
+    /// leftover units by largest remainder, ties by agent id); you lead with weight 1 unless you
+    /// name yourself (buyer=<weight>). Every member's part is held from its own wallet, all or
+    /// none; members are created and funded with the starting balance on first use.
+    #[arg(long, value_name = "AGENT=WEIGHT")]
+    pub coalition: Vec<String>,
     /// Approve paying the negotiated price without asking (never above --max-price).
     #[arg(long, short)]
     pub yes: bool,
@@ -222,8 +229,23 @@ pub fn build_request(
         .collect::<Result<Vec<_>, Failure>>()?;
     pactum_runtime::session::spending::validate_session_constraints(&constraints)
         .map_err(|e| Failure::new("CONSTRAINT_INVALID", e))?;
-    let request =
-        NewSession { intent, policy, strategy, seed, auto_approve: args.yes, preferences: record, constraints };
+    let coalition = args
+        .coalition
+        .iter()
+        .map(|spec| {
+            pactum_runtime::coalition::parse_member_spec(spec).map_err(|e| Failure::new("COALITION_INVALID", e))
+        })
+        .collect::<Result<Vec<_>, Failure>>()?;
+    let request = NewSession {
+        intent,
+        policy,
+        strategy,
+        seed,
+        auto_approve: args.yes,
+        preferences: record,
+        constraints,
+        coalition,
+    };
     Ok((
         request,
         starting_balance.map_or(pactum_runtime::session::shell::STARTING_BALANCE_MINOR_DEFAULT, Money::amount_minor),

@@ -202,6 +202,10 @@ fn settlement_problems(
         (RailPhase::Abort, state.rail_aborted.as_ref()),
     ];
     for (phase, evidence) in recorded {
+        if let Some(parts) = state.coalition_parts().filter(|_| phase != RailPhase::Commit) {
+            problems.extend(part_problems(db, state, &request.payment_id, phase, evidence, &parts)?);
+            continue;
+        }
         let key = format!("{}:{}", request.payment_id, phase.as_str());
         let transfer = db.transfer_by_key(&key)?;
         match (evidence, transfer) {
@@ -232,6 +236,52 @@ fn settlement_problems(
         let escrow = balances.get(&crate::rail::escrow_account(&request.payment_id));
         if escrow.is_some_and(|balance| *balance != 0) {
             problems.push(("ESCROW_NOT_EMPTY", format!("payment {} still holds money in escrow", request.payment_id)));
+        }
+    }
+    Ok(problems)
+}
+
+/// A coalition's prepare or abort: one ledger transfer per member's part, under
+/// `<payment_id>:<member>:<phase>`, each exactly as the transcript records it (or, for a step
+/// not recorded yet, none at all once the session has ended).
+fn part_problems(
+    db: &Constellation,
+    state: &SessionState,
+    payment_id: &str,
+    phase: RailPhase,
+    evidence: Option<&crate::session::model::EvidenceRecord>,
+    parts: &[(String, u64)],
+) -> Result<Vec<(&'static str, String)>, RuntimeError> {
+    let mut problems = Vec::new();
+    for (index, (member, amount_minor)) in parts.iter().enumerate() {
+        let key = crate::rail::LedgerRail::part_key(payment_id, member, phase);
+        let transfer = db.transfer_by_key(&key)?;
+        match (evidence, transfer) {
+            (Some(evidence), Some(transfer)) => {
+                let recorded = evidence.evidence.parts.get(index);
+                let reference = format!("transfer:{}", transfer.transfer_id);
+                let same = recorded.is_some_and(|part| {
+                    part.agent_id == *member && part.amount_minor == *amount_minor && part.reference == reference
+                }) && transfer.request.amount_minor == *amount_minor;
+                if !same {
+                    problems.push((
+                        "SETTLEMENT_MISMATCH",
+                        format!(
+                            "the transcript's {} evidence for {member} does not match ledger transfer {key}",
+                            phase.as_str()
+                        ),
+                    ));
+                }
+            }
+            (Some(_), None) => problems.push((
+                "SETTLEMENT_MISSING",
+                format!("the transcript records a {} the ledger does not have ({key})", phase.as_str()),
+            )),
+            (None, Some(_)) if state.phase.is_terminal() => problems.push((
+                "SETTLEMENT_UNRECORDED",
+                format!("the ledger has {key}, which the ended session's transcript does not record"),
+            )),
+            (None, _) => {}
         }
     }
     Ok(problems)

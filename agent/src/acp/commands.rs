@@ -269,6 +269,7 @@ fn plain_args(request: plain::PlainRequest) -> NegotiateArgs {
         clock: None,
         policy: None,
         constraint: Vec::new(),
+        coalition: Vec::new(),
         starting_balance: None,
         yes: false,
         json: false,

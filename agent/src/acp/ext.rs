@@ -282,6 +282,7 @@ fn negotiate(server: &Server, request: NegotiateParams) -> Result<Value, Failure
         clock: request.clock,
         policy: None,
         constraint: Vec::new(),
+        coalition: Vec::new(),
         starting_balance: None,
         yes: request.approve,
         json: true,
