@@ -81,6 +81,10 @@ pub struct NegotiateArgs {
     /// none; members are created and funded with the starting balance on first use.
     #[arg(long, value_name = "AGENT=WEIGHT")]
     pub coalition: Vec<String>,
+    /// Run N sessions of this request at once, on up to N threads, with seeds --seed, --seed+1,
+    /// ... (needs --yes; 1 to 256). Prints one line per session (a JSON array with --json).
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
     /// Approve paying the negotiated price without asking (never above --max-price).
     #[arg(long, short)]
     pub yes: bool,
@@ -293,6 +297,18 @@ pub fn run(context: &Context, args: NegotiateArgs) -> Result<u8, Failure> {
     // Preferences come from an existing constellation; bad arguments must not create one.
     let existing = context.open_existing()?.ok();
     let (request, starting_balance_minor) = build_request(&args, &directory, existing.as_deref())?;
+    if let Some(count) = args.parallel {
+        let limit = pactum_runtime::session::parallel::PARALLEL_SESSIONS_MAX;
+        if count == 0 || count > limit {
+            return Err(Failure::new("USAGE", format!("--parallel takes 1 to {limit} sessions")));
+        }
+        if !args.yes {
+            return Err(Failure::new(
+                "APPROVAL_REQUIRED",
+                "--parallel runs sessions nobody is asked about: pass --yes",
+            ));
+        }
+    }
     if !args.yes && !std::io::stdin().is_terminal() {
         return Err(Failure::new(
             "APPROVAL_REQUIRED",
@@ -309,6 +325,9 @@ pub fn run(context: &Context, args: NegotiateArgs) -> Result<u8, Failure> {
     };
     let runtime = runtime_on(&db, directory, clock).with_starting_balance(starting_balance_minor);
     recover(&runtime)?;
+    if let Some(count) = args.parallel {
+        return run_parallel(&runtime, &args, request, count);
+    }
     let state = runtime.negotiate(request, &mut TerminalApprover, &mut Printer::new(args.json))?;
     if args.json {
         print_json(&result_json(&state));
@@ -325,6 +344,39 @@ pub fn run(context: &Context, args: NegotiateArgs) -> Result<u8, Failure> {
         // Not ended (a rail kept refusing to release a hold): recovery finishes it later.
         _ => exit_code_of("SESSION_NOT_TERMINAL"),
     })
+}
+
+/// `--parallel N`: the request N times, seeds `seed`, `seed + 1`, ..., on N threads.
+fn run_parallel(runtime: &AgentRuntime, args: &NegotiateArgs, first: NewSession, count: usize) -> Result<u8, Failure> {
+    let base_seed = first.seed;
+    let mut requests = Vec::with_capacity(count);
+    requests.push(first);
+    for offset in 1..count {
+        // `build_request` checked the arguments once; the copies differ only in their seed.
+        let (mut request, _) = build_request(args, runtime.directory(), Some(runtime.constellation()))?;
+        request.seed = base_seed.wrapping_add(offset as u64);
+        requests.push(request);
+    }
+    let outcomes = runtime.negotiate_many(requests, count);
+    let mut all_completed = true;
+    let mut documents = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        let state = outcome?;
+        all_completed &= state.phase == Phase::Completed;
+        if args.json {
+            documents.push(result_json(&state));
+        } else {
+            print_lines(&[summary(&state)]);
+        }
+    }
+    if args.json {
+        print_json(&Value::Array(documents));
+    }
+    if all_completed {
+        Ok(EXIT_OK)
+    } else {
+        Ok(Failure::new("NEGOTIATION_FAILED", "not every session completed (see each line)").report_on_stderr())
+    }
 }
 
 /// The last line of a negotiation.

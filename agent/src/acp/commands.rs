@@ -270,6 +270,7 @@ fn plain_args(request: plain::PlainRequest) -> NegotiateArgs {
         policy: None,
         constraint: Vec::new(),
         coalition: Vec::new(),
+        parallel: None,
         starting_balance: None,
         yes: false,
         json: false,

@@ -283,6 +283,7 @@ fn negotiate(server: &Server, request: NegotiateParams) -> Result<Value, Failure
         policy: None,
         constraint: Vec::new(),
         coalition: Vec::new(),
+        parallel: None,
         starting_balance: None,
         yes: request.approve,
         json: true,
