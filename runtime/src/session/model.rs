@@ -169,6 +169,24 @@ pub struct CreatedBody {
     /// Buyers pooling this purchase, when there are several (the buyer above leads).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coalition: Option<CoalitionBody>,
+    /// A broker's purchase on behalf of another session: that session's id. The buyer here is
+    /// the broker; its payment is made only in the write that pays the parent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_session: Option<String>,
+    /// The buyer's session with a broker: the broker's own purchase it relies on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated_to: Option<DelegationBody>,
+}
+
+/// `session.created`'s `delegated_to`: the broker, its session buying from a provider, what that
+/// purchase costs and the broker's margin on it (the broker quotes cost plus margin).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelegationBody {
+    pub broker: String,
+    pub child_session: String,
+    pub cost: PriceBody,
+    pub margin_percent: u32,
 }
 
 /// `coalition.joined`: a member's signed consent to pay its weight's part of the session's price.
@@ -770,6 +788,16 @@ impl SessionState {
                 .and_then(|coalition| coalition.member(id))
                 .map(|member| member.key_id.as_str()),
         }
+    }
+
+    /// The session this one buys for, when its buyer is a broker.
+    pub fn parent_session(&self) -> Option<&str> {
+        self.created.as_ref().and_then(|c| c.parent_session.as_deref())
+    }
+
+    /// The broker's purchase this session relies on, when it buys from a broker.
+    pub fn delegation(&self) -> Option<&DelegationBody> {
+        self.created.as_ref().and_then(|c| c.delegated_to.as_ref())
     }
 
     /// The coalition pooling this purchase, if any.

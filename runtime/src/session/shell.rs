@@ -31,6 +31,10 @@ use crate::session::step::*;
 use crate::strategy::{ProviderAnswer, Strategy, simulate_provider};
 use crate::transcripts::key_ring;
 
+mod delegation;
+use delegation::ParentPayment;
+pub use delegation::{BROKER_MARGIN_PERCENT_MAX, Broker, Delegated};
+
 /// How long the buyer waits for a quote when the intent sets no latency limit.
 pub const QUOTE_TIMEOUT_MS_DEFAULT: u32 = 2_000;
 /// Tries at releasing a hold before a run gives up and leaves the session for recovery.
@@ -273,6 +277,11 @@ impl AgentRuntime {
         if buyer.role != AgentRole::Buyer {
             return Err(RuntimeError::InvalidAgentId(format!("{agent_id} is not a buyer")));
         }
+        self.fund_once(buyer, currency)
+    }
+
+    /// Funds `agent`'s wallet in `currency` with the starting balance, the first time only.
+    fn fund_once(&self, buyer: AgentRecord, currency: Currency) -> Result<AgentRecord, RuntimeError> {
         let funding_key = format!("fund:{}:{}:initial", buyer.agent_id, currency.code());
         if self.funded.lock().unwrap_or_else(PoisonError::into_inner).contains(&funding_key) {
             return Ok(buyer);
@@ -313,8 +322,18 @@ impl AgentRuntime {
 
     /// Picks a session id, claims it, and decides the start (not yet durable).
     fn start(&self, request: NewSession) -> Result<LiveSession, RuntimeError> {
+        let buyer = self.ensure_buyer(request.intent.max_price().currency())?;
+        self.start_as(request, buyer, SessionLinks::default())
+    }
+
+    /// [`AgentRuntime::start`] for `buyer`, with the links of a delegation.
+    fn start_as(
+        &self,
+        request: NewSession,
+        buyer: AgentRecord,
+        links: SessionLinks,
+    ) -> Result<LiveSession, RuntimeError> {
         let currency = request.intent.max_price().currency();
-        let buyer = self.ensure_buyer(currency)?;
         let buyer_body = PartyBody {
             agent_id: buyer.agent_id.clone(),
             key_id: buyer.key_id.clone(),
@@ -343,6 +362,8 @@ impl AgentRuntime {
                 preferences: request.preferences,
                 constraints: request.constraints,
                 coalition,
+                parent_session: links.parent_session,
+                delegated_to: links.delegated_to,
             };
             let stream = self.stream(&session_id)?;
             let mut live = LiveSession::new(session_id, SessionState::default(), stream, None);
@@ -595,6 +616,24 @@ impl AgentRuntime {
                 self.decide(live, vec![(Input::Abort { reason }, now)], config.seed)?;
                 continue;
             }
+            if matches!(first, Effect::Rail { phase: RailPhase::Prepare, .. })
+                && let Some(parent) = live.state.parent_session().map(str::to_owned)
+                && live.state.aborting.is_none()
+            {
+                // A broker's purchase is paid only in the write that pays its parent session.
+                match self.parent_payment(&parent, live.wait_for_parent)? {
+                    ParentPayment::Paid => {}
+                    ParentPayment::Pending => break,
+                    ParentPayment::Never(why) => {
+                        let now = self.clock.now_ms().max(live.state.last_at_ms);
+                        let failure =
+                            RailFailure { code: crate::FailureCode::DependencyFailed, detail: why, member: None };
+                        let input = Input::Rail { phase: RailPhase::Prepare, outcome: Err(failure) };
+                        self.decide(live, vec![(input, now)], config.seed)?;
+                        continue;
+                    }
+                }
+            }
             if matches!(first, Effect::Rail { .. }) {
                 if self.settle(live, &config, &mut abort_attempts, observer)? {
                     continue;
@@ -759,6 +798,13 @@ impl AgentRuntime {
         abort_attempts: &mut u32,
         observer: &mut dyn SessionObserver,
     ) -> Result<bool, RuntimeError> {
+        // A session buying from a broker pays the broker's own purchase in the same write.
+        let child_request = match live.state.delegation() {
+            Some(delegation) if live.state.prepared.is_none() && live.state.aborting.is_none() => {
+                Some(read_session_state(&self.db, &delegation.child_session)?.payment_request())
+            }
+            _ => None,
+        };
         let sealed = self.seal_pending(live)?;
         let base = sealed.as_ref().map_or(&live.state, |flush| &flush.durable).clone();
         let owner_change = sealed.as_ref().and_then(|flush| self.owner_change(live, flush));
@@ -792,6 +838,15 @@ impl AgentRuntime {
                         let agent =
                             if constrained { agent_constraints(ledger, &request.payer, now)? } else { Vec::new() };
                         let input = vec![(Input::ConstraintsChecked { agent }, now)];
+                        decide_into(&mut run.state, &mut run.pending, input, config.seed)?;
+                        continue;
+                    }
+                    if phase == RailPhase::Prepare
+                        && let Some(child) = &child_request
+                        && let Err(detail) = self.pay_child(ledger, child.as_ref(), now)?
+                    {
+                        let failure = RailFailure { code: crate::FailureCode::DependencyFailed, detail, member: None };
+                        let input = vec![(Input::Rail { phase, outcome: Err(failure) }, now)];
                         decide_into(&mut run.state, &mut run.pending, input, config.seed)?;
                         continue;
                     }
@@ -1110,6 +1165,16 @@ struct LiveSession {
     claimed: bool,
     /// Whether the write that ended the session also let go of it.
     released: bool,
+    /// A broker's purchase driven before its parent session exists: wait for the parent rather
+    /// than fail when the parent has not paid.
+    wait_for_parent: bool,
+}
+
+/// How a session is linked to another by a delegation (both empty for a plain session).
+#[derive(Default)]
+struct SessionLinks {
+    parent_session: Option<String>,
+    delegated_to: Option<DelegationBody>,
 }
 
 impl LiveSession {
@@ -1129,6 +1194,7 @@ impl LiveSession {
             checkpoint_seq: None,
             claimed: true,
             released: false,
+            wait_for_parent: false,
         }
     }
 }

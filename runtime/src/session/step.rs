@@ -72,6 +72,10 @@ pub struct StartInput {
     pub constraints: Vec<NamedConstraint>,
     /// Buyers pooling the purchase (the buyer leads), when there are several.
     pub coalition: Option<CoalitionBody>,
+    /// The session a broker buys for (the buyer is the broker).
+    pub parent_session: Option<String>,
+    /// The broker's purchase a buyer's session relies on.
+    pub delegated_to: Option<DelegationBody>,
 }
 
 /// A provider's answer to a request for a quote.
@@ -281,6 +285,8 @@ fn start_session<R: Rng + ?Sized>(d: &mut Decider<'_, R>, start: StartInput) -> 
         preferences: start.preferences.clone(),
         constraints: start.constraints.clone(),
         coalition: start.coalition.clone(),
+        parent_session: start.parent_session.clone(),
+        delegated_to: start.delegated_to.clone(),
     };
     validate_session_constraints(&created.constraints).map_err(StepError::Invalid)?;
     if let Some(coalition) = &created.coalition {
@@ -1011,6 +1017,8 @@ pub fn input_of(state: &SessionState, event: &Event) -> Result<Option<Input>, St
                 preferences: created.preferences,
                 constraints: created.constraints,
                 coalition: created.coalition,
+                parent_session: created.parent_session,
+                delegated_to: created.delegated_to,
             }))
         }
         kind::DISCOVERY => {
