@@ -81,6 +81,14 @@ pub struct NegotiateArgs {
     /// none; members are created and funded with the starting balance on first use.
     #[arg(long, value_name = "AGENT=WEIGHT")]
     pub coalition: Vec<String>,
+    /// Buy through this broker agent: it buys from the directory's providers in a session of
+    /// its own and sells to you at its cost plus --broker-margin; both payments are made in one
+    /// transaction, or neither. Created as an agent (with the starting balance) on first use.
+    #[arg(long, value_name = "AGENT")]
+    pub broker: Option<String>,
+    /// The broker's margin on its cost, in percent (0 to 100).
+    #[arg(long, value_name = "PERCENT", default_value_t = 10, requires = "broker")]
+    pub broker_margin: u32,
     /// Run N sessions of this request at once, on up to N threads, with seeds --seed, --seed+1,
     /// ... (needs --yes; 1 to 256). Prints one line per session (a JSON array with --json).
     #[arg(long, value_name = "N")]
@@ -297,6 +305,15 @@ pub fn run(context: &Context, args: NegotiateArgs) -> Result<u8, Failure> {
     // Preferences come from an existing constellation; bad arguments must not create one.
     let existing = context.open_existing()?.ok();
     let (request, starting_balance_minor) = build_request(&args, &directory, existing.as_deref())?;
+    if args.broker.is_some() && (args.parallel.is_some() || !args.coalition.is_empty()) {
+        return Err(Failure::new("USAGE", "--broker goes with neither --parallel nor --coalition"));
+    }
+    if args.broker_margin > pactum_runtime::session::shell::BROKER_MARGIN_PERCENT_MAX {
+        return Err(Failure::new("USAGE", "--broker-margin is 0 to 100"));
+    }
+    if let Some(broker) = &args.broker {
+        pactum_runtime::check_agent_id(broker).map_err(|e| Failure::new("USAGE", e.to_string()))?;
+    }
     if let Some(count) = args.parallel {
         let limit = pactum_runtime::session::parallel::PARALLEL_SESSIONS_MAX;
         if count == 0 || count > limit {
@@ -327,6 +344,28 @@ pub fn run(context: &Context, args: NegotiateArgs) -> Result<u8, Failure> {
     recover(&runtime)?;
     if let Some(count) = args.parallel {
         return run_parallel(&runtime, &args, request, count);
+    }
+    if let Some(broker) = &args.broker {
+        let broker = pactum_runtime::session::shell::Broker {
+            agent_id: broker.clone(),
+            name: broker.clone(),
+            margin_percent: args.broker_margin,
+        };
+        let delegated =
+            runtime.negotiate_delegated(request, &broker, &mut TerminalApprover, &mut Printer::new(args.json))?;
+        let states: Vec<&SessionState> = delegated.parent.iter().chain(std::iter::once(&delegated.child)).collect();
+        if args.json {
+            print_json(&Value::Array(states.iter().map(|state| result_json(state)).collect()));
+        } else {
+            print_lines(&states.iter().map(|state| summary(state)).collect::<Vec<_>>());
+        }
+        let completed = states.iter().all(|state| state.phase == Phase::Completed);
+        return Ok(if completed {
+            EXIT_OK
+        } else {
+            Failure::new("NEGOTIATION_FAILED", "the delegated purchase did not complete (see each line)")
+                .report_on_stderr()
+        });
     }
     let state = runtime.negotiate(request, &mut TerminalApprover, &mut Printer::new(args.json))?;
     if args.json {

@@ -1,5 +1,6 @@
-//! Several parties from the command line: `negotiate --coalition` (buyers pooling one purchase)
-//! and `negotiate --parallel` (several sessions at once in one process).
+//! Several parties from the command line: `negotiate --coalition` (buyers pooling one purchase),
+//! `negotiate --broker` (buyer → broker → provider) and `negotiate --parallel` (several sessions
+//! at once in one process).
 
 mod common;
 
@@ -56,10 +57,10 @@ fn a_coalition_settles_in_parts_and_copies_of_one_constellation_record_identical
         assert_ok(&export);
         export.stdout
     };
-    let first = run_and_export(&copies[0], "42");
-    let second = run_and_export(&copies[1], "42");
+    let first = run_and_export(&copies[0], "4");
+    let second = run_and_export(&copies[1], "4");
     assert_eq!(String::from_utf8_lossy(&first), String::from_utf8_lossy(&second), "byte-identical exports");
-    assert_ne!(first, run_and_export(&copies[2], "43"), "another seed gives another transcript");
+    assert_ne!(first, run_and_export(&copies[2], "6"), "another seed gives another transcript");
 }
 
 #[test]
@@ -88,4 +89,43 @@ fn parallel_sessions_each_print_their_outcome_and_the_constellation_checks() {
     assert_eq!(json(&check)["sessions_checked"], 8);
     assert_fails(&home.run(&negotiate(&["--seed", "4", "--parallel", "2"])), 2, "APPROVAL_REQUIRED");
     assert_fails(&home.run(&negotiate(&["--seed", "4", "--yes", "--parallel", "0"])), 2, "USAGE");
+}
+
+#[test]
+fn a_purchase_through_a_broker_pays_both_hops_and_each_session_names_the_other() {
+    let home = Home::new();
+    let output = home.run(&[
+        "negotiate",
+        "compute.inference",
+        "--currency",
+        "USD",
+        "--max-price",
+        "0.40",
+        "--seed",
+        "4",
+        "--clock",
+        CLOCK,
+        "--yes",
+        "--json",
+        "--broker",
+        "relay",
+        "--broker-margin",
+        "10",
+    ]);
+    assert_ok(&output);
+    let document = json(&output);
+    let sessions = document.as_array().expect("both sessions");
+    assert_eq!(sessions.len(), 2);
+    assert!(sessions.iter().all(|s| s["phase"] == "completed"), "{document:#}");
+    assert_eq!(sessions[0]["agreement"]["provider"], "relay");
+    let parent = sessions[0]["session_id"].as_str().expect("id");
+    let child = sessions[1]["session_id"].as_str().expect("id");
+    let story = home.run(&["transcript", "replay", &format!("session:{parent}")]);
+    assert!(stdout(&story).contains(&format!("bought through broker relay, whose own purchase (session {child})")));
+    let story = home.run(&["transcript", "replay", &format!("session:{child}")]);
+    assert!(stdout(&story).contains(&format!("bought as a broker for session {parent}")), "{}", stdout(&story));
+    let check = home.run(&["constellation", "check", "--json"]);
+    assert_ok(&check);
+    assert_eq!(json(&check)["sessions_checked"], 2);
+    assert_fails(&home.run(&negotiate(&["--yes", "--broker", "relay", "--parallel", "2"])), 2, "USAGE");
 }

@@ -271,6 +271,8 @@ fn plain_args(request: plain::PlainRequest) -> NegotiateArgs {
         constraint: Vec::new(),
         coalition: Vec::new(),
         parallel: None,
+        broker: None,
+        broker_margin: 10,
         starting_balance: None,
         yes: false,
         json: false,

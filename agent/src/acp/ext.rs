@@ -284,6 +284,8 @@ fn negotiate(server: &Server, request: NegotiateParams) -> Result<Value, Failure
         constraint: Vec::new(),
         coalition: Vec::new(),
         parallel: None,
+        broker: None,
+        broker_margin: 10,
         starting_balance: None,
         yes: request.approve,
         json: true,

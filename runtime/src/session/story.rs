@@ -296,6 +296,21 @@ fn narrate(story: &Story, state: &SessionState) -> Vec<String> {
         story.strategy,
         story.policy_hash
     ));
+    if let Some(delegation) = state.delegation() {
+        sentences.push(format!(
+            "It bought through broker {}, whose own purchase (session {}) cost {}; the broker's margin is {} %, and both payments are made in one write or neither.",
+            delegation.broker,
+            delegation.child_session,
+            money_text(&delegation.cost),
+            delegation.margin_percent
+        ));
+    }
+    if let Some(parent) = state.parent_session() {
+        sentences.push(format!(
+            "{} bought as a broker for session {parent}: this payment is made only in the write that pays that session's.",
+            story.buyer
+        ));
+    }
     if let Some(coalition) = state.coalition() {
         let members: Vec<String> =
             coalition.members.iter().map(|m| format!("{} (weight {})", m.agent_id, m.weight)).collect();
