@@ -27,6 +27,11 @@ pub struct PaymentRequest {
     pub amount: Money,
 }
 
+/// One coalition member's transfer in a step: (member, amount in minor units, rail reference).
+pub type PartTransfer = (String, u64, String);
+/// Why a coalition's step failed, and the member whose part failed when it is one member's.
+pub type PartFailure = (RailError, Option<String>);
+
 /// A step of a payment.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum RailPhase {
@@ -234,7 +239,7 @@ impl LedgerRail {
         request: &PaymentRequest,
         parts: &[(String, u64)],
         at_ms: u64,
-    ) -> Result<(RailEvidence, Vec<(String, u64, String)>), (RailError, Option<String>)> {
+    ) -> Result<(RailEvidence, Vec<PartTransfer>), PartFailure> {
         let currency = request.amount.currency();
         let total: u128 = parts.iter().map(|(_, part)| u128::from(*part)).sum();
         if !matches!(phase, RailPhase::Prepare | RailPhase::Abort)
