@@ -219,3 +219,53 @@ fn a_crash_in_the_settling_write_leaves_both_hops_paid_once_after_recovery() {
         assert!(recovering.recover(&mut Quiet).expect("nothing left").is_empty());
     }
 }
+
+/// Stops the process while the buyer is being asked to pay the broker, as a crash would.
+struct Crash;
+
+impl Approver for Crash {
+    fn approve(&mut self, _offer: &OfferToApprove) -> (bool, &'static str) {
+        panic!("the process stops while the buyer is asked")
+    }
+}
+
+#[test]
+fn a_crash_before_the_settling_write_fails_the_brokers_purchase_once_the_buyer_is_gone() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("c.pactum");
+    let crashing = runtime_at(&path, "first-process");
+    let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crashing.negotiate_delegated(request(4, false), &broker(), &mut Crash, &mut Quiet)
+    }));
+    assert!(stopped.is_err(), "the process stopped");
+    let db = crashing.constellation().clone();
+    drop(crashing);
+    // The broker's purchase is committed and waits; the buyer's session waits for its answer.
+    let check = check_constellation(&db).expect("check");
+    assert!(check.is_sound(), "{:#?}", check.problems);
+    assert_eq!(check.sessions_resumable.len(), 2);
+
+    // Recovery declines the buyer's payment (nobody is there to answer) and, once that session
+    // has ended unpaid, fails the broker's purchase: nothing is paid on either hop.
+    for owner in ["second-process", "third-process"] {
+        runtime_at(&path, owner).recover(&mut Quiet).expect("recover");
+    }
+    let check = check_constellation(&db).expect("check");
+    assert!(check.is_sound(), "{:#?}", check.problems);
+    assert!(check.sessions_resumable.is_empty(), "{:?}", check.sessions_resumable);
+    let states: Vec<SessionState> = db
+        .session_streams("session:")
+        .expect("rows")
+        .iter()
+        .map(|row| {
+            pactum_runtime::session::shell::read_session_state(&db, &row.stream_id["session:".len()..]).expect("state")
+        })
+        .collect();
+    let code = |linked: fn(&SessionState) -> bool| {
+        states.iter().find(|s| linked(s)).and_then(|s| s.failure.as_ref()).and_then(|f| f.failure_code())
+    };
+    assert_eq!(code(|s| s.delegation().is_some()), Some(FailureCode::AbortedByBuyer));
+    assert_eq!(code(|s| s.parent_session().is_some()), Some(FailureCode::DependencyFailed));
+    assert_eq!(balance(&db, "wallet:buyer:USD"), STARTING_MINOR);
+    assert_eq!(balance(&db, "wallet:relay:USD"), STARTING_MINOR);
+}
