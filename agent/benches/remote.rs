@@ -69,6 +69,7 @@ fn request(seed: u64) -> NewSession {
         auto_approve: true,
         preferences: None,
         constraints: Vec::new(),
+        coalition: Vec::new(),
     }
 }
 

@@ -271,8 +271,17 @@ fn session_output(
 fn negotiate(execution: &ExecutionContext, invocation: Invocation) -> Result<HandlerOutput<u8>, Failure> {
     let Command::Negotiate(args) = invocation.command else { return mismatch(execution) };
     let context = invocation.context.for_execution(execution.binding());
-    let (code, state) = crate::negotiate_cmd::negotiate(&context, args)?;
-    session_output(execution, code, Some(&state))
+    let (code, states) = crate::negotiate_cmd::negotiate(&context, args)?;
+    if let [state] = states.as_slice() {
+        return session_output(execution, code, Some(state));
+    }
+    // Several sessions (`--parallel`, or a purchase through a broker): each one's artifacts.
+    for state in &states {
+        register_session_artifacts(execution, state)?;
+    }
+    let sessions: Vec<Value> =
+        states.iter().map(|s| json!({ "session_id": s.session_id(), "phase": s.phase.as_str() })).collect();
+    Ok(output(code, json!({ "sessions": sessions })))
 }
 
 fn drive_session(execution: &ExecutionContext, invocation: Invocation) -> Result<HandlerOutput<u8>, Failure> {

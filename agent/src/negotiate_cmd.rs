@@ -74,6 +74,25 @@ pub struct NegotiateArgs {
     /// the wallet is funded; default 1000.00 for two-decimal currencies).
     #[arg(long, value_name = "AMOUNT")]
     pub starting_balance: Option<String>,
+    /// A buyer pooling the purchase with you, as <agent>=<weight> (repeat for several; up to 15).
+    /// The price is split in proportion to the integer weights, in whole minor units (the
+    /// leftover units by largest remainder, ties by agent id); you lead with weight 1 unless you
+    /// name yourself (buyer=<weight>). Every member's part is held from its own wallet, all or
+    /// none; members are created and funded with the starting balance on first use.
+    #[arg(long, value_name = "AGENT=WEIGHT")]
+    pub coalition: Vec<String>,
+    /// Buy through this broker agent: it buys from the directory's providers in a session of
+    /// its own and sells to you at its cost plus --broker-margin; both payments are made in one
+    /// transaction, or neither. Created as an agent (with the starting balance) on first use.
+    #[arg(long, value_name = "AGENT")]
+    pub broker: Option<String>,
+    /// The broker's margin on its cost, in percent (0 to 100).
+    #[arg(long, value_name = "PERCENT", default_value_t = 10, requires = "broker")]
+    pub broker_margin: u32,
+    /// Run N sessions of this request at once, on up to N threads, with seeds --seed, --seed+1,
+    /// ... (needs --yes; 1 to 256). Prints one line per session (a JSON array with --json).
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
     /// Approve paying the negotiated price without asking (never above --max-price).
     #[arg(long, short)]
     pub yes: bool,
@@ -222,8 +241,23 @@ pub fn build_request(
         .collect::<Result<Vec<_>, Failure>>()?;
     pactum_runtime::session::spending::validate_session_constraints(&constraints)
         .map_err(|e| Failure::new("CONSTRAINT_INVALID", e))?;
-    let request =
-        NewSession { intent, policy, strategy, seed, auto_approve: args.yes, preferences: record, constraints };
+    let coalition = args
+        .coalition
+        .iter()
+        .map(|spec| {
+            pactum_runtime::coalition::parse_member_spec(spec).map_err(|e| Failure::new("COALITION_INVALID", e))
+        })
+        .collect::<Result<Vec<_>, Failure>>()?;
+    let request = NewSession {
+        intent,
+        policy,
+        strategy,
+        seed,
+        auto_approve: args.yes,
+        preferences: record,
+        constraints,
+        coalition,
+    };
     Ok((
         request,
         starting_balance.map_or(pactum_runtime::session::shell::STARTING_BALANCE_MINOR_DEFAULT, Money::amount_minor),
@@ -270,12 +304,34 @@ pub fn run(context: &Context, args: NegotiateArgs) -> Result<u8, Failure> {
     negotiate(context, args).map(|(code, _)| code)
 }
 
-/// Runs `pactum negotiate` and returns its exit code with the session's final state.
-pub fn negotiate(context: &Context, args: NegotiateArgs) -> Result<(u8, SessionState), Failure> {
+/// Runs `pactum negotiate` and returns its exit code with the final state of every session it
+/// ran (one; with `--parallel`, each; with `--broker`, the buyer's and the broker's).
+pub fn negotiate(context: &Context, args: NegotiateArgs) -> Result<(u8, Vec<SessionState>), Failure> {
     let directory = context.directory()?;
     // Preferences come from an existing constellation; bad arguments must not create one.
     let existing = context.open_existing()?.ok();
     let (request, starting_balance_minor) = build_request(&args, &directory, existing.as_deref())?;
+    if args.broker.is_some() && (args.parallel.is_some() || !args.coalition.is_empty()) {
+        return Err(Failure::new("USAGE", "--broker goes with neither --parallel nor --coalition"));
+    }
+    if args.broker_margin > pactum_runtime::session::shell::BROKER_MARGIN_PERCENT_MAX {
+        return Err(Failure::new("USAGE", "--broker-margin is 0 to 100"));
+    }
+    if let Some(broker) = &args.broker {
+        pactum_runtime::check_agent_id(broker).map_err(|e| Failure::new("USAGE", e.to_string()))?;
+    }
+    if let Some(count) = args.parallel {
+        let limit = pactum_runtime::session::parallel::PARALLEL_SESSIONS_MAX;
+        if count == 0 || count > limit {
+            return Err(Failure::new("USAGE", format!("--parallel takes 1 to {limit} sessions")));
+        }
+        if !args.yes {
+            return Err(Failure::new(
+                "APPROVAL_REQUIRED",
+                "--parallel runs sessions nobody is asked about: pass --yes",
+            ));
+        }
+    }
     if !args.yes && !std::io::stdin().is_terminal() {
         return Err(Failure::new(
             "APPROVAL_REQUIRED",
@@ -292,6 +348,32 @@ pub fn negotiate(context: &Context, args: NegotiateArgs) -> Result<(u8, SessionS
     };
     let runtime = runtime_on(&db, directory, clock).with_starting_balance(starting_balance_minor);
     recover(&runtime)?;
+    if let Some(count) = args.parallel {
+        return run_parallel(&runtime, &args, request, count);
+    }
+    if let Some(broker) = &args.broker {
+        let broker = pactum_runtime::session::shell::Broker {
+            agent_id: broker.clone(),
+            name: broker.clone(),
+            margin_percent: args.broker_margin,
+        };
+        let delegated =
+            runtime.negotiate_delegated(request, &broker, &mut TerminalApprover, &mut Printer::new(args.json))?;
+        let states: Vec<&SessionState> = delegated.parent.iter().chain(std::iter::once(&delegated.child)).collect();
+        if args.json {
+            print_json(&Value::Array(states.iter().map(|state| result_json(state)).collect()));
+        } else {
+            print_lines(&states.iter().map(|state| summary(state)).collect::<Vec<_>>());
+        }
+        let completed = states.iter().all(|state| state.phase == Phase::Completed);
+        let code = if completed {
+            EXIT_OK
+        } else {
+            Failure::new("NEGOTIATION_FAILED", "the delegated purchase did not complete (see each line)")
+                .report_on_stderr()
+        };
+        return Ok((code, states.into_iter().cloned().collect()));
+    }
     let state = runtime.negotiate(request, &mut TerminalApprover, &mut Printer::new(args.json))?;
     if args.json {
         print_json(&result_json(&state));
@@ -308,7 +390,48 @@ pub fn negotiate(context: &Context, args: NegotiateArgs) -> Result<(u8, SessionS
         // Not ended (a rail kept refusing to release a hold): recovery finishes it later.
         _ => exit_code_of("SESSION_NOT_TERMINAL"),
     };
-    Ok((code, state))
+    Ok((code, vec![state]))
+}
+
+/// `--parallel N`: the request N times, seeds `seed`, `seed + 1`, ..., on N threads.
+fn run_parallel(
+    runtime: &AgentRuntime,
+    args: &NegotiateArgs,
+    first: NewSession,
+    count: usize,
+) -> Result<(u8, Vec<SessionState>), Failure> {
+    let base_seed = first.seed;
+    let mut requests = Vec::with_capacity(count);
+    requests.push(first);
+    for offset in 1..count {
+        // `build_request` checked the arguments once; the copies differ only in their seed.
+        let (mut request, _) = build_request(args, runtime.directory(), Some(runtime.constellation()))?;
+        request.seed = base_seed.wrapping_add(offset as u64);
+        requests.push(request);
+    }
+    let outcomes = runtime.negotiate_many(requests, count);
+    let mut all_completed = true;
+    let mut documents = Vec::with_capacity(outcomes.len());
+    let mut states = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        let state = outcome?;
+        all_completed &= state.phase == Phase::Completed;
+        if args.json {
+            documents.push(result_json(&state));
+        } else {
+            print_lines(&[summary(&state)]);
+        }
+        states.push(state);
+    }
+    if args.json {
+        print_json(&Value::Array(documents));
+    }
+    let code = if all_completed {
+        EXIT_OK
+    } else {
+        Failure::new("NEGOTIATION_FAILED", "not every session completed (see each line)").report_on_stderr()
+    };
+    Ok((code, states))
 }
 
 /// The last line of a negotiation.

@@ -157,7 +157,24 @@ pub fn describe(event: &Event) -> Option<String> {
                 kind::RAIL_COMMITTED => "paid",
                 _ => "hold released",
             };
-            format!("settlement: {} {what} ({})", price(&evidence.amount), evidence.reference)
+            if evidence.parts.is_empty() {
+                format!("settlement: {} {what} ({})", price(&evidence.amount), evidence.reference)
+            } else {
+                let currency = &evidence.amount.currency;
+                let parts: Vec<String> = evidence
+                    .parts
+                    .iter()
+                    .map(|part| {
+                        let amount = PriceBody { amount_minor: part.amount_minor, currency: currency.clone() };
+                        format!("{} {} ({})", part.agent_id, price(&amount), part.reference)
+                    })
+                    .collect();
+                format!("settlement: {} {what}: {}", price(&evidence.amount), parts.join(", "))
+            }
+        }
+        kind::COALITION_JOINED => {
+            let joined: pactum_runtime::session::model::JoinedBody = parse(body)?;
+            format!("coalition: {} joined with weight {}", joined.member, joined.weight)
         }
         kind::SETTLEMENT_FAILED => {
             let failed: SettlementFailedBody = parse(body)?;

@@ -336,6 +336,12 @@ impl<'t> LedgerTx<'t> {
         transfer_ensuring_in(self.tx, accounts, request)
     }
 
+    /// The balance of an account in minor units, inside this transaction; `None` if the
+    /// account does not exist.
+    pub fn balance(&self, account_id: &str) -> Result<Option<i64>, StoreError> {
+        Ok(read_account(self.tx, account_id)?.map(|account| account.balance_minor))
+    }
+
     /// [`Constellation::transfer_by_key`], inside this transaction (it sees the transaction's
     /// own transfers).
     pub fn transfer_by_key(&self, idempotency_key: &str) -> Result<Option<Transfer>, StoreError> {

@@ -4,8 +4,9 @@
 //!
 //! `cargo bench -p pactum-runtime --bench negotiation [-- FILTER...]`
 //!
-//! Cases: one session at a time, then 2 and 4 threads driving sessions concurrently on one
-//! constellation (one `AgentRuntime` shared), each under the default durability
+//! Cases: one session at a time, then 2, 4 and 100 threads driving sessions concurrently on one
+//! constellation (one `AgentRuntime` shared), and a coalition of three buyers (every payment
+//! held in three parts), each under the default durability
 //! (`synchronous=NORMAL`: survives a killed process) and, for one session at a time, under
 //! `synchronous=FULL` (survives power loss). Each case runs once to warm up and is then measured
 //! [`RUNS`] times; the table gives the median rate and the p50/p99 latency of one negotiation
@@ -66,7 +67,10 @@ impl Approver for Approve {
     }
 }
 
-fn request(seed: u64) -> NewSession {
+/// A coalition of three: the buyer leads with alice and bob, weights 1:1:1.
+const COALITION: &[(&str, u64)] = &[("alice", 1), ("bob", 1)];
+
+fn request(seed: u64, coalition: bool) -> NewSession {
     let usd = Currency::parse("USD").unwrap();
     let intent = Intent::new(
         IntentType::new("bench.item").unwrap(),
@@ -86,6 +90,11 @@ fn request(seed: u64) -> NewSession {
         auto_approve: true,
         preferences: None,
         constraints: Vec::new(),
+        coalition: if coalition {
+            COALITION.iter().map(|(id, w)| ((*id).to_owned(), *w)).collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -112,6 +121,7 @@ fn run(
     threads: usize,
     count: usize,
     first_seed: u64,
+    coalition: bool,
 ) -> (Duration, Vec<Duration>, u64, u64) {
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
@@ -122,8 +132,9 @@ fn run(
                 let (mut events, mut rounds) = (0, 0);
                 for index in (thread..count).step_by(threads) {
                     let begin = Instant::now();
-                    let state =
-                        runtime.negotiate(request(first_seed + index as u64), &mut Approve, &mut Quiet).unwrap();
+                    let state = runtime
+                        .negotiate(request(first_seed + index as u64, coalition), &mut Approve, &mut Quiet)
+                        .unwrap();
                     latencies.push(begin.elapsed());
                     assert_eq!(state.phase, Phase::Completed, "{:?}", state.failure);
                     events += state.next_seq;
@@ -158,7 +169,7 @@ fn percentile(sorted: &[Duration], per_mille: usize) -> Duration {
     sorted[(sorted.len() * per_mille / 1000).min(sorted.len() - 1)]
 }
 
-fn case(name: &str, threads: usize, durability: Durability, count: usize, budget: bool) {
+fn case(name: &str, threads: usize, durability: Durability, count: usize, budget: bool, coalition: bool) {
     let dir = tempfile::tempdir().unwrap();
     let runtime = runtime(dir.path(), durability);
     if budget {
@@ -176,14 +187,14 @@ fn case(name: &str, threads: usize, durability: Durability, count: usize, budget
         pactum_runtime::budget::set(runtime.constellation(), "buyer", "daily", &limits, 0).unwrap();
     }
     let mut seed = 1;
-    run(&runtime, threads, count / 4, seed);
+    run(&runtime, threads, count / 4, seed, coalition);
     seed += count as u64;
     let written_before = written_bytes();
     let mut rates = Vec::with_capacity(RUNS);
     let mut latencies = Vec::new();
     let (mut events, mut rounds, mut negotiations) = (0, 0, 0);
     for _ in 0..RUNS {
-        let (elapsed, mut run_latencies, run_events, run_rounds) = run(&runtime, threads, count, seed);
+        let (elapsed, mut run_latencies, run_events, run_rounds) = run(&runtime, threads, count, seed, coalition);
         seed += count as u64;
         rates.push(count as f64 / elapsed.as_secs_f64());
         latencies.append(&mut run_latencies);
@@ -226,16 +237,25 @@ fn main() {
          target >= {TARGET_PER_SECOND:.0}/s and p99 <= {} ms",
         TARGET_P99.as_millis()
     );
-    let cases: [(&str, usize, Durability, usize, bool); 5] = [
-        ("one session at a time, NORMAL", 1, Durability::Process, NEGOTIATIONS_PER_RUN, false),
-        ("2 concurrent sessions, NORMAL", 2, Durability::Process, NEGOTIATIONS_PER_RUN, false),
-        ("4 concurrent sessions, NORMAL", 4, Durability::Process, NEGOTIATIONS_PER_RUN, false),
-        ("one session at a time, FULL (power-loss safe)", 1, Durability::PowerLoss, NEGOTIATIONS_PER_RUN_FULL, false),
-        ("one session at a time, NORMAL, buyer budget", 1, Durability::Process, NEGOTIATIONS_PER_RUN, true),
+    let cases: [(&str, usize, Durability, usize, bool, bool); 7] = [
+        ("one session at a time, NORMAL", 1, Durability::Process, NEGOTIATIONS_PER_RUN, false, false),
+        ("2 concurrent sessions, NORMAL", 2, Durability::Process, NEGOTIATIONS_PER_RUN, false, false),
+        ("4 concurrent sessions, NORMAL", 4, Durability::Process, NEGOTIATIONS_PER_RUN, false, false),
+        ("100 concurrent sessions, NORMAL", 100, Durability::Process, NEGOTIATIONS_PER_RUN, false, false),
+        (
+            "one session at a time, FULL (power-loss safe)",
+            1,
+            Durability::PowerLoss,
+            NEGOTIATIONS_PER_RUN_FULL,
+            false,
+            false,
+        ),
+        ("one session at a time, NORMAL, buyer budget", 1, Durability::Process, NEGOTIATIONS_PER_RUN, true, false),
+        ("one session at a time, NORMAL, coalition of 3", 1, Durability::Process, NEGOTIATIONS_PER_RUN, false, true),
     ];
-    for (name, threads, durability, count, budget) in cases {
+    for (name, threads, durability, count, budget, coalition) in cases {
         if wanted(name) {
-            case(name, threads, durability, count, budget);
+            case(name, threads, durability, count, budget, coalition);
         }
     }
 }

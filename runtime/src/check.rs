@@ -76,6 +76,8 @@ pub fn check_constellation(db: &Arc<Constellation>) -> Result<CheckReport, Runti
         db.accounts()?.into_iter().map(|a| (a.account_id, a.balance_minor)).collect();
     let spends: std::collections::HashMap<String, pactum_memory::SpendRow> =
         db.spends()?.into_iter().map(|spend| (spend.payment_id.clone(), spend)).collect();
+    // Sessions linked by a delegation, checked against each other once all are replayed.
+    let mut linked: std::collections::HashMap<String, SessionState> = std::collections::HashMap::new();
     for row in db.session_streams(SESSION_STREAM_PREFIX)? {
         if broken.contains(&row.stream_id) || row.event_count == 0 {
             continue;
@@ -106,6 +108,9 @@ pub fn check_constellation(db: &Arc<Constellation>) -> Result<CheckReport, Runti
         for (code, detail) in spend_problems(&spends, &replay.state) {
             session_problem(code, detail);
         }
+        if replay.state.delegation().is_some() || replay.state.parent_session().is_some() {
+            linked.insert(session_id.clone(), replay.state.clone());
+        }
         if !replay.state.phase.is_terminal() {
             if replay.state.effects().is_empty() {
                 session_problem(
@@ -115,6 +120,16 @@ pub fn check_constellation(db: &Arc<Constellation>) -> Result<CheckReport, Runti
             } else {
                 report.sessions_resumable.push(session_id.clone());
             }
+        }
+    }
+    for (session_id, state) in &linked {
+        if let Some(detail) = delegation_problem(session_id, state, &linked) {
+            report.problems.push(Problem {
+                area: "session",
+                subject: session_id.clone(),
+                code: "DELEGATION_MISMATCH".into(),
+                detail,
+            });
         }
     }
     for (owner, label) in db.all_blocks()? {
@@ -202,6 +217,10 @@ fn settlement_problems(
         (RailPhase::Abort, state.rail_aborted.as_ref()),
     ];
     for (phase, evidence) in recorded {
+        if let Some(parts) = state.coalition_parts().filter(|_| phase != RailPhase::Commit) {
+            problems.extend(part_problems(db, state, &request.payment_id, phase, evidence, &parts)?);
+            continue;
+        }
         let key = format!("{}:{}", request.payment_id, phase.as_str());
         let transfer = db.transfer_by_key(&key)?;
         match (evidence, transfer) {
@@ -235,4 +254,83 @@ fn settlement_problems(
         }
     }
     Ok(problems)
+}
+
+/// A coalition's prepare or abort: one ledger transfer per member's part, under
+/// `<payment_id>:<member>:<phase>`, each exactly as the transcript records it (or, for a step
+/// not recorded yet, none at all once the session has ended).
+fn part_problems(
+    db: &Constellation,
+    state: &SessionState,
+    payment_id: &str,
+    phase: RailPhase,
+    evidence: Option<&crate::session::model::EvidenceRecord>,
+    parts: &[(String, u64)],
+) -> Result<Vec<(&'static str, String)>, RuntimeError> {
+    let mut problems = Vec::new();
+    for (index, (member, amount_minor)) in parts.iter().enumerate() {
+        let key = crate::rail::LedgerRail::part_key(payment_id, member, phase);
+        let transfer = db.transfer_by_key(&key)?;
+        match (evidence, transfer) {
+            (Some(evidence), Some(transfer)) => {
+                let recorded = evidence.evidence.parts.get(index);
+                let reference = format!("transfer:{}", transfer.transfer_id);
+                let same = recorded.is_some_and(|part| {
+                    part.agent_id == *member && part.amount_minor == *amount_minor && part.reference == reference
+                }) && transfer.request.amount_minor == *amount_minor;
+                if !same {
+                    problems.push((
+                        "SETTLEMENT_MISMATCH",
+                        format!(
+                            "the transcript's {} evidence for {member} does not match ledger transfer {key}",
+                            phase.as_str()
+                        ),
+                    ));
+                }
+            }
+            (Some(_), None) => problems.push((
+                "SETTLEMENT_MISSING",
+                format!("the transcript records a {} the ledger does not have ({key})", phase.as_str()),
+            )),
+            (None, Some(_)) if state.phase.is_terminal() => problems.push((
+                "SETTLEMENT_UNRECORDED",
+                format!("the ledger has {key}, which the ended session's transcript does not record"),
+            )),
+            (None, _) => {}
+        }
+    }
+    Ok(problems)
+}
+
+/// A buyer's session with a broker and the broker's purchase must name each other, the recorded
+/// cost must be the purchase's price, and the purchase is paid only if the parent was.
+fn delegation_problem(
+    session_id: &str,
+    state: &SessionState,
+    linked: &std::collections::HashMap<String, SessionState>,
+) -> Option<String> {
+    if let Some(delegation) = state.delegation() {
+        let Some(child) = linked.get(&delegation.child_session) else {
+            return Some(format!(
+                "its broker's purchase {} is not a session of this constellation",
+                delegation.child_session
+            ));
+        };
+        if child.parent_session() != Some(session_id) || child.buyer_id() != Some(delegation.broker.as_str()) {
+            return Some(format!(
+                "session {} is not the purchase of broker {} for it",
+                delegation.child_session, delegation.broker
+            ));
+        }
+        if child.agreement.as_ref().map(|a| &a.price) != Some(&delegation.cost) {
+            return Some(format!("the recorded cost differs from session {}'s price", delegation.child_session));
+        }
+    }
+    if let Some(parent) = state.parent_session()
+        && state.prepared.is_some()
+        && linked.get(parent).is_none_or(|parent| parent.phase.is_terminal() && parent.prepared.is_none())
+    {
+        return Some(format!("the broker's purchase was paid but session {parent}, which it was for, was not"));
+    }
+    None
 }

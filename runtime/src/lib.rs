@@ -8,6 +8,7 @@
 pub mod budget;
 pub mod bundle;
 mod check;
+pub mod coalition;
 pub mod constraints;
 pub mod contracts;
 mod directory;

@@ -27,6 +27,11 @@ pub struct PaymentRequest {
     pub amount: Money,
 }
 
+/// One coalition member's transfer in a step: (member, amount in minor units, rail reference).
+pub type PartTransfer = (String, u64, String);
+/// Why a coalition's step failed, and the member whose part failed when it is one member's.
+pub type PartFailure = (RailError, Option<String>);
+
 /// A step of a payment.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum RailPhase {
@@ -218,6 +223,92 @@ impl LedgerRail {
         at_ms: u64,
     ) -> Result<RailEvidence, RailError> {
         Self::apply(ledger, phase, request, at_ms)
+    }
+
+    /// A coalition's prepare or abort inside `ledger`'s transaction: one transfer per member's
+    /// part, between the member's wallet and the payment's one escrow, under the key
+    /// `<payment_id>:<member>:<phase>` (so a retry after a crash finds each one done). A prepare
+    /// first checks every member can pay its part and holds nothing if one cannot
+    /// ([`RailError::InsufficientFunds`], with the member); the commit is the ordinary one, escrow
+    /// to provider for the whole amount. Returns the step's evidence (the reference of the first
+    /// part) and each part's `(member, amount, reference)`.
+    pub fn apply_parts_in(
+        &self,
+        ledger: &LedgerTx<'_>,
+        phase: RailPhase,
+        request: &PaymentRequest,
+        parts: &[(String, u64)],
+        at_ms: u64,
+    ) -> Result<(RailEvidence, Vec<PartTransfer>), PartFailure> {
+        let currency = request.amount.currency();
+        let total: u128 = parts.iter().map(|(_, part)| u128::from(*part)).sum();
+        if !matches!(phase, RailPhase::Prepare | RailPhase::Abort)
+            || parts.is_empty()
+            || total != u128::from(request.amount.amount_minor())
+        {
+            return Err((
+                RailError::Refused(format!("{} of payment {} is not split", phase.as_str(), request.payment_id)),
+                None,
+            ));
+        }
+        let part_request = |member: &str, amount_minor: u64| -> Result<PaymentRequest, RailError> {
+            Ok(PaymentRequest {
+                payment_id: format!("{}:{member}", request.payment_id),
+                payer: member.to_owned(),
+                payee: request.payee.clone(),
+                amount: Money::from_minor(amount_minor, currency).map_err(|e| RailError::Refused(e.to_string()))?,
+            })
+        };
+        if phase == RailPhase::Prepare {
+            // All or none: every part not held yet must be payable before any is held.
+            for (member, amount_minor) in parts {
+                let part = part_request(member, *amount_minor).map_err(|e| (e, None))?;
+                if Self::done(ledger, &part, phase).map_err(|e| (e, None))? {
+                    continue;
+                }
+                let wallet = wallet_account(member, currency.code());
+                let balance = ledger.balance(&wallet).map_err(|e| (e.into(), None))?.unwrap_or(0);
+                if u64::try_from(balance).unwrap_or(0) < *amount_minor {
+                    let error = RailError::InsufficientFunds(format!(
+                        "coalition member {member}: {wallet} cannot pay its part {}",
+                        part.amount
+                    ));
+                    return Err((error, Some(member.clone())));
+                }
+            }
+        }
+        let escrow = (escrow_account(&request.payment_id), AccountKind::Escrow);
+        let mut evidence = Vec::with_capacity(parts.len());
+        for (member, amount_minor) in parts {
+            let part = part_request(member, *amount_minor).map_err(|e| (e, None))?;
+            // The escrow is shared: a part never held must not take another member's money.
+            if phase == RailPhase::Abort && !Self::done(ledger, &part, RailPhase::Prepare).map_err(|e| (e, None))? {
+                let error =
+                    RailError::Refused(format!("{member}'s part of payment {} was not held", request.payment_id));
+                return Err((error, Some(member.clone())));
+            }
+            let wallet = (wallet_account(member, currency.code()), AccountKind::Wallet);
+            let (from, to) =
+                if phase == RailPhase::Prepare { (wallet, escrow.clone()) } else { (escrow.clone(), wallet) };
+            let step = Self::step(ledger, &part, phase, from, to, at_ms).map_err(|e| (e, Some(member.clone())))?;
+            evidence.push((member.clone(), *amount_minor, step.reference));
+        }
+        let reference = evidence.first().map(|(_, _, reference)| reference.clone()).unwrap_or_default();
+        let applied = RailEvidence {
+            rail: Self::ID,
+            phase,
+            payment_id: request.payment_id.clone(),
+            reference,
+            amount_minor: request.amount.amount_minor(),
+            currency: currency.code(),
+            applied_now: true,
+        };
+        Ok((applied, evidence))
+    }
+
+    /// The idempotency key of a coalition member's part of a step.
+    pub fn part_key(payment_id: &str, member: &str, phase: RailPhase) -> String {
+        format!("{payment_id}:{member}:{}", phase.as_str())
     }
 
     fn apply(

@@ -151,6 +151,7 @@ fn request(ask: Ask<'_>) -> NewSession {
         auto_approve: ask.auto_approve,
         preferences: None,
         constraints: ask.constraints,
+        coalition: Vec::new(),
     }
 }
 

@@ -354,6 +354,9 @@ pub async fn negotiate(
     args: NegotiateArgs,
     cancel: &Arc<CancelSignal>,
 ) -> Result<SessionState, Failure> {
+    if args.broker.is_some() || args.parallel.is_some() {
+        return Err(Failure::new("USAGE", "--broker and --parallel are for the command line, not the editor"));
+    }
     let workspace = Arc::clone(&conversation.workspace);
     let directory = workspace.directory.clone();
     let (mut request, starting_balance) = build_request(&args, &directory, Some(&workspace.db))?;

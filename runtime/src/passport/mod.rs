@@ -92,6 +92,21 @@ pub fn session_outcomes(events: &[Event], transcript_hash: &str) -> Result<(Vec<
                 .filter_map(|event| sender_of(&event.body))
                 .filter(|sender| *sender != buyer)
                 .collect();
+            // A failure that is one coalition member's (its wallet could not pay its part) is
+            // held against that member, not the lead.
+            let member: Option<String> = failure
+                .evidence_refs
+                .iter()
+                .filter_map(|reference| reference.strip_prefix("coalition:"))
+                .find(|member| state.coalition().is_some_and(|c| c.member(member).is_some()))
+                .map(str::to_owned);
+            if let Some(member) = member.filter(|_| attribution(code) == Attribution::Buyer) {
+                let selected = state.selection.as_ref().map(|s| s.provider.clone());
+                let at_fault = BTreeSet::from([member]);
+                let rows =
+                    failure_rows(&buyer, &state.admitted, code, at_fault, selected, transcript_hash, state.last_at_ms);
+                return Ok((rows, state.last_at_ms));
+            }
             Ended::Failed { code, cited, selected: state.selection.as_ref().map(|s| s.provider.clone()) }
         }
         phase => return Err(format!("the session is still {}", phase.as_str())),
@@ -156,30 +171,56 @@ pub fn outcome_rows(
                 Attribution::Buyer => BTreeSet::from([buyer.to_owned()]),
                 Attribution::Cited => cited,
             };
-            let fault_outcome =
-                if code.code().starts_with("PACT-1") { Outcome::PolicyViolation } else { Outcome::Failure };
-            // The buyer's counterparty: the provider at fault, else the selected one, else the
-            // first participant, else nobody in particular.
-            let buyer_counterparty = at_fault
-                .iter()
-                .find(|id| *id != buyer)
-                .cloned()
-                .or(selected)
-                .or(providers.iter().next().map(|id| (*id).clone()))
-                .unwrap_or_else(|| "directory".to_owned());
-            // Everyone who took part carries the code; only the party at fault is penalised.
-            let with = |agent: &str, counterparty: &str| {
-                let outcome = if at_fault.contains(agent) { fault_outcome } else { Outcome::Neutral };
-                row(agent, counterparty, outcome, Some(code))
-            };
-            let mut rows = vec![with(buyer, &buyer_counterparty)];
-            let extra: Vec<&String> = at_fault.iter().filter(|id| *id != buyer && !providers.contains(id)).collect();
-            for provider in providers.iter().copied().chain(extra) {
-                rows.push(with(provider, buyer));
-            }
-            rows
+            failure_rows(buyer, participants, code, at_fault, selected, transcript_hash, ended_at_ms)
         }
     }
+}
+
+/// The rows of a failed negotiation whose parties at fault are known: each of them (a provider,
+/// the buyer, or a coalition member whose wallet could not pay its part) gets a failure, every
+/// other participant a neutral row carrying the code.
+fn failure_rows(
+    buyer: &str,
+    participants: &[String],
+    code: FailureCode,
+    at_fault: BTreeSet<String>,
+    selected: Option<String>,
+    transcript_hash: &str,
+    ended_at_ms: u64,
+) -> Vec<PassportEventRow> {
+    let row = |agent: &str, counterparty: &str, outcome: Outcome, code: Option<FailureCode>| PassportEventRow {
+        agent_id: agent.to_owned(),
+        counterparty: counterparty.to_owned(),
+        outcome: outcome.as_str().to_owned(),
+        code: code.map(|c| c.code().to_owned()),
+        fault_domain: code.map(|c| c.fault_domain().as_str().to_owned()),
+        at_ms: ended_at_ms,
+        amount_minor: None,
+        currency: None,
+        transcript_hash: transcript_hash.to_owned(),
+    };
+    let providers: BTreeSet<&String> = participants.iter().filter(|id| *id != buyer).collect();
+    let fault_outcome = if code.code().starts_with("PACT-1") { Outcome::PolicyViolation } else { Outcome::Failure };
+    // The buyer's counterparty: the provider at fault, else the selected one, else the
+    // first participant, else nobody in particular.
+    let buyer_counterparty = at_fault
+        .iter()
+        .find(|id| *id != buyer)
+        .cloned()
+        .or(selected)
+        .or(providers.iter().next().map(|id| (*id).clone()))
+        .unwrap_or_else(|| "directory".to_owned());
+    // Everyone who took part carries the code; only the party at fault is penalised.
+    let with = |agent: &str, counterparty: &str| {
+        let outcome = if at_fault.contains(agent) { fault_outcome } else { Outcome::Neutral };
+        row(agent, counterparty, outcome, Some(code))
+    };
+    let mut rows = vec![with(buyer, &buyer_counterparty)];
+    let extra: Vec<&String> = at_fault.iter().filter(|id| *id != buyer && !providers.contains(id)).collect();
+    for provider in providers.iter().copied().chain(extra) {
+        rows.push(with(provider, buyer));
+    }
+    rows
 }
 
 /// The party that sent (or, for a missing answer, failed to send) an event.

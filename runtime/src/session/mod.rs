@@ -2,6 +2,7 @@
 //! the shell that performs effects ([`AgentRuntime`]) and the replayer.
 
 pub mod model;
+pub mod parallel;
 pub mod receipt;
 pub mod replay;
 pub mod shell;

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use pactum_transcripts::{Digest, ReduceError};
 
+use crate::coalition::CoalitionBody;
 use crate::failure::FailureCode;
 use crate::intent::{Intent, IntentError, StaticPolicy};
 use crate::money::{Currency, Money};
@@ -65,6 +66,9 @@ pub mod kind {
     /// Written only when the session or its buyer has spending constraints: their judgement
     /// before the payment is held.
     pub const CONSTRAINTS_CHECKED: &str = "constraints.checked";
+    /// Written only for a coalition: each member other than the lead signs its share, right
+    /// after `session.created`.
+    pub const COALITION_JOINED: &str = "coalition.joined";
 }
 
 /// Where a session is.
@@ -168,6 +172,47 @@ pub struct CreatedBody {
     /// The session's own spending constraints (`1`, `2`, ...), checked before the payment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<NamedConstraint>,
+    /// Buyers pooling this purchase, when there are several (the buyer above leads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalition: Option<CoalitionBody>,
+    /// A broker's purchase on behalf of another session: that session's id. The buyer here is
+    /// the broker; its payment is made only in the write that pays the parent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_session: Option<String>,
+    /// The buyer's session with a broker: the broker's own purchase it relies on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated_to: Option<DelegationBody>,
+}
+
+/// `session.created`'s `delegated_to`: the broker, its session buying from a provider, what that
+/// purchase costs and the broker's margin on it (the broker quotes cost plus margin).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelegationBody {
+    pub broker: String,
+    pub child_session: String,
+    pub cost: PriceBody,
+    pub margin_percent: u32,
+}
+
+/// `coalition.joined`: a member's signed consent to pay its weight's part of the session's price.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinedBody {
+    pub session_id: String,
+    pub member: String,
+    pub weight: u64,
+    pub split: String,
+}
+
+/// One member's transfer in a coalition's prepare or abort evidence.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartEvidence {
+    pub agent_id: String,
+    pub amount_minor: u64,
+    /// The rail's reference of this member's transfer (`transfer:<id>`).
+    pub reference: String,
 }
 
 /// What a session took from the buyer's `preferences` memory block. The intent, policy and
@@ -392,6 +437,9 @@ pub struct EvidenceBody {
     pub payment_id: String,
     pub reference: String,
     pub amount: PriceBody,
+    /// A coalition's prepare and abort: one transfer per member, in member order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartEvidence>,
 }
 
 /// `settlement.failed`: a rail step failed, with the failure code it leads to.
@@ -401,6 +449,9 @@ pub struct SettlementFailedBody {
     pub phase: String,
     pub code: String,
     pub detail: String,
+    /// The coalition member whose part failed (its wallet could not pay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
 }
 
 /// `receipt.issued`: the provider's signed receipt.
@@ -592,6 +643,9 @@ pub struct SessionState {
     pub constraints: Option<ConstraintsCheckedBody>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constraints_seq: Option<u64>,
+    /// Coalition members (other than the lead) whose `coalition.joined` is recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joined: Vec<String>,
     /// `created` parsed, kept because every step consults it; not part of the state's value.
     #[serde(skip)]
     config_cache: ConfigCache,
@@ -658,6 +712,7 @@ impl Default for SessionState {
             failure_seq: None,
             constraints: None,
             constraints_seq: None,
+            joined: Vec::new(),
             config_cache: ConfigCache::default(),
         }
     }
@@ -668,6 +723,8 @@ impl Default for SessionState {
 pub enum Party {
     Buyer,
     Provider(String),
+    /// A coalition member (its `coalition.joined`).
+    Member(String),
 }
 
 /// The parsed configuration of a session (from `session.created`).
@@ -685,6 +742,8 @@ pub struct SessionConfig {
     pub preferred_providers: Vec<String>,
     /// The session's own spending constraints.
     pub constraints: Vec<NamedConstraint>,
+    /// The buyers pooling the purchase, when there are several.
+    pub coalition: Option<CoalitionBody>,
 }
 
 /// What the session needs done next; the shell performs it and feeds back the result.
@@ -709,6 +768,11 @@ pub(crate) fn refuse(seq: u64, kind: &str, reason: impl Into<String>) -> ReduceE
 
 fn parse<T: serde::de::DeserializeOwned>(seq: u64, kind: &str, body: &Value) -> Result<T, ReduceError> {
     T::deserialize(body).map_err(|error| refuse(seq, kind, format!("body: {error}")))
+}
+
+/// `coalition:<agent>` evidence: the coalition member a failure is about.
+pub fn coalition_ref(agent_id: &str) -> String {
+    format!("coalition:{agent_id}")
 }
 
 /// `event:<seq>` evidence.
@@ -749,6 +813,49 @@ impl SessionState {
         match party {
             Party::Buyer => self.created.as_ref().map(|c| c.buyer.key_id.as_str()),
             Party::Provider(id) => self.provider(id).map(|p| p.key_id.as_str()),
+            Party::Member(id) => self
+                .created
+                .as_ref()
+                .and_then(|c| c.coalition.as_ref())
+                .and_then(|coalition| coalition.member(id))
+                .map(|member| member.key_id.as_str()),
+        }
+    }
+
+    /// The session this one buys for, when its buyer is a broker.
+    pub fn parent_session(&self) -> Option<&str> {
+        self.created.as_ref().and_then(|c| c.parent_session.as_deref())
+    }
+
+    /// The broker's purchase this session relies on, when it buys from a broker.
+    pub fn delegation(&self) -> Option<&DelegationBody> {
+        self.created.as_ref().and_then(|c| c.delegated_to.as_ref())
+    }
+
+    /// The coalition pooling this purchase, if any.
+    pub fn coalition(&self) -> Option<&CoalitionBody> {
+        self.created.as_ref().and_then(|c| c.coalition.as_ref())
+    }
+
+    /// Each coalition member's part of the agreed price (members paying nothing left out);
+    /// `None` without a coalition or an agreement.
+    pub fn coalition_parts(&self) -> Option<Vec<(String, u64)>> {
+        let coalition = self.coalition()?;
+        let agreement = self.agreement.as_ref()?;
+        Some(coalition.parts(agreement.price.amount_minor))
+    }
+
+    /// Whether a rail step's per-member transfers are the ones the coalition's split calls for
+    /// (a prepare or an abort of a coalition), or absent (everything else).
+    pub fn parts_match(&self, phase: &str, parts: &[PartEvidence]) -> bool {
+        match (self.coalition_parts(), phase) {
+            (Some(expected), "prepare" | "abort") => {
+                parts.len() == expected.len()
+                    && parts.iter().zip(&expected).all(|(part, (agent_id, amount_minor))| {
+                        &part.agent_id == agent_id && part.amount_minor == *amount_minor && !part.reference.is_empty()
+                    })
+            }
+            _ => parts.is_empty(),
         }
     }
 
@@ -1232,6 +1339,7 @@ impl SessionState {
                 if evidence.payment_id != request.payment_id
                     || evidence.amount != PriceBody::of(request.amount)
                     || evidence.rail != rail
+                    || !self.parts_match(&evidence.phase, &evidence.parts)
                 {
                     return Err(refuse(seq, kind, "the evidence is for another payment"));
                 }
@@ -1387,6 +1495,30 @@ impl SessionState {
                 self.constraints_seq = Some(seq);
                 Ok(Party::Buyer)
             }
+            COALITION_JOINED => {
+                self.expect_phase(seq, kind, &[Phase::Discovering])?;
+                let joined: JoinedBody = parse(seq, kind, body)?;
+                let coalition = self.coalition().ok_or_else(|| refuse(seq, kind, "the session has no coalition"))?;
+                let member = coalition
+                    .member(&joined.member)
+                    .ok_or_else(|| refuse(seq, kind, format!("{} is not a member", joined.member)))?;
+                // Members join in order, right after the start, before anything else happens.
+                let next = coalition
+                    .members
+                    .iter()
+                    .find(|m| m.agent_id != coalition.lead && !self.joined.contains(&m.agent_id))
+                    .map(|m| m.agent_id.as_str());
+                if next != Some(joined.member.as_str())
+                    || !self.offering.is_empty()
+                    || joined.weight != member.weight
+                    || joined.split != coalition.split
+                    || Some(joined.session_id.as_str()) != self.session_id()
+                {
+                    return Err(refuse(seq, kind, "not the next member's share of this session"));
+                }
+                self.joined.push(joined.member.clone());
+                Ok(Party::Member(joined.member))
+            }
             other => Err(refuse(seq, other, "not an event of a negotiation session")),
         }
     }
@@ -1397,7 +1529,12 @@ impl SessionState {
             Phase::New | Phase::Completed | Phase::Failed => Vec::new(),
             Phase::Discovering => {
                 let Ok(config) = self.config() else { return Vec::new() };
-                if self.offering.is_empty() && self.admitted.is_empty() && self.abort_request_seq.is_none() {
+                let all_joined = config.coalition.as_ref().is_none_or(|c| self.joined.len() + 1 == c.members.len());
+                if self.offering.is_empty()
+                    && self.admitted.is_empty()
+                    && self.abort_request_seq.is_none()
+                    && all_joined
+                {
                     vec![Effect::Discover {
                         intent_type: config.intent.intent_type().as_str().to_owned(),
                         currency: config.intent.max_price().currency(),
@@ -1492,7 +1629,24 @@ fn config_of(created: &CreatedBody) -> Result<SessionConfig, IntentError> {
     let preferred_providers = created.preferences.as_ref().map(|p| p.preferred_providers.clone()).unwrap_or_default();
     validate_session_constraints(&created.constraints).map_err(IntentError)?;
     let constraints = created.constraints.clone();
-    Ok(SessionConfig { intent, policy, resolved, strategy, seed, auto_approve, preferred_providers, constraints })
+    if let Some(coalition) = &created.coalition {
+        coalition.validate(&created.buyer.agent_id).map_err(IntentError)?;
+        if coalition.member(&created.buyer.agent_id).is_none_or(|lead| lead.key_id != created.buyer.key_id) {
+            return Err(IntentError("the coalition's lead must sign with the buyer's key".into()));
+        }
+    }
+    let coalition = created.coalition.clone();
+    Ok(SessionConfig {
+        intent,
+        policy,
+        resolved,
+        strategy,
+        seed,
+        auto_approve,
+        preferred_providers,
+        constraints,
+        coalition,
+    })
 }
 
 #[cfg(test)]

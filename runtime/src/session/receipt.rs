@@ -38,7 +38,7 @@ pub(crate) fn unsigned_receipt(state: &SessionState) -> Option<(Value, Digest)> 
     let agreement = state.agreement.as_ref()?;
     let committed = state.rail_committed.as_ref()?;
     let provider = state.provider(&agreement.provider)?;
-    let receipt = json!({
+    let mut receipt = json!({
         "format": RECEIPT_FORMAT,
         "receipt_id": format!("rcpt-{}", created.session_id),
         "session_id": created.session_id,
@@ -55,6 +55,16 @@ pub(crate) fn unsigned_receipt(state: &SessionState) -> Option<(Value, Digest)> 
         "policy_hash": created.policy_hash,
         "issued_at_ms": committed.at_ms,
     });
+    // A coalition's receipt names the lead as payer and lists every member's part.
+    if let (Some(coalition), Some(parts), Some(object)) =
+        (state.coalition(), state.coalition_parts(), receipt.as_object_mut())
+    {
+        let members: Vec<Value> = parts
+            .iter()
+            .map(|(agent_id, amount_minor)| json!({ "agent_id": agent_id, "amount_minor": amount_minor }))
+            .collect();
+        object.insert("coalition".into(), json!({ "lead": coalition.lead, "members": members }));
+    }
     let digest = receipt_digest(&receipt).ok()?;
     Some((receipt, digest))
 }
@@ -187,6 +197,7 @@ pub fn verify_receipt(receipt: &Value) -> Result<VerifiedReceipt, ReceiptError> 
         "policy_hash",
         "issued_at_ms",
         "signature",
+        "coalition",
     ];
     if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(ReceiptError(format!("unknown field {unknown:?}")));

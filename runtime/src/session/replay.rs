@@ -262,6 +262,8 @@ pub fn outcome_problems(state: &SessionState) -> Vec<Divergence> {
                 state.constraints.as_ref().is_some_and(|checked| {
                     checked.checks.iter().any(|check| !check.allowed && check.evidence_ref() == *reference)
                 }) && !named.is_empty()
+            } else if let Some(member) = reference.strip_prefix("coalition:") {
+                state.coalition().is_some_and(|coalition| coalition.member(member).is_some())
             } else if let Some(denial) = reference.strip_prefix("passport:") {
                 state.passport.as_ref().is_some_and(|record| {
                     record.checks.iter().any(|check| {
@@ -276,7 +278,7 @@ pub fn outcome_problems(state: &SessionState) -> Vec<Divergence> {
                     code: "EVIDENCE_UNRESOLVED",
                     seq: failure_seq,
                     problem: format!("evidence {reference:?} does not resolve inside the transcript"),
-                    expected: "event:<seq before the failure>, policy_rule:<a rule of the recorded policy>, passport:<agent>:<a recorded denial> or constraint:<scope>:<a recorded refusal>".into(),
+                    expected: "event:<seq before the failure>, policy_rule:<a rule of the recorded policy>, passport:<agent>:<a recorded denial>, constraint:<scope>:<a recorded refusal> or coalition:<a member>".into(),
                     found: reference.clone(),
                 });
             }

@@ -31,6 +31,10 @@ use crate::session::step::*;
 use crate::strategy::{ProviderAnswer, Strategy, simulate_provider};
 use crate::transcripts::key_ring;
 
+mod delegation;
+use delegation::ParentPayment;
+pub use delegation::{BROKER_MARGIN_PERCENT_MAX, Broker, Delegated};
+
 /// How long the buyer waits for a quote when the intent sets no latency limit.
 pub const QUOTE_TIMEOUT_MS_DEFAULT: u32 = 2_000;
 /// Tries at releasing a hold before a run gives up and leaves the session for recovery.
@@ -114,6 +118,10 @@ pub struct NewSession {
     pub preferences: Option<PreferencesRecord>,
     /// The session's own spending constraints (`--constraint`), named `1`, `2`, ... in order.
     pub constraints: Vec<crate::session::spending::NamedConstraint>,
+    /// Other buyers pooling the purchase, `(agent id, weight)`: empty for a buyer alone. The
+    /// lead (the buyer) is a member with weight 1 unless it is listed here with another weight.
+    /// Members are created (as buyers) and funded on first use, like the buyer.
+    pub coalition: Vec<(String, u64)>,
 }
 
 /// What recovery did with one session.
@@ -257,7 +265,26 @@ impl AgentRuntime {
 
     /// The default buyer, created on first use, with its wallet funded in `currency` once.
     pub fn ensure_buyer(&self, currency: Currency) -> Result<AgentRecord, RuntimeError> {
-        let buyer = self.agent(DEFAULT_BUYER_ID, "Buyer", AgentRole::Buyer)?;
+        self.ensure_funded_buyer(DEFAULT_BUYER_ID, "Buyer", currency)
+    }
+
+    /// A buyer agent (the default buyer or a coalition member), created on first use, with its
+    /// wallet funded in `currency` once with the starting balance.
+    pub fn ensure_funded_buyer(
+        &self,
+        agent_id: &str,
+        display_name: &str,
+        currency: Currency,
+    ) -> Result<AgentRecord, RuntimeError> {
+        let buyer = self.agent(agent_id, display_name, AgentRole::Buyer)?;
+        if buyer.role != AgentRole::Buyer {
+            return Err(RuntimeError::InvalidAgentId(format!("{agent_id} is not a buyer")));
+        }
+        self.fund_once(buyer, currency)
+    }
+
+    /// Funds `agent`'s wallet in `currency` with the starting balance, the first time only.
+    fn fund_once(&self, buyer: AgentRecord, currency: Currency) -> Result<AgentRecord, RuntimeError> {
         let funding_key = format!("fund:{}:{}:initial", buyer.agent_id, currency.code());
         if self.funded.lock().unwrap_or_else(PoisonError::into_inner).contains(&funding_key) {
             return Ok(buyer);
@@ -298,8 +325,18 @@ impl AgentRuntime {
 
     /// Picks a session id, claims it, and decides the start (not yet durable).
     fn start(&self, request: NewSession) -> Result<LiveSession, RuntimeError> {
+        let buyer = self.ensure_buyer(request.intent.max_price().currency())?;
+        self.start_as(request, buyer, SessionLinks::default())
+    }
+
+    /// [`AgentRuntime::start`] for `buyer`, with the links of a delegation.
+    fn start_as(
+        &self,
+        request: NewSession,
+        buyer: AgentRecord,
+        links: SessionLinks,
+    ) -> Result<LiveSession, RuntimeError> {
         let currency = request.intent.max_price().currency();
-        let buyer = self.ensure_buyer(currency)?;
         let buyer_body = PartyBody {
             agent_id: buyer.agent_id.clone(),
             key_id: buyer.key_id.clone(),
@@ -307,6 +344,7 @@ impl AgentRuntime {
             // that the two still match (`signer_for`), so it is not decoded again here.
             public_key: public_key_bytes_to_base64url(&buyer.public_key),
         };
+        let coalition = self.coalition(&buyer, &request.coalition, currency)?;
         let now = self.clock.now_ms();
         for ordinal in 0..SESSION_ID_ATTEMPTS_MAX {
             let session_id = session_id_for(request.seed, ordinal);
@@ -326,6 +364,9 @@ impl AgentRuntime {
                 auto_approve: request.auto_approve,
                 preferences: request.preferences,
                 constraints: request.constraints,
+                coalition,
+                parent_session: links.parent_session,
+                delegated_to: links.delegated_to,
             };
             let stream = self.stream(&session_id)?;
             let mut live = LiveSession::new(session_id, SessionState::default(), stream, None);
@@ -334,6 +375,51 @@ impl AgentRuntime {
             return Ok(live);
         }
         Err(RuntimeError::SessionIdsExhausted(request.seed))
+    }
+
+    /// The coalition a request names: the lead (weight 1 unless listed) and every member, each
+    /// created and funded on first use, sorted by agent id. `None` for a buyer alone.
+    fn coalition(
+        &self,
+        lead: &AgentRecord,
+        members: &[(String, u64)],
+        currency: Currency,
+    ) -> Result<Option<crate::coalition::CoalitionBody>, RuntimeError> {
+        use crate::coalition::{COALITION_MEMBERS_MAX, CoalitionBody, CoalitionMember, SPLIT_RULE};
+        if members.is_empty() {
+            return Ok(None);
+        }
+        let invalid = |detail: String| RuntimeError::Intent(crate::intent::IntentError(detail));
+        let mut weights: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        weights.insert(lead.agent_id.clone(), 1);
+        let mut named = std::collections::HashSet::new();
+        for (agent_id, weight) in members {
+            if !named.insert(agent_id.as_str()) {
+                return Err(invalid(format!("coalition member {agent_id} is named twice")));
+            }
+            weights.insert(agent_id.clone(), *weight);
+        }
+        if weights.len() < 2 || weights.len() > COALITION_MEMBERS_MAX {
+            return Err(invalid(format!("a coalition has 2 to {COALITION_MEMBERS_MAX} members, the lead included")));
+        }
+        let mut recorded = Vec::with_capacity(weights.len());
+        for (agent_id, weight) in weights {
+            let agent = if agent_id == lead.agent_id {
+                lead.clone()
+            } else {
+                crate::identities::check_agent_id(&agent_id).map_err(|e| invalid(e.to_string()))?;
+                self.ensure_funded_buyer(&agent_id, &agent_id, currency)?
+            };
+            recorded.push(CoalitionMember {
+                agent_id,
+                key_id: agent.key_id.clone(),
+                public_key: public_key_bytes_to_base64url(&agent.public_key),
+                weight,
+            });
+        }
+        let coalition = CoalitionBody { lead: lead.agent_id.clone(), members: recorded, split: SPLIT_RULE.to_owned() };
+        coalition.validate(&lead.agent_id).map_err(invalid)?;
+        Ok(Some(coalition))
     }
 
     /// Creates a session, drives it to its end and closes it.
@@ -544,6 +630,24 @@ impl AgentRuntime {
                 let now = self.clock.now_ms().max(live.state.last_at_ms);
                 self.decide(live, vec![(Input::Abort { reason }, now)], config.seed)?;
                 continue;
+            }
+            if matches!(first, Effect::Rail { phase: RailPhase::Prepare, .. })
+                && let Some(parent) = live.state.parent_session().map(str::to_owned)
+                && live.state.aborting.is_none()
+            {
+                // A broker's purchase is paid only in the write that pays its parent session.
+                match self.parent_payment(&parent, live.wait_for_parent)? {
+                    ParentPayment::Paid => {}
+                    ParentPayment::Pending => break,
+                    ParentPayment::Never(why) => {
+                        let now = self.clock.now_ms().max(live.state.last_at_ms);
+                        let failure =
+                            RailFailure { code: crate::FailureCode::DependencyFailed, detail: why, member: None };
+                        let input = Input::Rail { phase: RailPhase::Prepare, outcome: Err(failure) };
+                        self.decide(live, vec![(input, now)], config.seed)?;
+                        continue;
+                    }
+                }
             }
             if matches!(first, Effect::Rail { .. }) {
                 if self.settle(live, &config, &mut abort_attempts, observer)? {
@@ -892,6 +996,13 @@ impl AgentRuntime {
         abort_attempts: &mut u32,
         observer: &mut dyn SessionObserver,
     ) -> Result<bool, RuntimeError> {
+        // A session buying from a broker pays the broker's own purchase in the same write.
+        let child_request = match live.state.delegation() {
+            Some(delegation) if live.state.prepared.is_none() && live.state.aborting.is_none() => {
+                Some(read_session_state(&self.db, &delegation.child_session)?.payment_request())
+            }
+            _ => None,
+        };
         let sealed = self.seal_pending(live)?;
         let base = sealed.as_ref().map_or(&live.state, |flush| &flush.durable).clone();
         let owner_change = sealed.as_ref().and_then(|flush| self.owner_change(live, flush));
@@ -928,7 +1039,25 @@ impl AgentRuntime {
                         decide_into(&mut run.state, &mut run.pending, input, config.seed)?;
                         continue;
                     }
-                    let result = self.rail.apply_in(ledger, phase, &request, now);
+                    if phase == RailPhase::Prepare
+                        && let Some(child) = &child_request
+                        && let Err(detail) = self.pay_child(ledger, child.as_ref(), now)?
+                    {
+                        let failure = RailFailure { code: crate::FailureCode::DependencyFailed, detail, member: None };
+                        let input = vec![(Input::Rail { phase, outcome: Err(failure) }, now)];
+                        decide_into(&mut run.state, &mut run.pending, input, config.seed)?;
+                        continue;
+                    }
+                    // A coalition's prepare and abort move each member's part.
+                    let (result, parts, member) = match run.state.coalition_parts() {
+                        Some(parts) if phase != RailPhase::Commit => {
+                            match self.rail.apply_parts_in(ledger, phase, &request, &parts, now) {
+                                Ok((evidence, parts)) => (Ok(evidence), parts, None),
+                                Err((error, member)) => (Err(error), Vec::new(), member),
+                            }
+                        }
+                        _ => (self.rail.apply_in(ledger, phase, &request, now), Vec::new(), None),
+                    };
                     run.applied.push(phase);
                     // What the buyer's constraints count: the hold (when it has constraints;
                     // setting its first copies earlier holds from the ledger), and its release.
@@ -954,11 +1083,21 @@ impl AgentRuntime {
                                 amount_minor: evidence.amount_minor,
                                 currency: evidence.currency.to_owned(),
                             },
+                            parts: parts
+                                .into_iter()
+                                .map(|(agent_id, amount_minor, reference)| PartEvidence {
+                                    agent_id,
+                                    amount_minor,
+                                    reference,
+                                })
+                                .collect(),
                         }),
                         // The database failing is not the rail refusing: the whole write rolls
                         // back and the step is retried on resume.
                         Err(RailError::Store(error)) => return Err(error.into()),
-                        Err(error) => Err(RailFailure { code: error.failure_code(phase), detail: error.to_string() }),
+                        Err(error) => {
+                            Err(RailFailure { code: error.failure_code(phase), detail: error.to_string(), member })
+                        }
                     };
                     let input = vec![(Input::Rail { phase, outcome }, now)];
                     decide_into(&mut run.state, &mut run.pending, input, config.seed)?;
@@ -1005,7 +1144,7 @@ impl AgentRuntime {
         for draft in &drafts {
             let agent = match &draft.party {
                 Party::Buyer => live.state.buyer_id().unwrap_or_default().to_owned(),
-                Party::Provider(id) => id.clone(),
+                Party::Provider(id) | Party::Member(id) => id.clone(),
             };
             let signer = self.signer(&agent)?;
             if signer.key_id().as_str() != draft.key_id {
@@ -1303,6 +1442,16 @@ struct LiveSession {
     claimed: bool,
     /// Whether the write that ended the session also let go of it.
     released: bool,
+    /// A broker's purchase driven before its parent session exists: wait for the parent rather
+    /// than fail when the parent has not paid.
+    wait_for_parent: bool,
+}
+
+/// How a session is linked to another by a delegation (both empty for a plain session).
+#[derive(Default)]
+struct SessionLinks {
+    parent_session: Option<String>,
+    delegated_to: Option<DelegationBody>,
 }
 
 impl LiveSession {
@@ -1322,6 +1471,7 @@ impl LiveSession {
             checkpoint_seq: None,
             claimed: true,
             released: false,
+            wait_for_parent: false,
         }
     }
 }

@@ -39,6 +39,7 @@ use serde_json::Value;
 
 use pactum_transcripts::{Digest, Event, ReduceError, SignatureBytes, verify_digest_signature};
 
+use crate::coalition::CoalitionBody;
 use crate::failure::FailureCode;
 use crate::intent::{Intent, PolicyRule};
 use crate::money::Money;
@@ -70,6 +71,12 @@ pub struct StartInput {
     pub preferences: Option<PreferencesRecord>,
     /// The session's own spending constraints, named `1`, `2`, ...
     pub constraints: Vec<NamedConstraint>,
+    /// Buyers pooling the purchase (the buyer leads), when there are several.
+    pub coalition: Option<CoalitionBody>,
+    /// The session a broker buys for (the buyer is the broker).
+    pub parent_session: Option<String>,
+    /// The broker's purchase a buyer's session relies on.
+    pub delegated_to: Option<DelegationBody>,
 }
 
 /// A provider's answer to a request for a quote.
@@ -102,6 +109,8 @@ pub enum QuoteAnswer {
 pub struct RailFailure {
     pub code: FailureCode,
     pub detail: String,
+    /// The coalition member whose part failed, if the failure is one member's.
+    pub member: Option<String>,
 }
 
 /// Something that happened, fed to [`step`].
@@ -292,9 +301,27 @@ fn start_session<R: Rng + ?Sized>(d: &mut Decider<'_, R>, start: StartInput) -> 
         approval: if start.auto_approve { "auto" } else { "interactive" }.to_owned(),
         preferences: start.preferences.clone(),
         constraints: start.constraints.clone(),
+        coalition: start.coalition.clone(),
+        parent_session: start.parent_session.clone(),
+        delegated_to: start.delegated_to.clone(),
     };
     validate_session_constraints(&created.constraints).map_err(StepError::Invalid)?;
+    if let Some(coalition) = &created.coalition {
+        coalition.validate(&created.buyer.agent_id).map_err(StepError::Invalid)?;
+    }
     let created_seq = d.emit(kind::CREATED, &created, Party::Buyer)?;
+    // Each member other than the lead signs its share before anything else happens.
+    if let Some(coalition) = &start.coalition {
+        for member in coalition.members.iter().filter(|m| m.agent_id != coalition.lead) {
+            let joined = JoinedBody {
+                session_id: created.session_id.clone(),
+                member: member.agent_id.clone(),
+                weight: member.weight,
+                split: coalition.split.clone(),
+            };
+            d.emit(kind::COALITION_JOINED, &joined, Party::Member(member.agent_id.clone()))?;
+        }
+    }
     let (intent, policy) = (&start.intent, start.policy.static_part());
     let evidence = |rule: PolicyRule| vec![event_ref(created_seq), format!("policy_rule:{}", rule.name())];
     if let Err(rule) = policy.admits_settlement(&start.rail, intent.settlement_mode()) {
@@ -858,13 +885,15 @@ fn rail<R: Rng + ?Sized>(
             && evidence.rail == rail_id
             && evidence.payment_id == request.payment_id
             && evidence.amount == PriceBody::of(request.amount)
-            && !evidence.reference.is_empty();
+            && !evidence.reference.is_empty()
+            && d.state.parts_match(phase.as_str(), &evidence.parts);
         if matches {
             Ok(evidence)
         } else {
             Err(RailFailure {
                 code: FailureCode::RailEvidenceInvalid,
                 detail: format!("the rail's {} evidence is not for payment {}", phase.as_str(), request.payment_id),
+                member: None,
             })
         }
     });
@@ -895,13 +924,16 @@ fn rail<R: Rng + ?Sized>(
                     phase: phase.as_str().to_owned(),
                     code: failure.code.code().to_owned(),
                     detail: failure.detail.clone(),
+                    member: failure.member.clone(),
                 },
                 Party::Buyer,
             )?;
             // A failed prepare held nothing (unless its evidence is in doubt, which `apply`
             // turns into an abort); a failed commit or abort waits for the abort to succeed.
             if phase == RailPhase::Prepare && d.state.aborting.is_none() {
-                d.fail(failure.code, failure.detail, vec![event_ref(committed_seq), event_ref(failed_seq)])?;
+                let mut evidence = vec![event_ref(committed_seq), event_ref(failed_seq)];
+                evidence.extend(failure.member.as_deref().map(coalition_ref));
+                d.fail(failure.code, failure.detail, evidence)?;
             }
         }
         (RailPhase::Refund, Ok(_)) => return Err(StepError::Unexpected("refunds are not part of a session".into())),
@@ -1013,6 +1045,9 @@ pub fn input_of(state: &SessionState, event: &Event) -> Result<Option<Input>, St
                 auto_approve: created.approval == "auto",
                 preferences: created.preferences,
                 constraints: created.constraints,
+                coalition: created.coalition,
+                parent_session: created.parent_session,
+                delegated_to: created.delegated_to,
             }))
         }
         kind::DISCOVERY => {
@@ -1079,7 +1114,7 @@ pub fn input_of(state: &SessionState, event: &Event) -> Result<Option<Input>, St
                 .copied()
                 .find(|c| c.code() == failed.code)
                 .ok_or_else(|| format!("event {}: unknown failure code {}", event.seq, failed.code))?;
-            Input::Rail { phase, outcome: Err(RailFailure { code, detail: failed.detail }) }
+            Input::Rail { phase, outcome: Err(RailFailure { code, detail: failed.detail, member: failed.member }) }
         }
         kind::CONSTRAINTS_CHECKED => {
             let checked: crate::session::spending::ConstraintsCheckedBody =

@@ -272,6 +272,10 @@ fn resolve(reference: &str, events: &[Event], policy_hash: &str, state: &Session
             check.violation.as_deref().unwrap_or("refused")
         ));
     }
+    if let Some(member) = reference.strip_prefix("coalition:") {
+        let member = state.coalition()?.member(member)?;
+        return Some(format!("coalition member {} (weight {})", member.agent_id, member.weight));
+    }
     if let Some(seq) = parse_event_ref(reference) {
         return events.get(usize::try_from(seq).ok()?).filter(|e| e.seq == seq).map(event_summary);
     }
@@ -292,6 +296,31 @@ fn narrate(story: &Story, state: &SessionState) -> Vec<String> {
         story.strategy,
         story.policy_hash
     ));
+    if let Some(delegation) = state.delegation() {
+        sentences.push(format!(
+            "It bought through broker {}, whose own purchase (session {}) cost {}; the broker's margin is {} %, and both payments are made in one write or neither.",
+            delegation.broker,
+            delegation.child_session,
+            money_text(&delegation.cost),
+            delegation.margin_percent
+        ));
+    }
+    if let Some(parent) = state.parent_session() {
+        sentences.push(format!(
+            "{} bought as a broker for session {parent}: this payment is made only in the write that pays that session's.",
+            story.buyer
+        ));
+    }
+    if let Some(coalition) = state.coalition() {
+        let members: Vec<String> =
+            coalition.members.iter().map(|m| format!("{} (weight {})", m.agent_id, m.weight)).collect();
+        sentences.push(format!(
+            "{} led a coalition pooling the purchase: {}; each member's part is {}.",
+            coalition.lead,
+            members.join(", "),
+            coalition.split
+        ));
+    }
     let offering: Vec<&str> = story.providers.iter().map(|p| p.agent_id.as_str()).collect();
     if offering.is_empty() && state.phase != Phase::Discovering {
         if story.failure.as_ref().is_some_and(|f| f.stage == "admission") {
@@ -373,6 +402,18 @@ fn narrate(story: &Story, state: &SessionState) -> Vec<String> {
             receipt.receipt_id,
             receipt.problem.as_deref().unwrap_or("it verifies against this transcript")
         ));
+        if let (Some(parts), Ok(currency)) =
+            (state.coalition_parts(), crate::money::Currency::parse(&receipt.amount.currency))
+        {
+            let paid: Vec<String> = parts
+                .iter()
+                .map(|(agent_id, amount_minor)| {
+                    let part = PriceBody { amount_minor: *amount_minor, currency: currency.code().to_owned() };
+                    format!("{agent_id} {}", money_text(&part))
+                })
+                .collect();
+            sentences.push(format!("The coalition's parts: {}.", paid.join(", ")));
+        }
     }
     if let Some(failure) = &story.failure {
         sentences.push(format!(

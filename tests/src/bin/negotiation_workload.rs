@@ -108,6 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             auto_approve: seed % 2 == 0,
             preferences: None,
             constraints: Vec::new(),
+            coalition: Vec::new(),
         };
         let state = runtime.negotiate(request, &mut Approve, &mut Quiet)?;
         writeln!(stdout, "done {seed} {} {}", state.session_id().unwrap_or_default(), state.phase.as_str())?;
