@@ -269,3 +269,17 @@ fn a_coalition_naming_a_member_twice_or_a_provider_is_refused_before_anything_is
     assert!(runtime.negotiate(request(5, &[("tensor-forge", 1)]), &mut Yes, &mut Quiet).is_err());
     assert_eq!(runtime.constellation().session_streams("session:").expect("sessions").len(), 1);
 }
+
+#[test]
+fn a_member_with_spending_constraints_of_its_own_is_refused_before_anything_is_recorded() {
+    use pactum_runtime::constraints::{Budget, Constraint};
+    let dir = tempfile::tempdir().expect("dir");
+    let runtime = runtime_at(&dir.path().join("c.pactum"), "p");
+    // A first coalition creates alice; then she gets a budget of her own.
+    runtime.negotiate(request(4, &[("alice", 1)]), &mut Yes, &mut Quiet).expect("a coalition with alice");
+    let budget = Constraint::Budget(Budget { max_amount_minor: 1, currency: "USD".into(), window: None });
+    pactum_runtime::budget::set(runtime.constellation(), "alice", "tiny", &budget, 0).expect("a budget on alice");
+    let error = runtime.negotiate(request(5, &[("alice", 1)]), &mut Yes, &mut Quiet).expect_err("refused");
+    assert!(error.to_string().contains("alice has spending constraints"), "{error}");
+    assert_eq!(runtime.constellation().session_streams("session:").expect("sessions").len(), 1);
+}

@@ -408,6 +408,14 @@ impl AgentRuntime {
                 lead.clone()
             } else {
                 crate::identities::check_agent_id(&agent_id).map_err(|e| invalid(e.to_string()))?;
+                // Only the lead's spending constraints are judged before a coalition pays: a
+                // member with constraints of its own is refused rather than paying past them.
+                if !self.db.agent_constraints(&agent_id)?.is_empty() {
+                    return Err(invalid(format!(
+                        "coalition member {agent_id} has spending constraints (pactum budget show --agent {agent_id}); \
+                         a coalition judges only its lead's, so it cannot include a constrained member"
+                    )));
+                }
                 self.ensure_funded_buyer(&agent_id, &agent_id, currency)?
             };
             recorded.push(CoalitionMember {
