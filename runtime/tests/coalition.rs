@@ -4,39 +4,16 @@
 //! part applied once or none.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use pactum_memory::{Constellation, TransferRequest};
 use pactum_runtime::session::model::{Phase, SessionState, kind};
 use pactum_runtime::session::receipt::verify_receipt_in_session;
-use pactum_runtime::session::replay::replay_session;
-use pactum_runtime::session::shell::{
-    AgentRuntime, Approver, KeyEntropy, NewSession, OfferToApprove, OwnerLiveness, Quiet,
-};
-use pactum_runtime::{
-    Currency, Directory, FailureCode, Intent, IntentType, ManualClock, Money, RailPhase, SettlementMode, Urgency,
-    check_constellation, strategy_named,
-};
-use pactum_transcripts::{Digest, Event};
+use pactum_runtime::session::shell::{Approver, NewSession, OfferToApprove, Quiet};
+use pactum_runtime::{Currency, FailureCode, RailPhase, check_constellation};
 
-#[derive(Debug, Default)]
-struct CountingEntropy(AtomicU64);
+mod common;
 
-impl KeyEntropy for CountingEntropy {
-    fn key_seed(&self) -> [u8; 32] {
-        let n = self.0.fetch_add(1, Ordering::SeqCst);
-        *Digest::tagged(b"test entropy\0", &n.to_be_bytes()).as_bytes()
-    }
-}
-
-#[derive(Debug)]
-struct NobodyAlive;
-
-impl OwnerLiveness for NobodyAlive {
-    fn is_alive(&self, _owner: &str) -> bool {
-        false
-    }
-}
+use common::{START_MS, STARTING_MINOR, balance, events_of, runtime_at};
 
 struct Yes;
 
@@ -46,66 +23,13 @@ impl Approver for Yes {
     }
 }
 
-const START_MS: u64 = 1_700_000_000_000;
-const STARTING_MINOR: i64 = 100_000;
-
-fn runtime_at(path: &std::path::Path, owner: &str) -> AgentRuntime {
-    AgentRuntime::new(
-        Arc::new(Constellation::open(path).expect("open")),
-        Arc::new(ManualClock::new(START_MS)),
-        Directory::builtin().expect("directory"),
-        Arc::new(CountingEntropy::default()),
-        Arc::new(NobodyAlive),
-        owner.into(),
-    )
-}
-
-fn usd(minor: u64) -> Money {
-    Money::from_minor(minor, Currency::parse("USD").expect("usd")).expect("money")
-}
-
 fn request(seed: u64, members: &[(&str, u64)]) -> NewSession {
-    let intent = Intent::new(
-        IntentType::new("compute.inference").expect("type"),
-        "",
-        usd(30),
-        None,
-        None,
-        Urgency::Normal,
-        SettlementMode::Escrow,
-    )
-    .expect("intent");
-    NewSession {
-        intent,
-        policy: pactum_runtime::policy::Policy::from_static(Default::default()),
-        strategy: strategy_named("banded").expect("strategy"),
-        seed,
-        auto_approve: true,
-        preferences: None,
-        constraints: Vec::new(),
-        coalition: members.iter().map(|(id, weight)| ((*id).to_owned(), *weight)).collect(),
-    }
+    common::request_for(seed, 30, true, members)
 }
 
-fn balance(db: &Constellation, account: &str) -> i64 {
-    db.accounts().expect("accounts").into_iter().find(|a| a.account_id == account).map_or(0, |a| a.balance_minor)
-}
-
-fn events_of(db: &Arc<Constellation>, state: &SessionState) -> Vec<Event> {
-    let stream = format!("session:{}", state.session_id().expect("id"));
-    pactum_runtime::stream_events(db, &stream).expect("events").1
-}
-
-/// What every ended session must satisfy: replay recomputes every decision and the
-/// constellation check (transcripts, ledger reconciliation, escrow) is clean.
 #[track_caller]
 fn assert_sound(db: &Arc<Constellation>, state: &SessionState) {
-    let report = replay_session(db, state.session_id().expect("id")).expect("replay");
-    assert!(report.is_consistent(), "{:#?}", report.problems);
-    assert_eq!(&report.state, state);
-    let check = check_constellation(db).expect("check");
-    assert!(check.is_sound(), "{:#?}", check.problems);
-    assert!(check.sessions_resumable.is_empty());
+    common::assert_sound(db, &[state]);
 }
 
 #[test]

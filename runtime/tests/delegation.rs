@@ -1,39 +1,13 @@
 //! Delegation: buyer → broker → provider. The broker's purchase (a child session) and the
 //! buyer's payment to the broker (the parent session) are paid in one write, or neither is.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use pactum_memory::Constellation;
 use pactum_runtime::session::model::{Phase, SessionState};
-use pactum_runtime::session::replay::replay_session;
-use pactum_runtime::session::shell::{
-    AgentRuntime, Approver, Broker, Delegated, KeyEntropy, NewSession, OfferToApprove, OwnerLiveness, Quiet,
-};
-use pactum_runtime::{
-    Currency, Directory, FailureCode, Intent, IntentType, ManualClock, Money, RailPhase, SettlementMode, Urgency,
-    check_constellation, strategy_named,
-};
-use pactum_transcripts::Digest;
+use pactum_runtime::session::shell::{AgentRuntime, Approver, Broker, Delegated, NewSession, OfferToApprove, Quiet};
+use pactum_runtime::{FailureCode, RailPhase, check_constellation};
 
-#[derive(Debug, Default)]
-struct CountingEntropy(AtomicU64);
+mod common;
 
-impl KeyEntropy for CountingEntropy {
-    fn key_seed(&self) -> [u8; 32] {
-        let n = self.0.fetch_add(1, Ordering::SeqCst);
-        *Digest::tagged(b"test entropy\0", &n.to_be_bytes()).as_bytes()
-    }
-}
-
-#[derive(Debug)]
-struct NobodyAlive;
-
-impl OwnerLiveness for NobodyAlive {
-    fn is_alive(&self, _owner: &str) -> bool {
-        false
-    }
-}
+use common::{STARTING_MINOR, balance, runtime_at};
 
 struct Answer(bool);
 
@@ -43,69 +17,16 @@ impl Approver for Answer {
     }
 }
 
-const START_MS: u64 = 1_700_000_000_000;
-const STARTING_MINOR: i64 = 100_000;
-
-fn runtime_at(path: &std::path::Path, owner: &str) -> AgentRuntime {
-    AgentRuntime::new(
-        Arc::new(Constellation::open(path).expect("open")),
-        Arc::new(ManualClock::new(START_MS)),
-        Directory::builtin().expect("directory"),
-        Arc::new(CountingEntropy::default()),
-        Arc::new(NobodyAlive),
-        owner.into(),
-    )
-}
-
-fn usd(minor: u64) -> Money {
-    Money::from_minor(minor, Currency::parse("USD").expect("usd")).expect("money")
-}
-
 fn request(seed: u64, auto_approve: bool) -> NewSession {
-    let intent = Intent::new(
-        IntentType::new("compute.inference").expect("type"),
-        "",
-        usd(40),
-        None,
-        None,
-        Urgency::Normal,
-        SettlementMode::Escrow,
-    )
-    .expect("intent");
-    NewSession {
-        intent,
-        policy: pactum_runtime::policy::Policy::from_static(Default::default()),
-        strategy: strategy_named("banded").expect("strategy"),
-        seed,
-        auto_approve,
-        preferences: None,
-        constraints: Vec::new(),
-        coalition: Vec::new(),
-    }
+    common::request_for(seed, 40, auto_approve, &[])
 }
 
 fn broker() -> Broker {
     Broker { agent_id: "relay".into(), name: "Relay Brokerage".into(), margin_percent: 10 }
 }
 
-fn balance(db: &Constellation, account: &str) -> i64 {
-    db.accounts().expect("accounts").into_iter().find(|a| a.account_id == account).map_or(0, |a| a.balance_minor)
-}
-
 fn minor(price: &pactum_runtime::session::model::PriceBody) -> i64 {
     i64::try_from(price.amount_minor).expect("small")
-}
-
-#[track_caller]
-fn assert_sound(db: &Arc<Constellation>, states: &[&SessionState]) {
-    for state in states {
-        let report = replay_session(db, state.session_id().expect("id")).expect("replay");
-        assert!(report.is_consistent(), "{:#?}", report.problems);
-        assert_eq!(&&report.state, state);
-    }
-    let check = check_constellation(db).expect("check");
-    assert!(check.is_sound(), "{:#?}", check.problems);
-    assert!(check.sessions_resumable.is_empty(), "{:?}", check.sessions_resumable);
 }
 
 fn delegate(runtime: &AgentRuntime, seed: u64, approve: bool) -> (SessionState, SessionState) {
@@ -121,7 +42,7 @@ fn both_hops_are_paid_and_the_sessions_name_each_other() {
     let (parent, child) = delegate(&runtime, 4, true);
     let db = runtime.constellation().clone();
     assert_eq!((parent.phase, child.phase), (Phase::Completed, Phase::Completed), "{:?}", parent.failure);
-    assert_sound(&db, &[&parent, &child]);
+    common::assert_sound(&db, &[&parent, &child]);
     let delegation = parent.delegation().expect("delegated_to");
     assert_eq!(delegation.child_session, child.session_id().expect("id"));
     assert_eq!(child.parent_session(), parent.session_id());
@@ -169,7 +90,7 @@ fn a_broker_that_cannot_pay_fails_both_sessions_501_and_nothing_moves() {
         assert_eq!(failure.failure_code(), Some(FailureCode::DependencyFailed), "{failure:#?}");
         assert!(state.prepared.is_none());
     }
-    assert_sound(&db, &[&parent, &child]);
+    common::assert_sound(&db, &[&parent, &child]);
     assert_eq!(balance(&db, "wallet:buyer:USD"), 10);
     assert_eq!(balance(&db, "wallet:relay:USD"), 10);
     assert_eq!(balance(&db, "provider:relay:USD"), 0);
@@ -183,7 +104,7 @@ fn a_buyer_declining_the_broker_fails_the_brokers_purchase_too_and_nothing_moves
     let db = runtime.constellation().clone();
     assert_eq!(parent.failure.as_ref().and_then(|f| f.failure_code()), Some(FailureCode::AbortedByBuyer));
     assert_eq!(child.failure.as_ref().and_then(|f| f.failure_code()), Some(FailureCode::DependencyFailed));
-    assert_sound(&db, &[&parent, &child]);
+    common::assert_sound(&db, &[&parent, &child]);
     assert_eq!(balance(&db, "wallet:buyer:USD"), STARTING_MINOR);
     assert_eq!(balance(&db, "wallet:relay:USD"), STARTING_MINOR);
 }
@@ -210,7 +131,7 @@ fn a_crash_in_the_settling_write_leaves_both_hops_paid_once_after_recovery() {
         let states: Vec<SessionState> = recovered.into_iter().map(|r| r.outcome.expect("resumed")).collect();
         assert!(states.iter().all(|s| s.phase == Phase::Completed), "{states:#?}");
         let refs: Vec<&SessionState> = states.iter().collect();
-        assert_sound(&db, &refs);
+        common::assert_sound(&db, &refs);
         let parent = states.iter().find(|s| s.delegation().is_some()).expect("parent");
         let child = states.iter().find(|s| s.parent_session().is_some()).expect("child");
         let (sale, cost) = (&parent.agreement.as_ref().expect("a").price, &child.agreement.as_ref().expect("a").price);

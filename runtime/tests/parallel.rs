@@ -3,81 +3,21 @@
 //! order across streams is (time, stream id, seq).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use pactum_memory::Constellation;
+use pactum_runtime::check_constellation;
 use pactum_runtime::session::model::{Phase, SessionState};
 use pactum_runtime::session::parallel::TotalOrderKey;
 use pactum_runtime::session::replay::replay_session;
-use pactum_runtime::session::shell::{AgentRuntime, KeyEntropy, NewSession, OwnerLiveness, Quiet};
-use pactum_runtime::{
-    Currency, Directory, Intent, IntentType, ManualClock, Money, SettlementMode, Urgency, check_constellation,
-    strategy_named,
-};
-use pactum_transcripts::{Digest, Event};
+use pactum_runtime::session::shell::{NewSession, Quiet};
+use pactum_transcripts::Event;
 
-#[derive(Debug, Default)]
-struct CountingEntropy(AtomicU64);
+mod common;
 
-impl KeyEntropy for CountingEntropy {
-    fn key_seed(&self) -> [u8; 32] {
-        let n = self.0.fetch_add(1, Ordering::SeqCst);
-        *Digest::tagged(b"test entropy\0", &n.to_be_bytes()).as_bytes()
-    }
-}
-
-#[derive(Debug)]
-struct NobodyAlive;
-
-impl OwnerLiveness for NobodyAlive {
-    fn is_alive(&self, _owner: &str) -> bool {
-        false
-    }
-}
-
-const START_MS: u64 = 1_700_000_000_000;
-
-fn runtime_at(path: &std::path::Path, owner: &str) -> AgentRuntime {
-    AgentRuntime::new(
-        Arc::new(Constellation::open(path).expect("open")),
-        Arc::new(ManualClock::new(START_MS)),
-        Directory::builtin().expect("directory"),
-        Arc::new(CountingEntropy::default()),
-        Arc::new(NobodyAlive),
-        owner.into(),
-    )
-}
-
-fn usd(minor: u64) -> Money {
-    Money::from_minor(minor, Currency::parse("USD").expect("usd")).expect("money")
-}
+use common::{events_of, runtime_at};
 
 fn request(seed: u64, members: &[(&str, u64)]) -> NewSession {
-    let intent = Intent::new(
-        IntentType::new("compute.inference").expect("type"),
-        "",
-        usd(30),
-        None,
-        None,
-        Urgency::Normal,
-        SettlementMode::Escrow,
-    )
-    .expect("intent");
-    NewSession {
-        intent,
-        policy: pactum_runtime::policy::Policy::from_static(Default::default()),
-        strategy: strategy_named("banded").expect("strategy"),
-        seed,
-        auto_approve: true,
-        preferences: None,
-        constraints: Vec::new(),
-        coalition: members.iter().map(|(id, weight)| ((*id).to_owned(), *weight)).collect(),
-    }
-}
-
-fn events_of(db: &Arc<Constellation>, state: &SessionState) -> Vec<Event> {
-    let stream = format!("session:{}", state.session_id().expect("id"));
-    pactum_runtime::stream_events(db, &stream).expect("events").1
+    common::request_for(seed, 30, true, members)
 }
 
 /// Every third session is a coalition of three.
