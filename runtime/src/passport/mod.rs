@@ -129,15 +129,16 @@ pub enum Ended {
     },
 }
 
-/// One row per party of an ended negotiation: the buyer and every provider that took part.
-pub fn outcome_rows(
-    buyer: &str,
-    participants: &[String],
-    ended: Ended,
+/// One party's row of an ended negotiation (no amount).
+fn passport_row(
+    agent: &str,
+    counterparty: &str,
+    outcome: Outcome,
+    code: Option<FailureCode>,
     transcript_hash: &str,
     ended_at_ms: u64,
-) -> Vec<PassportEventRow> {
-    let row = |agent: &str, counterparty: &str, outcome: Outcome, code: Option<FailureCode>| PassportEventRow {
+) -> PassportEventRow {
+    PassportEventRow {
         agent_id: agent.to_owned(),
         counterparty: counterparty.to_owned(),
         outcome: outcome.as_str().to_owned(),
@@ -147,6 +148,19 @@ pub fn outcome_rows(
         amount_minor: None,
         currency: None,
         transcript_hash: transcript_hash.to_owned(),
+    }
+}
+
+/// One row per party of an ended negotiation: the buyer and every provider that took part.
+pub fn outcome_rows(
+    buyer: &str,
+    participants: &[String],
+    ended: Ended,
+    transcript_hash: &str,
+    ended_at_ms: u64,
+) -> Vec<PassportEventRow> {
+    let row = |agent: &str, counterparty: &str, outcome: Outcome, code: Option<FailureCode>| {
+        passport_row(agent, counterparty, outcome, code, transcript_hash, ended_at_ms)
     };
     let providers: BTreeSet<&String> = participants.iter().filter(|id| *id != buyer).collect();
     match ended {
@@ -188,16 +202,8 @@ fn failure_rows(
     transcript_hash: &str,
     ended_at_ms: u64,
 ) -> Vec<PassportEventRow> {
-    let row = |agent: &str, counterparty: &str, outcome: Outcome, code: Option<FailureCode>| PassportEventRow {
-        agent_id: agent.to_owned(),
-        counterparty: counterparty.to_owned(),
-        outcome: outcome.as_str().to_owned(),
-        code: code.map(|c| c.code().to_owned()),
-        fault_domain: code.map(|c| c.fault_domain().as_str().to_owned()),
-        at_ms: ended_at_ms,
-        amount_minor: None,
-        currency: None,
-        transcript_hash: transcript_hash.to_owned(),
+    let row = |agent: &str, counterparty: &str, outcome: Outcome, code: Option<FailureCode>| {
+        passport_row(agent, counterparty, outcome, code, transcript_hash, ended_at_ms)
     };
     let providers: BTreeSet<&String> = participants.iter().filter(|id| *id != buyer).collect();
     let fault_outcome = if code.code().starts_with("PACT-1") { Outcome::PolicyViolation } else { Outcome::Failure };
