@@ -290,7 +290,21 @@ impl LedgerRail {
             let wallet = (wallet_account(member, currency.code()), AccountKind::Wallet);
             let (from, to) =
                 if phase == RailPhase::Prepare { (wallet, escrow.clone()) } else { (escrow.clone(), wallet) };
-            let step = Self::step(ledger, &part, phase, from, to, at_ms).map_err(|e| (e, Some(member.clone())))?;
+            let step = Self::step(ledger, &part, phase, from, to, at_ms).map_err(|error| match error {
+                // Once a part has moved, a refusal must not leave the others moved: the store
+                // error rolls the whole write back.
+                RailError::Store(_) => (error, Some(member.clone())),
+                refused if !evidence.is_empty() => (
+                    RailError::Store(pactum_memory::StoreError::Corrupt {
+                        detail: format!(
+                            "{member}'s part of {} was refused after others moved: {refused}",
+                            request.payment_id
+                        ),
+                    }),
+                    Some(member.clone()),
+                ),
+                refused => (refused, Some(member.clone())),
+            })?;
             evidence.push((member.clone(), *amount_minor, step.reference));
         }
         let reference = evidence.first().map(|(_, _, reference)| reference.clone()).unwrap_or_default();

@@ -80,8 +80,14 @@ fn delegated_sessions_are_byte_identical_for_the_same_seed_and_clock_and_differ_
 #[test]
 fn a_broker_that_cannot_pay_fails_both_sessions_501_and_nothing_moves() {
     let dir = tempfile::tempdir().expect("dir");
-    // Every wallet starts with 0.10 USD: the broker's cost is more than that.
+    // Every wallet starts with 0.10 USD: the broker's cost is more than that. The buyer gets
+    // 10.00 USD more, so only the broker cannot pay.
     let runtime = runtime_at(&dir.path().join("c.pactum"), "p").with_starting_balance(10);
+    let usd = pactum_runtime::Currency::parse("USD").expect("usd");
+    runtime.ensure_funded_buyer("buyer", "Buyer", usd).expect("buyer");
+    let more = pactum_runtime::Money::from_minor(1_000, usd).expect("money");
+    pactum_runtime::fund_wallet(runtime.constellation(), "buyer", more, "test:buyer-more", common::START_MS)
+        .expect("fund");
     let (parent, child) = delegate(&runtime, 4, true);
     let db = runtime.constellation().clone();
     assert_eq!((parent.phase, child.phase), (Phase::Failed, Phase::Failed));
@@ -91,9 +97,39 @@ fn a_broker_that_cannot_pay_fails_both_sessions_501_and_nothing_moves() {
         assert!(state.prepared.is_none());
     }
     common::assert_sound(&db, &[&parent, &child]);
-    assert_eq!(balance(&db, "wallet:buyer:USD"), 10);
+    assert_eq!(balance(&db, "wallet:buyer:USD"), 1_010);
     assert_eq!(balance(&db, "wallet:relay:USD"), 10);
     assert_eq!(balance(&db, "provider:relay:USD"), 0);
+}
+
+#[test]
+fn a_buyer_that_cannot_pay_the_broker_leaves_the_brokers_purchase_unpaid_too() {
+    let dir = tempfile::tempdir().expect("dir");
+    let runtime = runtime_at(&dir.path().join("c.pactum"), "p");
+    let db = runtime.constellation().clone();
+    // The buyer has spent all but one minor unit; the broker has its whole starting balance.
+    runtime.ensure_funded_buyer("buyer", "Buyer", pactum_runtime::Currency::parse("USD").expect("usd")).expect("buyer");
+    let spent = pactum_memory::TransferRequest {
+        idempotency_key: "test:buyer-spends".into(),
+        from_account: "wallet:buyer:USD".into(),
+        to_account: "external:USD".into(),
+        amount_minor: u64::try_from(STARTING_MINOR - 1).expect("positive"),
+        currency: "USD".into(),
+        memo: "spent elsewhere".into(),
+        at_ms: common::START_MS,
+    };
+    db.transfer(&spent).expect("store").expect("transfer");
+    let (parent, child) = delegate(&runtime, 4, true);
+    assert_eq!((parent.phase, child.phase), (Phase::Failed, Phase::Failed));
+    assert_eq!(parent.failure.as_ref().and_then(|f| f.failure_code()), Some(FailureCode::InsufficientFunds));
+    assert_eq!(child.failure.as_ref().and_then(|f| f.failure_code()), Some(FailureCode::DependencyFailed));
+    common::assert_sound(&db, &[&parent, &child]);
+    // Neither hop moved money.
+    assert_eq!(balance(&db, "wallet:buyer:USD"), 1);
+    assert_eq!(balance(&db, "wallet:relay:USD"), STARTING_MINOR);
+    assert_eq!(balance(&db, "provider:relay:USD"), 0);
+    let cost = child.agreement.as_ref().expect("the broker agreed");
+    assert_eq!(balance(&db, &format!("provider:{}:USD", cost.provider)), 0);
 }
 
 #[test]

@@ -1047,7 +1047,15 @@ impl AgentRuntime {
                         decide_into(&mut run.state, &mut run.pending, input, config.seed)?;
                         continue;
                     }
-                    if phase == RailPhase::Prepare
+                    // The broker's purchase is paid only if the buyer's hold can follow in this
+                    // write: a buyer short of funds fails its own prepare, and nothing moves.
+                    let buyer_can_pay = || -> Result<bool, RuntimeError> {
+                        let wallet = crate::rail::wallet_account(&request.payer, request.amount.currency().code());
+                        let balance = ledger.balance(&wallet)?.unwrap_or(0);
+                        Ok(u64::try_from(balance).unwrap_or(0) >= request.amount.amount_minor())
+                    };
+                    let paying_child = phase == RailPhase::Prepare && child_request.is_some() && buyer_can_pay()?;
+                    if paying_child
                         && let Some(child) = &child_request
                         && let Err(detail) = self.pay_child(ledger, child.as_ref(), now)?
                     {
@@ -1103,6 +1111,13 @@ impl AgentRuntime {
                         // The database failing is not the rail refusing: the whole write rolls
                         // back and the step is retried on resume.
                         Err(RailError::Store(error)) => return Err(error.into()),
+                        // The broker's purchase was paid in this write but the buyer's hold was
+                        // refused after all: roll the whole write back rather than pay one hop.
+                        Err(error) if paying_child => {
+                            return Err(RuntimeError::Io(std::io::Error::other(format!(
+                                "the buyer's hold was refused after the broker's purchase was paid in the same write; nothing was kept: {error}"
+                            ))));
+                        }
                         Err(error) => {
                             Err(RailFailure { code: error.failure_code(phase), detail: error.to_string(), member })
                         }
