@@ -122,6 +122,7 @@ pub async fn serve(
         .route(path::RECEIPT, post(receipt))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(REMOTE_BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), bounded))
         .with_state(state);
     // Answers are small and sent whole: no waiting to coalesce them (Nagle).
     let listener = axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
@@ -130,6 +131,27 @@ pub async fn serve(
         }
     });
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+/// Every request, its body included, is served within the bound on requests at once and
+/// within `REMOTE_REQUEST_TIME_MS`: a slow or stalled client cannot hold a slot longer.
+async fn bounded(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_permit) = state.permits.clone().try_acquire_owned() else {
+        let body = HostReply::error_body("BUSY", "too many requests at once; try again");
+        return json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+    };
+    let limit = std::time::Duration::from_millis(pactum_runtime::remote::REMOTE_REQUEST_TIME_MS);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let body = HostReply::error_body("REQUEST_TIMEOUT", "the request took too long to arrive or to serve");
+            json_response(StatusCode::REQUEST_TIMEOUT, &body)
+        }
+    }
 }
 
 async fn identity(State(state): State<AppState>) -> Response {
@@ -148,13 +170,8 @@ async fn not_found() -> Response {
     json_response(StatusCode::NOT_FOUND, &HostReply::error_body("NOT_FOUND", "no such route"))
 }
 
-/// Runs a host function on a blocking thread (it writes to SQLite), within the bound on
-/// requests served at once.
+/// Runs a host function on a blocking thread (it writes to SQLite).
 async fn answer(state: AppState, body: Bytes, handle: fn(&ProviderHost, &[u8]) -> HostReply) -> Response {
-    let Ok(_permit) = state.permits.clone().try_acquire_owned() else {
-        let body = HostReply::error_body("BUSY", "too many requests at once; try again");
-        return json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
-    };
     let host = state.host.clone();
     let reply = match tokio::task::spawn_blocking(move || handle(&host, &body)).await {
         Ok(reply) => reply,

@@ -288,9 +288,10 @@ pub fn commit_graph_stopping(
         return Err(GraphError::Conflict(graph.graph_id.clone()));
     }
     // An existing graph: finish it only if it is ours, unheld, or its holder is gone.
-    claim(db, &graph.graph_id, owner, now_ms)?;
+    let claimed = claim(db, &graph.graph_id, owner, now_ms)?;
     let stopped = || GraphError::Runtime(RuntimeError::InjectedStop("graph"));
-    let mut status = status_of(stored)?;
+    // Ended by another process since it was read: as stored now.
+    let mut status = if claimed { status_of(stored)? } else { load(db, &graph.graph_id)? };
     if status.state == GraphState::Failed {
         // Nothing may stay held for a failed graph (holds a stopped process took late).
         release_all(rail, &status, now_ms)?;

@@ -425,3 +425,71 @@ fn two_providers_served_from_one_constellation_keep_separate_records() {
     let check = home.run(&["--constellation", "seller", "constellation", "check", "--json"]);
     assert_ok(&check);
 }
+
+/// A provider that signs correctly but refuses with its own reason: the buyer cannot record
+/// that message as the protocol's REJECT (whose reason is `refused`), so it records an invalid
+/// answer and the session ends, rather than failing to record it again on every resume.
+#[test]
+fn a_sealed_refusal_with_another_reason_is_an_invalid_answer_not_a_stuck_session() {
+    use pactum_transcripts::{Digest, Ed25519Signer, KeyId, public_key_to_base64url};
+    let signer = Ed25519Signer::from_seed(KeyId::new("agent:odd-weather#1").expect("key id"), &[5; 32]);
+    let public_key = public_key_to_base64url(&signer.verifying_key());
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            // Read the request (head, then the body by its length).
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let request: Value = serde_json::from_slice(&body).expect("a quote request");
+            let session_id = request["session_id"].as_str().expect("session").to_owned();
+            let offer = request["events"].as_array().expect("events").last().expect("the offer").clone();
+            let reply_to: Digest = offer["hash"].as_str().expect("hash").parse().expect("digest");
+            let message = serde_json::json!({
+                "round": request["round"], "round_type": "REJECT", "sender": "odd-weather",
+                "receiver": request["buyer"]["agent_id"], "reason": "busy", "latency_ms": 5,
+                "in_reply_to": offer["seq"],
+            });
+            let seal =
+                pactum_runtime::remote::seal_message(&signer, &session_id, "round.reject", &message, &reply_to, 1)
+                    .expect("seal");
+            let mut sealed = message;
+            sealed["envelope"] = serde_json::to_value(&seal).expect("seal json");
+            let answer = serde_json::json!({ "format": "pactum-remote/1", "kind": "round.reject", "message": sealed });
+            let text = answer.to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    let entry = format!(
+        "[[remote]]\nid = \"odd-weather\"\nname = \"Odd Weather\"\nintent_types = [\"weather.data\"]\ncurrency = \"USD\"\n\
+         endpoint = \"{endpoint}\"\nkey_id = \"agent:odd-weather#1\"\npublic_key = \"{public_key}\"\n"
+    );
+    let home = Home::new();
+    let directory = directory(&home, "odd.toml", &[entry]);
+    let session = negotiate(&home, &directory, "3", &[]);
+    assert_eq!(session["phase"], "failed", "{session}");
+    let (code, reason) = failure_of(&home, &session);
+    assert_eq!((code.as_str(), reason.as_deref()), ("PACT-313", Some("MESSAGE_MISMATCH")));
+    let check = home.run(&["--constellation", "buyer", "constellation", "check", "--json"]);
+    assert_ok(&check);
+}

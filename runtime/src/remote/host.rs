@@ -136,10 +136,9 @@ pub struct ProviderHost {
     clock: Arc<dyn Clock>,
     /// One request changes a stream at a time (reads, decisions and the append).
     lock: Mutex<()>,
-    /// Buyer events whose signatures this process has verified, by hash and public key: a buyer
-    /// sends its intent with every round's request, and an event with a known hash is the same
-    /// content, signed by the same key.
-    verified: Mutex<std::collections::HashSet<(Digest, [u8; 32])>>,
+    /// Buyer events whose signatures this process has verified, by hash, public key and
+    /// signature: a buyer sends its intent again with every round's request.
+    verified: Mutex<std::collections::HashSet<(Digest, [u8; 32], [u8; 64])>>,
 }
 
 /// Verified event hashes kept in memory before the set starts over.
@@ -363,8 +362,14 @@ impl ProviderHost {
         if accept_message.receiver != me {
             return Err(HostReply::error(422, "REQUEST_INVALID", format!("the accept is not addressed to {me}")));
         }
-        if !events.iter().any(|e| e.kind.as_str() == kind::RAIL_COMMITTED) {
-            return Err(HostReply::error(422, "REQUEST_INVALID", "the request carries no settlement.committed"));
+        let settled =
+            events.iter().find(|e| e.kind.as_str() == kind::RAIL_COMMITTED && e.seq > accept.seq).ok_or_else(|| {
+                HostReply::error(422, "REQUEST_INVALID", "the request carries no settlement.committed after the accept")
+            })?;
+        let evidence: crate::session::model::EvidenceBody = serde_json::from_value(settled.body.clone())
+            .map_err(|e| HostReply::error(422, "REQUEST_INVALID", format!("settlement.committed: {e}")))?;
+        if evidence.amount != accept_message.price {
+            return Err(HostReply::error(409, "RECEIPT_REFUSED", "the settlement is not of the accepted price"));
         }
         let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         let record = self.record(&request.session_id, &request.buyer)?;
@@ -388,7 +393,46 @@ impl ProviderHost {
             }
             Ok(())
         };
+        // Exactly the fields of a receipt, each checked against what was agreed and settled.
+        const RECEIPT_FIELDS: &[&str] = &[
+            "format",
+            "receipt_id",
+            "session_id",
+            "transcript_id",
+            "intent_type",
+            "issuer",
+            "payer",
+            "payee",
+            "amount",
+            "rail",
+            "payment_id",
+            "rail_reference",
+            "agreement",
+            "policy_hash",
+            "issued_at_ms",
+            "coalition",
+        ];
+        let fields = request
+            .receipt
+            .as_object()
+            .ok_or_else(|| HostReply::error(422, "REQUEST_INVALID", "the receipt is not an object"))?;
+        if let Some(unknown) =
+            fields.keys().find(|k| !RECEIPT_FIELDS.contains(&k.as_str()) && k.as_str() != "signature")
+        {
+            return Err(HostReply::error(
+                409,
+                "RECEIPT_REFUSED",
+                format!("the receipt has an unknown field {unknown:?}"),
+            ));
+        }
         expect("format", json!(RECEIPT_FORMAT))?;
+        expect("receipt_id", json!(format!("rcpt-{}", request.session_id)))?;
+        expect("transcript_id", json!(crate::session::shell::session_stream_id(&request.session_id)))?;
+        expect("payment_id", json!(evidence.payment_id))?;
+        expect("rail", json!(evidence.rail))?;
+        expect("rail_reference", json!(evidence.reference))?;
+        expect("issued_at_ms", json!(settled.at_ms))?;
+        expect("agreement.event", json!(format!("event:{}", accept.seq)))?;
         expect("session_id", json!(request.session_id))?;
         expect("issuer.agent_id", json!(me))?;
         expect("issuer.key_id", json!(self.identity.key_id))?;
@@ -414,8 +458,18 @@ impl ProviderHost {
         };
         let response_json = serde_json::to_value(&response).map_err(internal)?;
         let signed = json!({ "receipt": request.receipt, "peac_input": request.peac_input, "answer": response_json });
-        let already = record.receipt_signed;
-        self.append(&record, &events, (!already).then_some((remote_kind::RECEIPT_SIGNED, signed)))?;
+        // One receipt per session: asked again, only the same receipt is signed again.
+        if let Some(first) = &record.receipt_signed {
+            if first != &request.receipt {
+                return Err(HostReply::error(
+                    409,
+                    "RECEIPT_REFUSED",
+                    "this session's receipt is signed already, with other content",
+                ));
+            }
+            return Ok(HostReply::Ok(response_json));
+        }
+        self.append(&record, &events, Some((remote_kind::RECEIPT_SIGNED, signed)))?;
         Ok(HostReply::Ok(response_json))
     }
 
@@ -492,10 +546,9 @@ impl ProviderHost {
                     return Err(bad("its hash does not match its content".into()));
                 }
                 let signature: &SignatureBytes = event.sig.as_ref().ok_or_else(|| bad("is not signed".into()))?;
-                // The hash covers the stream, the signer's key id and the content: a hash verified
-                // before under this public key is this very event (whatever signature bytes came
-                // with it this time).
-                if self.verified.lock().unwrap_or_else(PoisonError::into_inner).contains(&(hash, public_key)) {
+                // The same event (hash), key and signature verified before need not be again.
+                let key = (hash, public_key, *signature.as_bytes());
+                if self.verified.lock().unwrap_or_else(PoisonError::into_inner).contains(&key) {
                     return Ok(event);
                 }
                 if !verify_digest_signature(&public_key, &hash, signature) {
@@ -505,7 +558,7 @@ impl ProviderHost {
                 if verified.len() >= VERIFIED_EVENTS_MAX {
                     verified.clear();
                 }
-                verified.insert((hash, public_key));
+                verified.insert(key);
                 Ok(event)
             })
             .collect()
@@ -535,7 +588,7 @@ impl ProviderHost {
             opened: !existing.is_empty(),
             received: BTreeMap::new(),
             sent: BTreeMap::new(),
-            receipt_signed: false,
+            receipt_signed: None,
         };
         for event in existing {
             match event.kind.as_str() {
@@ -562,7 +615,7 @@ impl ProviderHost {
                         record.sent.insert(round, answer);
                     }
                 }
-                remote_kind::RECEIPT_SIGNED => record.receipt_signed = true,
+                remote_kind::RECEIPT_SIGNED => record.receipt_signed = event.body.get("receipt").cloned(),
                 _ => {}
             }
         }
@@ -624,7 +677,8 @@ struct SessionRecord {
     opened: bool,
     received: BTreeMap<String, ()>,
     sent: BTreeMap<u32, QuoteResponse>,
-    receipt_signed: bool,
+    /// The receipt signed for this session, if any.
+    receipt_signed: Option<Value>,
 }
 
 fn parse_request<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HostReply> {

@@ -50,6 +50,9 @@ pub const REMOTE_RECEIPT_TIMEOUT_MS: u64 = 5_000;
 /// How many times the buyer asks a remote provider to sign a receipt before leaving the
 /// session for a later resume.
 pub const REMOTE_RECEIPT_ATTEMPTS: u32 = 3;
+/// Longest a provider spends on one request, from its first byte to its answer (reading a
+/// slow body included); then it answers `408`. Above the longest simulated timeout.
+pub const REMOTE_REQUEST_TIME_MS: u64 = 35_000;
 /// Requests a provider serves at once; more are answered `503` at once.
 pub const REMOTE_CONCURRENT_REQUESTS_MAX: usize = 64;
 /// Buyer events one request may carry.

@@ -918,7 +918,10 @@ impl AgentRuntime {
                 Err(fault) => {
                     tracing::info!(provider = %provider.agent_id, %fault, "a remote provider gave no usable answer");
                     match fault.invalid_reason() {
-                        Some(reason) => QuoteAnswer::Invalid { reason: reason.to_owned(), detail: fault.to_string() },
+                        Some(reason) => QuoteAnswer::Invalid {
+                            reason: reason.to_owned(),
+                            detail: bounded_detail(fault.to_string()),
+                        },
                         None if matches!(fault, crate::remote::client::RemoteFault::Timeout(_)) => {
                             QuoteAnswer::Timeout { waited_ms }
                         }
@@ -1275,6 +1278,17 @@ struct RailRun {
     gave_up: bool,
 }
 
+/// What a remote provider said, as recorded: at most `INVALID_DETAIL_CHARS_MAX` characters.
+fn bounded_detail(detail: String) -> String {
+    const INVALID_DETAIL_CHARS_MAX: usize = 200;
+    if detail.chars().count() <= INVALID_DETAIL_CHARS_MAX {
+        return detail;
+    }
+    let mut cut: String = detail.chars().take(INVALID_DETAIL_CHARS_MAX).collect();
+    cut.push('…');
+    cut
+}
+
 /// The provider a quote input is from.
 fn quote_provider(input: &Input) -> &str {
     match input {
@@ -1292,7 +1306,10 @@ fn check_remote_answer(
     round: u32,
     response: crate::remote::host::QuoteResponse,
 ) -> QuoteAnswer {
-    let invalid = |reason: &str, detail: String| QuoteAnswer::Invalid { reason: reason.to_owned(), detail };
+    let invalid = |reason: &str, detail: String| QuoteAnswer::Invalid {
+        reason: reason.to_owned(),
+        detail: bounded_detail(detail),
+    };
     let session_id = state.created.as_ref().map(|c| c.session_id.as_str()).unwrap_or_default();
     let buyer = state.buyer_id().unwrap_or_default();
     let (sender, receiver, message_round, round_type, in_reply_to, envelope) = match response.kind.as_str() {
@@ -1333,6 +1350,10 @@ fn check_remote_answer(
         return invalid("SIGNATURE_INVALID", reason);
     }
     if response.kind == kind::REJECT {
+        // The core records a refusal as `refused`; any other reason would not match the seal.
+        if response.message.get("reason").and_then(serde_json::Value::as_str) != Some("refused") {
+            return invalid("MESSAGE_MISMATCH", "a REJECT's reason must be \"refused\"".into());
+        }
         let latency_ms = response.message.get("latency_ms").and_then(serde_json::Value::as_u64).unwrap_or(0);
         return QuoteAnswer::Refused {
             latency_ms: u32::try_from(latency_ms).unwrap_or(u32::MAX),
