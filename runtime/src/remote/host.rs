@@ -138,8 +138,11 @@ pub struct ProviderHost {
     lock: Mutex<()>,
     /// Buyer events whose signatures this process has verified, by hash, public key and
     /// signature: a buyer sends its intent again with every round's request.
-    verified: Mutex<std::collections::HashSet<(Digest, [u8; 32], [u8; 64])>>,
+    verified: Mutex<std::collections::HashSet<VerifiedEvent>>,
 }
+
+/// A buyer event checked once: its hash, the buyer's public key and the signature.
+type VerifiedEvent = (Digest, [u8; 32], [u8; 64]);
 
 /// Verified event hashes kept in memory before the set starts over.
 const VERIFIED_EVENTS_MAX: usize = 65_536;
