@@ -29,7 +29,7 @@ use crate::remote::{REMOTE_EVENTS_PER_REQUEST_MAX, REMOTE_FORMAT, REMOTE_SIMULAT
 use crate::session::model::{
     AcceptMessage, AskMessage, IntentMessage, OfferMessage, PartyBody, PriceBody, RejectMessage, kind,
 };
-use crate::session::receipt::{RECEIPT_FORMAT, receipt_digest};
+use crate::session::receipt::{RECEIPT_FIELDS, RECEIPT_FORMAT, receipt_digest};
 use crate::session::shell::check_session_id;
 use crate::strategy::{ProviderAnswer, simulate_provider};
 
@@ -397,24 +397,6 @@ impl ProviderHost {
             Ok(())
         };
         // Exactly the fields of a receipt, each checked against what was agreed and settled.
-        const RECEIPT_FIELDS: &[&str] = &[
-            "format",
-            "receipt_id",
-            "session_id",
-            "transcript_id",
-            "intent_type",
-            "issuer",
-            "payer",
-            "payee",
-            "amount",
-            "rail",
-            "payment_id",
-            "rail_reference",
-            "agreement",
-            "policy_hash",
-            "issued_at_ms",
-            "coalition",
-        ];
         let fields = request
             .receipt
             .as_object()

@@ -21,6 +21,26 @@ const SIGNATURE_ALGORITHM: &str = "Ed25519";
 /// Largest receipt accepted for verification: a receipt is well under a kilobyte.
 pub const RECEIPT_BYTES_MAX: usize = 16 * 1024;
 
+/// The fields of a receipt besides its `signature` (a coalition's receipt adds `coalition`).
+pub const RECEIPT_FIELDS: &[&str] = &[
+    "format",
+    "receipt_id",
+    "session_id",
+    "transcript_id",
+    "intent_type",
+    "issuer",
+    "payer",
+    "payee",
+    "amount",
+    "rail",
+    "payment_id",
+    "rail_reference",
+    "agreement",
+    "policy_hash",
+    "issued_at_ms",
+    "coalition",
+];
+
 /// Why a receipt does not verify (stable code `RECEIPT_INVALID`).
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
 #[error("receipt is invalid: {0}")]
@@ -180,26 +200,7 @@ fn text<'v>(object: &'v Map<String, Value>, name: &str) -> Result<&'v str, Recei
 /// transcript or a directory ([`verify_receipt_in_session`]).
 pub fn verify_receipt(receipt: &Value) -> Result<VerifiedReceipt, ReceiptError> {
     let object = receipt.as_object().ok_or_else(|| ReceiptError("not a JSON object".into()))?;
-    const FIELDS: &[&str] = &[
-        "format",
-        "receipt_id",
-        "session_id",
-        "transcript_id",
-        "intent_type",
-        "issuer",
-        "payer",
-        "payee",
-        "amount",
-        "rail",
-        "payment_id",
-        "rail_reference",
-        "agreement",
-        "policy_hash",
-        "issued_at_ms",
-        "signature",
-        "coalition",
-    ];
-    if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+    if let Some(unknown) = object.keys().find(|k| !RECEIPT_FIELDS.contains(&k.as_str()) && k.as_str() != "signature") {
         return Err(ReceiptError(format!("unknown field {unknown:?}")));
     }
     if text(object, "format")? != RECEIPT_FORMAT {
