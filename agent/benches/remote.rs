@@ -85,7 +85,7 @@ fn start_providers(dir: &std::path::Path) -> (tokio::runtime::Runtime, Directory
     let mut text = String::from("format = \"pactum-directory/1\"\n");
     for (index, spec) in simulated.providers().iter().enumerate() {
         let db = open(dir.join(format!("seller-{index}.db")));
-        let clock = Arc::new(pactum_agent_clock());
+        let clock = Arc::new(start_clock());
         let host = ProviderHost::open(db, spec.clone(), 7, [index as u8 + 1; 32], clock).unwrap();
         let listener = server.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -96,7 +96,7 @@ fn start_providers(dir: &std::path::Path) -> (tokio::runtime::Runtime, Directory
     (server, Directory::parse(&text, "remote bench directory").unwrap())
 }
 
-fn pactum_agent_clock() -> ManualClock {
+fn start_clock() -> ManualClock {
     ManualClock::new(1_767_225_600_000)
 }
 
@@ -140,7 +140,7 @@ fn case(name: &str, threads: usize) {
     let runtime = Arc::new(
         AgentRuntime::new(
             open(dir.path().join("buyer.db")),
-            Arc::new(pactum_agent_clock()),
+            Arc::new(start_clock()),
             directory,
             Arc::new(FixedEntropy::default()),
             Arc::new(NobodyElse),

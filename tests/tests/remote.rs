@@ -247,14 +247,15 @@ fn fake_server(respond: fn(TcpStream)) -> String {
     endpoint
 }
 
-/// Reads the request's head and body (by Content-Length) so the client is not reset early.
-fn read_request(stream: &mut TcpStream) {
+/// Reads the request's head and body (by Content-Length) so the client is not reset early;
+/// returns the body.
+fn read_request(stream: &mut TcpStream) -> Vec<u8> {
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut length = 0;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
+            return Vec::new();
         }
         if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
             length = value.trim().parse().unwrap_or(0);
@@ -264,7 +265,10 @@ fn read_request(stream: &mut TcpStream) {
         }
     }
     let mut body = vec![0; length];
-    let _ = reader.read_exact(&mut body);
+    if reader.read_exact(&mut body).is_err() {
+        return Vec::new();
+    }
+    body
 }
 
 fn failure_of(home: &Home, session: &Value) -> (String, Option<String>) {
@@ -438,23 +442,8 @@ fn a_sealed_refusal_with_another_reason_is_an_invalid_answer_not_a_stuck_session
     let endpoint = format!("http://{}", listener.local_addr().expect("address"));
     std::thread::spawn(move || {
         for mut stream in listener.incoming().flatten() {
-            // Read the request (head, then the body by its length).
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_err() {
+            let body = read_request(&mut stream);
+            if body.is_empty() {
                 continue;
             }
             let request: Value = serde_json::from_slice(&body).expect("a quote request");

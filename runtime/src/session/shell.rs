@@ -1312,30 +1312,42 @@ fn check_remote_answer(
     };
     let session_id = state.created.as_ref().map(|c| c.session_id.as_str()).unwrap_or_default();
     let buyer = state.buyer_id().unwrap_or_default();
-    let (sender, receiver, message_round, round_type, in_reply_to, envelope) = match response.kind.as_str() {
+    // Parsed once; the core records exactly these fields, so each must be what it would write.
+    let (ask, reject) = match response.kind.as_str() {
         kind::ASK => match serde_json::from_value::<AskMessage>(response.message.clone()) {
-            Ok(m) => (m.sender, m.receiver, m.round, m.round_type, m.in_reply_to, m.envelope),
+            Ok(message) => (Some(message), None),
             Err(e) => return invalid("MALFORMED", format!("round.ask: {e}")),
         },
         kind::REJECT => match serde_json::from_value::<RejectMessage>(response.message.clone()) {
-            Ok(m) => (m.sender, m.receiver, m.round, m.round_type, m.in_reply_to, m.envelope),
+            Ok(message) => (None, Some(message)),
             Err(e) => return invalid("MALFORMED", format!("round.reject: {e}")),
         },
         other => return invalid("MALFORMED", format!("an answer of kind {other:?}")),
     };
-    let expected_type = if response.kind == kind::ASK { "ASK" } else { "REJECT" };
-    if sender != provider.agent_id
+    let (sender, receiver, message_round, round_type, in_reply_to, envelope) = match (&ask, &reject) {
+        (Some(m), _) => (&m.sender, &m.receiver, m.round, m.round_type.as_str(), m.in_reply_to, &m.envelope),
+        (_, Some(m)) => (&m.sender, &m.receiver, m.round, m.round_type.as_str(), m.in_reply_to, &m.envelope),
+        (None, None) => return invalid("MALFORMED", "no message".into()),
+    };
+    let expected_type = if ask.is_some() { "ASK" } else { "REJECT" };
+    // The core records a refusal as `refused`; any other reason would not match the seal.
+    let refused_as_recorded = reject.as_ref().is_none_or(|m| m.reason == "refused");
+    if *sender != provider.agent_id
         || receiver != buyer
         || message_round != round
         || round_type != expected_type
         || Some(in_reply_to) != state.bid_seq
+        || !refused_as_recorded
     {
         return invalid(
             "MESSAGE_MISMATCH",
-            format!("the answer is not {}'s {expected_type} to round {round}'s offer", provider.agent_id),
+            format!(
+                "the answer is not {}'s {expected_type} (reason refused) to round {round}'s offer",
+                provider.agent_id
+            ),
         );
     }
-    let Some(seal) = envelope else { return invalid("SIGNATURE_INVALID", "the answer is not sealed".into()) };
+    let Some(seal) = envelope.clone() else { return invalid("SIGNATURE_INVALID", "the answer is not sealed".into()) };
     if state.bid_hash.as_deref() != Some(seal.reply_to.as_str()) {
         return invalid("MESSAGE_MISMATCH", "the seal does not name the round's offer".into());
     }
@@ -1349,19 +1361,9 @@ fn check_remote_answer(
     ) {
         return invalid("SIGNATURE_INVALID", reason);
     }
-    if response.kind == kind::REJECT {
-        // The core records a refusal as `refused`; any other reason would not match the seal.
-        if response.message.get("reason").and_then(serde_json::Value::as_str) != Some("refused") {
-            return invalid("MESSAGE_MISMATCH", "a REJECT's reason must be \"refused\"".into());
-        }
-        let latency_ms = response.message.get("latency_ms").and_then(serde_json::Value::as_u64).unwrap_or(0);
-        return QuoteAnswer::Refused {
-            latency_ms: u32::try_from(latency_ms).unwrap_or(u32::MAX),
-            envelope: Some(seal),
-        };
-    }
-    let Ok(message) = serde_json::from_value::<AskMessage>(response.message) else {
-        return invalid("MALFORMED", "round.ask".into());
+    let Some(message) = ask else {
+        let latency_ms = reject.map_or(0, |m| m.latency_ms);
+        return QuoteAnswer::Refused { latency_ms, envelope: Some(seal) };
     };
     let currency = state.bid.as_ref().map(|b| b.currency.as_str()).unwrap_or_default();
     match message.price.money() {
