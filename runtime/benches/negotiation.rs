@@ -2,7 +2,8 @@
 //! simulated providers, banded strategy, approval, ledger settlement (prepare and commit), a
 //! signed receipt, checkpoints — every event signed and durable in SQLite before the next step.
 //!
-//! `cargo bench -p pactum-runtime --bench negotiation [-- FILTER...]`
+//! `cargo bench -p pactum-runtime --bench negotiation [-- FILTER...]` (a filter selects the cases
+//! whose name contains it; `=NAME` selects the case named exactly NAME)
 //!
 //! Cases: one session at a time, then 2, 4 and 100 threads driving sessions concurrently on one
 //! constellation (one `AgentRuntime` shared), and a coalition of three buyers (every payment
@@ -231,7 +232,11 @@ fn case(name: &str, threads: usize, durability: Durability, count: usize, budget
 
 fn main() {
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let wanted = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    // A filter matches the cases whose name contains it; `=NAME` matches only the case NAME.
+    let wanted = |name: &str| {
+        filters.is_empty()
+            || filters.iter().any(|f| f.strip_prefix('=').map_or_else(|| name.contains(f.as_str()), |exact| name == exact))
+    };
     println!(
         "negotiations end to end (3 providers, banded, ledger settlement, signed receipt, durable transcript); \
          target >= {TARGET_PER_SECOND:.0}/s and p99 <= {} ms",

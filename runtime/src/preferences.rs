@@ -3,7 +3,8 @@
 //! finished negotiation appended to the `outcomes` rolling log.
 
 use pactum_memory::Constellation;
-use pactum_memory::blocks::{Author, Change, MemoryError, Write};
+use pactum_memory::LedgerTx;
+use pactum_memory::blocks::{Author, Change, MemoryError, StagedWrite, Write};
 use serde_json::{Value, json};
 
 use crate::error::RuntimeError;
@@ -95,18 +96,8 @@ pub fn outcome_entry(state: &SessionState) -> Option<Value> {
 /// Appends the session's outcome to its buyer's outcomes log (creating the buyer's default
 /// memory blocks if it has none). Keyed by session id: closing a session twice appends once.
 pub fn record_outcome(db: &Constellation, state: &SessionState) -> Result<(), RuntimeError> {
-    let (Some(buyer), Some(entry), Some(session_id)) = (state.buyer_id(), outcome_entry(state), state.session_id())
-    else {
-        return Ok(());
-    };
-    let write = || Write {
-        author: Author::System,
-        change: Change::Log { entry: entry.clone(), key: Some(format!("session:{session_id}")) },
-        base: None,
-        message: Some(format!("session {session_id} ended")),
-        op: None,
-        at_ms: state.last_at_ms,
-    };
+    let Some((buyer, write)) = outcome_write(state) else { return Ok(()) };
+    let write = || write.clone();
     match db.write_block(buyer, OUTCOMES_LABEL, write()) {
         Ok(_) => Ok(()),
         Err(MemoryError::BlockNotFound { .. }) => {
@@ -116,4 +107,38 @@ pub fn record_outcome(db: &Constellation, state: &SessionState) -> Result<(), Ru
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// [`record_outcome`] inside the write that ends the session (`ledger` is its transaction),
+/// undone alone if it fails: the transcript is the record, and a log that cannot take the entry
+/// (a corrupt block, a block of another kind under that label) must not keep the session from
+/// ending. The returned change is passed to [`Constellation::staged_committed`] after the commit.
+pub fn stage_outcome(db: &Constellation, ledger: &LedgerTx<'_>, state: &SessionState) -> Option<StagedWrite> {
+    let (buyer, write) = outcome_write(state)?;
+    match db.write_block_in(ledger, buyer, OUTCOMES_LABEL, write) {
+        Ok(staged) => Some(staged),
+        Err(error) => {
+            let session = state.session_id().unwrap_or_default();
+            let code = RuntimeError::from(error);
+            tracing::warn!(session, code = code.code(), "the outcomes log was not updated: {code}");
+            None
+        }
+    }
+}
+
+/// The buyer, and the keyed append of the session's outcome to its log; `None` before the
+/// session has a buyer and an outcome.
+fn outcome_write(state: &SessionState) -> Option<(&str, Write)> {
+    let (buyer, entry, session_id) = (state.buyer_id()?, outcome_entry(state)?, state.session_id()?);
+    Some((
+        buyer,
+        Write {
+            author: Author::System,
+            change: Change::Log { entry, key: Some(format!("session:{session_id}")) },
+            base: None,
+            message: Some(format!("session {session_id} ended")),
+            op: None,
+            at_ms: state.last_at_ms,
+        },
+    ))
 }

@@ -676,6 +676,59 @@ fn recovery_closes_an_ended_session_its_stopped_process_left_open_and_logs_it_on
     assert_eq!(entries.iter().filter(|e| e["session"] == session_id.as_str()).count(), 1, "{entries:?}");
 }
 
+/// The write that ends a session appends its outcome to the buyer's log (creating the buyer's
+/// memory blocks on its first session), one version per session.
+#[test]
+fn the_write_that_ends_a_session_logs_its_outcome_once() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let db = fixture.runtime.constellation();
+    let mut sessions = Vec::new();
+    for seed in 1..=3 {
+        let (state, _) = negotiate(&fixture, Ask { seed, ..Ask::default() }, &mut Always::new(false));
+        let session_id = state.session_id().expect("id").to_owned();
+        assert_eq!(db.session_owner(&session_id).expect("owner"), None, "released");
+        sessions.push(session_id);
+        let block = db.block("buyer", "outcomes", &pactum_memory::blocks::Author::System).expect("log");
+        // The first version is the empty log the defaults start with.
+        assert_eq!(block.version_count, 1 + sessions.len() as u64);
+    }
+    let (_, entries) = db.block_value("buyer", "outcomes").expect("log").expect("entries");
+    let logged: Vec<&str> = entries.as_array().expect("array").iter().filter_map(|e| e["session"].as_str()).collect();
+    assert_eq!(logged, sessions.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// A log that cannot take the entry (here a working block under the log's label) is left as it
+/// was, and the session still ends: its events, its payment and its release are all durable.
+#[test]
+fn an_outcomes_log_that_cannot_take_the_entry_does_not_keep_the_session_from_ending() {
+    use pactum_memory::blocks::{Author, BlockKind, NewBlock, Permission};
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let db = fixture.runtime.constellation();
+    fixture.runtime.ensure_buyer(pactum_runtime::Currency::parse("USD").expect("USD")).expect("buyer");
+    let impostor = NewBlock {
+        owner: "buyer".into(),
+        label: "outcomes".into(),
+        description: "not a log".into(),
+        kind: BlockKind::Working,
+        template: None,
+        char_limit: None,
+        permission: Permission::ReadWrite,
+        pinned: false,
+        initial: Some("kept as it is".into()),
+    };
+    let before = db.create_block(impostor, &Author::System, START_MS).expect("block");
+    let (state, _) = negotiate(&fixture, Ask::default(), &mut Always::new(false));
+    assert_eq!(state.phase, Phase::Completed, "{:?}", state.failure);
+    let session_id = state.session_id().expect("id");
+    assert_eq!(db.session_owner(session_id).expect("owner"), None, "released");
+    let block = db.block("buyer", "outcomes", &Author::System).expect("block");
+    assert_eq!((block.version_count, block.updated_at_ms), (1, before.updated_at_ms));
+    let (_, content) = db.block_value("buyer", "outcomes").expect("read").expect("content");
+    assert_eq!(content, "kept as it is");
+    let check = pactum_runtime::check_constellation(db).expect("check");
+    assert!(check.is_sound(), "{:?}", check.problems);
+}
+
 fn rules_policy(rules: &str) -> pactum_runtime::policy::Policy {
     let text = format!("format = \"pactum-policy/2\"\nname = \"test\"\nversion = 1\n{rules}");
     pactum_runtime::policy::Policy::parse_toml(&text, "test.toml").expect("policy")

@@ -150,6 +150,30 @@ pub(crate) fn is_strict_point(bytes: &[u8; 32]) -> bool {
     compressed.decompress().is_some_and(|point| point.compress() == compressed && !point.is_small_order())
 }
 
+/// How many strict public keys [`strict_public_key`] remembers before it starts again.
+const STRICT_KEYS_REMEMBERED: usize = 4_096;
+
+/// The verifying key of `bytes` when they pass [`is_strict_point`], else `None`. The few keys a
+/// process verifies again and again (its agents', its providers') are checked once: the check
+/// decompresses and recompresses the point, which costs more than verifying a signature's hash.
+/// A pure function of `bytes`; only keys that pass are remembered, at most
+/// [`STRICT_KEYS_REMEMBERED`].
+pub(crate) fn strict_public_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex, PoisonError};
+    static STRICT: LazyLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> = LazyLock::new(Default::default);
+    if let Some(key) = STRICT.lock().unwrap_or_else(PoisonError::into_inner).get(bytes) {
+        return Some(*key);
+    }
+    let key = VerifyingKey::from_bytes(bytes).ok().filter(|_| is_strict_point(bytes))?;
+    let mut strict = STRICT.lock().unwrap_or_else(PoisonError::into_inner);
+    if strict.len() >= STRICT_KEYS_REMEMBERED {
+        strict.clear();
+    }
+    strict.insert(*bytes, key);
+    Some(key)
+}
+
 /// Why a public key was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
@@ -174,7 +198,7 @@ impl KeyRing {
 
     /// Adds a key; refuses weak or non-canonical keys and a second, different key under the same id.
     pub fn insert(&mut self, key_id: KeyId, key: VerifyingKey) -> Result<(), KeyError> {
-        if key.is_weak() || !is_strict_point(key.as_bytes()) {
+        if key.is_weak() || strict_public_key(key.as_bytes()).is_none() {
             return Err(KeyError::Weak(key_id));
         }
         match self.keys.get(&key_id) {
@@ -236,7 +260,7 @@ pub fn public_key_from_base64url(text: &str) -> Result<[u8; 32], String> {
     let bytes = decode_base64url(text, "key").map_err(|error| error.problem)?;
     let array: [u8; 32] =
         bytes.try_into().map_err(|bytes: Vec<u8>| format!("expected 32 bytes, got {}", bytes.len()))?;
-    if !is_strict_point(&array) {
+    if strict_public_key(&array).is_none() {
         return Err("a small-order (weak) point or not canonically encoded".into());
     }
     Ok(array)

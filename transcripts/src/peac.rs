@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
 use crate::canonical::{StrictJsonError, parse_strict, to_canonical_string};
-use crate::keys::{Ed25519Signer, SignatureBytes, is_strict_point};
+use crate::keys::{Ed25519Signer, SignatureBytes, is_strict_point, strict_public_key};
 
 /// HTTP header that carries one receipt.
 pub const HTTP_HEADER: &str = "PEAC-Receipt";
@@ -432,7 +432,7 @@ impl Jwks {
         if self.keys.len() >= JWKS_KEYS_MAX && !self.keys.contains_key(&kid) {
             return fail(ErrorCode::InvalidJwks, format!("more than {JWKS_KEYS_MAX} keys"));
         }
-        let prepared = is_strict_point(&public_key).then(|| VerifyingKey::from_bytes(&public_key).ok()).flatten();
+        let prepared = strict_public_key(&public_key);
         self.keys.insert(kid, (public_key, prepared));
         Ok(())
     }
@@ -701,7 +701,7 @@ fn verify_ed25519_strict(
         return Ok(());
     }
     let bad = |message: &str| PeacError::new(ErrorCode::InvalidSignature, message);
-    if !is_strict_point(public_key) {
+    if strict_public_key(public_key).is_none() {
         return Err(bad("public key A is not canonically encoded or is of small order"));
     }
     let mut r = [0u8; 32];

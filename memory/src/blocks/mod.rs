@@ -362,6 +362,19 @@ pub struct Write {
     pub at_ms: u64,
 }
 
+/// A block change made inside another write's transaction ([`Constellation::write_block_in`]),
+/// waiting for that transaction to commit.
+pub struct StagedWrite {
+    loaded: Loaded,
+    written: Written,
+}
+
+impl fmt::Debug for StagedWrite {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.debug_struct("StagedWrite").field("written", &self.written).finish_non_exhaustive()
+    }
+}
+
 /// What a write did.
 #[derive(Clone, Debug)]
 pub struct Written {
@@ -1132,22 +1145,7 @@ impl Constellation {
 
     /// Creates the [`default_blocks`] the owner lacks, in one transaction.
     pub fn ensure_default_blocks(&self, owner: &str, at_ms: u64) -> Result<(), MemoryError> {
-        let created = self.write_memory(|tx| {
-            let mut created = Vec::new();
-            for new in default_blocks(owner) {
-                let exists: bool = tx
-                    .query_row(
-                        "SELECT EXISTS (SELECT 1 FROM memory_blocks WHERE owner = ?1 AND label = ?2)",
-                        params![owner, new.label],
-                        |row| row.get(0),
-                    )
-                    .map_err(sql)?;
-                if !exists {
-                    created.push(create_block(tx, new, &Author::System, at_ms)?);
-                }
-            }
-            Ok(created)
-        })?;
+        let created = self.write_memory(|tx| ensure_default_blocks_in(tx, owner, at_ms))?;
         for (block, loaded) in created {
             self.memory_docs.put(&block.block_id, loaded);
         }
@@ -1273,6 +1271,55 @@ impl Constellation {
         // The document is cached again only once its version is committed.
         self.memory_docs.put(&written.block.block_id, loaded);
         Ok(written)
+    }
+
+    /// [`Self::write_block`] inside another write's transaction (the one that records a
+    /// session's end, say), under a savepoint: if the change fails, only it is undone and the
+    /// rest of that write goes on. When the owner lacks the block and `label` is one of the
+    /// [`default_blocks`], the missing defaults are created first, in the same savepoint. The
+    /// block's document is cached by [`Self::staged_committed`] once that transaction commits.
+    pub fn write_block_in(
+        &self,
+        ledger: &crate::ledger::LedgerTx<'_>,
+        owner: &str,
+        label: &str,
+        write: Write,
+    ) -> Result<StagedWrite, MemoryError> {
+        const SAVEPOINT: &str = "pactum_block_write";
+        if let Some(message) = &write.message {
+            check_message(message)?;
+        }
+        let tx = ledger.tx();
+        tx.execute_batch(&format!("SAVEPOINT {SAVEPOINT}")).map_err(sql)?;
+        let staged = (|| {
+            let mut row = match find_block(tx, owner, label) {
+                Err(MemoryError::BlockNotFound { .. }) if default_blocks(owner).iter().any(|b| b.label == label) => {
+                    ensure_default_blocks_in(tx, owner, write.at_ms)?;
+                    find_block(tx, owner, label)?
+                }
+                found => found?,
+            };
+            check_write(tx, &row.block, &write.author, &write.change)?;
+            let loaded = doc_at_head(&self.memory_docs, tx, &row)?;
+            apply_write(tx, &mut row, loaded, &write)
+        })();
+        match staged {
+            Ok((loaded, written)) => {
+                tx.execute_batch(&format!("RELEASE {SAVEPOINT}")).map_err(sql)?;
+                Ok(StagedWrite { loaded, written })
+            }
+            Err(error) => {
+                tx.execute_batch(&format!("ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}")).map_err(sql)?;
+                Err(error)
+            }
+        }
+    }
+
+    /// A [`StagedWrite`] whose transaction has committed: caches its document and returns what
+    /// was written.
+    pub fn staged_committed(&self, staged: StagedWrite) -> Written {
+        self.memory_docs.put(&staged.written.block.block_id, staged.loaded);
+        staged.written
     }
 
     /// Changes a block's description, limit, permission or pinned flag (admin). A lower limit
@@ -1440,6 +1487,24 @@ fn check_limit(limit: u32) -> Result<(), MemoryError> {
         return Err(MemoryError::Invalid(format!("a character limit is between 1 and {BLOCK_CHARS_MAX}")));
     }
     Ok(())
+}
+
+/// Creates the [`default_blocks`] the owner lacks.
+fn ensure_default_blocks_in(tx: &Transaction<'_>, owner: &str, at_ms: u64) -> Result<Vec<(Block, Loaded)>, MemoryError> {
+    let mut created = Vec::new();
+    for new in default_blocks(owner) {
+        let exists: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM memory_blocks WHERE owner = ?1 AND label = ?2)",
+                params![owner, new.label],
+                |row| row.get(0),
+            )
+            .map_err(sql)?;
+        if !exists {
+            created.push(create_block(tx, new, &Author::System, at_ms)?);
+        }
+    }
+    Ok(created)
 }
 
 fn create_block(

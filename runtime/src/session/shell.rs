@@ -546,11 +546,15 @@ impl AgentRuntime {
                 live.stream.put_checkpoint_state(live.state.next_seq - 1, state_json(&live.state)?)?;
             }
         }
-        // Before the session is released: if the process stops in between, recovery finds the
-        // ended session still owned, closes it again, and the keyed append happens once. The
-        // transcript is the record; a log that cannot take the entry (a corrupt block, a block
-        // of another kind under that label) must not keep the session from closing.
-        if let Err(error) = crate::preferences::record_outcome(&self.db, &live.state) {
+        // A session ended by this process had its outcome logged in the write that ended it.
+        // Otherwise (a session ended by an older build), before the session is released: if
+        // the process stops in between, recovery finds the ended session still owned, closes it
+        // again, and the keyed append happens once. The transcript is the record; a log that
+        // cannot take the entry (a corrupt block, a block of another kind under that label)
+        // must not keep the session from closing.
+        if !live.outcome_logged
+            && let Err(error) = crate::preferences::record_outcome(&self.db, &live.state)
+        {
             tracing::warn!(session = %live.session_id, code = error.code(), "the outcomes log was not updated: {error}");
         }
         if !live.released {
@@ -1147,11 +1151,25 @@ impl AgentRuntime {
     fn flush(&self, live: &mut LiveSession, observer: &mut dyn SessionObserver) -> Result<(), RuntimeError> {
         let Some(flush) = self.seal_pending(live)? else { return Ok(()) };
         let owner_change = self.owner_change(live, &flush);
-        let checkpoint_id = live
-            .stream
-            .store()
-            .append_session(live.stream.id(), &flush.sealed, flush.checkpoint.as_ref(), owner_change)
-            .map_err(pactum_transcripts::TranscriptError::from)?;
+        let store = live.stream.store();
+        let (events, checkpoint) = (&flush.sealed, flush.checkpoint.as_ref());
+        let ends = flush.durable.phase.is_terminal() && !live.durable.phase.is_terminal();
+        let (checkpoint_id, staged) = if ends {
+            // The write that ends the session also appends its outcome to the buyer's log:
+            // both are durable together, and one commit is saved.
+            store.append_session_then(live.stream.id(), events, checkpoint, owner_change, |ledger| {
+                Ok(crate::preferences::stage_outcome(&self.db, ledger, &flush.durable))
+            })?
+        } else {
+            let id = store
+                .append_session(live.stream.id(), events, checkpoint, owner_change)
+                .map_err(pactum_transcripts::TranscriptError::from)?;
+            (id, None)
+        };
+        if let Some(staged) = staged {
+            self.db.staged_committed(staged);
+        }
+        live.outcome_logged |= ends;
         self.finish_flush(live, flush, checkpoint_id, observer);
         Ok(())
     }
@@ -1491,6 +1509,9 @@ struct LiveSession {
     /// A broker's purchase driven before its parent session exists: wait for the parent rather
     /// than fail when the parent has not paid.
     wait_for_parent: bool,
+    /// Whether this process's write that ended the session also appended its outcome to the
+    /// buyer's outcomes log (or tried to).
+    outcome_logged: bool,
 }
 
 /// How a session is linked to another by a delegation (both empty for a plain session).
@@ -1518,6 +1539,7 @@ impl LiveSession {
             claimed: true,
             released: false,
             wait_for_parent: false,
+            outcome_logged: false,
         }
     }
 }
