@@ -583,6 +583,30 @@ fn malformed_and_unknown_frames_get_errors_and_the_process_stays_up_until_stdin_
     assert!(status.success(), "exits cleanly on stdin EOF: {status}");
 }
 
+/// A frame longer than `FRAME_BYTES_MAX` (8 MiB) is read to its end and dropped, answered with a
+/// parse error that names the limit; the frames after it are read as usual.
+#[test]
+fn a_frame_longer_than_the_limit_is_a_parse_error_and_the_next_frame_is_served() {
+    let home = Home::new();
+    let mut wire = Wire::start(&home);
+    let mut huge = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"padding":""#.to_vec();
+    huge.resize(9 * 1024 * 1024, b'x');
+    huge.extend_from_slice(b"\"}}\n");
+    // The answer is written once the whole frame is read: it fits in the pipe.
+    wire.input.write_all(&huge).expect("write");
+    wire.input.flush().expect("flush");
+    let answer = wire.answer();
+    assert_eq!((answer["id"].clone(), answer["error"]["code"].clone()), (Value::Null, json!(-32700)), "{answer}");
+    assert!(answer.to_string().contains("limit of 8388608 bytes"), "names the limit: {answer}");
+    wire.send(
+        r#"{"jsonrpc":"2.0","id":2,"method":"initialize","params":{"protocolVersion":1,"clientCapabilities":{}}}"#,
+    );
+    let answer = wire.answer();
+    assert_eq!((answer["id"].clone(), answer["result"]["protocolVersion"].clone()), (json!(2), json!(1)));
+    drop(wire.input);
+    assert!(wire.child.wait().expect("exit").success());
+}
+
 #[tokio::test]
 async fn long_prompts_are_kept_within_the_limits() {
     let home = Home::new();
