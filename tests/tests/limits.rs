@@ -1,7 +1,11 @@
 //! The limits table of docs/ARCHITECTURE.md against the code: every bound the table names is a
 //! constant in the file it names, with the value it states; and every `*_MAX` constant of the
-//! program's crates is in the table. (What exceeding each bound does is tested next to the code
-//! that enforces it.)
+//! program's crates is in the table. Then the bounds a user meets first, exceeded through the
+//! program: rounds, providers, directory size, block size, events per transcript, line length
+//! (frame size is in acp.rs, prompt size in acp.rs, body sizes in remote.rs). Each is a clear
+//! error with its code, and nothing is written.
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -236,4 +240,99 @@ fn the_value_parser_reads_the_forms_the_table_uses() {
     assert_eq!(evaluate("if A > B { A } else { B }"), None);
     assert_eq!(names("`A` / `B`"), ["A", "B"]);
     assert_eq!(names("`stripe::PAYLOAD_BYTES_MAX`"), ["PAYLOAD_BYTES_MAX"]);
+}
+
+/// A bench-style provider named `id`, in the directory format.
+fn provider(id: &str) -> String {
+    format!(
+        "[[provider]]\nid = \"{id}\"\nname = \"{id}\"\nintent_types = [\"bench.item\"]\n\
+         reference_price = {{ amount = \"1.00\", currency = \"USD\" }}\nfloor_percent = 60\nconcession = \"steady\"\n\
+         concession_percent = 10\nlatency_ms = {{ base = 20, jitter = 30 }}\n\
+         failures = {{ timeout_percent = 0, refusal_percent = 0, unreachable_percent = 0 }}\n"
+    )
+}
+
+#[test]
+fn a_policy_asking_for_more_rounds_than_rounds_max_is_refused_before_anything_is_written() {
+    let home = common::Home::new();
+    let policy = home.write_file("rounds.toml", b"format = \"pactum-policy/1\"\nrounds_max = 33\n");
+    let policy = policy.display().to_string();
+    let output = home.run(&[
+        "negotiate",
+        "weather.data",
+        "--max-price",
+        "0.10",
+        "--currency",
+        "USD",
+        "--policy",
+        &policy,
+        "--yes",
+    ]);
+    let message = common::assert_fails(&output, 2, "POLICY_INVALID");
+    assert!(message.contains("1 to 32"), "{message}");
+    assert!(!home.default_db().exists(), "nothing written");
+}
+
+#[test]
+fn a_directory_over_providers_max_or_over_its_size_is_refused() {
+    let home = common::Home::new();
+    let mut many = "format = \"pactum-directory/1\"\n".to_owned();
+    for index in 0..65 {
+        many.push_str(&provider(&format!("p{index}")));
+    }
+    let path = home.write_file("many.toml", many.as_bytes()).display().to_string();
+    let message = common::assert_fails(&home.run(&["--directory", &path, "providers", "list"]), 2, "DIRECTORY_INVALID");
+    assert!(message.contains("65 providers; at most 64"), "{message}");
+    // 64 is within the bound.
+    let mut enough = "format = \"pactum-directory/1\"\n".to_owned();
+    for index in 0..64 {
+        enough.push_str(&provider(&format!("p{index}")));
+    }
+    let path = home.write_file("enough.toml", enough.as_bytes()).display().to_string();
+    common::assert_ok(&home.run(&["--directory", &path, "providers", "list"]));
+    let mut large = format!("format = \"pactum-directory/1\"\n{}", provider("p0"));
+    while large.len() <= 1024 * 1024 {
+        large.push_str("# padding padding padding padding padding padding padding padding\n");
+    }
+    let path = home.write_file("large.toml", large.as_bytes()).display().to_string();
+    common::assert_fails(&home.run(&["--directory", &path, "providers", "list"]), 2, "DIRECTORY_INVALID");
+    assert!(!home.default_db().exists(), "nothing written");
+}
+
+#[test]
+fn a_block_limit_over_block_chars_max_and_content_over_a_blocks_limit_are_refused() {
+    let home = common::Home::new();
+    let message = common::assert_fails(
+        &home.run(&["memory", "create", "notes", "--limit", "1000001"]),
+        2,
+        "MEMORY_INPUT_INVALID",
+    );
+    assert!(message.contains("1000000"), "{message}");
+    common::assert_ok(&home.run(&["memory", "create", "small", "--limit", "10"]));
+    common::assert_ok(&home.run(&["memory", "set", "small", "0123456789"]));
+    let message =
+        common::assert_fails(&home.run(&["memory", "set", "small", "0123456789!"]), 2, "MEMORY_LIMIT_EXCEEDED");
+    assert!(message.contains("at most 10 characters"), "{message}");
+    let shown = common::json(&home.run(&["memory", "show", "small", "--json"]));
+    assert_eq!(shown["content"], "0123456789", "the refused write left the block as it was: {shown}");
+    assert!(common::stdout(&home.run(&["memory", "list"])).lines().all(|line| !line.starts_with("notes")));
+}
+
+#[test]
+fn a_transcript_over_stream_events_max_or_with_a_line_over_the_limit_is_refused() {
+    let home = common::Home::new();
+    let sample = std::fs::read_to_string(home.sample_file()).expect("sample");
+    let (header, events) = sample.split_once('\n').expect("a header line");
+    let claimed = header.replace("\"event_count\":7", "\"event_count\":10000001");
+    assert_ne!(claimed, header);
+    let path = home.write_file("claimed.jsonl", format!("{claimed}\n{events}").as_bytes()).display().to_string();
+    let message = common::assert_fails(&home.run(&["transcript", "verify", &path]), 1, "FILE_MALFORMED");
+    assert!(message.contains("from 0 to 10000000"), "{message}");
+    let long = format!("{header}\n{{\"pad\":\"{}\"}}\n", "x".repeat(1024 * 1024 + 9 * 1024));
+    let path = home.write_file("long.jsonl", long.as_bytes()).display().to_string();
+    let message = common::assert_fails(&home.run(&["transcript", "verify", &path]), 1, "FILE_MALFORMED");
+    assert!(message.contains("line is longer than 1056768 bytes"), "{message}");
+    common::assert_fails(&home.run(&["transcript", "import", &path]), 1, "FILE_MALFORMED");
+    let listed = common::stdout(&home.run(&["transcript", "list"]));
+    assert!(listed.starts_with("no transcripts"), "nothing imported: {listed}");
 }
