@@ -235,7 +235,9 @@ fn main() {
     // A filter matches the cases whose name contains it; `=NAME` matches only the case NAME.
     let wanted = |name: &str| {
         filters.is_empty()
-            || filters.iter().any(|f| f.strip_prefix('=').map_or_else(|| name.contains(f.as_str()), |exact| name == exact))
+            || filters
+                .iter()
+                .any(|f| f.strip_prefix('=').map_or_else(|| name.contains(f.as_str()), |exact| name == exact))
     };
     println!(
         "negotiations end to end (3 providers, banded, ledger settlement, signed receipt, durable transcript); \

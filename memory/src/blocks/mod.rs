@@ -1490,7 +1490,11 @@ fn check_limit(limit: u32) -> Result<(), MemoryError> {
 }
 
 /// Creates the [`default_blocks`] the owner lacks.
-fn ensure_default_blocks_in(tx: &Transaction<'_>, owner: &str, at_ms: u64) -> Result<Vec<(Block, Loaded)>, MemoryError> {
+fn ensure_default_blocks_in(
+    tx: &Transaction<'_>,
+    owner: &str,
+    at_ms: u64,
+) -> Result<Vec<(Block, Loaded)>, MemoryError> {
     let mut created = Vec::new();
     for new in default_blocks(owner) {
         let exists: bool = tx

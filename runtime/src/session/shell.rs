@@ -152,6 +152,8 @@ pub struct AgentRuntime {
     /// Test seam: stop right after this rail step is applied, before it is recorded, as a
     /// crash at the worst moment would.
     stop_after_rail: Option<RailPhase>,
+    /// Injected faults of the outside world (see [`crate::faults`]); `None` in the program.
+    faults: Option<Arc<dyn crate::faults::Faults>>,
     /// The HTTP client for remote providers, made on first use.
     remote: std::sync::OnceLock<Result<crate::remote::client::RemoteClient, String>>,
 }
@@ -207,6 +209,7 @@ impl AgentRuntime {
             agents: Mutex::new(HashMap::new()),
             funded: Mutex::new(std::collections::HashSet::new()),
             stop_after_rail: None,
+            faults: None,
             remote: std::sync::OnceLock::new(),
         }
     }
@@ -218,6 +221,13 @@ impl AgentRuntime {
     #[doc(hidden)]
     pub fn with_injected_stop_after(mut self, phase: RailPhase) -> Self {
         self.stop_after_rail = Some(phase);
+        self
+    }
+
+    /// Injects faults into the runtime's outside world (rail steps refused or delivered twice,
+    /// see [`crate::faults`]), for simulations. Without it there are none.
+    pub fn with_faults(mut self, faults: Arc<dyn crate::faults::Faults>) -> Self {
+        self.faults = Some(faults);
         self
     }
 
@@ -1072,15 +1082,16 @@ impl AgentRuntime {
                         continue;
                     }
                     // A coalition's prepare and abort move each member's part.
-                    let (result, parts, member) = match run.state.coalition_parts() {
-                        Some(parts) if phase != RailPhase::Commit => {
-                            match self.rail.apply_parts_in(ledger, phase, &request, &parts, now) {
-                                Ok((evidence, parts)) => (Ok(evidence), parts, None),
-                                Err((error, member)) => (Err(error), Vec::new(), member),
-                            }
-                        }
-                        _ => (self.rail.apply_in(ledger, phase, &request, now), Vec::new(), None),
-                    };
+                    let coalition_parts = run.state.coalition_parts();
+                    let (result, parts, member) = crate::faults::apply_rail_step(
+                        self.faults.as_deref(),
+                        &self.rail,
+                        ledger,
+                        phase,
+                        &request,
+                        coalition_parts.as_deref(),
+                        now,
+                    );
                     run.applied.push(phase);
                     // What the buyer's constraints count: the hold (when it has constraints;
                     // setting its first copies earlier holds from the ledger), and its release.
