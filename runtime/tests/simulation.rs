@@ -45,6 +45,13 @@ const CRASHES_PER_SEED_MAX: u32 = 6;
 const START_MS: u64 = 1_767_225_600_000;
 const REPLAY: &str = "cargo test -p pactum-runtime --test simulation";
 
+/// What the seeds exercised, printed at the end (`--nocapture`) to show the faults were hit.
+static COVERAGE: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
+fn count(what: impl Into<String>) {
+    *COVERAGE.lock().unwrap_or_else(PoisonError::into_inner).entry(what.into()).or_default() += 1;
+}
+
 thread_local! {
     /// The step being run, for the failure message of a panic anywhere below.
     static STEP: Cell<u64> = const { Cell::new(0) };
@@ -65,6 +72,9 @@ fn seeded_simulation_keeps_every_invariant() {
             panic!("simulation seed {seed} failed at step {step}: {message}\nreplay: PACTUM_SIM_SEED={seed} {REPLAY}");
         }
     }
+    let coverage = COVERAGE.lock().unwrap_or_else(PoisonError::into_inner);
+    let lines: Vec<String> = coverage.iter().map(|(what, n)| format!("{n:>8}  {what}")).collect();
+    eprintln!("simulation of seeds {:?}:\n{}", seeds(), lines.join("\n"));
 }
 
 /// The seeds to run: one (`PACTUM_SIM_SEED`), `0..PACTUM_SIM_SEEDS`, or `0..SEEDS_DEFAULT`.
@@ -147,19 +157,23 @@ struct SimFaults {
 }
 
 impl Faults for SimFaults {
-    fn rail_step(&self, _payment_id: &str, _phase: RailPhase) -> Option<RailFault> {
+    fn rail_step(&self, _payment_id: &str, phase: RailPhase) -> Option<RailFault> {
         if !self.enabled.load(Ordering::SeqCst) {
             return None;
         }
         let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
         let draw = rng.below(100);
-        if draw < self.refuse_percent {
+        let fault = if draw < self.refuse_percent {
             Some(RailFault::Refuse)
         } else if draw < self.refuse_percent + self.duplicate_percent {
             Some(RailFault::Duplicate)
         } else {
             None
+        };
+        if let Some(fault) = fault {
+            count(format!("rail fault {fault:?} at {}", phase.as_str()));
         }
+        fault
     }
 }
 
@@ -174,6 +188,7 @@ struct Acknowledge<'a> {
 impl pactum_runtime::session::shell::SessionObserver for Acknowledge<'_> {
     fn on_event(&mut self, state: &SessionState, event: &Event) {
         self.acknowledged.push((event.stream.as_str().to_owned(), event.seq, event.hash));
+        count(format!("event {}", event.kind.as_str()));
         // The last event of a write: the state is the durable one after it.
         if event.seq + 1 == state.next_seq && self.ledger_problem.is_none() {
             *self.ledger_problem = ledger_problem(self.db, self.starting_minor);
@@ -439,7 +454,9 @@ impl Sim {
             Err(error) => format!("error {}: {error}", error.code()),
         };
         self.next_step(format!("{label} {what} -> {summary}{}", if crashed { " (crashed)" } else { "" }));
+        count(format!("operation {label}"));
         if crashed {
+            count("crash in an operation");
             self.crash_and_recover();
         } else {
             match outcome {
@@ -452,6 +469,11 @@ impl Sim {
 
     /// A session a run returned has ended, or waits for a release the rail keeps refusing.
     fn check_ended_or_resumable(&self, state: &SessionState) {
+        match &state.failure {
+            Some(failure) => count(format!("ended failed {}", failure.code)),
+            None if state.phase.is_terminal() => count(format!("ended {}", state.phase.as_str())),
+            None => count(format!("left in {} for recovery", state.phase.as_str())),
+        }
         if !state.phase.is_terminal() && (state.aborting.is_none() || state.effects().is_empty()) {
             self.fail(format!(
                 "session {:?} stopped in {} with nothing to resume",
@@ -488,10 +510,12 @@ impl Sim {
             if crashed { " (crashed)" } else { "" }
         ));
         if crashed {
+            count("crash in a recovery");
             return self.crash_and_recover();
         }
         let recovered = recovered.unwrap_or_else(|error| self.fail(format!("recovery failed: {error}")));
         for session in &recovered {
+            count("session recovered after a crash");
             match &session.outcome {
                 Ok(state) => self.check_ended_or_resumable(state),
                 Err(error) => self.fail(format!("recovery of {} failed: {error}", session.session_id)),
