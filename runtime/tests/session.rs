@@ -1037,3 +1037,42 @@ fn a_settlement_resumed_after_a_crash_is_not_refused_for_steps_already_done() {
     let wallet = db.accounts().expect("accounts").into_iter().find(|a| a.account_id == "wallet:buyer:USD");
     assert_eq!(wallet.map(|a| a.balance_minor), Some(100_000 - price), "paid once");
 }
+
+/// A crash after the write that held the money (and recorded the hold as a spend) and before
+/// the one recording its evidence: the resumed session judges the buyer's budget again, and
+/// must not count its own hold, or a payment already made would be refused (PACT-109) with the
+/// provider paid.
+#[test]
+fn a_crash_between_the_hold_and_its_evidence_does_not_count_the_hold_against_the_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.pactum");
+    let make = |owner: &str| {
+        AgentRuntime::new(
+            Arc::new(Constellation::open(&path).expect("open")),
+            Arc::new(ManualClock::new(START_MS)),
+            Directory::builtin().expect("directory"),
+            Arc::new(CountingEntropy::default()),
+            Arc::new(NobodyAlive),
+            owner.into(),
+        )
+    };
+    let budget_minor = 8;
+    let crashing = make("first-process").with_injected_stop_after(pactum_runtime::RailPhase::Commit);
+    crashing.ensure_buyer(Currency::parse("USD").expect("usd")).expect("buyer");
+    pactum_runtime::budget::set(crashing.constellation(), "buyer", "budget", &daily_budget(budget_minor), START_MS)
+        .expect("set");
+    crashing.negotiate(request(Ask::default()), &mut Always::new(true), &mut Quiet).expect_err("stops");
+    drop(crashing);
+
+    let recovering = make("second-process");
+    let recovered = recovering.recover(&mut Quiet).expect("recover");
+    let state = recovered.into_iter().next().expect("one").outcome.expect("resumed");
+    assert_eq!(state.phase, Phase::Completed, "{:?}", state.failure);
+    let price = state.agreement.as_ref().expect("agreement").price.amount_minor;
+    assert!(2 * price > budget_minor, "the hold counted twice would exceed the budget");
+    let db = recovering.constellation();
+    let check = check_constellation(db).expect("check");
+    assert!(check.is_sound(), "{:#?}", check.problems);
+    let statuses = pactum_runtime::budget::status(db, "buyer", START_MS + 60_000).expect("status");
+    assert_eq!(statuses[0].tally, pactum_runtime::constraints::Tally::Budget { spent_minor: price });
+}

@@ -40,6 +40,8 @@ use pactum_transcripts::{Digest, Event};
 const SEEDS_DEFAULT: u64 = 300;
 /// Operations per seed, at most (each a session or an abort; crashes and recoveries come on top).
 const OPERATIONS_PER_SEED_MAX: u64 = 8;
+/// How far ahead a crash is armed, in writes (a session makes one to five).
+const CRASH_WRITES_AHEAD_MAX: u64 = 12;
 /// Crashes per seed, at most, so a seed always ends.
 const CRASHES_PER_SEED_MAX: u32 = 6;
 const START_MS: u64 = 1_767_225_600_000;
@@ -280,6 +282,10 @@ struct Sim {
     directory: String,
     starting_minor: u64,
     crash_percent: u64,
+    /// The write count of the current process at which it crashes, when a crash is armed.
+    crash_at: Option<u64>,
+    /// The buyer's budget (no window), set before the first operation in some seeds.
+    budget_minor: Option<u64>,
     generation: u32,
     crashes: u32,
     db: Arc<Constellation>,
@@ -306,12 +312,22 @@ impl Sim {
         });
         let directory = simulated_directory(&mut rng);
         let starting_minor = rng.pick(&[100_000, 100_000, 150, 60]);
-        let crash_percent = rng.pick(&[0, 10, 30, 60]);
+        let crash_percent = rng.pick(&[0, 30, 60, 90]);
         let clock = Arc::new(ManualClock::new(START_MS));
         let entropy = Arc::new(SimEntropy { seed, drawn: AtomicU64::new(0) });
         let liveness = Arc::new(SimLiveness::default());
         let (db, runtime) =
             open_process(&path, &clock, &entropy, &liveness, &faults, &directory, starting_minor, "sim-1");
+        let budget_minor = rng.chance(30).then(|| rng.pick(&[5, 50, 200]));
+        if let Some(max_amount_minor) = budget_minor {
+            runtime.ensure_buyer(Currency::parse("USD").expect("usd")).expect("buyer");
+            let budget = pactum_runtime::constraints::Constraint::Budget(pactum_runtime::constraints::Budget {
+                max_amount_minor,
+                currency: "USD".into(),
+                window: None,
+            });
+            pactum_runtime::budget::set(&db, "buyer", "budget", &budget, START_MS).expect("budget");
+        }
         Self {
             seed,
             rng,
@@ -324,6 +340,8 @@ impl Sim {
             directory,
             starting_minor,
             crash_percent,
+            crash_at: None,
+            budget_minor,
             generation: 1,
             crashes: 0,
             db,
@@ -356,24 +374,40 @@ impl Sim {
         self.trace.push(format!("{step}: {what}"));
     }
 
-    /// Stops the process at its `n`-th write from now, for a random `n`, with the seed's
-    /// chance; returns the write count at which it will have crashed.
-    fn arm_crash(&mut self, percent: u64) -> Option<u64> {
+    /// With the given chance, arms a crash at the process's `n`-th write from now, for a random
+    /// `n`; the crash stays armed across operations until a write reaches it. Otherwise (or once
+    /// the seed has crashed enough) no crash is armed.
+    fn arm_crash(&mut self, percent: u64) {
         if self.crashes >= CRASHES_PER_SEED_MAX || !self.rng.chance(percent) {
-            self.db.stop_before_write(0);
-            return None;
+            self.disarm_crash();
+            return;
         }
-        let nth = 1 + self.rng.below(8);
+        let nth = 1 + self.rng.below(CRASH_WRITES_AHEAD_MAX);
         self.db.stop_before_write(nth);
-        Some(self.db.writes_attempted() + nth)
+        self.crash_at = Some(self.db.writes_attempted() + nth);
     }
 
-    fn crashed(&self, at: Option<u64>) -> bool {
-        at.is_some_and(|at| self.db.writes_attempted() >= at)
+    fn disarm_crash(&mut self) {
+        self.db.stop_before_write(0);
+        self.crash_at = None;
+    }
+
+    /// Whether a write reached the armed crash (the process is dead from that write on).
+    fn crashed(&self) -> bool {
+        self.crash_at.is_some_and(|at| self.db.writes_attempted() >= at)
     }
 
     fn request(&mut self) -> (NewSession, String) {
-        let intent_type = self.rng.pick(&["compute.inference", "weather.data", "storage.blob", "nothing.sold"]);
+        let intent_type = self.rng.pick(&[
+            "compute.inference",
+            "compute.inference",
+            "weather.data",
+            "weather.data",
+            "storage.blob",
+            "storage.blob",
+            "compute.inference",
+            "nothing.sold",
+        ]);
         let max_minor = self.rng.pick(&[1, 3, 5, 10, 30, 40, 60, 100, 500]);
         let latency = self.rng.pick(&[None, None, Some(50), Some(150), Some(1_000)]);
         let deadline = self.rng.pick(&[None, None, None, Some(100), Some(5_000)]).map(|ms| self.clock.now_ms() + ms);
@@ -417,7 +451,9 @@ impl Sim {
     /// One operation of the workload, with the chance of a crash somewhere in it.
     fn operate(&mut self) {
         self.clock.advance(self.rng.below(10_000));
-        let crash_at = self.arm_crash(self.crash_percent);
+        if self.crash_at.is_none() {
+            self.arm_crash(self.crash_percent);
+        }
         let (mut request, what) = self.request();
         let kind = self.rng.below(10);
         let mut observer = Acknowledge {
@@ -447,8 +483,7 @@ impl Sim {
                 ("create then abort", outcome)
             }
         };
-        self.db.stop_before_write(0);
-        let crashed = self.crashed(crash_at);
+        let crashed = self.crashed();
         let summary = match &outcome {
             Ok(state) => format!("{} {}", state.session_id().unwrap_or("-"), state.phase.as_str()),
             Err(error) => format!("error {}: {error}", error.code()),
@@ -488,7 +523,7 @@ impl Sim {
     fn crash_and_recover(&mut self) {
         self.crashes += 1;
         self.restart();
-        let crash_at = self.arm_crash(self.crash_percent / 2);
+        self.arm_crash(self.crash_percent / 2);
         let recovered = {
             let mut observer = Acknowledge {
                 db: &self.db,
@@ -498,13 +533,13 @@ impl Sim {
             };
             self.runtime.recover(&mut observer)
         };
-        self.db.stop_before_write(0);
-        let crashed = self.crashed(crash_at);
+        let crashed = self.crashed();
+        self.disarm_crash();
         self.next_step(format!(
             "recover as sim-{}: {}{}",
             self.generation,
             match &recovered {
-                Ok(list) => format!("{} sessions", list.len()),
+                Ok(list) => list.iter().map(describe).collect::<Vec<_>>().join(", "),
                 Err(error) => format!("error {error}"),
             },
             if crashed { " (crashed)" } else { "" }
@@ -538,6 +573,7 @@ impl Sim {
     /// A new process (owner `sim-<generation>`) on the file; every earlier one is dead.
     fn restart(&mut self) {
         self.generation += 1;
+        self.crash_at = None;
         let owner = format!("sim-{}", self.generation);
         let (db, runtime) = open_process(
             &self.path,
@@ -570,6 +606,17 @@ impl Sim {
         }
         if let Some(problem) = ledger_problem(&self.db, self.starting_minor) {
             self.fail(problem);
+        }
+        if let Some(max) = self.budget_minor {
+            let statuses = pactum_runtime::budget::status(&self.db, "buyer", self.clock.now_ms())
+                .unwrap_or_else(|error| self.fail(format!("budget unreadable: {error}")));
+            for status in statuses {
+                if let pactum_runtime::constraints::Tally::Budget { spent_minor } = status.tally
+                    && spent_minor > max
+                {
+                    self.fail(format!("the buyer spent {spent_minor} with a budget of {max}"));
+                }
+            }
         }
         let both = paid_and_released(&self.path);
         if !both.is_empty() {
@@ -647,6 +694,19 @@ impl Sim {
             }
         }
         self.check_full(true);
+    }
+}
+
+/// A recovered session as the trace shows it: its id, phase and failure.
+fn describe(recovered: &pactum_runtime::session::shell::Recovered) -> String {
+    match &recovered.outcome {
+        Ok(state) => format!(
+            "{} {}{}",
+            recovered.session_id,
+            state.phase.as_str(),
+            state.failure.as_ref().map(|f| format!(" {} ({})", f.code, f.detail)).unwrap_or_default()
+        ),
+        Err(error) => format!("{} error {error}", recovered.session_id),
     }
 }
 

@@ -1058,8 +1058,11 @@ impl AgentRuntime {
                         && run.state.constraints_seq.is_none()
                         && (constrained || !config.constraints.is_empty())
                     {
-                        let agent =
-                            if constrained { agent_constraints(ledger, &request.payer, now)? } else { Vec::new() };
+                        let agent = if constrained {
+                            agent_constraints(ledger, &request.payer, &request.payment_id, now)?
+                        } else {
+                            Vec::new()
+                        };
                         let input = vec![(Input::ConstraintsChecked { agent }, now)];
                         decide_into(&mut run.state, &mut run.pending, input, config.seed)?;
                         continue;
@@ -1474,9 +1477,17 @@ fn load_session(
 
 /// The buyer's constraints, each with the tally of the payments it counts, read inside the
 /// payment's write transaction. A stored constraint that no longer parses is a refusal to pay,
-/// never a constraint skipped.
-fn agent_constraints(ledger: &LedgerTx<'_>, payer: &str, now: u64) -> Result<Vec<AgentConstraint>, RuntimeError> {
+/// never a constraint skipped. The payment's own hold is never counted: it is on the ledger
+/// already when a crash came between the write that held it and the one that records it.
+fn agent_constraints(
+    ledger: &LedgerTx<'_>,
+    payer: &str,
+    payment_id: &str,
+    now: u64,
+) -> Result<Vec<AgentConstraint>, RuntimeError> {
     let rows = ledger.agent_constraints(payer)?;
+    let held_already = ledger.spend(payment_id)?.is_some();
+    let without = crate::budget::SpendsWithout { ledger, payment_id };
     let mut constraints = Vec::with_capacity(rows.len());
     for row in rows {
         let constraint = crate::budget::parse_row(&row).map_err(|error| match error {
@@ -1485,8 +1496,11 @@ fn agent_constraints(ledger: &LedgerTx<'_>, payer: &str, now: u64) -> Result<Vec
                 detail: format!("constraint {} of {payer} does not parse: {other}", row.name),
             }),
         })?;
-        let spends = crate::budget::StoredSpends::new(ledger, payer, row.since_ms, None);
-        let tally = constraint.tally_with(&spends, now)?;
+        let tally = if held_already {
+            constraint.tally_with(&crate::budget::StoredSpends::new(&without, payer, row.since_ms, None), now)?
+        } else {
+            constraint.tally_with(&crate::budget::StoredSpends::new(ledger, payer, row.since_ms, None), now)?
+        };
         constraints.push(AgentConstraint { name: row.name, constraint, since_ms: row.since_ms, tally });
     }
     Ok(constraints)
