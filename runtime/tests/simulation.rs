@@ -455,7 +455,7 @@ impl Sim {
             self.arm_crash(self.crash_percent);
         }
         let (mut request, what) = self.request();
-        let kind = self.rng.below(10);
+        let kind = self.rng.below(12);
         let mut observer = Acknowledge {
             db: &self.db,
             acknowledged: &mut self.acknowledged,
@@ -475,6 +475,15 @@ impl Sim {
                     looked: 0,
                 };
                 ("negotiate (interactive)", self.runtime.negotiate(request, &mut approver, &mut observer))
+            }
+            8..=9 => {
+                // Created (one write of its own), then driven and closed.
+                let outcome = self.runtime.create_session(request, &mut observer).and_then(|id| {
+                    let state =
+                        self.runtime.run(&id, &mut pactum_runtime::session::shell::DeclineAll, &mut observer)?;
+                    if state.phase.is_terminal() { self.runtime.close_session(&id) } else { Ok(state) }
+                });
+                ("create then run", outcome)
             }
             _ => {
                 let created = self.runtime.create_session(request, &mut observer);
