@@ -472,7 +472,9 @@ impl Sim {
             self.arm_crash(self.crash_percent);
         }
         let (mut request, what) = self.request();
-        let kind = self.rng.below(12);
+        let kind = self.rng.below(13);
+        // A broker's purchase, when the operation delegates: checked like the session itself.
+        let mut child = None;
         let mut observer = Acknowledge {
             db: &self.db,
             acknowledged: &mut self.acknowledged,
@@ -502,6 +504,28 @@ impl Sim {
                 });
                 ("create then run", outcome)
             }
+            12 => {
+                request.coalition = Vec::new();
+                let broker = pactum_runtime::session::shell::Broker {
+                    agent_id: "broker".into(),
+                    name: "Broker".into(),
+                    margin_percent: self.rng.pick(&[0, 5, 20]),
+                };
+                let outcome = self
+                    .runtime
+                    .negotiate_delegated(
+                        request,
+                        &broker,
+                        &mut pactum_runtime::session::shell::DeclineAll,
+                        &mut observer,
+                    )
+                    .map(|delegated| {
+                        let parent = delegated.parent.unwrap_or_else(|| delegated.child.clone());
+                        child = Some(delegated.child);
+                        parent
+                    });
+                ("negotiate through a broker", outcome)
+            }
             _ => {
                 let created = self.runtime.create_session(request, &mut observer);
                 let outcome =
@@ -521,7 +545,14 @@ impl Sim {
             self.crash_and_recover();
         } else {
             match outcome {
-                Ok(state) => self.check_ended_or_resumable(&state),
+                Ok(state) => {
+                    self.check_ended_or_resumable(&state);
+                    if let Some(child) = &child {
+                        self.check_ended_or_resumable(child);
+                    }
+                }
+                // A request the runtime refuses as given (a broker left no margin to buy with).
+                Err(error) if error.code() == "INTENT_INVALID" => count("refused as invalid"),
                 Err(error) => self.fail(format!("an operation failed without a crash: {error}")),
             }
         }
