@@ -2,8 +2,8 @@
 //! "Seeded simulation").
 //!
 //! Each seed runs a random sequence of sessions on one constellation file — intent types,
-//! strategies, budgets, deadlines, latency limits, automatic and interactive approval, cancels,
-//! aborts, coalitions — under a `ManualClock` the simulation advances, with faults drawn from
+//! strategies, prices, deadlines, latency limits, automatic and interactive approval, cancels,
+//! aborts, coalitions, purchases through a broker, a buyer's budget — under a `ManualClock` the simulation advances, with faults drawn from
 //! the seed: providers timing out, refusing, unreachable (the simulated directory's failure
 //! rates) or answering garbage (a loopback provider whose answers never check out), rail steps
 //! refused or delivered twice (`pactum_runtime::faults`), and the process dying between two
@@ -12,8 +12,8 @@
 //! file and recovers, and the workload goes on.
 //!
 //! Invariants are checked after every durable write (the ledger), after every operation (no
-//! acknowledged event lost, no payment both paid and released, money conserved, every session
-//! ended or resumable) and, in full (`check_constellation`: every transcript verifies and
+//! acknowledged event lost, no payment both paid and released, money conserved, the budget
+//! kept, every session ended or resumable) and, in full (`check_constellation`: every transcript verifies and
 //! replays, the ledger reconciles with the transcripts), after every recovery and at the end
 //! of each seed, when a last process without faults recovers and every session must have ended.
 //!
