@@ -615,6 +615,14 @@ impl AgentRuntime {
             let outcome = self.resume_session(&session_id, &mut DeclineAll, observer);
             recovered.push(Recovered { session_id, outcome });
         }
+        // A broker's purchase resumed before its parent session waited for the parent's
+        // payment; the parent has been resumed since (paid, or ended without paying), so the
+        // purchase is driven again now rather than left to the next recovery.
+        for entry in &mut recovered {
+            if matches!(&entry.outcome, Ok(state) if !state.phase.is_terminal() && state.parent_session().is_some()) {
+                entry.outcome = self.resume_session(&entry.session_id, &mut DeclineAll, observer);
+            }
+        }
         // Settlement graphs a stopped process left unfinished: every edge paid or none.
         let owner = crate::graph::GraphOwner { id: &self.owner, liveness: self.liveness.as_ref() };
         match crate::graph::recover_graphs(&self.db, &self.rail, owner, self.clock.now_ms()) {
