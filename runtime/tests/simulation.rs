@@ -17,8 +17,8 @@
 //! replays, the ledger reconciles with the transcripts), after every recovery and at the end
 //! of each seed, when a last process without faults recovers and every session must have ended.
 //!
-//! `PACTUM_SIM_SEEDS=<n>` runs seeds 0..n (default [`SEEDS_DEFAULT`]); `PACTUM_SIM_SEED=<n>`
-//! replays one seed. A failure names its seed, its step and the command that replays it.
+//! `PACTUM_SIM_SEEDS=<n>` runs seeds 0..n (default [`SEEDS_DEFAULT`]), `PACTUM_SIM_SEEDS=<a>..<b>`
+//! seeds a..b; `PACTUM_SIM_SEED=<n>` replays one seed. A failure names its seed, its step and the command that replays it.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -88,15 +88,20 @@ fn a_seed_replays_exactly() {
     }
 }
 
-/// The seeds to run: one (`PACTUM_SIM_SEED`), `0..PACTUM_SIM_SEEDS`, or `0..SEEDS_DEFAULT`.
+/// The seeds to run: one (`PACTUM_SIM_SEED=n`), `0..n` or `a..b` (`PACTUM_SIM_SEEDS`), or
+/// `0..SEEDS_DEFAULT`.
 fn seeds() -> std::ops::Range<u64> {
-    let read = |name: &str| {
-        std::env::var(name).ok().map(|value| value.trim().parse::<u64>().unwrap_or_else(|_| panic!("{name}={value}")))
-    };
-    match (read("PACTUM_SIM_SEED"), read("PACTUM_SIM_SEEDS")) {
-        (Some(seed), _) => seed..seed + 1,
-        (None, Some(count)) => 0..count,
-        (None, None) => 0..SEEDS_DEFAULT,
+    let number = |name: &str, text: &str| text.trim().parse::<u64>().unwrap_or_else(|_| panic!("{name}={text}"));
+    if let Ok(seed) = std::env::var("PACTUM_SIM_SEED") {
+        let seed = number("PACTUM_SIM_SEED", &seed);
+        return seed..seed + 1;
+    }
+    match std::env::var("PACTUM_SIM_SEEDS") {
+        Ok(text) => match text.split_once("..") {
+            Some((from, to)) => number("PACTUM_SIM_SEEDS", from)..number("PACTUM_SIM_SEEDS", to),
+            None => 0..number("PACTUM_SIM_SEEDS", &text),
+        },
+        Err(_) => 0..SEEDS_DEFAULT,
     }
 }
 
