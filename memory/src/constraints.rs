@@ -329,6 +329,57 @@ impl LedgerTx<'_> {
         first_spend_ms(self.tx(), agent_id, since_ms)
     }
 
+    /// The spend recorded for a payment, released or not.
+    pub fn spend(&self, payment_id: &str) -> Result<Option<SpendRow>, StoreError> {
+        self.tx()
+            .prepare_cached(&format!("SELECT {SPEND_COLUMNS} FROM spends WHERE payment_id = ?1"))
+            .and_then(|mut s| s.query_row(params![payment_id], spend_of).optional())
+            .map_err(sql_error)
+    }
+
+    /// [`LedgerTx::spend_totals`] without the payment `payment_id`'s own spend (a payment
+    /// judged again must not count its own hold). Reads every row of the range: for the rare
+    /// payment whose hold is recorded before its judgement is.
+    pub fn spend_totals_without(
+        &self,
+        agent_id: &str,
+        from_ms: u64,
+        to_ms: u64,
+        currency: &str,
+        payment_id: &str,
+    ) -> Result<SpendTotals, StoreError> {
+        self.tx()
+            .prepare_cached(
+                "SELECT count(*), coalesce(sum(CASE WHEN currency = ?4 THEN amount_minor END), 0) FROM spends
+                 WHERE agent_id = ?1 AND at_ms >= ?2 AND at_ms < ?3 AND released_at_ms IS NULL AND payment_id <> ?5",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![agent_id, i64_of(from_ms), i64_of(to_ms), currency, payment_id], |row| {
+                    Ok(SpendTotals { count: u64_of(row.get(0)?), sum_minor: u64_of(row.get(1)?) })
+                })
+            })
+            .map_err(sql_error)
+    }
+
+    /// [`LedgerTx::first_spend_ms`] without the payment `payment_id`'s own spend.
+    pub fn first_spend_ms_without(
+        &self,
+        agent_id: &str,
+        since_ms: u64,
+        payment_id: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        self.tx()
+            .prepare_cached(
+                "SELECT min(at_ms) FROM spends
+                 WHERE agent_id = ?1 AND at_ms >= ?2 AND released_at_ms IS NULL AND payment_id <> ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![agent_id, i64_of(since_ms), payment_id], |row| row.get::<_, Option<i64>>(0))
+            })
+            .map(|first| first.map(u64_of))
+            .map_err(sql_error)
+    }
+
     /// Records a payment (idempotent: the same payment again changes nothing; a different one
     /// under the same id is refused as corruption).
     pub fn record_spend(&self, spend: &SpendRow) -> Result<(), StoreError> {

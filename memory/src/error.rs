@@ -54,6 +54,10 @@ pub enum StoreError {
     /// a terminal state); nothing was written.
     #[error("{what} {id}: {detail}")]
     Refused { what: &'static str, id: String, detail: String },
+    /// A write stopped before its commit by fault injection
+    /// ([`crate::Constellation::stop_before_write`]); nothing of it was written.
+    #[error("write {write} was stopped before its commit (injected fault); nothing of it was written")]
+    Stopped { write: u64 },
     /// A backup would overwrite an existing file.
     #[error("{} already exists; choose a new backup path", path.display())]
     DestinationExists { path: PathBuf },
@@ -86,7 +90,7 @@ impl StoreError {
         match self {
             Self::NotSqlite { .. } | Self::NotConstellation { .. } => "STORE_NOT_CONSTELLATION",
             Self::SchemaTooNew { .. } => "STORE_SCHEMA_TOO_NEW",
-            Self::Io { .. } => "IO_ERROR",
+            Self::Io { .. } | Self::Stopped { .. } => "IO_ERROR",
             Self::Busy { .. } => "STORE_BUSY",
             Self::Sqlite { .. } => "STORE_SQLITE",
             Self::Corrupt { .. } => "STORE_CORRUPT",

@@ -286,6 +286,7 @@ impl Constellation {
                 .map_err(|e| E::from(self.with_path(e)))?,
         };
         let value = then(&crate::ledger::LedgerTx::new(&transaction))?;
+        self.before_commit().map_err(E::from)?;
         transaction.commit().map_err(|e| E::from(StoreError::sqlite(self.path(), e)))?;
         Ok((checkpoint_id, value))
     }

@@ -3,6 +3,7 @@
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -94,6 +95,11 @@ pub struct Constellation {
     checkpointer: Option<Checkpointer>,
     /// Loaded Loro documents of memory blocks, each checked against the database before use.
     pub(crate) memory_docs: crate::blocks::DocCache,
+    /// Write transactions that reached their commit through this handle (committed or stopped).
+    writes_attempted: AtomicU64,
+    /// Fault injection: the write (counted as `writes_attempted`, from 1) from which every
+    /// write is stopped before it commits; 0 for never (the default).
+    stop_at_write: AtomicU64,
 }
 
 /// How often the background checkpointer copies the write-ahead log into the file.
@@ -338,6 +344,8 @@ impl Constellation {
             connection: Mutex::new(connection),
             checkpointer: None,
             memory_docs: Default::default(),
+            writes_attempted: AtomicU64::new(0),
+            stop_at_write: AtomicU64::new(0),
         };
         if read_only {
             // A write-protected file (an evidence copy, say) can be read but not migrated.
@@ -480,8 +488,39 @@ impl Constellation {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| StoreError::sqlite(&self.path, e))?;
         let value = work(&transaction)?;
+        self.before_commit()?;
         transaction.commit().map_err(|e| StoreError::sqlite(&self.path, e))?;
         Ok(value)
+    }
+
+    /// Fault injection for simulations and crash tests: from the `nth` write transaction from
+    /// now on (1 is the next one), every write through this handle is rolled back instead of
+    /// committed and fails with [`StoreError::Stopped`]. Write transactions are atomic, so this
+    /// is exactly a process that died between two commits: the writes before the `nth` are
+    /// durable and nothing after them ever happens. The program never calls it; `0` turns it
+    /// off. Reads are unaffected.
+    pub fn stop_before_write(&self, nth: u64) {
+        let at = if nth == 0 { 0 } else { self.writes_attempted.load(Ordering::SeqCst).saturating_add(nth) };
+        self.stop_at_write.store(at, Ordering::SeqCst);
+    }
+
+    /// How many write transactions reached their commit through this handle (the ones
+    /// [`Constellation::stop_before_write`] stopped included).
+    pub fn writes_attempted(&self) -> u64 {
+        self.writes_attempted.load(Ordering::SeqCst)
+    }
+
+    /// Counts a write about to commit; refuses it once a stop injected by
+    /// [`Constellation::stop_before_write`] is reached. Called with the connection locked, so
+    /// writes are counted in the order they commit.
+    pub(crate) fn before_commit(&self) -> Result<(), StoreError> {
+        let write = self.writes_attempted.fetch_add(1, Ordering::SeqCst) + 1;
+        let stop_at = self.stop_at_write.load(Ordering::SeqCst);
+        if stop_at != 0 && write >= stop_at {
+            tracing::debug!(write, "write stopped before its commit (injected)");
+            return Err(StoreError::Stopped { write });
+        }
+        Ok(())
     }
 
     /// [`Self::read`] for work whose errors are not the store's own.

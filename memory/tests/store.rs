@@ -473,3 +473,25 @@ fn a_version_1_constellation_is_migrated_to_the_current_schema() {
     assert!(db.key_revocations().expect("the revocation list exists again").is_empty());
     assert_eq!(db.read_events("s1", 0, 10).expect("history kept").len(), 3);
 }
+
+#[test]
+fn a_stopped_write_and_every_later_one_write_nothing_and_a_new_handle_sees_the_earlier_ones() {
+    let dir = temp();
+    let path = dir.path().join("c.db");
+    let db = open_with_stream(&path, 2);
+    let head = |db: &Constellation| db.stream("s1").expect("stream").expect("exists");
+    // The second write from now stops: the first commits, the second and third do not.
+    db.stop_before_write(2);
+    let before = db.writes_attempted();
+    db.append_events("s1", &[row(2, head(&db).head_hash.expect("head"))]).expect("the first write commits");
+    let next = row(3, head(&db).head_hash.expect("head"));
+    assert!(matches!(db.append_events("s1", std::slice::from_ref(&next)), Err(StoreError::Stopped { .. })));
+    assert!(matches!(db.append_events("s1", std::slice::from_ref(&next)), Err(StoreError::Stopped { .. })));
+    assert_eq!(db.writes_attempted(), before + 3);
+    assert_eq!(head(&db).event_count, 3);
+    drop(db);
+    let reopened = Constellation::open(&path).expect("open");
+    assert_eq!(head(&reopened).event_count, 3);
+    reopened.append_events("s1", &[next]).expect("a new handle writes");
+    assert_eq!(head(&reopened).event_count, 4);
+}

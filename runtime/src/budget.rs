@@ -113,6 +113,25 @@ impl SpendSource for LedgerTx<'_> {
     }
 }
 
+/// A ledger transaction's spends without one payment's own: what a payment is judged against
+/// when its hold is on the ledger already (its session resumed after a crash between the write
+/// that held the money and the one that records its evidence). The judgement recorded then is
+/// the one made before the hold.
+pub(crate) struct SpendsWithout<'a, 't> {
+    pub ledger: &'a LedgerTx<'t>,
+    pub payment_id: &'a str,
+}
+
+impl SpendSource for SpendsWithout<'_, '_> {
+    fn totals(&self, agent_id: &str, from_ms: u64, to_ms: u64, currency: &str) -> Result<SpendTotals, StoreError> {
+        self.ledger.spend_totals_without(agent_id, from_ms, to_ms, currency, self.payment_id)
+    }
+
+    fn first(&self, agent_id: &str, since_ms: u64) -> Result<Option<u64>, StoreError> {
+        self.ledger.first_spend_ms_without(agent_id, since_ms, self.payment_id)
+    }
+}
+
 /// Totals read for a range, summing a currency.
 type TotalsRead = ((u64, u64), String, SpendTotals);
 

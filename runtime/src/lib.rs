@@ -15,6 +15,7 @@ mod directory;
 mod error;
 mod event_store;
 mod failure;
+pub mod faults;
 pub mod graph;
 mod identities;
 mod intent;

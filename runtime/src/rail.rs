@@ -279,6 +279,7 @@ impl LedgerRail {
         }
         let escrow = (escrow_account(&request.payment_id), AccountKind::Escrow);
         let mut evidence = Vec::with_capacity(parts.len());
+        let mut applied_now = false;
         for (member, amount_minor) in parts {
             let part = part_request(member, *amount_minor).map_err(|e| (e, None))?;
             // The escrow is shared: a part never held must not take another member's money.
@@ -305,6 +306,7 @@ impl LedgerRail {
                 ),
                 refused => (refused, Some(member.clone())),
             })?;
+            applied_now |= step.applied_now;
             evidence.push((member.clone(), *amount_minor, step.reference));
         }
         let reference = evidence.first().map(|(_, _, reference)| reference.clone()).unwrap_or_default();
@@ -315,9 +317,32 @@ impl LedgerRail {
             reference,
             amount_minor: request.amount.amount_minor(),
             currency: currency.code(),
-            applied_now: true,
+            applied_now,
         };
         Ok((applied, evidence))
+    }
+
+    /// Whether the step `phase` of the payment (or any member's part of it, for a coalition's
+    /// prepare or abort split in `parts`) is on the ledger already, read in `ledger`'s
+    /// transaction.
+    pub fn step_done_in(
+        &self,
+        ledger: &LedgerTx<'_>,
+        phase: RailPhase,
+        request: &PaymentRequest,
+        parts: Option<&[(String, u64)]>,
+    ) -> Result<bool, RailError> {
+        match parts {
+            Some(parts) if phase != RailPhase::Commit => {
+                for (member, _) in parts {
+                    if ledger.transfer_by_key(&Self::part_key(&request.payment_id, member, phase))?.is_some() {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            _ => Self::done(ledger, request, phase),
+        }
     }
 
     /// The idempotency key of a coalition member's part of a step.

@@ -226,3 +226,32 @@ fn a_crash_before_the_settling_write_fails_the_brokers_purchase_once_the_buyer_i
     assert_eq!(balance(&db, "wallet:buyer:USD"), STARTING_MINOR);
     assert_eq!(balance(&db, "wallet:relay:USD"), STARTING_MINOR);
 }
+
+/// Recovery resumes sessions in id order, so a broker's purchase may be resumed before the
+/// buyer's session it waits for. One recovery ends both: the purchase is driven again once its
+/// parent has ended (here unpaid, the buyer being gone), not left for the next recovery.
+#[test]
+fn one_recovery_ends_a_brokers_purchase_resumed_before_its_parent() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("c.pactum");
+    let crashing = runtime_at(&path, "first-process");
+    let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crashing.negotiate_delegated(request(4, false), &broker(), &mut Crash, &mut Quiet)
+    }));
+    assert!(stopped.is_err(), "the process stopped");
+    let db = crashing.constellation().clone();
+    drop(crashing);
+    let rows = db.session_streams("session:").expect("rows");
+    let ids: Vec<&str> = rows.iter().map(|row| &row.stream_id["session:".len()..]).collect();
+    let child = pactum_runtime::session::shell::read_session_state(&db, ids[0]).expect("state");
+    assert!(child.parent_session().is_some(), "the broker's purchase comes first in id order");
+
+    let recovered = runtime_at(&path, "second-process").recover(&mut Quiet).expect("recover");
+    let states: Vec<SessionState> = recovered.into_iter().map(|r| r.outcome.expect("resumed")).collect();
+    assert!(states.iter().all(|s| s.phase.is_terminal()), "{states:#?}");
+    let check = check_constellation(&db).expect("check");
+    assert!(check.is_sound(), "{:#?}", check.problems);
+    assert!(check.sessions_resumable.is_empty(), "{:?}", check.sessions_resumable);
+    assert_eq!(balance(&db, "wallet:buyer:USD"), STARTING_MINOR);
+    assert_eq!(balance(&db, "wallet:relay:USD"), STARTING_MINOR);
+}

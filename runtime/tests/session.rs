@@ -953,3 +953,126 @@ fn concurrent_payments_never_exceed_the_buyers_budget() {
     let check = check_constellation(fixture.runtime.constellation()).expect("check");
     assert!(check.is_sound(), "{:#?}", check.problems);
 }
+
+/// Injects one fault into every rail step of the phases listed.
+#[derive(Debug)]
+struct RailFaults(pactum_runtime::faults::RailFault, &'static [pactum_runtime::RailPhase]);
+
+impl pactum_runtime::faults::Faults for RailFaults {
+    fn rail_step(
+        &self,
+        _payment_id: &str,
+        phase: pactum_runtime::RailPhase,
+    ) -> Option<pactum_runtime::faults::RailFault> {
+        self.1.contains(&phase).then_some(self.0)
+    }
+}
+
+fn fixture_with_faults(faults: RailFaults) -> Fixture {
+    let Fixture { _dir, runtime } = fixture(Directory::builtin().expect("directory"));
+    Fixture { _dir, runtime: runtime.with_faults(Arc::new(faults)) }
+}
+
+#[test]
+fn a_rail_step_delivered_twice_moves_the_money_once() {
+    use pactum_runtime::RailPhase::{Abort, Commit, Prepare};
+    let fixture =
+        fixture_with_faults(RailFaults(pactum_runtime::faults::RailFault::Duplicate, &[Prepare, Commit, Abort]));
+    let (state, _) = negotiate(&fixture, Ask::default(), &mut Always::new(false));
+    assert_eq!(state.phase, Phase::Completed);
+    let agreement = state.agreement.as_ref().expect("agreement");
+    let price = i64::try_from(agreement.price.amount_minor).expect("small");
+    assert_eq!(balance(&fixture, "wallet:buyer:USD"), 100_000 - price, "paid once");
+    assert_eq!(balance(&fixture, &format!("provider:{}:USD", agreement.provider)), price, "paid once");
+}
+
+#[test]
+fn a_refused_commit_releases_the_hold() {
+    use pactum_runtime::RailPhase::Commit;
+    let fixture = fixture_with_faults(RailFaults(pactum_runtime::faults::RailFault::Refuse, &[Commit]));
+    let (state, events) = negotiate(&fixture, Ask::default(), &mut Always::new(false));
+    check_failure(&state, &events, FailureCode::SettlementCommitFailed, &[], &[]);
+    assert!(state.rail_aborted.is_some(), "the hold was released");
+    assert_eq!(balance(&fixture, "wallet:buyer:USD"), 100_000, "nothing paid");
+}
+
+#[test]
+fn a_refused_prepare_fails_the_session_and_moves_nothing() {
+    use pactum_runtime::RailPhase::Prepare;
+    let fixture = fixture_with_faults(RailFaults(pactum_runtime::faults::RailFault::Refuse, &[Prepare]));
+    let (state, events) = negotiate(&fixture, Ask::default(), &mut Always::new(false));
+    check_failure(&state, &events, FailureCode::SettlementPrepareFailed, &[], &[]);
+    assert_eq!(balance(&fixture, "wallet:buyer:USD"), 100_000, "nothing held");
+}
+
+/// A crash right after the write that settled on the ledger; the process that recovers has a
+/// rail that refuses every step: the steps already done are answered with their evidence (a
+/// rail's steps are idempotent), so the session completes with the money moved once.
+#[test]
+fn a_settlement_resumed_after_a_crash_is_not_refused_for_steps_already_done() {
+    use pactum_runtime::RailPhase::{Abort, Commit, Prepare};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.pactum");
+    let make = |owner: &str| {
+        AgentRuntime::new(
+            Arc::new(Constellation::open(&path).expect("open")),
+            Arc::new(ManualClock::new(START_MS)),
+            Directory::builtin().expect("directory"),
+            Arc::new(CountingEntropy::default()),
+            Arc::new(NobodyAlive),
+            owner.into(),
+        )
+    };
+    let crashing = make("first-process").with_injected_stop_after(Commit);
+    crashing.negotiate(request(Ask::default()), &mut Always::new(true), &mut Quiet).expect_err("stops");
+    drop(crashing);
+    let refusing = make("second-process")
+        .with_faults(Arc::new(RailFaults(pactum_runtime::faults::RailFault::Refuse, &[Prepare, Commit, Abort])));
+    let recovered = refusing.recover(&mut Quiet).expect("recover");
+    let state = recovered.into_iter().next().expect("one").outcome.expect("resumed");
+    assert_eq!(state.phase, Phase::Completed, "{:?}", state.failure);
+    let db = refusing.constellation();
+    assert!(check_constellation(db).expect("check").is_sound());
+    let price = i64::try_from(state.agreement.as_ref().expect("agreement").price.amount_minor).expect("small");
+    let wallet = db.accounts().expect("accounts").into_iter().find(|a| a.account_id == "wallet:buyer:USD");
+    assert_eq!(wallet.map(|a| a.balance_minor), Some(100_000 - price), "paid once");
+}
+
+/// A crash after the write that held the money (and recorded the hold as a spend) and before
+/// the one recording its evidence: the resumed session judges the buyer's budget again, and
+/// must not count its own hold, or a payment already made would be refused (PACT-109) with the
+/// provider paid.
+#[test]
+fn a_crash_between_the_hold_and_its_evidence_does_not_count_the_hold_against_the_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.pactum");
+    let make = |owner: &str| {
+        AgentRuntime::new(
+            Arc::new(Constellation::open(&path).expect("open")),
+            Arc::new(ManualClock::new(START_MS)),
+            Directory::builtin().expect("directory"),
+            Arc::new(CountingEntropy::default()),
+            Arc::new(NobodyAlive),
+            owner.into(),
+        )
+    };
+    let budget_minor = 8;
+    let crashing = make("first-process").with_injected_stop_after(pactum_runtime::RailPhase::Commit);
+    crashing.ensure_buyer(Currency::parse("USD").expect("usd")).expect("buyer");
+    pactum_runtime::budget::set(crashing.constellation(), "buyer", "budget", &daily_budget(budget_minor), START_MS)
+        .expect("set");
+    crashing.negotiate(request(Ask::default()), &mut Always::new(true), &mut Quiet).expect_err("stops");
+    drop(crashing);
+
+    let recovering = make("second-process");
+    let recovered = recovering.recover(&mut Quiet).expect("recover");
+    let state = recovered.into_iter().next().expect("one").outcome.expect("resumed");
+    assert_eq!(state.phase, Phase::Completed, "{:?}", state.failure);
+    let price = state.agreement.as_ref().expect("agreement").price.amount_minor;
+    assert!(2 * price > budget_minor, "the hold counted twice would exceed the budget");
+    let db = recovering.constellation();
+    let check = check_constellation(db).expect("check");
+    assert!(check.is_sound(), "{:#?}", check.problems);
+    let statuses = pactum_runtime::budget::status(db, "buyer", START_MS + 60_000).expect("status");
+    assert_eq!(statuses[0].tally, pactum_runtime::constraints::Tally::Budget { spent_minor: price });
+}

@@ -152,6 +152,8 @@ pub struct AgentRuntime {
     /// Test seam: stop right after this rail step is applied, before it is recorded, as a
     /// crash at the worst moment would.
     stop_after_rail: Option<RailPhase>,
+    /// Injected faults of the outside world (see [`crate::faults`]); `None` in the program.
+    faults: Option<Arc<dyn crate::faults::Faults>>,
     /// The HTTP client for remote providers, made on first use.
     remote: std::sync::OnceLock<Result<crate::remote::client::RemoteClient, String>>,
 }
@@ -207,6 +209,7 @@ impl AgentRuntime {
             agents: Mutex::new(HashMap::new()),
             funded: Mutex::new(std::collections::HashSet::new()),
             stop_after_rail: None,
+            faults: None,
             remote: std::sync::OnceLock::new(),
         }
     }
@@ -218,6 +221,13 @@ impl AgentRuntime {
     #[doc(hidden)]
     pub fn with_injected_stop_after(mut self, phase: RailPhase) -> Self {
         self.stop_after_rail = Some(phase);
+        self
+    }
+
+    /// Injects faults into the runtime's outside world (rail steps refused or delivered twice,
+    /// see [`crate::faults`]), for simulations. Without it there are none.
+    pub fn with_faults(mut self, faults: Arc<dyn crate::faults::Faults>) -> Self {
+        self.faults = Some(faults);
         self
     }
 
@@ -604,6 +614,14 @@ impl AgentRuntime {
             tracing::info!(session = %session_id, "resuming a session interrupted by a stopped process");
             let outcome = self.resume_session(&session_id, &mut DeclineAll, observer);
             recovered.push(Recovered { session_id, outcome });
+        }
+        // A broker's purchase resumed before its parent session waited for the parent's
+        // payment; the parent has been resumed since (paid, or ended without paying), so the
+        // purchase is driven again now rather than left to the next recovery.
+        for entry in &mut recovered {
+            if matches!(&entry.outcome, Ok(state) if !state.phase.is_terminal() && state.parent_session().is_some()) {
+                entry.outcome = self.resume_session(&entry.session_id, &mut DeclineAll, observer);
+            }
         }
         // Settlement graphs a stopped process left unfinished: every edge paid or none.
         let owner = crate::graph::GraphOwner { id: &self.owner, liveness: self.liveness.as_ref() };
@@ -1048,8 +1066,11 @@ impl AgentRuntime {
                         && run.state.constraints_seq.is_none()
                         && (constrained || !config.constraints.is_empty())
                     {
-                        let agent =
-                            if constrained { agent_constraints(ledger, &request.payer, now)? } else { Vec::new() };
+                        let agent = if constrained {
+                            agent_constraints(ledger, &request.payer, &request.payment_id, now)?
+                        } else {
+                            Vec::new()
+                        };
                         let input = vec![(Input::ConstraintsChecked { agent }, now)];
                         decide_into(&mut run.state, &mut run.pending, input, config.seed)?;
                         continue;
@@ -1072,15 +1093,16 @@ impl AgentRuntime {
                         continue;
                     }
                     // A coalition's prepare and abort move each member's part.
-                    let (result, parts, member) = match run.state.coalition_parts() {
-                        Some(parts) if phase != RailPhase::Commit => {
-                            match self.rail.apply_parts_in(ledger, phase, &request, &parts, now) {
-                                Ok((evidence, parts)) => (Ok(evidence), parts, None),
-                                Err((error, member)) => (Err(error), Vec::new(), member),
-                            }
-                        }
-                        _ => (self.rail.apply_in(ledger, phase, &request, now), Vec::new(), None),
-                    };
+                    let coalition_parts = run.state.coalition_parts();
+                    let (result, parts, member) = crate::faults::apply_rail_step(
+                        self.faults.as_deref(),
+                        &self.rail,
+                        ledger,
+                        phase,
+                        &request,
+                        coalition_parts.as_deref(),
+                        now,
+                    );
                     run.applied.push(phase);
                     // What the buyer's constraints count: the hold (when it has constraints;
                     // setting its first copies earlier holds from the ledger), and its release.
@@ -1463,9 +1485,17 @@ fn load_session(
 
 /// The buyer's constraints, each with the tally of the payments it counts, read inside the
 /// payment's write transaction. A stored constraint that no longer parses is a refusal to pay,
-/// never a constraint skipped.
-fn agent_constraints(ledger: &LedgerTx<'_>, payer: &str, now: u64) -> Result<Vec<AgentConstraint>, RuntimeError> {
+/// never a constraint skipped. The payment's own hold is never counted: it is on the ledger
+/// already when a crash came between the write that held it and the one that records it.
+fn agent_constraints(
+    ledger: &LedgerTx<'_>,
+    payer: &str,
+    payment_id: &str,
+    now: u64,
+) -> Result<Vec<AgentConstraint>, RuntimeError> {
     let rows = ledger.agent_constraints(payer)?;
+    let held_already = ledger.spend(payment_id)?.is_some();
+    let without = crate::budget::SpendsWithout { ledger, payment_id };
     let mut constraints = Vec::with_capacity(rows.len());
     for row in rows {
         let constraint = crate::budget::parse_row(&row).map_err(|error| match error {
@@ -1474,8 +1504,11 @@ fn agent_constraints(ledger: &LedgerTx<'_>, payer: &str, now: u64) -> Result<Vec
                 detail: format!("constraint {} of {payer} does not parse: {other}", row.name),
             }),
         })?;
-        let spends = crate::budget::StoredSpends::new(ledger, payer, row.since_ms, None);
-        let tally = constraint.tally_with(&spends, now)?;
+        let tally = if held_already {
+            constraint.tally_with(&crate::budget::StoredSpends::new(&without, payer, row.since_ms, None), now)?
+        } else {
+            constraint.tally_with(&crate::budget::StoredSpends::new(ledger, payer, row.since_ms, None), now)?
+        };
         constraints.push(AgentConstraint { name: row.name, constraint, since_ms: row.since_ms, tally });
     }
     Ok(constraints)
