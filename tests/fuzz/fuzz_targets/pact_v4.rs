@@ -15,8 +15,9 @@ fuzz_target!(|bytes: &[u8]| {
     let Ok(document) = parse_strict(text) else { return };
     assert_eq!(report, verify_v4(&document), "the text and its parsed value verify differently");
     if let Ok(canonical) = to_canonical_string(&document) {
+        // Canonical JSON is a fixed point (JCS writes -0 as 0, so the values may differ).
         let again = parse_strict(&canonical).expect("canonical JSON parses again");
-        assert_eq!(again, document, "canonical JSON parses to another value");
+        assert_eq!(to_canonical_string(&again).ok(), Some(canonical.clone()), "canonical JSON is not canonical");
         assert_eq!(report, verify_v4_text(&canonical), "the canonical text verifies differently");
     }
 });
