@@ -1,7 +1,8 @@
 //! ACP frames: one Pactum agent (`pactum_agent::serve_acp_lines`, the server `pactum acp` runs)
 //! lives for the whole run on a temporary constellation, initialised and with one session open.
 //! Each input is sent as one frame (newlines made spaces; `$SESSION` becomes the open session's
-//! id, so prompts and session methods reach a real conversation). After every frame the agent
+//! id, so prompts and session methods reach a real conversation; `-o` in any string becomes
+//! `-q`, so no slash command writes a file). After every frame the agent
 //! must still answer a request of the harness's own within `ANSWER_TIMEOUT`: a frame that ends
 //! the connection, panics the agent or stalls its reading fails the run.
 
@@ -22,7 +23,7 @@ struct Agent {
     answers: Receiver<String>,
     session_id: String,
     next_check: u64,
-    _directory: tempfile::TempDir,
+    directory: tempfile::TempDir,
 }
 
 impl Agent {
@@ -49,11 +50,11 @@ impl Agent {
                 panic!("the agent stopped serving: {result:?}");
             })
             .expect("the agent thread");
-        let mut agent = Self { frames, answers, session_id: String::new(), next_check: 0, _directory: directory };
+        let mut agent = Self { frames, answers, session_id: String::new(), next_check: 0, directory };
         let initialize = json!({"jsonrpc": "2.0", "id": "fuzz-init", "method": "initialize",
             "params": {"protocolVersion": 1, "clientCapabilities": {}}});
         agent.request(&initialize.to_string(), "fuzz-init").expect("initialize is answered");
-        let cwd = agent._directory.path().display().to_string();
+        let cwd = agent.directory.path().display().to_string();
         let new_session = json!({"jsonrpc": "2.0", "id": "fuzz-session", "method": "session/new",
             "params": {"cwd": cwd, "mcpServers": []}});
         let answer = agent.request(&new_session.to_string(), "fuzz-session").expect("session/new is answered");
@@ -91,6 +92,28 @@ impl Agent {
     }
 }
 
+/// Turns `-o` into `-q` in every string and key; true if anything changed.
+fn defuse(value: &mut Value) -> bool {
+    match value {
+        Value::String(text) if text.contains("-o") => {
+            *text = text.replace("-o", "-q");
+            true
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |changed, item| defuse(item) | changed),
+        Value::Object(members) => {
+            let before = members.len();
+            let entries: Vec<(String, Value)> = std::mem::take(members).into_iter().collect();
+            let mut changed = false;
+            for (key, mut item) in entries {
+                changed |= defuse(&mut item) | key.contains("-o");
+                members.insert(key.replace("-o", "-q"), item);
+            }
+            changed || members.len() != before
+        }
+        _ => false,
+    }
+}
+
 fn agent() -> &'static Mutex<Agent> {
     static AGENT: OnceLock<Mutex<Agent>> = OnceLock::new();
     AGENT.get_or_init(|| Mutex::new(Agent::start()))
@@ -102,9 +125,14 @@ fuzz_target!(|bytes: &[u8]| {
     // decoding reaches the same parse error.
     let mut frame = String::from_utf8_lossy(bytes).replace(['\n', '\r'], " ");
     frame = frame.replace("$SESSION", &agent.session_id);
-    // No file is written outside the temporary constellation: `--out` is the one option of the
-    // slash commands that names a file to write.
-    frame = frame.replace("--out", "--not-out");
+    // No file is written outside the temporary directory: `--out`/`-o` are the options of the
+    // slash commands that name a file to write, so they are defused in every string of the frame
+    // as the agent will decode it (escapes included).
+    if let Ok(mut value) = serde_json::from_str::<Value>(&frame)
+        && defuse(&mut value)
+    {
+        frame = value.to_string();
+    }
     agent.frames.send(frame).expect("the agent reads frames");
     agent.next_check += 1;
     let id = format!("fuzz-check-{}", agent.next_check);
