@@ -3,8 +3,9 @@
 //! Each input is sent as one frame (newlines made spaces; `$SESSION` becomes the open session's
 //! id, so prompts and session methods reach a real conversation; `-o` in any string becomes
 //! `-q`, so no slash command writes a file). After every frame the agent
-//! must still answer a request of the harness's own within `ANSWER_TIMEOUT`: a frame that ends
-//! the connection, panics the agent or stalls its reading fails the run.
+//! must still answer a request of the harness's own (`session/resume` of its session, which also
+//! attaches it again if the frame closed it) within `ANSWER_TIMEOUT`: a frame that ends the
+//! connection, panics the agent or stalls its reading fails the run.
 
 #![no_main]
 
@@ -136,7 +137,10 @@ fuzz_target!(|bytes: &[u8]| {
     agent.frames.send(frame).expect("the agent reads frames");
     agent.next_check += 1;
     let id = format!("fuzz-check-{}", agent.next_check);
-    let check = json!({"jsonrpc": "2.0", "id": id, "method": "session/list", "params": {}});
+    // `session/resume` also attaches the harness's session again if the frame closed it.
+    let cwd = agent.directory.path().display().to_string();
+    let check = json!({"jsonrpc": "2.0", "id": id, "method": "session/resume",
+        "params": {"sessionId": agent.session_id, "cwd": cwd}});
     if let Err(problem) = agent.request(&check.to_string(), &id) {
         panic!("after the frame {:?}: {problem}", String::from_utf8_lossy(bytes));
     }
