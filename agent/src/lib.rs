@@ -35,6 +35,8 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+pub use acp::serve_lines as serve_acp_lines;
+pub use acp::state::Options as AcpOptions;
 pub use failure::{EXIT_INVALID, EXIT_NEGOTIATION_FAILED, EXIT_OK, EXIT_USAGE};
 
 /// Runs the program with the process's arguments and returns its exit code.

@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex};
 use agent_client_protocol::schema::ProtocolVersion;
 use agent_client_protocol::v1::schema as acp;
 use agent_client_protocol::v1::{ConnectionTo, Responder};
-use agent_client_protocol::{Agent, Client, Error, UntypedMessage};
+use agent_client_protocol::{Agent, Client, Error, Lines, UntypedMessage};
+use futures::{Sink, Stream};
 
 use pactum_memory::ConversationMode;
 
@@ -68,6 +69,19 @@ fn serve(options: Options) -> Result<(), u8> {
         tracing::error!("the connection failed: {error}");
         crate::EXIT_INVALID
     })
+}
+
+/// Serves the protocol over any line transport until `incoming` ends: each item of `incoming`
+/// is one frame without its newline, each item sent to `outgoing` is one frame to write. The
+/// stdio server ([`serve_code`]) is this over stdin and stdout; the in-process fuzzer drives it
+/// over in-memory channels.
+pub async fn serve_lines(
+    options: Options,
+    outgoing: impl Sink<String, Error = std::io::Error> + Send + 'static,
+    incoming: impl Stream<Item = std::io::Result<String>> + Send + 'static,
+) -> Result<(), Error> {
+    crate::output::protocol_owns_stdout();
+    connect(Arc::new(Server::new(options)), Lines::new(Box::pin(outgoing), Box::pin(incoming))).await
 }
 
 fn mode_option(mode: ConversationMode) -> acp::SessionConfigOption {
