@@ -186,17 +186,24 @@ impl Approver for Crash {
     }
 }
 
-#[test]
-fn a_crash_before_the_settling_write_fails_the_brokers_purchase_once_the_buyer_is_gone() {
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("c.pactum");
-    let crashing = runtime_at(&path, "first-process");
+/// A delegated negotiation in a process that stops while the buyer is asked to pay (after the
+/// broker's purchase is committed); returns the file's store once that process is gone.
+fn stop_while_the_buyer_is_asked(path: &std::path::Path) -> std::sync::Arc<pactum_memory::Constellation> {
+    let crashing = runtime_at(path, "first-process");
     let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         crashing.negotiate_delegated(request(4, false), &broker(), &mut Crash, &mut Quiet)
     }));
     assert!(stopped.is_err(), "the process stopped");
     let db = crashing.constellation().clone();
     drop(crashing);
+    db
+}
+
+#[test]
+fn a_crash_before_the_settling_write_fails_the_brokers_purchase_once_the_buyer_is_gone() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("c.pactum");
+    let db = stop_while_the_buyer_is_asked(&path);
     // The broker's purchase is committed and waits; the buyer's session waits for its answer.
     let check = check_constellation(&db).expect("check");
     assert!(check.is_sound(), "{:#?}", check.problems);
@@ -234,13 +241,7 @@ fn a_crash_before_the_settling_write_fails_the_brokers_purchase_once_the_buyer_i
 fn one_recovery_ends_a_brokers_purchase_resumed_before_its_parent() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("c.pactum");
-    let crashing = runtime_at(&path, "first-process");
-    let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        crashing.negotiate_delegated(request(4, false), &broker(), &mut Crash, &mut Quiet)
-    }));
-    assert!(stopped.is_err(), "the process stopped");
-    let db = crashing.constellation().clone();
-    drop(crashing);
+    let db = stop_while_the_buyer_is_asked(&path);
     let rows = db.session_streams("session:").expect("rows");
     let ids: Vec<&str> = rows.iter().map(|row| &row.stream_id["session:".len()..]).collect();
     let child = pactum_runtime::session::shell::read_session_state(&db, ids[0]).expect("state");

@@ -586,15 +586,7 @@ impl Sim {
         self.crashes += 1;
         self.restart();
         self.arm_crash(self.crash_percent / 2);
-        let recovered = {
-            let mut observer = Acknowledge {
-                db: &self.db,
-                acknowledged: &mut self.acknowledged,
-                ledger_problem: &mut self.ledger_problem,
-                starting_minor: self.starting_minor,
-            };
-            self.runtime.recover(&mut observer)
-        };
+        let recovered = self.recover_observed();
         let crashed = self.crashed();
         self.disarm_crash();
         self.next_step(format!(
@@ -630,6 +622,19 @@ impl Sim {
             )),
             Err(error) => self.fail(format!("a second recovery failed: {error}")),
         }
+    }
+
+    /// `recover` in the current process, every write it makes checked as it is acknowledged.
+    fn recover_observed(
+        &mut self,
+    ) -> Result<Vec<pactum_runtime::session::shell::Recovered>, pactum_runtime::RuntimeError> {
+        let mut observer = Acknowledge {
+            db: &self.db,
+            acknowledged: &mut self.acknowledged,
+            ledger_problem: &mut self.ledger_problem,
+            starting_minor: self.starting_minor,
+        };
+        self.runtime.recover(&mut observer)
     }
 
     /// A new process (owner `sim-<generation>`) on the file; every earlier one is dead.
@@ -736,15 +741,7 @@ impl Sim {
     fn finish(mut self) -> (Vec<String>, Vec<(String, u64, Digest)>) {
         self.faults.enabled.store(false, Ordering::SeqCst);
         self.restart();
-        let recovered = {
-            let mut observer = Acknowledge {
-                db: &self.db,
-                acknowledged: &mut self.acknowledged,
-                ledger_problem: &mut self.ledger_problem,
-                starting_minor: self.starting_minor,
-            };
-            self.runtime.recover(&mut observer)
-        };
+        let recovered = self.recover_observed();
         self.next_step(format!(
             "final recovery as sim-{}: {}",
             self.generation,
