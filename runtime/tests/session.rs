@@ -541,6 +541,19 @@ fn state_from_the_checkpoint_equals_the_full_fold() {
     assert_eq!(fixture.runtime.get_session_state(session_id).expect("state"), state);
 }
 
+/// A runtime of the process `owner` on the constellation file at `path`, as each process that
+/// opens it after a crash has.
+fn process_at(path: &std::path::Path, owner: &str) -> AgentRuntime {
+    AgentRuntime::new(
+        Arc::new(Constellation::open(path).expect("open")),
+        Arc::new(ManualClock::new(START_MS)),
+        Directory::builtin().expect("directory"),
+        Arc::new(CountingEntropy::default()),
+        Arc::new(NobodyAlive),
+        owner.into(),
+    )
+}
+
 /// A crash after the rail moved money and before the transcript recorded it: recovery by
 /// another process records each step once, with the same transfer, and finishes the session.
 /// The ledger settles in one transaction (prepare, then commit), so stopping after either
@@ -548,16 +561,7 @@ fn state_from_the_checkpoint_equals_the_full_fold() {
 fn crash_after_rail_step_then_recover(phase: pactum_runtime::RailPhase) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.pactum");
-    let make = |owner: &str| {
-        AgentRuntime::new(
-            Arc::new(Constellation::open(&path).expect("open")),
-            Arc::new(ManualClock::new(START_MS)),
-            Directory::builtin().expect("directory"),
-            Arc::new(CountingEntropy::default()),
-            Arc::new(NobodyAlive),
-            owner.into(),
-        )
-    };
+    let make = |owner: &str| process_at(&path, owner);
     let crashing = make("first-process").with_injected_stop_after(phase);
     let error = crashing.negotiate(request(Ask::default()), &mut Always::new(true), &mut Quiet).expect_err("stops");
     assert!(matches!(error, pactum_runtime::RuntimeError::InjectedStop(_)), "{error}");
@@ -1013,16 +1017,7 @@ fn a_settlement_resumed_after_a_crash_is_not_refused_for_steps_already_done() {
     use pactum_runtime::RailPhase::{Abort, Commit, Prepare};
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.pactum");
-    let make = |owner: &str| {
-        AgentRuntime::new(
-            Arc::new(Constellation::open(&path).expect("open")),
-            Arc::new(ManualClock::new(START_MS)),
-            Directory::builtin().expect("directory"),
-            Arc::new(CountingEntropy::default()),
-            Arc::new(NobodyAlive),
-            owner.into(),
-        )
-    };
+    let make = |owner: &str| process_at(&path, owner);
     let crashing = make("first-process").with_injected_stop_after(Commit);
     crashing.negotiate(request(Ask::default()), &mut Always::new(true), &mut Quiet).expect_err("stops");
     drop(crashing);
@@ -1046,16 +1041,7 @@ fn a_settlement_resumed_after_a_crash_is_not_refused_for_steps_already_done() {
 fn a_crash_between_the_hold_and_its_evidence_does_not_count_the_hold_against_the_budget() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.pactum");
-    let make = |owner: &str| {
-        AgentRuntime::new(
-            Arc::new(Constellation::open(&path).expect("open")),
-            Arc::new(ManualClock::new(START_MS)),
-            Directory::builtin().expect("directory"),
-            Arc::new(CountingEntropy::default()),
-            Arc::new(NobodyAlive),
-            owner.into(),
-        )
-    };
+    let make = |owner: &str| process_at(&path, owner);
     let budget_minor = 8;
     let crashing = make("first-process").with_injected_stop_after(pactum_runtime::RailPhase::Commit);
     crashing.ensure_buyer(Currency::parse("USD").expect("usd")).expect("buyer");
