@@ -105,14 +105,17 @@ fn valid_name(name: &str) -> bool {
 
 /// The current constraints of an agent (latest version of each name, removals left out), by name.
 fn current_constraints(connection: &Connection, agent_id: &str) -> Result<Vec<ConstraintRow>, StoreError> {
-    let sql = format!(
+    let mut statement = connection.prepare_cached(&current_constraints_sql()).map_err(sql_error)?;
+    let rows = statement.query_map(params![agent_id], constraint_of).map_err(sql_error)?;
+    rows.collect::<Result<_, _>>().map_err(sql_error)
+}
+
+fn current_constraints_sql() -> String {
+    format!(
         "SELECT {CONSTRAINT_COLUMNS} FROM agent_constraints c WHERE agent_id = ?1 AND body IS NOT NULL
          AND version = (SELECT max(version) FROM agent_constraints l WHERE l.agent_id = c.agent_id AND l.name = c.name)
          ORDER BY name"
-    );
-    let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
-    let rows = statement.query_map(params![agent_id], constraint_of).map_err(sql_error)?;
-    rows.collect::<Result<_, _>>().map_err(sql_error)
+    )
 }
 
 /// The payments an agent made (not released) at or after `since_ms`, oldest first.
@@ -422,5 +425,26 @@ impl LedgerTx<'_> {
             .and_then(|mut s| s.execute(params![payment_id, i64_of(at_ms)]))
             .map(|_| ())
             .map_err(sql_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Constellation;
+
+    /// Every payment reads its payer's constraints: the cached statement must keep its plan from
+    /// one payer to the next instead of being parsed and planned again.
+    #[test]
+    fn reading_constraints_again_reuses_the_planned_statement() {
+        let dir = tempfile::tempdir().expect("temp");
+        let db = Constellation::open(dir.path().join("c.db")).expect("open");
+        let connection = db.lock();
+        for agent in ["buyer", "alice", "buyer", "bob"] {
+            assert!(current_constraints(&connection, agent).expect("read").is_empty());
+        }
+        let statement = connection.prepare_cached(&current_constraints_sql()).expect("cached");
+        assert_eq!(statement.get_status(rusqlite::StatementStatus::RePrepare), 0);
+        assert_eq!(statement.get_status(rusqlite::StatementStatus::Run), 4);
     }
 }

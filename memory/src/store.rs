@@ -173,6 +173,16 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// Reads the identification fields straight from the file header, so that a file which is not a
 /// Pactum constellation is refused before SQLite touches it (no `-wal`/`-shm` files, no writes).
 /// Returns `None` for an empty file.
+/// [`Connection::query_row`] through the connection's statement cache (rusqlite's own parses
+/// the statement on every call).
+pub(crate) fn cached_row<T, P, F>(connection: &Connection, sql: &str, params: P, row: F) -> rusqlite::Result<T>
+where
+    P: rusqlite::Params,
+    F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+{
+    connection.prepare_cached(sql)?.query_row(params, row)
+}
+
 fn read_header(path: &Path) -> Result<Option<HeaderFields>, StoreError> {
     let mut file = fs::File::open(path).map_err(|source| StoreError::io(path, "cannot open", source))?;
     let mut header = [0_u8; 100];
@@ -337,6 +347,15 @@ impl Constellation {
         let connection = Connection::open_with_flags(path, flags).map_err(|e| StoreError::sqlite(path, e))?;
         connection.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(|e| StoreError::sqlite(path, e))?;
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+        // The query planner stability guarantee: a statement's plan never depends on the values
+        // bound to it. Without it SQLite marks some statements (one comparing a column no index
+        // serves with a parameter, say) as needing a new plan once their parameters change, and
+        // the statement cache clears the parameters after each use: every reuse of such a
+        // statement parsed and planned it again. Pactum's schema uses no statistics tables
+        // and no LIKE against a parameter, the two things the values would otherwise inform.
+        connection
+            .set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+            .map_err(|e| StoreError::sqlite(path, e))?;
         let read_only = connection.is_readonly(rusqlite::MAIN_DB).map_err(|e| StoreError::sqlite(path, e))?;
         let mut store = Self {
             path: path.to_owned(),

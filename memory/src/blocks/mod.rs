@@ -43,7 +43,7 @@ pub use exchange::{EXPORT_FORMAT, IMPORT_BYTES_MAX, ImportReport};
 pub use template::{LIST_FIELD_ITEMS_MAX, STRATEGY_NAMES, Template};
 
 use crate::error::StoreError;
-use crate::store::Constellation;
+use crate::store::{Constellation, cached_row};
 
 /// A new working snapshot is stored once this many versions follow the last one.
 pub const CONSOLIDATE_AFTER_VERSIONS: u64 = 128;
@@ -553,14 +553,14 @@ fn block_from(
 }
 
 fn find_block(tx: &Transaction<'_>, owner: &str, label: &str) -> Result<BlockRow, MemoryError> {
-    let row = tx
-        .query_row(
-            &format!("SELECT {BLOCK_COLUMNS} FROM memory_blocks WHERE owner = ?1 AND label = ?2"),
-            params![owner, label],
-            |row| Ok((read_block_row(row)?, (row.get::<_, i64>(14)?, row.get::<_, i64>(15)?))),
-        )
-        .optional()
-        .map_err(sql)?;
+    let row = cached_row(
+        tx,
+        &format!("SELECT {BLOCK_COLUMNS} FROM memory_blocks WHERE owner = ?1 AND label = ?2"),
+        params![owner, label],
+        |row| Ok((read_block_row(row)?, (row.get::<_, i64>(14)?, row.get::<_, i64>(15)?))),
+    )
+    .optional()
+    .map_err(sql)?;
     let (fields, pending) =
         row.ok_or_else(|| MemoryError::BlockNotFound { owner: owner.to_owned(), label: label.to_owned() })?;
     let mut row = block_from(fields, pending)?;
@@ -571,8 +571,8 @@ fn find_block(tx: &Transaction<'_>, owner: &str, label: &str) -> Result<BlockRow
 }
 
 fn find_block_by_id(tx: &Transaction<'_>, block_id: &str) -> Result<Option<BlockRow>, MemoryError> {
-    let row = tx
-        .query_row(&format!("SELECT {BLOCK_COLUMNS} FROM memory_blocks WHERE block_id = ?1"), [block_id], |row| {
+    let row =
+        cached_row(tx, &format!("SELECT {BLOCK_COLUMNS} FROM memory_blocks WHERE block_id = ?1"), [block_id], |row| {
             Ok((read_block_row(row)?, (row.get::<_, i64>(14)?, row.get::<_, i64>(15)?)))
         })
         .optional()
@@ -589,14 +589,14 @@ fn access(tx: &Transaction<'_>, block: &Block, viewer: &Author) -> Result<Option
     if *agent == block.owner {
         return Ok(Some(block.permission));
     }
-    let shared: Option<String> = tx
-        .query_row(
-            "SELECT permission FROM memory_shares WHERE block_id = ?1 AND agent_id = ?2",
-            params![block.block_id, agent],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(sql)?;
+    let shared: Option<String> = cached_row(
+        tx,
+        "SELECT permission FROM memory_shares WHERE block_id = ?1 AND agent_id = ?2",
+        params![block.block_id, agent],
+        |row| row.get(0),
+    )
+    .optional()
+    .map_err(sql)?;
     match shared.as_deref().and_then(Permission::parse) {
         Some(permission) => Ok(Some(permission.min(block.permission))),
         None => Err(MemoryError::PermissionDenied(format!(
@@ -651,26 +651,26 @@ fn require(
 }
 
 fn version(tx: &Transaction<'_>, block: &Block, seq: u64) -> Result<Version, MemoryError> {
-    let row = tx
-        .query_row(
-            "SELECT op, author, message, at_ms, content_chars, content_sha256, base_seq
+    let row = cached_row(
+        tx,
+        "SELECT op, author, message, at_ms, content_chars, content_sha256, base_seq
              FROM memory_versions WHERE block_id = ?1 AND seq = ?2",
-            params![block.block_id, to_i64(seq)],
-            |row| {
-                Ok(Version {
-                    seq,
-                    op: row.get(0)?,
-                    author: row.get(1)?,
-                    message: row.get(2)?,
-                    at_ms: to_u64(row.get(3)?),
-                    chars: to_u64(row.get(4)?),
-                    content_sha256: row.get::<_, Vec<u8>>(5)?.try_into().unwrap_or([0; 32]),
-                    base: row.get::<_, Option<i64>>(6)?.map(to_u64),
-                })
-            },
-        )
-        .optional()
-        .map_err(sql)?;
+        params![block.block_id, to_i64(seq)],
+        |row| {
+            Ok(Version {
+                seq,
+                op: row.get(0)?,
+                author: row.get(1)?,
+                message: row.get(2)?,
+                at_ms: to_u64(row.get(3)?),
+                chars: to_u64(row.get(4)?),
+                content_sha256: row.get::<_, Vec<u8>>(5)?.try_into().unwrap_or([0; 32]),
+                base: row.get::<_, Option<i64>>(6)?.map(to_u64),
+            })
+        },
+    )
+    .optional()
+    .map_err(sql)?;
     row.ok_or_else(|| MemoryError::VersionNotFound {
         label: block.label.clone(),
         version: seq,
@@ -842,26 +842,26 @@ fn doc_at_head(cache: &DocCache, tx: &Transaction<'_>, row: &BlockRow) -> Result
 fn peer_for(tx: &Transaction<'_>, author: &Author, fresh: bool, at_ms: u64) -> Result<u64, MemoryError> {
     let author = author.to_string();
     if !fresh {
-        let existing: Option<i64> = tx
-            .query_row(
-                "SELECT peer_id FROM memory_peers WHERE author = ?1 ORDER BY created_at_ms, peer_id LIMIT 1",
-                [&author],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(sql)?;
+        let existing: Option<i64> = cached_row(
+            tx,
+            "SELECT peer_id FROM memory_peers WHERE author = ?1 ORDER BY created_at_ms, peer_id LIMIT 1",
+            [&author],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(sql)?;
         if let Some(peer) = existing {
             return Ok(peer as u64);
         }
     }
-    let peer: i64 = tx
-        .query_row(
-            "INSERT INTO memory_peers (peer_id, author, created_at_ms)
+    let peer: i64 = cached_row(
+        tx,
+        "INSERT INTO memory_peers (peer_id, author, created_at_ms)
              VALUES (random() & 0x3fffffffffffffff, ?1, ?2) RETURNING peer_id",
-            params![author, to_i64(at_ms)],
-            |row| row.get(0),
-        )
-        .map_err(sql)?;
+        params![author, to_i64(at_ms)],
+        |row| row.get(0),
+    )
+    .map_err(sql)?;
     Ok(peer as u64)
 }
 
@@ -937,13 +937,13 @@ fn record_version(
     let (keyframe_seq, chain_bytes, full, splice) = if seq == 1 {
         (1, 0, Some(content.as_bytes().to_vec()), None)
     } else {
-        let (last_keyframe, last_chain): (i64, i64) = tx
-            .query_row(
-                "SELECT keyframe_seq, chain_bytes FROM memory_versions WHERE block_id = ?1 AND seq = ?2",
-                params![block.block_id, to_i64(seq - 1)],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(sql)?;
+        let (last_keyframe, last_chain): (i64, i64) = cached_row(
+            tx,
+            "SELECT keyframe_seq, chain_bytes FROM memory_versions WHERE block_id = ?1 AND seq = ?2",
+            params![block.block_id, to_i64(seq - 1)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(sql)?;
         let splice = known_splice.unwrap_or_else(|| splice::encode(previous, content));
         let chain = to_u64(last_chain) + splice.len() as u64;
         if seq - to_u64(last_keyframe) >= splice::KEYFRAME_EVERY || chain > content.len().max(256) as u64 {
@@ -1610,13 +1610,13 @@ fn apply_write(
     let block = row.block.clone();
     let Loaded { mut doc, seq: _, content: previous, digest: previous_digest } = loaded;
     if let Change::Log { key: Some(key), .. } = &write.change {
-        let seen: bool = tx
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM memory_versions WHERE block_id = ?1 AND idempotency_key = ?2)",
-                params![block.block_id, key],
-                |r| r.get(0),
-            )
-            .map_err(sql)?;
+        let seen: bool = cached_row(
+            tx,
+            "SELECT EXISTS (SELECT 1 FROM memory_versions WHERE block_id = ?1 AND idempotency_key = ?2)",
+            params![block.block_id, key],
+            |r| r.get(0),
+        )
+        .map_err(sql)?;
         if seen {
             let content = previous.clone();
             let written =
