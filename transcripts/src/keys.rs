@@ -159,13 +159,30 @@ const STRICT_KEYS_REMEMBERED: usize = 4_096;
 /// A pure function of `bytes`; only keys that pass are remembered, at most
 /// [`STRICT_KEYS_REMEMBERED`].
 pub(crate) fn strict_public_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+    strict_key(bytes).map(|key| key.dalek)
+}
+
+/// A strict public key decoded for both Ed25519 libraries Pactum verifies with.
+#[derive(Clone, Copy)]
+pub(crate) struct StrictKey {
+    /// For RFC 8032 strict verification (PEAC receipts).
+    pub(crate) dalek: VerifyingKey,
+    /// For the ZIP-215 equation (events and receipts' digest signatures).
+    pub(crate) zebra: ed25519_zebra::VerificationKey,
+}
+
+/// [`strict_public_key`], with the key decoded for both libraries (each decoding decompresses
+/// the point again): remembered together, under the same rule.
+pub(crate) fn strict_key(bytes: &[u8; 32]) -> Option<StrictKey> {
     use std::collections::HashMap;
     use std::sync::{LazyLock, Mutex, PoisonError};
-    static STRICT: LazyLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> = LazyLock::new(Default::default);
+    static STRICT: LazyLock<Mutex<HashMap<[u8; 32], StrictKey>>> = LazyLock::new(Default::default);
     if let Some(key) = STRICT.lock().unwrap_or_else(PoisonError::into_inner).get(bytes) {
         return Some(*key);
     }
-    let key = VerifyingKey::from_bytes(bytes).ok().filter(|_| is_strict_point(bytes))?;
+    let dalek = VerifyingKey::from_bytes(bytes).ok().filter(|_| is_strict_point(bytes))?;
+    let zebra = ed25519_zebra::VerificationKey::try_from(*bytes).ok()?;
+    let key = StrictKey { dalek, zebra };
     let mut strict = STRICT.lock().unwrap_or_else(PoisonError::into_inner);
     if strict.len() >= STRICT_KEYS_REMEMBERED {
         strict.clear();

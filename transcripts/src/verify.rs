@@ -33,7 +33,7 @@ use rand_core::SeedableRng as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::event::{Digest, Event, StreamId};
-use crate::keys::{KeyRing, SignatureBytes, is_strict_point, strict_public_key};
+use crate::keys::{KeyRing, SignatureBytes, is_strict_point, strict_key};
 use crate::limits::{EVENT_BODY_BYTES_MAX, SIGNATURE_BATCH_SIZE};
 
 /// Stable reason codes of a broken link (listed in specs/transcript-v1.toml).
@@ -185,9 +185,10 @@ fn verify_one(key: VerificationKeyBytes, signature: &Signature, digest: &Digest)
 pub fn verify_digest_signature(public_key: &[u8; 32], digest: &Digest, signature: &SignatureBytes) -> bool {
     let mut r_bytes = [0_u8; 32];
     r_bytes.copy_from_slice(&signature.as_bytes()[..32]);
-    strict_public_key(public_key).is_some()
-        && is_strict_point(&r_bytes)
-        && verify_one(VerificationKeyBytes::from(*public_key), &Signature::from_bytes(signature.as_bytes()), digest)
+    strict_key(public_key).is_some_and(|key| {
+        is_strict_point(&r_bytes)
+            && key.zebra.verify(&Signature::from_bytes(signature.as_bytes()), digest.as_bytes()).is_ok()
+    })
 }
 
 /// Verifies a stream event by event with bounded memory; feed it with [`Verifier::push`] and

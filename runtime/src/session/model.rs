@@ -1523,6 +1523,28 @@ impl SessionState {
         }
     }
 
+    /// The rail step the session needs next, if any: the step [`Self::effects`] asks for,
+    /// without working out the receipt that follows the rail's steps.
+    pub fn rail_effect(&self) -> Option<Effect> {
+        if !matches!(self.phase, Phase::Committed | Phase::Settling) {
+            return None;
+        }
+        let phase = self.rail_phase_due()?;
+        Some(Effect::Rail { phase, request: self.payment_request()? })
+    }
+
+    /// Which rail step a committed or settling session is due for: abort while it is aborting,
+    /// else prepare and then commit.
+    fn rail_phase_due(&self) -> Option<RailPhase> {
+        if self.aborting.is_some() {
+            return self.rail_aborted.is_none().then_some(RailPhase::Abort);
+        }
+        if self.prepared.is_none() {
+            return Some(RailPhase::Prepare);
+        }
+        self.rail_committed.is_none().then_some(RailPhase::Commit)
+    }
+
     /// What must happen next. Empty for a terminal session.
     pub fn effects(&self) -> Vec<Effect> {
         match self.phase {
@@ -1574,19 +1596,10 @@ impl SessionState {
             }
             Phase::Committed | Phase::Settling => {
                 let Some(request) = self.payment_request() else { return Vec::new() };
-                if self.aborting.is_some() {
-                    if self.rail_aborted.is_none() {
-                        return vec![Effect::Rail { phase: RailPhase::Abort, request }];
-                    }
-                    return Vec::new();
+                if let Some(phase) = self.rail_phase_due() {
+                    return vec![Effect::Rail { phase, request }];
                 }
-                if self.prepared.is_none() {
-                    return vec![Effect::Rail { phase: RailPhase::Prepare, request }];
-                }
-                if self.rail_committed.is_none() {
-                    return vec![Effect::Rail { phase: RailPhase::Commit, request }];
-                }
-                if self.receipt.is_none() {
+                if self.aborting.is_none() && self.receipt.is_none() {
                     return crate::session::receipt::unsigned_receipt(self)
                         .map(|(receipt, digest)| Effect::SignReceipt {
                             provider: request.payee.clone(),

@@ -139,9 +139,19 @@ pub fn verify_peac_in_session(
     state: &SessionState,
     jws: &str,
 ) -> Result<pactum_transcripts::peac::VerifiedReceipt, ReceiptError> {
-    use pactum_transcripts::peac;
     let expected = peac_signing_input(state).ok_or_else(|| ReceiptError("the session was not paid".into()))?;
-    if jws.rsplit_once('.').map(|(input, _)| input) != Some(expected.as_str()) {
+    verify_peac_for_input(state, jws, &expected)
+}
+
+/// [`verify_peac_in_session`] given the signing input the session calls for (worked out by
+/// the caller already).
+pub(crate) fn verify_peac_for_input(
+    state: &SessionState,
+    jws: &str,
+    expected: &str,
+) -> Result<pactum_transcripts::peac::VerifiedReceipt, ReceiptError> {
+    use pactum_transcripts::peac;
+    if jws.rsplit_once('.').map(|(input, _)| input) != Some(expected) {
         return Err(ReceiptError("the PEAC receipt is not the record of this session's payment".into()));
     }
     let agreement = state.agreement.as_ref().ok_or_else(|| ReceiptError("no agreement".into()))?;

@@ -1045,7 +1045,7 @@ impl AgentRuntime {
             live.stream.store().append_session_then(live.stream.id(), events, checkpoint, owner_change, |ledger| {
                 let mut run = RailRun { state: base, pending: Vec::new(), applied: Vec::new(), gave_up: false };
                 let mut payer_constrained = None;
-                while let Some(Effect::Rail { phase, request }) = run.state.effects().into_iter().next() {
+                while let Some(Effect::Rail { phase, request }) = run.state.rail_effect() {
                     if phase == RailPhase::Abort {
                         *abort_attempts += 1;
                         if *abort_attempts > ABORT_ATTEMPTS_MAX {

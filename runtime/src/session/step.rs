@@ -1004,7 +1004,7 @@ fn receipt_signed<R: Rng + ?Sized>(
         (Some(peac_signature), Some(input)) => {
             let jws = pactum_transcripts::peac::attach_signature(&input, &peac_signature)
                 .map_err(|e| StepError::Invalid(e.to_string()))?;
-            crate::session::receipt::verify_peac_in_session(&d.state, &jws)
+            crate::session::receipt::verify_peac_for_input(&d.state, &jws, &input)
                 .map_err(|e| StepError::Invalid(format!("{provider}'s PEAC receipt: {e}")))?;
             Some(jws)
         }
