@@ -288,17 +288,31 @@ impl Event {
         prev: Digest,
         signer: Option<&dyn EventSigner>,
     ) -> Result<Self, SealError> {
+        let mut event = Self::hashed(stream, seq, kind, body, at_ms, prev, signer.map(|s| s.key_id().clone()))?;
+        event.sig = signer.map(|s| s.sign_digest(&event.hash));
+        Ok(event)
+    }
+
+    /// An event with its hash, naming `signer` but not signed yet (`sig` is `None`): the
+    /// caller signs the hash and sets `sig` before the event goes anywhere.
+    pub(crate) fn hashed(
+        stream: StreamId,
+        seq: u64,
+        kind: EventKind,
+        body: Value,
+        at_ms: u64,
+        prev: Digest,
+        signer: Option<KeyId>,
+    ) -> Result<Self, SealError> {
         let canonical_body = canonical::to_canonical_string(&body)?;
         if canonical_body.len() > EVENT_BODY_BYTES_MAX {
             return Err(SealError::BodyTooLarge { size: canonical_body.len(), limit: EVENT_BODY_BYTES_MAX });
         }
-        let signer_id = signer.map(|s| s.key_id().clone());
         let unsealed =
-            UnsealedEvent { stream: &stream, seq, kind: &kind, body: &body, at_ms, prev, signer: signer_id.as_ref() };
+            UnsealedEvent { stream: &stream, seq, kind: &kind, body: &body, at_ms, prev, signer: signer.as_ref() };
         let (content, _) = unsealed.content_with_body(Some(&canonical_body))?;
         let hash = Digest::tagged(EVENT_HASH_TAG, content.as_bytes());
-        let sig = signer.map(|s| s.sign_digest(&hash));
-        Ok(Self { stream, seq, kind, body, at_ms, prev, signer: signer_id, hash, sig })
+        Ok(Self { stream, seq, kind, body, at_ms, prev, signer, hash, sig: None })
     }
 
     /// The hashed fields of this event.

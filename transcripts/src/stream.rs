@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::canonical::CanonicalError;
 use crate::clock::Clock;
 use crate::event::{Digest, Event, EventKind, SealError, StreamId, state_hash};
-use crate::keys::{EventSigner, KeyRing};
+use crate::keys::{EventSigner, KeyRing, SignatureBytes};
 use crate::limits::{READ_PAGE_EVENTS, STREAM_EVENTS_MAX};
 use crate::verify::{Anchor, Break, Verifier, VerifyReport};
 
@@ -247,6 +247,21 @@ impl<S: EventStore> TranscriptStream<S> {
     /// Seals new events after `head` (the caller's knowledge of the stream's end) without
     /// writing anything, so the caller can fold them before making them durable.
     pub fn seal_batch(&self, head: Option<Head>, new_events: Vec<NewEvent<'_>>) -> Result<Vec<Event>, TranscriptError> {
+        self.seal_batch_with(head, new_events, |jobs| {
+            jobs.iter().map(|(signer, digest)| signer.sign_digest(digest)).collect()
+        })
+    }
+
+    /// [`Self::seal_batch`], with the batch's signatures made by `sign`: it is given the signer
+    /// and hash of every event that has a signer, in order, and returns their signatures in
+    /// that order (it may spread the work over threads). A signature it does not return is
+    /// made here.
+    pub fn seal_batch_with(
+        &self,
+        head: Option<Head>,
+        new_events: Vec<NewEvent<'_>>,
+        sign: impl FnOnce(&[(&dyn EventSigner, Digest)]) -> Vec<SignatureBytes>,
+    ) -> Result<Vec<Event>, TranscriptError> {
         let (mut seq, mut prev, floor_ms) = match head {
             None => (0, self.stream.genesis(), 0),
             Some(head) => (head.seq + 1, head.hash, head.at_ms),
@@ -258,14 +273,24 @@ impl<S: EventStore> TranscriptStream<S> {
         let clock_ms = self.clock.now_ms();
         let mut floor_ms = floor_ms;
         let mut sealed = Vec::with_capacity(new_events.len());
+        let mut jobs = Vec::with_capacity(new_events.len());
         for new_event in new_events {
             let at_ms = new_event.at_ms.unwrap_or(clock_ms).max(floor_ms);
             floor_ms = at_ms;
+            let signer_id = new_event.signer.map(|signer| signer.key_id().clone());
             let event =
-                Event::seal(self.stream.clone(), seq, new_event.kind, new_event.body, at_ms, prev, new_event.signer)?;
+                Event::hashed(self.stream.clone(), seq, new_event.kind, new_event.body, at_ms, prev, signer_id)?;
+            if let Some(signer) = new_event.signer {
+                jobs.push((signer, event.hash));
+            }
             prev = event.hash;
             seq += 1;
             sealed.push(event);
+        }
+        // Signatures cover hashes only, so the whole chain is hashed first and signed after.
+        let mut signatures = sign(&jobs).into_iter();
+        for (event, (signer, digest)) in sealed.iter_mut().filter(|event| event.signer.is_some()).zip(jobs) {
+            event.sig = Some(signatures.next().unwrap_or_else(|| signer.sign_digest(&digest)));
         }
         Ok(sealed)
     }

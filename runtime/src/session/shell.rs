@@ -156,6 +156,8 @@ pub struct AgentRuntime {
     faults: Option<Arc<dyn crate::faults::Faults>>,
     /// The HTTP client for remote providers, made on first use.
     remote: std::sync::OnceLock<Result<crate::remote::client::RemoteClient, String>>,
+    /// Signs large writes on two cores (see [`super::cosign`]).
+    cosigner: super::cosign::CoSigner,
 }
 
 impl fmt::Debug for AgentRuntime {
@@ -211,6 +213,7 @@ impl AgentRuntime {
             stop_after_rail: None,
             faults: None,
             remote: std::sync::OnceLock::new(),
+            cosigner: super::cosign::CoSigner::default(),
         }
     }
 
@@ -649,6 +652,7 @@ impl AgentRuntime {
         approver: &mut dyn Approver,
         observer: &mut dyn SessionObserver,
     ) -> Result<(), RuntimeError> {
+        let _driving = self.cosigner.driving();
         let config = live.state.config().map_err(RuntimeError::Intent)?;
         let mut abort_attempts = 0;
         loop {
@@ -1233,7 +1237,18 @@ impl AgentRuntime {
                 })
             })
             .collect::<Result<Vec<_>, RuntimeError>>()?;
-        let sealed = live.stream.seal_batch(live.head, new_events)?;
+        let sealed = live.stream.seal_batch_with(live.head, new_events, |jobs| {
+            // Every event has a signer (`signers`, in order), so `jobs` line up with them.
+            let jobs = signers
+                .iter()
+                .zip(jobs)
+                .map(|(signer, (named, digest))| {
+                    debug_assert_eq!(signer.key_id(), named.key_id());
+                    (Arc::clone(signer), *digest)
+                })
+                .collect();
+            self.cosigner.sign_all(jobs)
+        })?;
         let Some(last) = sealed.last() else { return Ok(None) };
         // The sealed events are the drafts `live.state` already folds; only their hashes are new.
         let mut durable = live.state.clone();
