@@ -292,6 +292,25 @@ impl Constellation {
     }
 }
 
+impl crate::ledger::LedgerTx<'_> {
+    /// [`Constellation::append_session_events`] inside this transaction: a further write of
+    /// the session in the same commit (its events after the ones the transaction began with).
+    pub fn append_session_events(
+        &self,
+        stream_id: &str,
+        genesis: [u8; 32],
+        rows: &[EventRow],
+        checkpoint: Option<&CheckpointRow>,
+        owner_change: Option<crate::sessions::OwnerChange<'_>>,
+    ) -> Result<Option<u64>, StoreError> {
+        match rows.first() {
+            None => owner_change
+                .map_or(Ok(None), |change| crate::sessions::change_owner(self.tx(), &change, stream_id).map(|()| None)),
+            Some(first) => append_session_rows(self.tx(), stream_id, genesis, first, rows, checkpoint, owner_change),
+        }
+    }
+}
+
 fn append_session_rows(
     tx: &Transaction<'_>,
     stream_id: &str,

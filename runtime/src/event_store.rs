@@ -132,6 +132,27 @@ impl ConstellationEventStore {
     }
 }
 
+impl ConstellationEventStore {
+    /// [`ConstellationEventStore::append_session`] inside a transaction already open (the one
+    /// [`ConstellationEventStore::append_session_then`] hands to `then`): more of the session's
+    /// events, committed with the rest of that transaction.
+    pub fn append_session_in(
+        ledger: &LedgerTx<'_>,
+        stream: &StreamId,
+        events: &[Event],
+        checkpoint: Option<&Checkpoint>,
+        owner_change: Option<OwnerChange<'_>>,
+    ) -> Result<Option<CheckpointId>, RuntimeError> {
+        let rows = events.iter().map(to_row).collect::<Result<Vec<_>, _>>().map_err(TranscriptError::from)?;
+        let checkpoint = checkpoint.map(checkpoint_row).transpose().map_err(TranscriptError::from)?;
+        let genesis = *stream.genesis().as_bytes();
+        ledger
+            .append_session_events(stream.as_str(), genesis, &rows, checkpoint.as_ref(), owner_change)
+            .map(|id| id.map(CheckpointId))
+            .map_err(|error| TranscriptError::from(map_db_error(stream, error)).into())
+    }
+}
+
 impl EventStore for ConstellationEventStore {
     fn ensure_stream(&self, stream: &StreamId, _created_at_ms: u64) -> Result<(), StoreError> {
         match self.db.stream(stream.as_str()).map_err(backend)? {

@@ -1062,3 +1062,36 @@ fn a_crash_between_the_hold_and_its_evidence_does_not_count_the_hold_against_the
     let statuses = pactum_runtime::budget::status(db, "buyer", START_MS + 60_000).expect("status");
     assert_eq!(statuses[0].tally, pactum_runtime::constraints::Tally::Budget { spent_minor: price });
 }
+
+/// An automatic negotiation with local providers settles and ends in one write: the payment,
+/// the receipt, the completion and both checkpoints (at commitment and at completion) commit
+/// together, and the session, which never outlives that write, is never held by an owner.
+#[test]
+fn an_automatic_negotiation_settles_and_ends_in_one_write_with_both_checkpoints() {
+    let fixture = fixture(Directory::builtin().expect("directory"));
+    let db = fixture.runtime.constellation();
+    // The first negotiation also creates the buyer, funds its wallet and starts its memory.
+    negotiate(&fixture, Ask { seed: 1, ..Ask::default() }, &mut Always::new(false));
+    let writes = db.writes_attempted();
+    let (state, events) = negotiate(&fixture, Ask { seed: 2, ..Ask::default() }, &mut Always::new(false));
+    assert_eq!(state.phase, Phase::Completed, "{:?}", state.failure);
+    assert_eq!(db.writes_attempted() - writes, 1, "one write from the first event to the receipt");
+    let session_id = state.session_id().expect("id");
+    assert_eq!(db.session_owner(session_id).expect("owner"), None);
+    let seq_of = |kind: &str| events.iter().find(|e| e.kind.as_str() == kind).map(|e| e.seq).expect(kind);
+    let connection = rusqlite::Connection::open(db.path()).expect("open");
+    let mut statement =
+        connection.prepare("SELECT seq FROM transcript_checkpoints WHERE stream_id = ?1 ORDER BY seq").expect("query");
+    let checkpoints: Vec<u64> = statement
+        .query_map([format!("session:{session_id}")], |row| row.get::<_, i64>(0).map(|seq| seq as u64))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("seqs");
+    assert_eq!(checkpoints, vec![seq_of("session.committed"), seq_of("session.completed")]);
+    // Interactive approval still makes what led to the question durable before asking.
+    let writes = db.writes_attempted();
+    let (state, _) =
+        negotiate(&fixture, Ask { seed: 3, auto_approve: false, ..Ask::default() }, &mut Always::new(true));
+    assert_eq!(state.phase, Phase::Completed, "{:?}", state.failure);
+    assert_eq!(db.writes_attempted() - writes, 2);
+}

@@ -744,11 +744,7 @@ impl AgentRuntime {
                     vec![(self.remote_receipt(live, &provider, receipt, peac_input, observer)?, now)]
                 }
                 Effect::SignReceipt { provider, digest, peac_input, .. } => {
-                    let signer = self.signer(provider)?;
-                    let signature = signer.sign_digest(digest);
-                    let peac_signature = peac_input.as_ref().map(|input| signer.sign_message(input.as_bytes()));
-                    let key_id = signer.key_id().as_str().to_owned();
-                    vec![(Input::ReceiptSigned { key_id, signature, peac_signature }, now)]
+                    vec![(receipt_signed_by(self.signer(provider)?.as_ref(), digest, peac_input.as_deref()), now)]
                 }
             };
             self.decide(live, inputs, config.seed)?;
@@ -1040,14 +1036,26 @@ impl AgentRuntime {
             }
             _ => None,
         };
+        let finisher = self.local_finisher(live)?;
         let sealed = self.seal_pending(live)?;
         let base = sealed.as_ref().map_or(&live.state, |flush| &flush.durable).clone();
-        let owner_change = sealed.as_ref().and_then(|flush| self.owner_change(live, flush));
+        let after = sealed.as_ref().map_or(SealAfter { head: live.head, durable_phase: live.durable.phase }, |flush| {
+            SealAfter { head: flush.sealed.last().map(head_of), durable_phase: flush.durable.phase }
+        });
+        let mut owner_change = sealed.as_ref().and_then(|flush| self.owner_change(live, flush));
+        // A session this write may end is claimed at the end of the write, and only if it does
+        // not end there: a session that never outlives a write is never held.
+        let deferred_claim =
+            finisher.is_some() && matches!(owner_change, Some(pactum_memory::OwnerChange::Claim { .. }));
+        if deferred_claim {
+            owner_change = None;
+        }
         let (events, checkpoint) =
             sealed.as_ref().map_or((&[][..], None), |flush| (flush.sealed.as_slice(), flush.checkpoint.as_ref()));
-        let (checkpoint_id, run) =
+        let (checkpoint_id, mut run) =
             live.stream.store().append_session_then(live.stream.id(), events, checkpoint, owner_change, |ledger| {
-                let mut run = RailRun { state: base, pending: Vec::new(), applied: Vec::new(), gave_up: false };
+                let mut run =
+                    RailRun { state: base, pending: Vec::new(), applied: Vec::new(), gave_up: false, ended: None };
                 let mut payer_constrained = None;
                 while let Some(Effect::Rail { phase, request }) = run.state.rail_effect() {
                     if phase == RailPhase::Abort {
@@ -1158,17 +1166,118 @@ impl AgentRuntime {
                     let input = vec![(Input::Rail { phase, outcome }, now)];
                     decide_into(&mut run.state, &mut run.pending, input, config.seed)?;
                 }
+                if let Some(finisher) = &finisher
+                    && !run.gave_up
+                {
+                    self.finish_in_write(live, ledger, finisher, after, &mut run, config.seed)?;
+                }
+                if deferred_claim && run.ended.is_none() {
+                    let at_ms = run.state.last_at_ms;
+                    let claim =
+                        pactum_memory::OwnerChange::Claim { session_id: &live.session_id, owner: &self.owner, at_ms };
+                    ConstellationEventStore::append_session_in(ledger, live.stream.id(), &[], None, Some(claim))?;
+                }
                 Ok(run)
             })?;
         if let Some(flush) = sealed {
             self.finish_flush(live, flush, checkpoint_id, observer);
         }
+        let ended = run.ended.take();
         live.state = run.state;
         live.pending = run.pending;
+        if let Some(ended) = ended {
+            if let Some(staged) = ended.staged {
+                self.db.staged_committed(staged);
+            }
+            live.outcome_logged = true;
+            self.finish_flush(live, ended.flush, ended.checkpoint_id, observer);
+        }
         if let Some(phase) = self.stop_after_rail.filter(|phase| run.applied.contains(phase)) {
             return Err(RuntimeError::InjectedStop(phase.as_str()));
         }
         Ok(!run.gave_up)
+    }
+
+    /// The signers that can end this session in its settlement's write: when its provider is
+    /// local (it signs the receipt in process, deterministically, with nothing to wait for)
+    /// and nothing else must happen between paying and the receipt (a broker's purchase, an
+    /// injected stop). `None` otherwise: the receipt then comes in a write of its own.
+    fn local_finisher(&self, live: &LiveSession) -> Result<Option<LocalFinisher>, RuntimeError> {
+        let state = &live.state;
+        if self.stop_after_rail.is_some()
+            || state.aborting.is_some()
+            || state.delegation().is_some()
+            || state.parent_session().is_some()
+        {
+            return Ok(None);
+        }
+        let (Some(agreement), Some(buyer_id)) = (&state.agreement, state.buyer_id()) else { return Ok(None) };
+        if state.provider(&agreement.provider).is_none_or(|provider| provider.endpoint.is_some()) {
+            return Ok(None);
+        }
+        Ok(Some(LocalFinisher {
+            provider_id: agreement.provider.clone(),
+            provider: self.signer(&agreement.provider)?,
+            buyer_id: buyer_id.to_owned(),
+            buyer: self.signer(buyer_id)?,
+        }))
+    }
+
+    /// Inside the write that settled the session: has the local provider sign the receipt
+    /// and, when that completes the session, appends its last events (the rail's evidence, the
+    /// receipt, the completion) with their checkpoint, lets go of the session if this process
+    /// held it, and stages the outcome in the buyer's log. One commit instead of two, and a
+    /// crash leaves either no trace of the settlement or all of it.
+    fn finish_in_write(
+        &self,
+        live: &LiveSession,
+        ledger: &pactum_memory::LedgerTx<'_>,
+        finisher: &LocalFinisher,
+        after: SealAfter,
+        run: &mut RailRun,
+        seed: u64,
+    ) -> Result<(), RuntimeError> {
+        let Some(Effect::SignReceipt { provider, digest, peac_input, .. }) = run.state.effects().into_iter().next()
+        else {
+            return Ok(());
+        };
+        if provider != finisher.provider_id {
+            return Ok(());
+        }
+        let now = self.clock.now_ms().max(run.state.last_at_ms);
+        let input = receipt_signed_by(&finisher.provider, &digest, peac_input.as_deref());
+        decide_into(&mut run.state, &mut run.pending, vec![(input, now)], seed)?;
+        if run.state.phase != Phase::Completed {
+            return Ok(());
+        }
+        // The signers were fetched before the write: looking one up now could read the
+        // constellation, whose connection this write holds.
+        let signer_of = |agent: &str| -> Result<Arc<Ed25519Signer>, RuntimeError> {
+            match agent {
+                agent if agent == finisher.provider_id => Ok(Arc::clone(&finisher.provider)),
+                agent if agent == finisher.buyer_id => Ok(Arc::clone(&finisher.buyer)),
+                other => Err(RuntimeError::Io(std::io::Error::other(format!(
+                    "agent {other} signs a session's last events, which only its buyer and provider do"
+                )))),
+            }
+        };
+        let drafts = std::mem::take(&mut run.pending);
+        let Some(flush) = self.seal_drafts(&live.stream, after, drafts, &run.state, &signer_of)? else {
+            return Ok(());
+        };
+        let release = live
+            .claimed
+            .then(|| pactum_memory::OwnerChange::Release { session_id: &live.session_id, owner: &self.owner });
+        let checkpoint_id = ConstellationEventStore::append_session_in(
+            ledger,
+            live.stream.id(),
+            &flush.sealed,
+            flush.checkpoint.as_ref(),
+            release,
+        )?;
+        let staged = crate::preferences::stage_outcome(&self.db, ledger, &flush.durable);
+        run.ended = Some(EndedInWrite { flush, checkpoint_id, staged });
+        Ok(())
     }
 
     /// Makes the pending events durable in one atomic write, each signed by its sender, with a
@@ -1210,13 +1319,27 @@ impl AgentRuntime {
             return Ok(None);
         }
         let drafts = std::mem::take(&mut live.pending);
+        let after = SealAfter { head: live.head, durable_phase: live.durable.phase };
+        self.seal_drafts(&live.stream, after, drafts, &live.state, &|agent| self.signer(agent))
+    }
+
+    /// Seals `drafts` after `after.head`: `state` is the session's state with the drafts
+    /// folded in, `signer_of` finds each sender's signer. See [`Self::seal_pending`].
+    fn seal_drafts(
+        &self,
+        stream: &TranscriptStream<ConstellationEventStore>,
+        after: SealAfter,
+        drafts: Vec<EventDraft>,
+        state: &SessionState,
+        signer_of: &dyn Fn(&str) -> Result<Arc<Ed25519Signer>, RuntimeError>,
+    ) -> Result<Option<SealedFlush>, RuntimeError> {
         let mut signers = Vec::with_capacity(drafts.len());
         for draft in &drafts {
             let agent = match &draft.party {
-                Party::Buyer => live.state.buyer_id().unwrap_or_default().to_owned(),
+                Party::Buyer => state.buyer_id().unwrap_or_default().to_owned(),
                 Party::Provider(id) | Party::Member(id) => id.clone(),
             };
-            let signer = self.signer(&agent)?;
+            let signer = signer_of(&agent)?;
             if signer.key_id().as_str() != draft.key_id {
                 return Err(RuntimeError::Store(pactum_memory::StoreError::Corrupt {
                     detail: format!("agent {agent} signs as {}, the session expects {}", signer.key_id(), draft.key_id),
@@ -1237,7 +1360,7 @@ impl AgentRuntime {
                 })
             })
             .collect::<Result<Vec<_>, RuntimeError>>()?;
-        let sealed = live.stream.seal_batch_with(live.head, new_events, |jobs| {
+        let sealed = stream.seal_batch_with(after.head, new_events, |jobs| {
             // Every event has a signer (`signers`, in order), so `jobs` line up with them.
             let jobs = signers
                 .iter()
@@ -1250,17 +1373,17 @@ impl AgentRuntime {
             self.cosigner.sign_all(jobs)
         })?;
         let Some(last) = sealed.last() else { return Ok(None) };
-        // The sealed events are the drafts `live.state` already folds; only their hashes are new.
-        let mut durable = live.state.clone();
+        // The sealed events are the drafts `state` already folds; only their hashes are new.
+        let mut durable = state.clone();
         for event in &sealed {
             durable.record_hash(event.seq, &event.hash);
         }
         let milestone = matches!(durable.phase, Phase::Committed | Phase::Completed | Phase::Failed)
-            && durable.phase != live.durable.phase;
+            && durable.phase != after.durable_phase;
         let checkpoint = if milestone {
             let state = state_json(&durable)?;
             Some(pactum_transcripts::Checkpoint {
-                stream: live.stream.id().clone(),
+                stream: stream.id().clone(),
                 seq: last.seq,
                 event_hash: last.hash,
                 state_hash: pactum_transcripts::state_hash(&state)
@@ -1318,6 +1441,14 @@ impl AgentRuntime {
     }
 }
 
+/// Where a batch of drafts is sealed: after `head`, in a session whose durable phase so far
+/// is `durable_phase` (a batch that changes it to a milestone carries a checkpoint).
+#[derive(Clone, Copy)]
+struct SealAfter {
+    head: Option<pactum_transcripts::Head>,
+    durable_phase: Phase,
+}
+
 /// Pending events sealed for one write, and the durable state they lead to.
 struct SealedFlush {
     sealed: Vec<pactum_transcripts::Event>,
@@ -1331,6 +1462,38 @@ struct RailRun {
     pending: Vec<EventDraft>,
     applied: Vec<RailPhase>,
     gave_up: bool,
+    /// The session's last events, when the write also ended it (see
+    /// [`AgentRuntime::finish_in_write`]).
+    ended: Option<EndedInWrite>,
+}
+
+/// The end of a session written in the transaction that settled it.
+struct EndedInWrite {
+    flush: SealedFlush,
+    checkpoint_id: Option<pactum_transcripts::CheckpointId>,
+    staged: Option<pactum_memory::blocks::StagedWrite>,
+}
+
+/// Who can end a settling session inside its settlement's write: its local provider, which
+/// signs the receipt, and the buyer; both signers are fetched before the write begins.
+struct LocalFinisher {
+    provider_id: String,
+    provider: Arc<Ed25519Signer>,
+    buyer_id: String,
+    buyer: Arc<Ed25519Signer>,
+}
+
+/// The input that records a receipt signed by a local provider's key.
+fn receipt_signed_by(signer: &Ed25519Signer, digest: &pactum_transcripts::Digest, peac_input: Option<&str>) -> Input {
+    Input::ReceiptSigned {
+        key_id: signer.key_id().as_str().to_owned(),
+        signature: signer.sign_digest(digest),
+        peac_signature: peac_input.map(|input| signer.sign_message(input.as_bytes())),
+    }
+}
+
+fn head_of(event: &pactum_transcripts::Event) -> pactum_transcripts::Head {
+    pactum_transcripts::Head { seq: event.seq, hash: event.hash, at_ms: event.at_ms }
 }
 
 /// What a remote provider said, as recorded: at most `INVALID_DETAIL_CHARS_MAX` characters.
