@@ -108,6 +108,11 @@ impl CoSigner {
         Driving(&self.driving)
     }
 
+    /// How many sessions are being driven now.
+    pub(crate) fn sessions_driven(&self) -> usize {
+        self.driving.load(Ordering::Relaxed)
+    }
+
     /// The signature of each job's digest by its signer, in order.
     pub(crate) fn sign_all(&self, jobs: Vec<(Arc<Ed25519Signer>, Digest)>) -> Vec<SignatureBytes> {
         if jobs.len() < COSIGN_BATCH_MIN || self.driving.load(Ordering::Relaxed) >= cores() {

@@ -1204,7 +1204,10 @@ impl AgentRuntime {
     /// injected stop). `None` otherwise: the receipt then comes in a write of its own.
     fn local_finisher(&self, live: &LiveSession) -> Result<Option<LocalFinisher>, RuntimeError> {
         let state = &live.state;
-        if self.stop_after_rail.is_some()
+        // With other sessions waiting for the connection, the receipt's signing and checking
+        // are better done outside the write that holds it: a second, shorter write then.
+        if self.cosigner.sessions_driven() > 1
+            || self.stop_after_rail.is_some()
             || state.aborting.is_some()
             || state.delegation().is_some()
             || state.parent_session().is_some()
