@@ -6,8 +6,9 @@ use pactum_memory::{CheckpointRow, Constellation, EventRow, LedgerTx, OwnerChang
 use pactum_transcripts::canonical::{parse_strict, to_canonical_string};
 use pactum_transcripts::{
     Checkpoint, CheckpointId, Digest, Event, EventKind, EventStore, Head, KeyId, SignatureBytes, StoreError, StreamId,
-    TranscriptError,
+    TranscriptError, state_hash_of_canonical,
 };
+use serde_json::Value;
 
 use crate::error::RuntimeError;
 
@@ -85,14 +86,13 @@ impl ConstellationEventStore {
         &self,
         stream: &StreamId,
         events: &[Event],
-        checkpoint: Option<&Checkpoint>,
+        checkpoint: Option<&SealedCheckpoint>,
         owner_change: Option<OwnerChange<'_>>,
     ) -> Result<Option<CheckpointId>, StoreError> {
         let rows = events.iter().map(to_row).collect::<Result<Vec<_>, _>>()?;
-        let checkpoint = checkpoint.map(checkpoint_row).transpose()?;
         let genesis = *stream.genesis().as_bytes();
         self.db
-            .append_session_events(stream.as_str(), genesis, &rows, checkpoint.as_ref(), owner_change)
+            .append_session_events(stream.as_str(), genesis, &rows, checkpoint.map(|c| &c.row), owner_change)
             .map(|id| id.map(CheckpointId))
             .map_err(|e| map_db_error(stream, e))
     }
@@ -103,7 +103,7 @@ impl ConstellationEventStore {
         &self,
         stream: &StreamId,
         events: &[Event],
-        checkpoint: Option<&Checkpoint>,
+        checkpoint: Option<&SealedCheckpoint>,
         owner_change: Option<OwnerChange<'_>>,
         then: impl FnOnce(&LedgerTx<'_>) -> Result<T, RuntimeError>,
     ) -> Result<(Option<CheckpointId>, T), RuntimeError> {
@@ -118,10 +118,10 @@ impl ConstellationEventStore {
             }
         }
         let rows = events.iter().map(to_row).collect::<Result<Vec<_>, _>>().map_err(TranscriptError::from)?;
-        let checkpoint = checkpoint.map(checkpoint_row).transpose().map_err(TranscriptError::from)?;
         let genesis = *stream.genesis().as_bytes();
+        let checkpoint = checkpoint.map(|c| &c.row);
         self.db
-            .append_session_events_then(stream.as_str(), genesis, &rows, checkpoint.as_ref(), owner_change, |ledger| {
+            .append_session_events_then(stream.as_str(), genesis, &rows, checkpoint, owner_change, |ledger| {
                 then(ledger).map_err(WriteError::Then)
             })
             .map(|(id, value)| (id.map(CheckpointId), value))
@@ -140,14 +140,13 @@ impl ConstellationEventStore {
         ledger: &LedgerTx<'_>,
         stream: &StreamId,
         events: &[Event],
-        checkpoint: Option<&Checkpoint>,
+        checkpoint: Option<&SealedCheckpoint>,
         owner_change: Option<OwnerChange<'_>>,
     ) -> Result<Option<CheckpointId>, RuntimeError> {
         let rows = events.iter().map(to_row).collect::<Result<Vec<_>, _>>().map_err(TranscriptError::from)?;
-        let checkpoint = checkpoint.map(checkpoint_row).transpose().map_err(TranscriptError::from)?;
         let genesis = *stream.genesis().as_bytes();
         ledger
-            .append_session_events(stream.as_str(), genesis, &rows, checkpoint.as_ref(), owner_change)
+            .append_session_events(stream.as_str(), genesis, &rows, checkpoint.map(|c| &c.row), owner_change)
             .map(|id| id.map(CheckpointId))
             .map_err(|error| TranscriptError::from(map_db_error(stream, error)).into())
     }
@@ -194,7 +193,8 @@ impl EventStore for ConstellationEventStore {
         events: &[Event],
         checkpoint: Option<&Checkpoint>,
     ) -> Result<Option<CheckpointId>, StoreError> {
-        self.append_session(stream, events, checkpoint, None)
+        let checkpoint = checkpoint.map(SealedCheckpoint::of).transpose()?;
+        self.append_session(stream, events, checkpoint.as_ref(), None)
     }
 
     fn checkpoint(&self, stream: &StreamId, id: CheckpointId) -> Result<Option<Checkpoint>, StoreError> {
@@ -205,6 +205,42 @@ impl EventStore for ConstellationEventStore {
     fn latest_checkpoint(&self, stream: &StreamId) -> Result<Option<(CheckpointId, Checkpoint)>, StoreError> {
         let row = self.db.checkpoint(stream.as_str(), None).map_err(backend)?;
         row.map(|row| Ok((CheckpointId(row.checkpoint_id), checkpoint_from_row(stream, row)?))).transpose()
+    }
+}
+
+/// A checkpoint ready to be stored: its state's canonical text is worked out once, for both
+/// its hash and its row (a session's state is the largest thing a write canonicalizes).
+#[derive(Debug)]
+pub struct SealedCheckpoint {
+    row: CheckpointRow,
+}
+
+impl SealedCheckpoint {
+    /// The checkpoint of `state`, the fold of `stream` up to the event `seq` whose hash is
+    /// `event_hash`.
+    pub fn new(
+        stream: &StreamId,
+        seq: u64,
+        event_hash: Digest,
+        state: &Value,
+        created_at_ms: u64,
+    ) -> Result<Self, TranscriptError> {
+        let state = to_canonical_string(state)?;
+        Ok(Self {
+            row: CheckpointRow {
+                checkpoint_id: 0,
+                stream_id: stream.as_str().to_owned(),
+                seq,
+                event_hash: *event_hash.as_bytes(),
+                state_hash: *state_hash_of_canonical(&state).as_bytes(),
+                state,
+                created_at_ms,
+            },
+        })
+    }
+
+    fn of(checkpoint: &Checkpoint) -> Result<Self, StoreError> {
+        Ok(Self { row: checkpoint_row(checkpoint)? })
     }
 }
 

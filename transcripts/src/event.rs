@@ -409,7 +409,13 @@ fn take_u64(value: Option<Value>, field: &str) -> Result<u64, FormatError> {
 
 /// Hash binding a checkpoint's serialized state: SHA-256(STATE_HASH_TAG ‖ canonical state).
 pub fn state_hash(state: &Value) -> Result<Digest, CanonicalError> {
-    Ok(Digest::tagged(STATE_HASH_TAG, canonical::to_canonical_string(state)?.as_bytes()))
+    Ok(state_hash_of_canonical(&canonical::to_canonical_string(state)?))
+}
+
+/// [`state_hash`] of a state already in canonical form (`canonical` must be
+/// [`canonical::to_canonical_string`] of the state).
+pub fn state_hash_of_canonical(canonical: &str) -> Digest {
+    Digest::tagged(STATE_HASH_TAG, canonical.as_bytes())
 }
 
 #[cfg(test)]

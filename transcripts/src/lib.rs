@@ -30,7 +30,7 @@ mod verify;
 pub use clock::{Clock, ManualClock};
 pub use event::{
     Digest, EVENT_HASH_TAG, Event, EventKind, FORMAT, FormatError, GENESIS_TAG, STATE_HASH_TAG, SealError, StreamId,
-    UnsealedEvent, state_hash,
+    UnsealedEvent, state_hash, state_hash_of_canonical,
 };
 pub use keys::{
     Ed25519Signer, EventSigner, KeyError, KeyId, KeyRing, SignatureBytes, public_key_bytes_to_base64url,

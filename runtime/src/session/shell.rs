@@ -19,7 +19,7 @@ use pactum_transcripts::{
 
 use crate::directory::{Directory, IntentType};
 use crate::error::RuntimeError;
-use crate::event_store::ConstellationEventStore;
+use crate::event_store::{ConstellationEventStore, SealedCheckpoint};
 use crate::identities::{DEFAULT_BUYER_ID, derive_agent_seed, ensure_agent, signer_for};
 use crate::intent::Intent;
 use crate::money::{Currency, Money};
@@ -1385,15 +1385,7 @@ impl AgentRuntime {
             && durable.phase != after.durable_phase;
         let checkpoint = if milestone {
             let state = state_json(&durable)?;
-            Some(pactum_transcripts::Checkpoint {
-                stream: stream.id().clone(),
-                seq: last.seq,
-                event_hash: last.hash,
-                state_hash: pactum_transcripts::state_hash(&state)
-                    .map_err(pactum_transcripts::TranscriptError::from)?,
-                state,
-                created_at_ms: last.at_ms,
-            })
+            Some(SealedCheckpoint::new(stream.id(), last.seq, last.hash, &state, last.at_ms)?)
         } else {
             None
         };
@@ -1456,7 +1448,7 @@ struct SealAfter {
 struct SealedFlush {
     sealed: Vec<pactum_transcripts::Event>,
     durable: SessionState,
-    checkpoint: Option<pactum_transcripts::Checkpoint>,
+    checkpoint: Option<SealedCheckpoint>,
 }
 
 /// What [`AgentRuntime::settle`] did inside its transaction.
