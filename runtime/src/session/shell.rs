@@ -1250,7 +1250,14 @@ impl AgentRuntime {
         let now = self.clock.now_ms().max(run.state.last_at_ms);
         let input = receipt_signed_by(&finisher.provider, &digest, peac_input.as_deref());
         decide_into(&mut run.state, &mut run.pending, vec![(input, now)], seed)?;
-        if run.state.phase != Phase::Completed {
+        // Only the buyer's and the provider's events end a session here; anything else (never
+        // the case today) is left for the next write, which looks its signers up as usual.
+        let signed_by_finisher = |draft: &EventDraft| match &draft.party {
+            Party::Buyer => true,
+            Party::Provider(id) => *id == finisher.provider_id,
+            Party::Member(_) => false,
+        };
+        if run.state.phase != Phase::Completed || !run.pending.iter().all(signed_by_finisher) {
             return Ok(());
         }
         // The signers were fetched before the write: looking one up now could read the
