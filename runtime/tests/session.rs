@@ -3,41 +3,22 @@
 //! stage and fault domain come from the taxonomy and whose evidence resolves in the transcript.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use pactum_memory::Constellation;
 use pactum_runtime::constraints::{Budget, Constraint, Temporal, Window};
 use pactum_runtime::session::model::{Phase, SessionState, kind, parse_event_ref};
 use pactum_runtime::session::receipt::verify_receipt_in_session;
 use pactum_runtime::session::replay::{outcome_problems, replay_session};
-use pactum_runtime::session::shell::{
-    AgentRuntime, Approver, KeyEntropy, NewSession, OfferToApprove, OwnerLiveness, Quiet,
-};
+use pactum_runtime::session::shell::{AgentRuntime, Approver, NewSession, OfferToApprove, OwnerLiveness, Quiet};
 use pactum_runtime::session::spending::{ConstraintsCheckedBody, NamedConstraint};
 use pactum_runtime::{
     Currency, Directory, FailureCode, Intent, IntentType, ManualClock, Money, SettlementMode, StaticPolicy, Urgency,
     check_constellation, strategy_named,
 };
-use pactum_transcripts::{Digest, Event};
+use pactum_transcripts::Event;
 
-#[derive(Debug, Default)]
-struct CountingEntropy(AtomicU64);
-
-impl KeyEntropy for CountingEntropy {
-    fn key_seed(&self) -> [u8; 32] {
-        let n = self.0.fetch_add(1, Ordering::SeqCst);
-        *Digest::tagged(b"test entropy\0", &n.to_be_bytes()).as_bytes()
-    }
-}
-
-#[derive(Debug)]
-struct NobodyAlive;
-
-impl OwnerLiveness for NobodyAlive {
-    fn is_alive(&self, _owner: &str) -> bool {
-        false
-    }
-}
+mod common;
+use common::{CountingEntropy, NobodyAlive, START_MS, runtime_at};
 
 /// Approves (or declines) every payment, counting the questions; optionally cancels (asks for
 /// an abort) at its `cancel_at`-th check, or while it is being asked to pay.
@@ -67,8 +48,6 @@ impl Approver for Always {
         cancelled.then(|| "cancelled by the client".to_owned())
     }
 }
-
-const START_MS: u64 = 1_700_000_000_000;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -541,19 +520,6 @@ fn state_from_the_checkpoint_equals_the_full_fold() {
     assert_eq!(fixture.runtime.get_session_state(session_id).expect("state"), state);
 }
 
-/// A runtime of the process `owner` on the constellation file at `path`, as each process that
-/// opens it after a crash has.
-fn process_at(path: &std::path::Path, owner: &str) -> AgentRuntime {
-    AgentRuntime::new(
-        Arc::new(Constellation::open(path).expect("open")),
-        Arc::new(ManualClock::new(START_MS)),
-        Directory::builtin().expect("directory"),
-        Arc::new(CountingEntropy::default()),
-        Arc::new(NobodyAlive),
-        owner.into(),
-    )
-}
-
 /// A crash after the rail moved money and before the transcript recorded it: recovery by
 /// another process records each step once, with the same transfer, and finishes the session.
 /// The ledger settles in one transaction (prepare, then commit), so stopping after either
@@ -561,7 +527,7 @@ fn process_at(path: &std::path::Path, owner: &str) -> AgentRuntime {
 fn crash_after_rail_step_then_recover(phase: pactum_runtime::RailPhase) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.pactum");
-    let make = |owner: &str| process_at(&path, owner);
+    let make = |owner: &str| runtime_at(&path, owner);
     let crashing = make("first-process").with_injected_stop_after(phase);
     let error = crashing.negotiate(request(Ask::default()), &mut Always::new(true), &mut Quiet).expect_err("stops");
     assert!(matches!(error, pactum_runtime::RuntimeError::InjectedStop(_)), "{error}");
@@ -1017,7 +983,7 @@ fn a_settlement_resumed_after_a_crash_is_not_refused_for_steps_already_done() {
     use pactum_runtime::RailPhase::{Abort, Commit, Prepare};
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.pactum");
-    let make = |owner: &str| process_at(&path, owner);
+    let make = |owner: &str| runtime_at(&path, owner);
     let crashing = make("first-process").with_injected_stop_after(Commit);
     crashing.negotiate(request(Ask::default()), &mut Always::new(true), &mut Quiet).expect_err("stops");
     drop(crashing);
@@ -1041,7 +1007,7 @@ fn a_settlement_resumed_after_a_crash_is_not_refused_for_steps_already_done() {
 fn a_crash_between_the_hold_and_its_evidence_does_not_count_the_hold_against_the_budget() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.pactum");
-    let make = |owner: &str| process_at(&path, owner);
+    let make = |owner: &str| runtime_at(&path, owner);
     let budget_minor = 8;
     let crashing = make("first-process").with_injected_stop_after(pactum_runtime::RailPhase::Commit);
     crashing.ensure_buyer(Currency::parse("USD").expect("usd")).expect("buyer");
